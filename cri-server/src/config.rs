@@ -1,0 +1,142 @@
+//! Configuration: an optional TOML file over embedded defaults, then command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// The default configuration file, with comments; every key in it is a default.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub root: PathBuf,
+    pub state_dir: PathBuf,
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub image: ImageConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    pub strict_pod_network: bool,
+    pub node_ip: String,
+    pub max_log_line_bytes: usize,
+    pub runtime_handlers: Vec<String>,
+    pub start_timeout_seconds: u64,
+    pub kill_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageConfig {
+    pub platform: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            strict_pod_network: false,
+            node_ip: String::new(),
+            max_log_line_bytes: 16 * 1024,
+            runtime_handlers: vec!["darwin".into()],
+            start_timeout_seconds: 10,
+            kill_timeout_seconds: 10,
+        }
+    }
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            platform: String::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The embedded defaults, overlaid with the file at `path` if one is given. Keys the file
+    /// leaves out keep their defaults, sections included.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let mut merged: toml::Table = toml::from_str(DEFAULT_TOML).context("the embedded default configuration")?;
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let user: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            overlay(&mut merged, user);
+        }
+        toml::Value::Table(merged)
+            .try_into()
+            .with_context(|| match path {
+                Some(p) => format!("invalid configuration in {}", p.display()),
+                None => "invalid embedded configuration".into(),
+            })
+    }
+}
+
+fn overlay(base: &mut toml::Table, top: toml::Table) {
+    for (k, v) in top {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(t)) => overlay(b, t),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_file_equals_the_code_defaults() {
+        let c = Config::load(None).expect("defaults load");
+        assert_eq!(c.socket, PathBuf::from("/var/run/darwin-cri/darwin-cri.sock"));
+        assert_eq!(c.log, LogConfig::default());
+        assert_eq!(c.runtime, RuntimeConfig::default());
+        assert_eq!(c.image, ImageConfig::default());
+    }
+
+    #[test]
+    fn a_file_overrides_single_keys_and_rejects_unknown_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "root = \"/r\"\n[runtime]\nstrict_pod_network = true\n").expect("write");
+        let c = Config::load(Some(&p)).expect("loads");
+        assert_eq!(c.root, PathBuf::from("/r"));
+        assert!(c.runtime.strict_pod_network);
+        assert_eq!(c.runtime.max_log_line_bytes, 16384);
+        std::fs::write(&p, "[runtime]\nstrict_pod_netwrk = true\n").expect("write");
+        let err = format!("{:#}", Config::load(Some(&p)).expect_err("typo refused"));
+        assert!(err.contains("strict_pod_netwrk"), "{err}");
+    }
+}

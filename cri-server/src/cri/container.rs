@@ -1,0 +1,189 @@
+//! CreateContainer, StartContainer, StopContainer, RemoveContainer, ContainerStatus,
+//! ListContainers, ExecSync.
+
+use std::collections::HashMap;
+
+use k8s_cri::v1 as cri;
+use runtime::{Container, ContainerMetadata, ContainerSpec, ContainerState, MountSpec};
+use tonic::Status;
+
+use super::sandbox::{hash, labels_match};
+use super::status::required;
+
+fn map(m: HashMap<String, String>) -> std::collections::BTreeMap<String, String> {
+    m.into_iter().collect()
+}
+
+pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Status> {
+    let image = config.image.ok_or_else(|| required("config.image"))?;
+    let mut spec = ContainerSpec {
+        metadata: config.metadata.map(|m| ContainerMetadata {
+            name: m.name,
+            attempt: m.attempt,
+        }),
+        image: image.image,
+        command: config.command,
+        args: config.args,
+        working_dir: config.working_dir,
+        envs: config.envs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+        mounts: Vec::with_capacity(config.mounts.len()),
+        labels: map(config.labels),
+        annotations: map(config.annotations),
+        log_path: config.log_path,
+        stdin: config.stdin,
+        stdin_once: config.stdin_once,
+        tty: config.tty,
+        ..Default::default()
+    };
+    for m in config.mounts {
+        if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
+            return Err(Status::invalid_argument(format!(
+                "mount {:?}: image volumes are not supported on darwin nodes",
+                m.container_path
+            )));
+        }
+        if m.recursive_read_only {
+            return Err(Status::invalid_argument(format!(
+                "mount {:?}: recursive read-only mounts are not supported (the runtime handler does not advertise them)",
+                m.container_path
+            )));
+        }
+        spec.mounts.push(MountSpec {
+            container_path: m.container_path,
+            host_path: m.host_path,
+            readonly: m.readonly,
+        });
+    }
+    if let Some(sc) = config.linux.and_then(|l| l.security_context) {
+        spec.run_as_user = sc.run_as_user.map(|v| v.value);
+        spec.run_as_group = sc.run_as_group.map(|v| v.value);
+        spec.run_as_username = sc.run_as_username;
+        spec.supplemental_groups = sc.supplemental_groups;
+        let localhost = cri::security_profile::ProfileType::Localhost as i32;
+        if sc.seccomp.as_ref().is_some_and(|p| p.profile_type == localhost) {
+            return Err(Status::invalid_argument("seccomp profiles are not available on darwin nodes"));
+        }
+        if sc.apparmor.as_ref().is_some_and(|p| p.profile_type == localhost) {
+            return Err(Status::invalid_argument("AppArmor profiles are not available on darwin nodes"));
+        }
+    }
+    if spec.run_as_username.is_empty() {
+        if let Some(w) = config.windows.and_then(|w| w.security_context) {
+            spec.run_as_username = w.run_as_username;
+        }
+    }
+    Ok(spec)
+}
+
+pub fn state(c: &Container) -> i32 {
+    (match c.state {
+        ContainerState::Created => cri::ContainerState::ContainerCreated,
+        ContainerState::Running => cri::ContainerState::ContainerRunning,
+        ContainerState::Exited => cri::ContainerState::ContainerExited,
+        ContainerState::Unknown => cri::ContainerState::ContainerUnknown,
+    }) as i32
+}
+
+fn metadata(c: &Container) -> cri::ContainerMetadata {
+    cri::ContainerMetadata {
+        name: c.name.clone(),
+        attempt: c.attempt,
+    }
+}
+
+fn image_spec(c: &Container) -> cri::ImageSpec {
+    cri::ImageSpec {
+        image: c.spec.image.clone(),
+        user_specified_image: c.spec.image.clone(),
+        ..Default::default()
+    }
+}
+
+pub fn container(c: &Container) -> cri::Container {
+    cri::Container {
+        id: c.id.clone(),
+        pod_sandbox_id: c.pod_id.clone(),
+        metadata: Some(metadata(c)),
+        image: Some(image_spec(c)),
+        image_ref: c.image_ref.clone(),
+        state: state(c),
+        created_at: c.created_at,
+        labels: hash(&c.spec.labels),
+        annotations: hash(&c.spec.annotations),
+        image_id: c.image_id.clone(),
+    }
+}
+
+pub fn status(c: &Container, verbose: bool) -> cri::ContainerStatusResponse {
+    let mut info = HashMap::new();
+    if verbose {
+        info.insert(
+            "info".into(),
+            serde_json::json!({
+                "pid": c.pid,
+                "monitorPid": c.monitor_pid,
+                "rootfs": c.process.rootfs,
+                "args": c.process.args,
+                "cwd": c.process.cwd,
+            })
+            .to_string(),
+        );
+    }
+    cri::ContainerStatusResponse {
+        status: Some(cri::ContainerStatus {
+            id: c.id.clone(),
+            metadata: Some(metadata(c)),
+            state: state(c),
+            created_at: c.created_at,
+            started_at: c.started_at,
+            finished_at: c.finished_at,
+            exit_code: c.exit_code,
+            image: Some(image_spec(c)),
+            image_ref: c.image_ref.clone(),
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+            labels: hash(&c.spec.labels),
+            annotations: hash(&c.spec.annotations),
+            mounts: c
+                .spec
+                .mounts
+                .iter()
+                .map(|m| cri::Mount {
+                    container_path: m.container_path.clone(),
+                    host_path: m.host_path.clone(),
+                    readonly: m.readonly,
+                    ..Default::default()
+                })
+                .collect(),
+            log_path: c.log_path(),
+            resources: None,
+            image_id: c.image_id.clone(),
+            user: Some(cri::ContainerUser {
+                linux: Some(cri::LinuxContainerUser {
+                    uid: c.process.uid.into(),
+                    gid: c.process.gid.into(),
+                    supplemental_groups: c.process.groups.iter().map(|g| i64::from(*g)).collect(),
+                }),
+            }),
+        }),
+        info,
+    }
+}
+
+pub fn list(containers: Vec<Container>, filter: Option<cri::ContainerFilter>) -> cri::ListContainersResponse {
+    let mut out: Vec<cri::Container> = containers
+        .iter()
+        .filter(|c| match &filter {
+            None => true,
+            Some(f) => {
+                (f.id.is_empty() || c.id.starts_with(&f.id))
+                    && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
+                    && f.state.as_ref().is_none_or(|s| s.state == state(c))
+                    && labels_match(&c.spec.labels, &f.label_selector)
+            }
+        })
+        .map(container)
+        .collect();
+    out.sort_by_key(|c| std::cmp::Reverse(c.created_at));
+    cri::ListContainersResponse { containers: out }
+}

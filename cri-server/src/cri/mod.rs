@@ -1,0 +1,300 @@
+//! The CRI v1 gRPC services: thin adapters from gRPC messages to the runtime's domain calls.
+//! One module per RPC family; this one only wires them to tonic's traits.
+
+mod container;
+mod image;
+mod info;
+mod sandbox;
+mod status;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_server::ImageService;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use runtime::Runtime;
+use tonic::{Request, Response, Status};
+
+use status::{from_image, from_runtime, required, unimplemented};
+
+/// Both CRI services over one runtime.
+#[derive(Debug, Clone)]
+pub struct Cri {
+    runtime: Arc<Runtime>,
+    /// The platform images are selected for, for Status's verbose info.
+    platform: String,
+}
+
+impl Cri {
+    pub fn new(runtime: Arc<Runtime>, platform: String) -> Cri {
+        Cri { runtime, platform }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+fn ok<T>(t: T) -> Reply<T> {
+    Ok(Response::new(t))
+}
+
+fn non_empty<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
+    if value.is_empty() { Err(required(field)) } else { Ok(value) }
+}
+
+/// Runs blocking image-store work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))
+}
+
+#[tonic::async_trait]
+impl RuntimeService for Cri {
+    async fn version(&self, _: Request<cri::VersionRequest>) -> Reply<cri::VersionResponse> {
+        ok(info::version())
+    }
+
+    async fn run_pod_sandbox(&self, req: Request<cri::RunPodSandboxRequest>) -> Reply<cri::RunPodSandboxResponse> {
+        let req = req.into_inner();
+        let spec = sandbox::pod_spec(req.config.ok_or_else(|| required("config"))?, req.runtime_handler)?;
+        let rt = Arc::clone(&self.runtime);
+        let pod_sandbox_id = blocking(move || rt.run_pod(spec)).await?.map_err(from_runtime)?;
+        ok(cri::RunPodSandboxResponse { pod_sandbox_id })
+    }
+
+    async fn stop_pod_sandbox(&self, req: Request<cri::StopPodSandboxRequest>) -> Reply<cri::StopPodSandboxResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        self.runtime.stop_pod(non_empty(&id, "pod_sandbox_id")?).await.map_err(from_runtime)?;
+        ok(cri::StopPodSandboxResponse {})
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<cri::RemovePodSandboxRequest>,
+    ) -> Reply<cri::RemovePodSandboxResponse> {
+        let id = req.into_inner().pod_sandbox_id;
+        self.runtime.remove_pod(non_empty(&id, "pod_sandbox_id")?).await.map_err(from_runtime)?;
+        ok(cri::RemovePodSandboxResponse {})
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<cri::PodSandboxStatusRequest>,
+    ) -> Reply<cri::PodSandboxStatusResponse> {
+        let req = req.into_inner();
+        let pod = self.runtime.pod(non_empty(&req.pod_sandbox_id, "pod_sandbox_id")?).map_err(from_runtime)?;
+        ok(sandbox::status(&pod, self.runtime.node_ip(), req.verbose))
+    }
+
+    async fn list_pod_sandbox(&self, req: Request<cri::ListPodSandboxRequest>) -> Reply<cri::ListPodSandboxResponse> {
+        ok(sandbox::list(self.runtime.list_pods(), req.into_inner().filter))
+    }
+
+    async fn create_container(&self, req: Request<cri::CreateContainerRequest>) -> Reply<cri::CreateContainerResponse> {
+        let req = req.into_inner();
+        let pod_id = non_empty(&req.pod_sandbox_id, "pod_sandbox_id")?;
+        let spec = container::container_spec(req.config.ok_or_else(|| required("config"))?)?;
+        let container_id = self.runtime.create_container(pod_id, spec).await.map_err(from_runtime)?;
+        ok(cri::CreateContainerResponse { container_id })
+    }
+
+    async fn start_container(&self, req: Request<cri::StartContainerRequest>) -> Reply<cri::StartContainerResponse> {
+        let id = req.into_inner().container_id;
+        self.runtime.start_container(non_empty(&id, "container_id")?).await.map_err(from_runtime)?;
+        ok(cri::StartContainerResponse {})
+    }
+
+    async fn stop_container(&self, req: Request<cri::StopContainerRequest>) -> Reply<cri::StopContainerResponse> {
+        let req = req.into_inner();
+        let id = non_empty(&req.container_id, "container_id")?;
+        self.runtime.stop_container(id, req.timeout).await.map_err(from_runtime)?;
+        ok(cri::StopContainerResponse {})
+    }
+
+    async fn remove_container(&self, req: Request<cri::RemoveContainerRequest>) -> Reply<cri::RemoveContainerResponse> {
+        let id = req.into_inner().container_id;
+        self.runtime.remove_container(non_empty(&id, "container_id")?).await.map_err(from_runtime)?;
+        ok(cri::RemoveContainerResponse {})
+    }
+
+    async fn list_containers(&self, req: Request<cri::ListContainersRequest>) -> Reply<cri::ListContainersResponse> {
+        ok(container::list(self.runtime.list_containers(), req.into_inner().filter))
+    }
+
+    async fn container_status(&self, req: Request<cri::ContainerStatusRequest>) -> Reply<cri::ContainerStatusResponse> {
+        let req = req.into_inner();
+        let c = self.runtime.container(non_empty(&req.container_id, "container_id")?).map_err(from_runtime)?;
+        ok(container::status(&c, req.verbose))
+    }
+
+    async fn update_container_resources(
+        &self,
+        _: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Reply<cri::UpdateContainerResourcesResponse> {
+        Err(unimplemented("UpdateContainerResources", "lifecycle (resource limits)"))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        _: Request<cri::ReopenContainerLogRequest>,
+    ) -> Reply<cri::ReopenContainerLogResponse> {
+        Err(unimplemented("ReopenContainerLog", "lifecycle (log rotation)"))
+    }
+
+    async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {
+        let req = req.into_inner();
+        let id = non_empty(&req.container_id, "container_id")?;
+        if req.timeout < 0 {
+            return Err(Status::invalid_argument("timeout must not be negative"));
+        }
+        let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
+        let out = self.runtime.exec_sync(id, &req.cmd, timeout).await.map_err(from_runtime)?;
+        ok(cri::ExecSyncResponse {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.exit_code,
+        })
+    }
+
+    async fn exec(&self, _: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
+        Err(unimplemented("Exec", "streaming (exec, attach, port-forward)"))
+    }
+
+    async fn attach(&self, _: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
+        Err(unimplemented("Attach", "streaming (exec, attach, port-forward)"))
+    }
+
+    async fn port_forward(&self, _: Request<cri::PortForwardRequest>) -> Reply<cri::PortForwardResponse> {
+        Err(unimplemented("PortForward", "streaming (exec, attach, port-forward)"))
+    }
+
+    async fn container_stats(&self, _: Request<cri::ContainerStatsRequest>) -> Reply<cri::ContainerStatsResponse> {
+        Err(unimplemented("ContainerStats", "stats and metrics"))
+    }
+
+    async fn list_container_stats(
+        &self,
+        _: Request<cri::ListContainerStatsRequest>,
+    ) -> Reply<cri::ListContainerStatsResponse> {
+        Err(unimplemented("ListContainerStats", "stats and metrics"))
+    }
+
+    async fn pod_sandbox_stats(&self, _: Request<cri::PodSandboxStatsRequest>) -> Reply<cri::PodSandboxStatsResponse> {
+        Err(unimplemented("PodSandboxStats", "stats and metrics"))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Reply<cri::ListPodSandboxStatsResponse> {
+        Err(unimplemented("ListPodSandboxStats", "stats and metrics"))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        _: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Reply<cri::UpdateRuntimeConfigResponse> {
+        // The pod CIDR is for CNI, which darwin-cri does not use: pods share the host's network.
+        ok(cri::UpdateRuntimeConfigResponse {})
+    }
+
+    async fn status(&self, req: Request<cri::StatusRequest>) -> Reply<cri::StatusResponse> {
+        ok(info::status(self, req.into_inner().verbose))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _: Request<cri::CheckpointContainerRequest>,
+    ) -> Reply<cri::CheckpointContainerResponse> {
+        Err(Status::unimplemented(
+            "CheckpointContainer is not supported: macOS has no CRIU equivalent",
+        ))
+    }
+
+    type GetContainerEventsStream =
+        Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>>;
+
+    async fn get_container_events(&self, _: Request<cri::GetEventsRequest>) -> Reply<Self::GetContainerEventsStream> {
+        Err(unimplemented("GetContainerEvents", "lifecycle (container events)"))
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<cri::ListMetricDescriptorsRequest>,
+    ) -> Reply<cri::ListMetricDescriptorsResponse> {
+        Err(unimplemented("ListMetricDescriptors", "stats and metrics"))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<cri::ListPodSandboxMetricsRequest>,
+    ) -> Reply<cri::ListPodSandboxMetricsResponse> {
+        Err(unimplemented("ListPodSandboxMetrics", "stats and metrics"))
+    }
+
+    async fn runtime_config(&self, _: Request<cri::RuntimeConfigRequest>) -> Reply<cri::RuntimeConfigResponse> {
+        ok(info::runtime_config())
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for Cri {
+    async fn list_images(&self, req: Request<cri::ListImagesRequest>) -> Reply<cri::ListImagesResponse> {
+        let wanted = req.into_inner().filter.and_then(|f| f.image).map(|i| i.image).filter(|s| !s.is_empty());
+        let store = Arc::clone(self.runtime.images());
+        let images = blocking(move || -> Result<Vec<_>, image_service::Error> {
+            match wanted {
+                Some(r) => Ok(store.resolve(&r)?.into_iter().collect()),
+                None => store.list(),
+            }
+        })
+        .await?
+        .map_err(|e| from_image(&e))?;
+        ok(cri::ListImagesResponse {
+            images: images.iter().map(image::image).collect(),
+        })
+    }
+
+    async fn image_status(&self, req: Request<cri::ImageStatusRequest>) -> Reply<cri::ImageStatusResponse> {
+        let req = req.into_inner();
+        let reference = req.image.map(|i| i.image).unwrap_or_default();
+        non_empty(&reference, "image.image")?;
+        let store = Arc::clone(self.runtime.images());
+        // A missing image is an empty response, not an error: kubelet then pulls it.
+        let found = blocking(move || store.resolve(&reference)).await?.map_err(|e| from_image(&e))?;
+        ok(image::status(found.as_ref(), req.verbose))
+    }
+
+    async fn pull_image(&self, req: Request<cri::PullImageRequest>) -> Reply<cri::PullImageResponse> {
+        let reference = req.into_inner().image.map(|i| i.image).unwrap_or_default();
+        non_empty(&reference, "image.image")?;
+        let store = Arc::clone(self.runtime.images());
+        let r = reference.clone();
+        match blocking(move || store.resolve(&r)).await?.map_err(|e| from_image(&e))? {
+            // Present already (imported): nothing to fetch.
+            Some(i) => ok(cri::PullImageResponse { image_ref: i.id }),
+            None => Err(Status::unimplemented(format!(
+                "image {reference:?} is not present and registry pulls are not implemented yet (image service work); \
+                 import it with `darwin-cri image import <oci-layout-dir>`"
+            ))),
+        }
+    }
+
+    async fn remove_image(&self, req: Request<cri::RemoveImageRequest>) -> Reply<cri::RemoveImageResponse> {
+        let reference = req.into_inner().image.map(|i| i.image).unwrap_or_default();
+        non_empty(&reference, "image.image")?;
+        let store = Arc::clone(self.runtime.images());
+        // Removing an image that is not there succeeds, as kubelet expects.
+        blocking(move || store.remove(&reference)).await?.map_err(|e| from_image(&e))?;
+        ok(cri::RemoveImageResponse {})
+    }
+
+    async fn image_fs_info(&self, _: Request<cri::ImageFsInfoRequest>) -> Reply<cri::ImageFsInfoResponse> {
+        let store = Arc::clone(self.runtime.images());
+        let (mountpoint, usage) = blocking(move || (store.root().display().to_string(), store.fs_usage()))
+            .await?;
+        ok(image::fs_info(mountpoint, usage.map_err(|e| from_image(&e))?))
+    }
+}

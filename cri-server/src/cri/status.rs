@@ -1,0 +1,38 @@
+//! Runtime errors as gRPC statuses, each with a message a person can act on.
+
+use tonic::{Code, Status};
+
+pub fn from_runtime(e: runtime::Error) -> Status {
+    use runtime::Error as E;
+    let code = match &e {
+        E::NotFound(_) => Code::NotFound,
+        E::AlreadyExists(_) => Code::AlreadyExists,
+        E::InvalidArgument(_) => Code::InvalidArgument,
+        E::FailedPrecondition(_) => Code::FailedPrecondition,
+        E::DeadlineExceeded(_) => Code::DeadlineExceeded,
+        E::Image(ie) => return from_image(ie),
+        E::Io { .. } | E::Store(_) | E::Internal(_) => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+pub fn from_image(e: &image_service::Error) -> Status {
+    use image_service::Error as E;
+    let code = match e {
+        E::NotFound(_) => Code::NotFound,
+        E::InvalidReference(_) => Code::InvalidArgument,
+        E::NoMatchingPlatform { .. } => Code::NotFound,
+        _ => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+pub fn unimplemented(rpc: &str, area: &str) -> Status {
+    Status::unimplemented(format!(
+        "{rpc} is not implemented yet in darwin-cri; it arrives with the {area} work"
+    ))
+}
+
+pub fn required(field: &str) -> Status {
+    Status::invalid_argument(format!("{field} is required"))
+}

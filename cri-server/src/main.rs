@@ -1,0 +1,139 @@
+//! `darwin-cri`: a Kubernetes CRI runtime for macOS nodes.
+#![forbid(unsafe_code)]
+
+mod config;
+mod cri;
+mod serve;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use config::{Config, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(name = "darwin-cri", version, about = "A Kubernetes CRI runtime for macOS nodes")]
+struct Cli {
+    /// Configuration file (TOML); every key is optional. See `darwin-cri config default`.
+    #[arg(long, global = true, env = "DARWIN_CRI_CONFIG")]
+    config: Option<PathBuf>,
+    /// The CRI socket path (overrides `socket`).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// The persistent state directory (overrides `root`).
+    #[arg(long, global = true)]
+    root: Option<PathBuf>,
+    /// The runtime state directory (overrides `state_dir`).
+    #[arg(long, global = true)]
+    state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve CRI v1 on the socket.
+    Serve,
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Image store helpers.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Internal: supervise one container (started by the server).
+    #[command(hide = true)]
+    Monitor { bundle: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the default configuration file, with comments.
+    Default,
+    /// Print the effective configuration (defaults, file and flags merged).
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Import an OCI image layout directory (index.json, blobs/sha256) into the store.
+    Import {
+        dir: PathBuf,
+        /// The image's name, e.g. `registry.local/xcode:16`; defaults to the layout's annotation.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(s) = &cli.socket {
+        config.socket = s.clone();
+    }
+    if let Some(r) = &cli.root {
+        config.root = r.clone();
+    }
+    if let Some(s) = &cli.state_dir {
+        config.state_dir = s.clone();
+    }
+    Ok(config)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match &cli.command {
+        // The monitor must stay small: no async runtime, no logging set-up, no config.
+        Command::Monitor { bundle } => std::process::exit(runtime::monitor::run(bundle)),
+        Command::Config {
+            command: ConfigCommand::Default,
+        } => {
+            print!("{}", config::DEFAULT_TOML);
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Show,
+        } => {
+            println!("{:#?}", load(&cli)?);
+            Ok(())
+        }
+        Command::Image {
+            command: ImageCommand::Import { dir, name },
+        } => {
+            let config = load(&cli)?;
+            init_logging(&config);
+            let images = serve::open_images(&config)?;
+            let image = images
+                .import_oci_layout(dir, name.as_deref())
+                .with_context(|| format!("importing {}", dir.display()))?;
+            println!("{}", image.id);
+            for tag in &image.repo_tags {
+                println!("{tag}");
+            }
+            Ok(())
+        }
+        Command::Serve => {
+            let config = load(&cli)?;
+            init_logging(&config);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(serve::serve(config))
+        }
+    }
+}

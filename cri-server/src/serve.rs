@@ -1,0 +1,141 @@
+//! `darwin-cri serve`: the CRI socket, its locks, start-up recovery and graceful shutdown.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use image_service::{ImageStore, Platform};
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use nix::fcntl::{Flock, FlockArg};
+use runtime::{Runtime, RuntimeOptions};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Config;
+use crate::cri::Cri;
+
+/// Holds an exclusive lock on `path` for the life of the value; a second holder is refused.
+fn lock(path: &Path, what: &str) -> anyhow::Result<Flock<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .read(true)
+        .open(path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut held) => {
+            use std::io::{Seek, Write};
+            let _ = held.set_len(0);
+            let _ = held.seek(std::io::SeekFrom::Start(0));
+            let _ = writeln!(held, "{}", std::process::id());
+            Ok(held)
+        }
+        Err((_, _)) => {
+            let holder = std::fs::read_to_string(path).unwrap_or_default();
+            bail!(
+                "another darwin-cri (pid {}) is already using {what}; stop it first or choose another with flags",
+                holder.trim()
+            )
+        }
+    }
+}
+
+/// Prepares the socket path: refuses if a server answers there, removes a stale socket.
+fn claim_socket(socket: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if std::fs::symlink_metadata(socket).is_ok() {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            bail!("something already serves on {}; is another darwin-cri running?", socket.display());
+        }
+        std::fs::remove_file(socket).with_context(|| format!("removing the stale socket {}", socket.display()))?;
+        tracing::info!(socket = %socket.display(), "removed a stale socket");
+    }
+    Ok(())
+}
+
+pub fn platform(config: &Config) -> anyhow::Result<Platform> {
+    if config.image.platform.is_empty() {
+        Ok(Platform::host())
+    } else {
+        Platform::parse(&config.image.platform).with_context(|| format!("image.platform {:?}", config.image.platform))
+    }
+}
+
+pub fn open_images(config: &Config) -> anyhow::Result<Arc<ImageStore>> {
+    let images = ImageStore::open(&config.root.join("images"), platform(config)?, runtime::platform::tree_cloner())
+        .with_context(|| format!("opening the image store under {}", config.root.display()))?;
+    Ok(Arc::new(images))
+}
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    for dir in [&config.root, &config.state_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _root_lock = lock(&config.root.join("darwin-cri.lock"), &format!("the root {}", config.root.display()))?;
+    let socket_lock_path = PathBuf::from(format!("{}.lock", config.socket.display()));
+    if let Some(dir) = config.socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _socket_lock = lock(&socket_lock_path, &format!("the socket {}", config.socket.display()))?;
+    claim_socket(&config.socket)?;
+
+    let images = open_images(&config)?;
+    let node_ip = if config.runtime.node_ip.is_empty() {
+        None
+    } else {
+        Some(config.runtime.node_ip.parse().with_context(|| format!("runtime.node_ip {:?}", config.runtime.node_ip))?)
+    };
+    let opts = RuntimeOptions {
+        root: config.root.clone(),
+        monitor_exe: std::env::current_exe().context("locating the darwin-cri executable")?,
+        strict_pod_network: config.runtime.strict_pod_network,
+        node_ip,
+        max_log_line: config.runtime.max_log_line_bytes,
+        runtime_handlers: config.runtime.runtime_handlers.clone(),
+        start_timeout: Duration::from_secs(config.runtime.start_timeout_seconds.max(1)),
+        kill_timeout: Duration::from_secs(config.runtime.kill_timeout_seconds.max(1)),
+    };
+    let rt = Runtime::open(opts, images).context("opening the runtime state")?;
+    rt.recover().await.context("recovering containers after start")?;
+
+    let listener = UnixListener::bind(&config.socket).with_context(|| format!("listening on {}", config.socket.display()))?;
+    std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", config.socket.display()))?;
+    tracing::info!(
+        socket = %config.socket.display(),
+        root = %config.root.display(),
+        node_ip = rt.node_ip(),
+        containers = rt.list_containers().len(),
+        pods = rt.list_pods().len(),
+        "darwin-cri serving CRI v1"
+    );
+
+    let svc = Cri::new(rt, platform(&config)?.to_string());
+    let result = tonic::transport::Server::builder()
+        .add_service(RuntimeServiceServer::new(svc.clone()))
+        .add_service(ImageServiceServer::new(svc))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
+        .await;
+    let _ = std::fs::remove_file(&config.socket);
+    result.context("serving gRPC")?;
+    tracing::info!("stopped; containers keep running under their monitors");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        // Without signal handlers the server runs until killed.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

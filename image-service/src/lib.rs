@@ -1,0 +1,111 @@
+//! Content store, OCI image import, safe layer unpacking and snapshots for darwin-cri.
+//!
+//! On-disk layout under the store root (`<darwin-cri root>/images`):
+//!
+//! - `blobs/sha256/<hex>`: verified, content-addressed blobs;
+//! - `snapshots/<chainid hex>/`: fully unpacked rootfs per layer ChainID;
+//! - `meta/<image id hex>.json`: image records (without names);
+//! - `refs/<sha256(name) hex>.json`: one file per tag / repo digest, `{"name", "id"}`;
+//! - `tmp/`: work in progress (blob downloads, snapshot builds);
+//! - `gc.lock`: imports hold a shared `flock`, garbage collection an exclusive one.
+//!
+//! Every file is written atomically (temporary file, fsync, rename) so several
+//! processes (the server and the `darwin-cri image import` CLI) can share a store.
+
+pub mod reference;
+pub mod safe_path;
+pub mod tree;
+
+mod content;
+mod layout;
+mod store;
+mod unpack;
+
+#[cfg(test)]
+mod testutil;
+
+pub use store::{FsUsage, Image, ImageConfig, ImageStore, Platform};
+pub use tree::{CopyCloner, TreeCloner};
+
+/// Result type of this crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Errors of the image service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No image matched the reference.
+    #[error("image {0:?} not found")]
+    NotFound(String),
+    /// The reference cannot be parsed.
+    #[error("invalid image reference: {0}")]
+    InvalidReference(String),
+    /// Malformed layout, manifest, index or config, missing blob, unsupported media type.
+    #[error("invalid image layout: {0}")]
+    InvalidLayout(String),
+    /// Content did not hash to the digest it was announced with.
+    #[error("digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// The announced digest.
+        expected: String,
+        /// The digest of the content actually read.
+        actual: String,
+    },
+    /// The image has no manifest for the store's platform.
+    #[error("no manifest for {wanted} in {reference}; available: {}", available.join(", "))]
+    NoMatchingPlatform {
+        /// The platform the store wants (e.g. `darwin/arm64`).
+        wanted: String,
+        /// The image reference.
+        reference: String,
+        /// Platforms the image offers.
+        available: Vec<String>,
+    },
+    /// A layer entry that would escape the snapshot or is otherwise unsafe.
+    #[error("unsafe layer entry: {0}")]
+    UnsafeLayerEntry(String),
+    /// An I/O error, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Adds context to `std::io::Result`.
+pub(crate) trait IoContext<T> {
+    fn ctx<C: FnOnce() -> String>(self, context: C) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx<C: FnOnce() -> String>(self, context: C) -> Result<T> {
+        self.map_err(|source| Error::Io {
+            context: context(),
+            source,
+        })
+    }
+}
+
+/// A random hex name for temporary files and directories.
+pub(crate) fn random_name() -> std::io::Result<String> {
+    let mut buf = [0u8; 12];
+    getrandom::fill(&mut buf).map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(hex::encode(buf))
+}
+
+/// Whether `s` is a lowercase hex sha256 (64 chars).
+pub(crate) fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The hex part of `sha256:<hex>`, validated.
+pub(crate) fn sha256_hex(digest: &str) -> Result<&str> {
+    match digest.strip_prefix("sha256:") {
+        Some(h) if is_sha256_hex(h) => Ok(h),
+        _ => Err(Error::InvalidLayout(format!(
+            "unsupported or malformed digest {digest:?} (only sha256 is supported)"
+        ))),
+    }
+}

@@ -1,0 +1,697 @@
+//! Safe application of (untrusted) OCI layer tarballs onto a snapshot directory.
+//!
+//! The stream is processed entry by entry: compressed file -> decoder -> DiffID hasher
+//! -> tar reader. Every entry is created through [`resolve_parent_in_root`], so symlinks
+//! in parent components resolve inside the snapshot and the final component is never
+//! followed; regular files are opened with `O_CREAT|O_EXCL|O_NOFOLLOW`.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use filetime::FileTime;
+use nix::fcntl::OFlag;
+use nix::sys::stat::{Mode, SFlag};
+use tar::EntryType;
+
+use crate::content::HashingReader;
+use crate::safe_path::{clean_relative, resolve_in_root, resolve_parent_in_root};
+use crate::tree::lchown_quiet;
+use crate::{Error, IoContext, Result};
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
+
+/// Layer compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Compression {
+    None,
+    Gzip,
+}
+
+#[derive(Debug)]
+struct DirAttrs {
+    rel: PathBuf,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: u64,
+}
+
+/// Applies the layer read from `layer` to `root` and verifies that the uncompressed
+/// stream hashes to `expected_diff_id`. On error the caller must discard `root`.
+pub(crate) fn apply_layer<R: Read>(
+    root: &Path,
+    layer: R,
+    compression: Compression,
+    expected_diff_id: &str,
+) -> Result<()> {
+    let decoded: Box<dyn Read + '_> = match compression {
+        Compression::None => Box::new(layer),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(layer)),
+    };
+    let mut archive = tar::Archive::new(HashingReader::new(decoded));
+    let mut state = LayerState {
+        root,
+        dirs: Vec::new(),
+        created: HashSet::new(),
+    };
+    for entry in archive.entries().ctx(|| "read layer".to_string())? {
+        let mut entry = entry.ctx(|| "read layer entry".to_string())?;
+        state.apply_entry(&mut entry)?;
+    }
+    let mut hashing = archive.into_inner();
+    io::copy(&mut hashing, &mut io::sink()).ctx(|| "read layer trailer".to_string())?;
+    let (actual, _) = hashing.finish();
+    if actual != expected_diff_id {
+        return Err(Error::DigestMismatch {
+            expected: expected_diff_id.to_string(),
+            actual,
+        });
+    }
+    state.finish_dirs()
+}
+
+struct LayerState<'a> {
+    root: &'a Path,
+    dirs: Vec<DirAttrs>,
+    /// Paths created by this layer: whiteouts only remove lower-layer content.
+    created: HashSet<PathBuf>,
+}
+
+fn unsafe_entry(rel: &Path, why: impl std::fmt::Display) -> Error {
+    Error::UnsafeLayerEntry(format!("{}: {why}", rel.display()))
+}
+
+/// Removes whatever is at `path` (never following it), recursively for directories.
+fn remove_existing(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn fchown_quiet(file: &File, uid: u32, gid: u32) -> io::Result<()> {
+    match std::os::unix::fs::fchown(file, Some(uid), Some(gid)) {
+        Err(e)
+            if e.raw_os_error() == Some(nix::libc::EPERM) && !nix::unistd::geteuid().is_root() =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn make_dev(major: u32, minor: u32) -> nix::libc::dev_t {
+    nix::sys::stat::makedev(u64::from(major), u64::from(minor))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn make_dev(major: u32, minor: u32) -> nix::libc::dev_t {
+    // BSD / Darwin encoding: 8 bits major, 24 bits minor.
+    (((major & 0xff) << 24) | (minor & 0x00ff_ffff)) as nix::libc::dev_t
+}
+
+impl LayerState<'_> {
+    fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let raw = entry.path_bytes().into_owned();
+        let trailing_slash = raw.ends_with(b"/");
+        let raw_path = PathBuf::from(OsString::from_vec(raw));
+        let rel = clean_relative(&raw_path);
+        let name = match rel.file_name() {
+            Some(n) => n.to_os_string(),
+            None => {
+                tracing::debug!(path = %raw_path.display(), "skipping layer entry for the root");
+                return Ok(());
+            }
+        };
+        let header = entry.header();
+        let mut kind = header.entry_type();
+        if kind == EntryType::Regular && trailing_slash {
+            kind = EntryType::Directory;
+        }
+        let parent_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+
+        if let Some(stripped) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX) {
+            if name.as_bytes() == OPAQUE_WHITEOUT {
+                return self.opaque(&parent_rel);
+            }
+            if stripped.starts_with(WHITEOUT_PREFIX) || stripped.is_empty() {
+                tracing::debug!(path = %rel.display(), "skipping whiteout metadata entry");
+                return Ok(());
+            }
+            return self.whiteout(&parent_rel.join(OsStr::from_bytes(stripped)));
+        }
+
+        if matches!(
+            kind,
+            EntryType::XGlobalHeader
+                | EntryType::XHeader
+                | EntryType::GNULongName
+                | EntryType::GNULongLink
+        ) {
+            tracing::debug!(path = %rel.display(), "ignoring extended header entry");
+            return Ok(());
+        }
+
+        let mode = header
+            .mode()
+            .ctx(|| format!("{}: bad mode", rel.display()))?
+            & 0o7777;
+        let uid = id_field(header.uid(), &rel)?;
+        let gid = id_field(header.gid(), &rel)?;
+        let mtime = header.mtime().unwrap_or(0);
+        let ft = FileTime::from_unix_time(i64::try_from(mtime).unwrap_or(0), 0);
+
+        let (parent, fname) = resolve_parent_in_root(self.root, &rel)
+            .map_err(|e| unsafe_entry(&rel, format!("cannot resolve: {e}")))?;
+        match fs::symlink_metadata(&parent) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(Error::InvalidLayout(format!(
+                    "layer entry {}: parent is not a directory",
+                    rel.display()
+                )));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(&parent).ctx(|| format!("create {}", parent.display()))?;
+            }
+            Err(e) => return Err(e).ctx(|| format!("stat {}", parent.display())),
+        }
+        let target = parent.join(&fname);
+        let ctx = |what: &str| format!("layer entry {} ({what})", rel.display());
+
+        match kind {
+            EntryType::Directory => {
+                let existing_dir = fs::symlink_metadata(&target)
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false);
+                if !existing_dir {
+                    remove_existing(&target).ctx(|| ctx("remove existing"))?;
+                    fs::create_dir(&target).ctx(|| ctx("mkdir"))?;
+                }
+                self.dirs.push(DirAttrs {
+                    rel: rel.clone(),
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                });
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                remove_existing(&target).ctx(|| ctx("remove existing"))?;
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(OFlag::O_NOFOLLOW.bits())
+                    .open(&target)
+                    .ctx(|| ctx("create"))?;
+                io::copy(entry, &mut file).ctx(|| ctx("write"))?;
+                // chown before chmod: chown clears setuid/setgid.
+                fchown_quiet(&file, uid, gid).ctx(|| ctx("chown"))?;
+                file.set_permissions(fs::Permissions::from_mode(mode))
+                    .ctx(|| ctx("chmod"))?;
+                filetime::set_file_handle_times(&file, Some(ft), Some(ft))
+                    .ctx(|| ctx("set times"))?;
+            }
+            EntryType::Symlink => {
+                let link = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| Error::InvalidLayout(ctx("symlink without target")))?
+                    .into_owned();
+                remove_existing(&target).ctx(|| ctx("remove existing"))?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&link), &target)
+                    .ctx(|| ctx("symlink"))?;
+                lchown_quiet(&target, uid, gid).ctx(|| ctx("chown"))?;
+                filetime::set_symlink_file_times(&target, ft, ft).ctx(|| ctx("set times"))?;
+            }
+            EntryType::Link => {
+                let link = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| Error::InvalidLayout(ctx("hard link without target")))?
+                    .into_owned();
+                let link_rel = clean_relative(Path::new(OsStr::from_bytes(&link)));
+                let source = resolve_in_root(self.root, &link_rel)
+                    .map_err(|e| unsafe_entry(&rel, format!("hard link target: {e}")))?;
+                let is_file = fs::symlink_metadata(&source)
+                    .map(|m| m.file_type().is_file())
+                    .unwrap_or(false);
+                if link_rel.as_os_str().is_empty() || !is_file || !source.starts_with(self.root) {
+                    return Err(unsafe_entry(
+                        &rel,
+                        format!(
+                            "hard link target {:?} is not a regular file inside the layer",
+                            OsStr::from_bytes(&link)
+                        ),
+                    ));
+                }
+                if source != target {
+                    remove_existing(&target).ctx(|| ctx("remove existing"))?;
+                    match fs::hard_link(&source, &target) {
+                        Err(e) if e.raw_os_error() == Some(nix::libc::EXDEV) => {
+                            crate::tree::TreeCloner::clone_tree(
+                                &crate::tree::CopyCloner,
+                                &source,
+                                &target,
+                            )
+                            .ctx(|| ctx("copy hard link"))?;
+                        }
+                        other => other.ctx(|| ctx("hard link"))?,
+                    }
+                }
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                remove_existing(&target).ctx(|| ctx("remove existing"))?;
+                let perm = Mode::from_bits_truncate((mode & 0o777) as _);
+                let res = if kind == EntryType::Fifo {
+                    nix::unistd::mkfifo(&target, perm)
+                } else {
+                    let flag = if kind == EntryType::Char {
+                        SFlag::S_IFCHR
+                    } else {
+                        SFlag::S_IFBLK
+                    };
+                    let major = header.device_major().ok().flatten().unwrap_or(0);
+                    let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                    nix::sys::stat::mknod(&target, flag, perm, make_dev(major, minor))
+                };
+                match res {
+                    Ok(()) => {
+                        lchown_quiet(&target, uid, gid).ctx(|| ctx("chown"))?;
+                        fs::set_permissions(&target, fs::Permissions::from_mode(mode))
+                            .ctx(|| ctx("chmod"))?;
+                        filetime::set_symlink_file_times(&target, ft, ft)
+                            .ctx(|| ctx("set times"))?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %rel.display(), error = %e, "cannot create special file; skipped");
+                        return Ok(());
+                    }
+                }
+            }
+            other => {
+                tracing::warn!(path = %rel.display(), kind = ?other, "skipping unsupported layer entry type");
+                return Ok(());
+            }
+        }
+        self.created.insert(rel);
+        Ok(())
+    }
+
+    /// `.wh.<name>`: removes `<name>` from lower layers.
+    fn whiteout(&mut self, rel: &Path) -> Result<()> {
+        if self.created.contains(rel) {
+            return Ok(());
+        }
+        let (parent, name) = match resolve_parent_in_root(self.root, rel) {
+            Ok(v) => v,
+            Err(e) => return Err(unsafe_entry(rel, format!("whiteout: {e}"))),
+        };
+        let target = parent.join(name);
+        remove_existing(&target).ctx(|| format!("whiteout {}", rel.display()))
+    }
+
+    /// `.wh..wh..opq` in D: removes every lower-layer child of D, keeping D.
+    fn opaque(&mut self, dir_rel: &Path) -> Result<()> {
+        let dir = resolve_in_root(self.root, dir_rel)
+            .map_err(|e| unsafe_entry(dir_rel, format!("opaque whiteout: {e}")))?;
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            _ => return Ok(()),
+        }
+        for child in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
+            let child = child.ctx(|| format!("read {}", dir.display()))?;
+            if self.created.contains(&dir_rel.join(child.file_name())) {
+                continue;
+            }
+            remove_existing(&child.path())
+                .ctx(|| format!("opaque whiteout in {}", dir_rel.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Sets directory attributes once all children exist (children change mtimes).
+    fn finish_dirs(self) -> Result<()> {
+        for d in &self.dirs {
+            let Ok((parent, name)) = resolve_parent_in_root(self.root, &d.rel) else {
+                continue;
+            };
+            let path = parent.join(name);
+            let is_dir = fs::symlink_metadata(&path)
+                .map(|m| m.is_dir())
+                .unwrap_or(false);
+            if !is_dir {
+                continue; // removed or replaced later in the layer
+            }
+            let ctx = || format!("set attributes of {}", d.rel.display());
+            let dir = OpenOptions::new()
+                .read(true)
+                .custom_flags((OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW).bits())
+                .open(&path)
+                .ctx(ctx)?;
+            fchown_quiet(&dir, d.uid, d.gid).ctx(ctx)?;
+            dir.set_permissions(fs::Permissions::from_mode(d.mode))
+                .ctx(ctx)?;
+            let ft = FileTime::from_unix_time(i64::try_from(d.mtime).unwrap_or(0), 0);
+            filetime::set_file_handle_times(&dir, Some(ft), Some(ft)).ctx(ctx)?;
+        }
+        Ok(())
+    }
+}
+
+fn id_field(v: io::Result<u64>, rel: &Path) -> Result<u32> {
+    let v = v.ctx(|| format!("{}: bad uid/gid", rel.display()))?;
+    u32::try_from(v)
+        .map_err(|_| Error::InvalidLayout(format!("{}: uid/gid {v} out of range", rel.display())))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::testutil::{LayerBuilder, gzip, sha};
+    use std::os::unix::fs::MetadataExt;
+
+    struct Env {
+        _tmp: tempfile::TempDir,
+        base: PathBuf,
+        root: PathBuf,
+        outside: PathBuf,
+    }
+
+    /// `<tmp>/a/b/root` is the snapshot; `<tmp>/outside` must never be touched.
+    fn env() -> Env {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().to_path_buf();
+        let root = base.join("a/b/root");
+        let outside = base.join("outside");
+        fs::create_dir_all(&root).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("target"), b"original").unwrap();
+        Env {
+            _tmp: tmp,
+            base,
+            root,
+            outside,
+        }
+    }
+
+    fn apply(root: &Path, tar: &[u8]) -> Result<()> {
+        apply_layer(root, tar, Compression::None, &sha(tar))
+    }
+
+    fn assert_outside_untouched(e: &Env) {
+        let names: Vec<_> = fs::read_dir(&e.outside)
+            .unwrap()
+            .map(|d| d.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![OsString::from("target")]);
+        assert_eq!(fs::read(e.outside.join("target")).unwrap(), b"original");
+        for p in ["evil", "a/evil", "a/b/evil", "x", "a/x", "a/b/x", "pwned"] {
+            assert!(!e.base.join(p).exists(), "{p} written outside the root");
+        }
+    }
+
+    #[test]
+    fn basic_layer_with_metadata() {
+        let e = env();
+        let tar = LayerBuilder::new()
+            .dir("bin/", 0o755)
+            .file("bin/busybox", b"binary", 0o4755)
+            .symlink("bin/sh", "busybox")
+            .hardlink("bin/ls", "bin/busybox")
+            .file_owned("home/user/f", b"x", 0o600, 1000, 1001)
+            .dir("tmp/", 0o1777)
+            .dir("home/", 0o750)
+            .build();
+        apply_layer(
+            &e.root,
+            gzip(&tar).as_slice(),
+            Compression::Gzip,
+            &sha(&tar),
+        )
+        .unwrap();
+        let bb = fs::symlink_metadata(e.root.join("bin/busybox")).unwrap();
+        assert_eq!(bb.mode() & 0o7777, 0o4755);
+        assert_eq!(bb.mtime(), 1_600_000_000);
+        assert_eq!(
+            fs::read_link(e.root.join("bin/sh")).unwrap(),
+            Path::new("busybox")
+        );
+        assert_eq!(
+            fs::symlink_metadata(e.root.join("bin/ls")).unwrap().ino(),
+            bb.ino()
+        );
+        let f = fs::symlink_metadata(e.root.join("home/user/f")).unwrap();
+        assert_eq!((f.uid(), f.gid(), f.mode() & 0o7777), (1000, 1001, 0o600));
+        let t = fs::symlink_metadata(e.root.join("tmp")).unwrap();
+        assert_eq!(t.mode() & 0o7777, 0o1777);
+        let h = fs::symlink_metadata(e.root.join("home")).unwrap();
+        assert_eq!(h.mode() & 0o7777, 0o750);
+        // directory mtimes are set after their children were created
+        assert_eq!(h.mtime(), 1_600_000_000);
+        assert_eq!(
+            fs::symlink_metadata(e.root.join("bin")).unwrap().mtime(),
+            1_600_000_000
+        );
+    }
+
+    #[test]
+    fn whiteouts_and_opaque_dirs() {
+        let e = env();
+        let l1 = LayerBuilder::new()
+            .file("etc/keep", b"k", 0o644)
+            .file("etc/gone", b"g", 0o644)
+            .dir("etc/gonedir/", 0o755)
+            .file("etc/gonedir/inner", b"i", 0o644)
+            .file("var/cache/old1", b"1", 0o644)
+            .dir("var/cache/olddir/", 0o755)
+            .file("var/cache/olddir/f", b"f", 0o644)
+            .build();
+        apply(&e.root, &l1).unwrap();
+        let l2 = LayerBuilder::new()
+            .whiteout("etc/gone")
+            .whiteout("etc/gonedir")
+            .whiteout("etc/never-existed")
+            .dir("var/cache/", 0o700)
+            .file("var/cache/new", b"n", 0o644)
+            .opaque("var/cache")
+            .build();
+        apply(&e.root, &l2).unwrap();
+        assert!(e.root.join("etc/keep").exists());
+        assert!(!e.root.join("etc/gone").exists());
+        assert!(!e.root.join("etc/gonedir").exists());
+        assert!(
+            !e.root.join("etc/.wh.gone").exists(),
+            "whiteouts are not materialised"
+        );
+        let mut cache: Vec<_> = fs::read_dir(e.root.join("var/cache"))
+            .unwrap()
+            .map(|d| d.unwrap().file_name().into_string().unwrap())
+            .collect();
+        cache.sort();
+        assert_eq!(cache, vec!["new"], "opaque keeps this layer's entries only");
+        let m = fs::symlink_metadata(e.root.join("var/cache")).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o700);
+    }
+
+    #[test]
+    fn degenerate_whiteouts_do_not_remove_parents() {
+        let e = env();
+        let l1 = LayerBuilder::new().file("d/f", b"f", 0o644).build();
+        apply(&e.root, &l1).unwrap();
+        for name in ["d/.wh..", "d/.wh...", "d/.wh."] {
+            let l2 = LayerBuilder::new().file(name, b"", 0o644).build();
+            let _ = apply(&e.root, &l2); // an error or a no-op, never a removal
+            assert_eq!(fs::read(e.root.join("d/f")).unwrap(), b"f", "{name}");
+        }
+        let l3 = LayerBuilder::new().file(".wh.d", b"", 0o644).build();
+        apply(&e.root, &l3).unwrap();
+        assert!(!e.root.join("d").exists());
+        assert!(e.root.exists());
+    }
+
+    #[test]
+    fn dotdot_paths_stay_inside() {
+        let e = env();
+        let tar = LayerBuilder::new()
+            .file("../../evil", b"evil", 0o644)
+            .file("/abs/../../../x", b"evil", 0o644)
+            .file("./a/../../../../pwned", b"evil", 0o644)
+            .build();
+        apply(&e.root, &tar).unwrap();
+        assert_outside_untouched(&e);
+        assert_eq!(fs::read(e.root.join("evil")).unwrap(), b"evil");
+        assert_eq!(fs::read(e.root.join("x")).unwrap(), b"evil");
+        assert_eq!(fs::read(e.root.join("pwned")).unwrap(), b"evil");
+    }
+
+    #[test]
+    fn symlinked_parents_resolve_inside() {
+        let e = env();
+        let outside = e.outside.to_str().unwrap();
+        let tar = LayerBuilder::new()
+            .symlink("escape", outside)
+            .file("escape/pwned", b"evil", 0o644)
+            .dir("escape/subdir/", 0o777)
+            .symlink("link", "../../..")
+            .file("link/x", b"evil", 0o644)
+            .symlink("rel", "../../../outside")
+            .file("rel/target", b"evil", 0o644)
+            .build();
+        apply(&e.root, &tar).unwrap();
+        assert_outside_untouched(&e);
+        let inside = e.root.join(outside.trim_start_matches('/'));
+        assert_eq!(fs::read(inside.join("pwned")).unwrap(), b"evil");
+        assert!(inside.join("subdir").is_dir());
+        assert_eq!(fs::read(e.root.join("x")).unwrap(), b"evil");
+        assert_eq!(fs::read(e.root.join("outside/target")).unwrap(), b"evil");
+        // the links themselves are kept as written
+        assert_eq!(
+            fs::read_link(e.root.join("escape")).unwrap(),
+            Path::new(outside)
+        );
+    }
+
+    #[test]
+    fn file_replaces_symlink_instead_of_writing_through() {
+        let e = env();
+        let target = e.outside.join("target");
+        let l1 = LayerBuilder::new()
+            .symlink("victim", target.to_str().unwrap())
+            .symlink("victimdir", e.outside.to_str().unwrap())
+            .build();
+        apply(&e.root, &l1).unwrap();
+        let l2 = LayerBuilder::new()
+            .file("victim", b"new", 0o644)
+            .dir("victimdir/", 0o700)
+            .build();
+        apply(&e.root, &l2).unwrap();
+        assert_outside_untouched(&e);
+        let m = fs::symlink_metadata(e.root.join("victim")).unwrap();
+        assert!(m.file_type().is_file());
+        assert_eq!(fs::read(e.root.join("victim")).unwrap(), b"new");
+        let d = fs::symlink_metadata(e.root.join("victimdir")).unwrap();
+        assert!(d.is_dir());
+        assert_eq!(d.mode() & 0o7777, 0o700);
+        assert_eq!(
+            fs::metadata(&e.outside).unwrap().mode() & 0o7777,
+            fs::metadata(&e.base).unwrap().mode() & 0o7777,
+            "outside dir permissions untouched"
+        );
+    }
+
+    #[test]
+    fn hard_links_must_target_files_inside() {
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "/etc/passwd",
+                LayerBuilder::new().hardlink("h", "/etc/passwd").build(),
+            ),
+            (
+                "../../x",
+                LayerBuilder::new().hardlink("h", "../../x").build(),
+            ),
+            (
+                "symlink to outside",
+                LayerBuilder::new()
+                    .symlink("sl", "/etc/passwd")
+                    .hardlink("h", "sl")
+                    .build(),
+            ),
+            (
+                "directory",
+                LayerBuilder::new()
+                    .dir("d/", 0o755)
+                    .hardlink("h", "d")
+                    .build(),
+            ),
+        ];
+        for (what, tar) in cases {
+            let e = env();
+            fs::write(e.base.join("a/x"), b"outside").unwrap();
+            let err = apply(&e.root, &tar).unwrap_err();
+            assert!(matches!(err, Error::UnsafeLayerEntry(_)), "{what}: {err}");
+            assert!(!e.root.join("h").exists(), "{what}");
+            assert_eq!(fs::read(e.base.join("a/x")).unwrap(), b"outside");
+            assert_eq!(fs::symlink_metadata(e.base.join("a/x")).unwrap().nlink(), 1);
+        }
+        // inside targets (also through an absolute path) are fine
+        let e = env();
+        let tar = LayerBuilder::new()
+            .file("etc/passwd", b"root", 0o644)
+            .hardlink("h", "/etc/passwd")
+            .build();
+        apply(&e.root, &tar).unwrap();
+        assert_eq!(fs::symlink_metadata(e.root.join("h")).unwrap().nlink(), 2);
+    }
+
+    #[test]
+    fn diff_id_mismatch() {
+        let e = env();
+        let tar = LayerBuilder::new().file("f", b"data", 0o644).build();
+        let err =
+            apply_layer(&e.root, tar.as_slice(), Compression::None, &sha(b"other")).unwrap_err();
+        match err {
+            Error::DigestMismatch { expected, actual } => {
+                assert_eq!(expected, sha(b"other"));
+                assert_eq!(actual, sha(&tar));
+            }
+            other => panic!("unexpected {other}"),
+        }
+        // corrupt gzip is an error, not a panic
+        let mut gz = gzip(&tar);
+        let n = gz.len();
+        gz[n / 2] ^= 0xff;
+        assert!(apply_layer(&e.root, gz.as_slice(), Compression::Gzip, &sha(&tar)).is_err());
+    }
+
+    #[test]
+    fn fifo_and_device_nodes() {
+        let e = env();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Fifo);
+        h.set_mode(0o600);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(0);
+        h.set_cksum();
+        b.append_data(&mut h, "dev/fifo", io::empty()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::Char);
+        h.set_mode(0o666);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_size(0);
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(3).unwrap();
+        b.append_data(&mut h, "dev/null", io::empty()).unwrap();
+        let tar = b.into_inner().unwrap();
+        apply(&e.root, &tar).unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        assert!(
+            fs::symlink_metadata(e.root.join("dev/fifo"))
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+        if nix::unistd::geteuid().is_root() {
+            let m = fs::symlink_metadata(e.root.join("dev/null")).unwrap();
+            // mknod may be refused in some containers: then the entry is skipped.
+            if m.file_type().is_char_device() {
+                assert_eq!(m.rdev(), make_dev(1, 3));
+            }
+        }
+    }
+}

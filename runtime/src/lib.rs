@@ -1,0 +1,23 @@
+//! Pods and containers for darwin-cri.
+//!
+//! A pod sandbox is a directory holding the pod's shared files; a container is a writable clone of
+//! its image's root with kubelet's mounts made inside it, whose process tree is started with
+//! `chroot` by a detached monitor process (see [`monitor`]). State lives in a crash-safe embedded
+//! store ([`store`]) and is reconciled with the live monitors when the server starts.
+//!
+//! This crate knows nothing of gRPC: `cri-server` adapts CRI requests to the domain types here.
+#![deny(unsafe_code)]
+
+mod error;
+mod fsutil;
+pub mod logs;
+pub mod model;
+pub mod monitor;
+pub mod platform;
+mod runtime;
+mod store;
+pub mod user;
+
+pub use error::{Error, Result};
+pub use model::*;
+pub use runtime::{ExecOutput, Runtime, RuntimeOptions};

@@ -1,0 +1,160 @@
+//! Domain types: what the runtime knows of pods and containers, independent of gRPC.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Nanoseconds since the Unix epoch, as CRI timestamps are.
+pub fn now_nanos() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PodMetadata {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsConfig {
+    pub servers: Vec<String>,
+    pub searches: Vec<String>,
+    pub options: Vec<String>,
+}
+
+/// The network a pod asked for. darwin-cri always runs pods on the host's network (macOS has no
+/// network namespaces); the requested mode is remembered because kubelet compares it with the pod
+/// spec and recreates a sandbox whose reported mode differs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NetworkMode {
+    #[default]
+    Pod,
+    Node,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodSpec {
+    pub metadata: PodMetadata,
+    pub hostname: String,
+    pub log_directory: String,
+    pub dns: Option<DnsConfig>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub runtime_handler: String,
+    pub network: NetworkMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodState {
+    Ready,
+    NotReady,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pod {
+    pub id: String,
+    pub spec: PodSpec,
+    pub state: PodState,
+    pub created_at: i64,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub container_path: String,
+    pub host_path: String,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerMetadata {
+    pub name: String,
+    pub attempt: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub metadata: Option<ContainerMetadata>,
+    /// The image as kubelet names it (an id or a reference).
+    pub image: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub working_dir: String,
+    pub envs: Vec<(String, String)>,
+    pub mounts: Vec<MountSpec>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Relative to the pod's log directory.
+    pub log_path: String,
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub tty: bool,
+    pub run_as_user: Option<i64>,
+    pub run_as_group: Option<i64>,
+    pub run_as_username: String,
+    pub supplemental_groups: Vec<i64>,
+}
+
+/// The process a container runs, fully resolved at create time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessSpec {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub rootfs: PathBuf,
+    /// The CRI log file, absolute; `None` discards output.
+    pub log_path: Option<PathBuf>,
+    /// Lines longer than this are split into partial (`P`) records.
+    pub max_log_line: usize,
+    pub tty: bool,
+    pub stop_signal: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    pub pod_id: String,
+    pub name: String,
+    pub attempt: u32,
+    pub spec: ContainerSpec,
+    pub image_id: String,
+    pub image_ref: String,
+    pub process: ProcessSpec,
+    pub dir: PathBuf,
+    /// Host paths of the mounts made inside the rootfs, in the order they were made.
+    pub mounted: Vec<PathBuf>,
+    pub state: ContainerState,
+    pub created_at: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exit_code: i32,
+    pub reason: String,
+    pub message: String,
+    pub pid: i32,
+    pub monitor_pid: i32,
+    pub monitor_start_time: u64,
+}
+
+impl Container {
+    pub fn log_path(&self) -> String {
+        self.process
+            .log_path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    }
+}

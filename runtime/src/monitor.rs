@@ -1,0 +1,313 @@
+//! The per-container monitor: the `darwin-cri` binary re-executed as `darwin-cri monitor BUNDLE`.
+//!
+//! The server is never the parent of a container. At StartContainer it starts a monitor, which
+//! leaves the server's session (setsid), starts the container process in its root, tells the
+//! server the pid on its stdout (one JSON line), then copies the container's stdout and stderr
+//! into the CRI log file until the container exits. It records the exit atomically in
+//! `BUNDLE/exit.json` and exits. The server may crash or restart meanwhile: nothing here depends
+//! on it. On Linux the monitor is a child subreaper, so descendants that the container orphans
+//! become its children; when the container's main process exits, every one of them is killed, as
+//! the end of a Linux container's pid namespace would kill them.
+//!
+//! No async runtime here: a poll loop and one waiter thread keep the monitor's memory small.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use image_service::safe_path::resolve_in_root;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::write_atomic;
+use crate::logs::{LogWriter, Stream};
+use crate::model::{ProcessSpec, now_nanos};
+use crate::platform::{self, Credentials};
+
+pub const PROCESS_FILE: &str = "process.json";
+pub const STARTED_FILE: &str = "started.json";
+pub const EXIT_FILE: &str = "exit.json";
+
+/// How long output held open by leftovers is still read after the main process exits.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// What the monitor tells the server once the container process runs (also kept in
+/// `started.json` for a server that restarts before it read the handshake).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Started {
+    pub pid: i32,
+    pub started_at: i64,
+    pub monitor_pid: i32,
+    pub monitor_start_time: u64,
+}
+
+/// The handshake line: started, or why the container could not start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Handshake {
+    Started(Started),
+    Failed(String),
+}
+
+/// How the container ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Exit {
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub finished_at: i64,
+}
+
+pub fn bundle_file(bundle: &Path, name: &str) -> PathBuf {
+    bundle.join(name)
+}
+
+pub fn read_exit(bundle: &Path) -> Option<Exit> {
+    let bytes = std::fs::read(bundle_file(bundle, EXIT_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+pub fn read_started(bundle: &Path) -> Option<Started> {
+    let bytes = std::fs::read(bundle_file(bundle, STARTED_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Finds `name` as the container would: a path containing `/` is taken as is (relative to
+/// `cwd`), anything else is searched in the container's `PATH`. Resolution stays inside `rootfs`.
+/// Returns the path as the container sees it.
+pub fn find_executable(rootfs: &Path, cwd: &str, name: &str, env: &[String]) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |in_container: &str| -> bool {
+        resolve_in_root(rootfs, Path::new(in_container))
+            .and_then(std::fs::metadata)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if name.is_empty() {
+        return Err("no command specified".into());
+    }
+    if name.contains('/') {
+        let full = if name.starts_with('/') {
+            name.to_string()
+        } else {
+            format!("{}/{name}", cwd.trim_end_matches('/'))
+        };
+        return if runnable(&full) {
+            Ok(full)
+        } else {
+            Err(format!("exec: {name:?}: no such executable file in the container"))
+        };
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| format!("{}/{name}", d.trim_end_matches('/')))
+        .find(|c| runnable(c))
+        .ok_or_else(|| format!("exec: {name:?}: executable file not found in $PATH ({path})"))
+}
+
+/// Builds the command for `spec`'s process (or `args` instead of its own), confined to its root.
+pub fn command_for(spec: &ProcessSpec, args: &[String]) -> Result<Command, String> {
+    let program = find_executable(&spec.rootfs, &spec.cwd, args.first().map(String::as_str).unwrap_or(""), &spec.env)?;
+    let mut cmd = Command::new(program);
+    cmd.arg0(args.first().map(String::as_str).unwrap_or_default());
+    cmd.args(&args[1..]).env_clear();
+    for kv in &spec.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let creds = Credentials {
+        uid: spec.uid,
+        gid: spec.gid,
+        groups: spec.groups.clone(),
+    };
+    platform::confine(&mut cmd, &spec.rootfs, Path::new(&spec.cwd), &creds).map_err(|e| e.to_string())?;
+    Ok(cmd)
+}
+
+use std::os::unix::process::CommandExt;
+
+/// The monitor's main. Returns the process exit code.
+pub fn run(bundle: &Path) -> i32 {
+    let mut handshake = std::io::stdout();
+    let _ = nix::unistd::setsid();
+    match start(bundle) {
+        Ok((child, started, out, err)) => {
+            let line = serde_json::to_string(&Handshake::Started(started.clone())).unwrap_or_default();
+            let _ = writeln!(handshake, "{line}");
+            let _ = handshake.flush();
+            match supervise(bundle, child, out, err) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("monitor {}: {e}", bundle.display());
+                    1
+                }
+            }
+        }
+        Err(e) => {
+            let line = serde_json::to_string(&Handshake::Failed(e.clone())).unwrap_or_default();
+            let _ = writeln!(handshake, "{line}");
+            eprintln!("monitor {}: {e}", bundle.display());
+            1
+        }
+    }
+}
+
+type StartedChild = (std::process::Child, Started, OwnedFd, OwnedFd);
+
+fn start(bundle: &Path) -> Result<StartedChild, String> {
+    if let Err(e) = platform::become_subreaper() {
+        eprintln!("cannot become a subreaper: {e}");
+    }
+    let spec: ProcessSpec = std::fs::read(bundle_file(bundle, PROCESS_FILE))
+        .map_err(|e| format!("reading the process spec: {e}"))
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("parsing the process spec: {e}")))?;
+    let mut cmd = command_for(&spec, &spec.args)?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+    let child = cmd.spawn().map_err(|e| format!("starting {:?}: {e}", spec.args[0]))?;
+    drop(cmd);
+    let me = std::process::id() as i32;
+    let started = Started {
+        pid: child.id() as i32,
+        started_at: now_nanos(),
+        monitor_pid: me,
+        monitor_start_time: platform::process_info(me).map(|p| p.start_time).unwrap_or(0),
+    };
+    let bytes = serde_json::to_vec(&started).map_err(|e| e.to_string())?;
+    write_atomic(&bundle_file(bundle, STARTED_FILE), &bytes).map_err(|e| format!("recording the start: {e}"))?;
+    Ok((child, started, out_r, err_r))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
+}
+
+fn exit_code(status: WaitStatus) -> Option<(i32, Option<i32>)> {
+    match status {
+        WaitStatus::Exited(_, code) => Some((code, None)),
+        WaitStatus::Signaled(_, sig, _) => Some((128 + sig as i32, Some(sig as i32))),
+        _ => None,
+    }
+}
+
+fn supervise(bundle: &Path, child: std::process::Child, out: OwnedFd, err: OwnedFd) -> std::io::Result<()> {
+    let spec: ProcessSpec = serde_json::from_slice(&std::fs::read(bundle_file(bundle, PROCESS_FILE))?)
+        .map_err(std::io::Error::other)?;
+    let mut log = LogWriter::open(spec.log_path.as_deref(), spec.max_log_line)?;
+    let main = Pid::from_raw(child.id() as i32);
+    // std's Child is not used to wait: the waiter thread reaps every child (orphans included).
+    drop(child);
+
+    let (wake_r, wake_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    std::thread::spawn(move || {
+        let mut wake = std::fs::File::from(wake_w);
+        loop {
+            match waitpid(None::<Pid>, None) {
+                Ok(status) if status.pid() == Some(main) => {
+                    if let Some((code, sig)) = exit_code(status) {
+                        let _ = writeln!(wake, "{code} {}", sig.unwrap_or(0));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    });
+
+    let mut streams: Vec<(std::fs::File, Stream)> = vec![(out.into(), Stream::Stdout), (err.into(), Stream::Stderr)];
+    let mut wake = std::fs::File::from(wake_r);
+    let mut exited: Option<(i32, Option<i32>)> = None;
+    let mut deadline: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if exited.is_some() && streams.is_empty() {
+            break;
+        }
+        let timeout = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::NONE)
+            }
+            None => PollTimeout::NONE,
+        };
+        let (ready, wake_ready) = {
+            let mut fds: Vec<PollFd> = streams.iter().map(|(f, _)| PollFd::new(f.as_fd(), PollFlags::POLLIN)).collect();
+            if exited.is_none() {
+                fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
+            }
+            match poll(&mut fds, timeout) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let any = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            let ready: Vec<bool> = fds[..streams.len()].iter().map(any).collect();
+            let wake_ready = exited.is_none() && fds.last().is_some_and(any);
+            (ready, wake_ready)
+        };
+        let mut closed = Vec::new();
+        for (i, is_ready) in ready.into_iter().enumerate() {
+            if !is_ready {
+                continue;
+            }
+            let (file, stream) = &mut streams[i];
+            match file.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    log.close(*stream)?;
+                    closed.push(i);
+                }
+                Ok(n) => log.write(*stream, &buf[..n])?,
+            }
+        }
+        for i in closed.into_iter().rev() {
+            streams.remove(i);
+        }
+        if wake_ready {
+            let mut line = String::new();
+            let mut byte = [0u8; 1];
+            while wake.read(&mut byte)? == 1 && byte[0] != b'\n' {
+                line.push(byte[0] as char);
+            }
+            let mut parts = line.split(' ').map(|p| p.parse::<i32>().unwrap_or(0));
+            let code = parts.next().unwrap_or(255);
+            let sig = parts.next().filter(|s| *s != 0);
+            exited = Some((code, sig));
+            kill_leftovers(main);
+            deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+        }
+    }
+    for (_, stream) in &streams {
+        log.close(*stream)?;
+    }
+    let (exit_code, signal) = exited.unwrap_or((255, None));
+    let exit = Exit {
+        exit_code,
+        signal,
+        finished_at: now_nanos(),
+    };
+    write_atomic(&bundle_file(bundle, EXIT_FILE), &serde_json::to_vec(&exit).map_err(std::io::Error::other)?)
+}
+
+/// Kills what the container left behind: its process group and every descendant of this monitor.
+fn kill_leftovers(main: Pid) {
+    let _ = killpg(main, Signal::SIGKILL);
+    let me = std::process::id() as i32;
+    if let Ok(table) = platform::process_table() {
+        for pid in platform::descendants(&table, me) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Linux implementation of the platform layer. On Linux darwin-cri exists to be tested: the same
+//! chroot, bind-mount and process-table mechanics as on macOS, through Linux's interfaces.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use nix::mount::{MntFlags, MsFlags};
+
+use super::{Credentials, ProcInfo};
+
+fn cstring(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+pub fn confine(cmd: &mut Command, rootfs: &Path, cwd: &Path, creds: &Credentials) -> io::Result<()> {
+    let root = cstring(rootfs)?;
+    let dir = cstring(cwd)?;
+    let groups: Vec<libc::gid_t> = creds.groups.clone();
+    let (uid, gid) = (creds.uid, creds.gid);
+    cmd.process_group(0);
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // system calls (chroot, chdir, setgroups, setgid, setuid) on memory prepared before the fork;
+    // it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::chroot(root.as_ptr()) != 0 || libc::chdir(dir.as_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+pub fn bind_mount(source: &Path, target: &Path, readonly: bool) -> io::Result<()> {
+    nix::mount::mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )?;
+    if readonly {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        if let Err(e) = nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
+            let _ = unmount(target);
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+pub fn unmount(target: &Path) -> io::Result<()> {
+    match nix::mount::umount2(target, MntFlags::UMOUNT_NOFOLLOW) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EBUSY) => {
+            nix::mount::umount2(target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW)?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Mount points from /proc/self/mountinfo (field 5), with its octal escapes decoded.
+pub fn mount_points() -> io::Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(text
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(std::ffi::OsString::from_vec(unescape_octal(field))))
+        .collect())
+}
+
+fn unescape_octal(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+pub fn become_subreaper() -> io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)?;
+    Ok(())
+}
+
+fn parse_stat(pid: i32, text: &str) -> Option<ProcInfo> {
+    // "pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime
+    //  stime cutime cstime priority nice num_threads itrealvalue starttime ..."; comm may hold
+    // spaces and parentheses, so fields are counted from the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let state = *fields.first()?;
+    Some(ProcInfo {
+        pid,
+        ppid: fields.get(1)?.parse().ok()?,
+        pgid: fields.get(2)?.parse().ok()?,
+        alive: state != "Z" && state != "X",
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+pub fn process_info(pid: i32) -> Option<ProcInfo> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(pid, &text)
+}
+
+pub fn process_table() -> io::Result<Vec<ProcInfo>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Some(info) = process_info(pid) {
+            out.push(info);
+        }
+    }
+    Ok(out)
+}
+
+pub fn tree_cloner() -> Arc<dyn image_service::TreeCloner> {
+    // reflink_or_copy inside CopyCloner uses FICLONE where the filesystem supports it (btrfs, xfs).
+    Arc::new(image_service::CopyCloner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parsing_survives_odd_command_names() {
+        let line = "42 (a) b) c) S 7 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 0 0";
+        let info = parse_stat(42, line).expect("parses");
+        assert_eq!((info.ppid, info.pgid, info.alive, info.start_time), (7, 42, true, 987654));
+        let zombie = "43 (z) Z 1 43 43 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0";
+        assert!(!parse_stat(43, zombie).expect("parses").alive);
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_octal(r"/a\040b\011c"), b"/a b\tc".to_vec());
+        assert_eq!(unescape_octal(r"/x\04"), b"/x\\04".to_vec());
+    }
+}

@@ -1,0 +1,161 @@
+//! macOS implementation of the platform layer.
+//!
+//! This file cannot be compiled on the Linux machines darwin-cri is built and tested on (there is
+//! no darwin standard library there). It is therefore kept small, written only against documented
+//! libc calls (chroot(2), clonefile(2), unmount(2), getmntinfo(3), proc_listallpids/proc_pidinfo
+//! from libproc), and mirrors `linux.rs` function for function; the tests exercise the Linux twin.
+//! Mounts use bindfs (over macFUSE or fuse-t) since macOS has no bind mounts.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use super::{Credentials, ProcInfo};
+
+fn cstring(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+pub fn confine(cmd: &mut Command, rootfs: &Path, cwd: &Path, creds: &Credentials) -> io::Result<()> {
+    let root = cstring(rootfs)?;
+    let dir = cstring(cwd)?;
+    let groups: Vec<libc::gid_t> = creds.groups.clone();
+    let (uid, gid) = (creds.uid, creds.gid);
+    cmd.process_group(0);
+    // SAFETY: runs in the forked child before exec; only async-signal-safe calls on memory
+    // prepared before the fork. chroot(2) requires System Integrity Protection to allow it.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::chroot(root.as_ptr()) != 0 || libc::chdir(dir.as_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setgroups(groups.len() as libc::c_int, groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+pub fn bind_mount(source: &Path, target: &Path, readonly: bool) -> io::Result<()> {
+    let mut cmd = Command::new("bindfs");
+    if readonly {
+        cmd.arg("-o").arg("ro");
+    }
+    let status = cmd.arg(source).arg(target).status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("bindfs {} {} failed: {status}", source.display(), target.display())))
+    }
+}
+
+pub fn unmount(target: &Path) -> io::Result<()> {
+    let path = cstring(target)?;
+    // SAFETY: path is a valid NUL-terminated string that outlives the call.
+    if unsafe { libc::unmount(path.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    // SAFETY: as above; MNT_FORCE for a FUSE mount whose daemon is gone or busy.
+    if unsafe { libc::unmount(path.as_ptr(), libc::MNT_FORCE) } == 0 {
+        return Ok(());
+    }
+    Err(io::Error::last_os_error())
+}
+
+pub fn mount_points() -> io::Result<Vec<PathBuf>> {
+    let mut buf: *mut libc::statfs = std::ptr::null_mut();
+    // SAFETY: getmntinfo stores a pointer to a libc-owned array of `n` statfs structs in buf.
+    let n = unsafe { libc::getmntinfo(&mut buf, libc::MNT_NOWAIT) };
+    if n <= 0 || buf.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: buf points to n initialised statfs structs, valid until the next getmntinfo call.
+    let entries = unsafe { std::slice::from_raw_parts(buf, n as usize) };
+    Ok(entries
+        .iter()
+        .map(|e| {
+            // SAFETY: f_mntonname is a NUL-terminated C string inside the struct.
+            let name = unsafe { CStr::from_ptr(e.f_mntonname.as_ptr()) };
+            PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes()))
+        })
+        .collect())
+}
+
+pub fn become_subreaper() -> io::Result<()> {
+    // macOS has no subreaper: orphans go to launchd, which reaps them. The monitor finds a
+    // container's descendants through the process table instead.
+    Ok(())
+}
+
+pub fn process_info(pid: i32) -> Option<ProcInfo> {
+    // SAFETY: proc_bsdinfo is plain old data; zeroed is a valid value.
+    let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
+    // SAFETY: info is a writable buffer of exactly `size` bytes.
+    let n = unsafe {
+        libc::proc_pidinfo(pid, libc::PROC_PIDTBSDINFO, 0, (&mut info as *mut libc::proc_bsdinfo).cast(), size)
+    };
+    if n != size {
+        return None;
+    }
+    const SZOMB: u32 = 5;
+    Some(ProcInfo {
+        pid,
+        ppid: info.pbi_ppid as i32,
+        pgid: info.pbi_pgid as i32,
+        alive: info.pbi_status != SZOMB,
+        start_time: info.pbi_start_tvsec * 1_000_000 + info.pbi_start_tvusec,
+    })
+}
+
+pub fn process_table() -> io::Result<Vec<ProcInfo>> {
+    // SAFETY: a null buffer asks for the number of pids.
+    let n = unsafe { libc::proc_listallpids(std::ptr::null_mut(), 0) };
+    if n <= 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut pids = vec![0 as libc::pid_t; n as usize + 64];
+    let bytes = (pids.len() * std::mem::size_of::<libc::pid_t>()) as libc::c_int;
+    // SAFETY: pids is a writable buffer of `bytes` bytes.
+    let n = unsafe { libc::proc_listallpids(pids.as_mut_ptr().cast(), bytes) };
+    if n <= 0 {
+        return Err(io::Error::last_os_error());
+    }
+    pids.truncate(n as usize);
+    Ok(pids.into_iter().filter_map(process_info).collect())
+}
+
+/// APFS clones: one clonefile(2) call copies a whole tree copy-on-write; across volumes (EXDEV)
+/// or on a filesystem without clones (ENOTSUP) it falls back to a plain copy.
+#[derive(Debug, Default)]
+struct ClonefileCloner;
+
+impl image_service::TreeCloner for ClonefileCloner {
+    fn clone_tree(&self, src: &Path, dst: &Path) -> io::Result<()> {
+        let (s, d) = (cstring(src)?, cstring(dst)?);
+        const CLONE_NOFOLLOW: u32 = 0x0001;
+        // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
+        if unsafe { libc::clonefile(s.as_ptr(), d.as_ptr(), CLONE_NOFOLLOW) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EXDEV) | Some(libc::ENOTSUP) => image_service::CopyCloner.clone_tree(src, dst),
+            _ => Err(err),
+        }
+    }
+}
+
+pub fn tree_cloner() -> Arc<dyn image_service::TreeCloner> {
+    Arc::new(ClonefileCloner)
+}

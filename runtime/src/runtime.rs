@@ -1,0 +1,1033 @@
+//! The runtime proper: pod sandboxes and containers, their state machines, and recovery.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use image_service::safe_path::resolve_in_root;
+use image_service::{Image, ImageStore, TreeCloner};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+use tokio::sync::watch;
+
+use crate::error::IoContext;
+use crate::fsutil::{clean_in_root, remove_tree, write_atomic};
+use crate::model::*;
+use crate::monitor::{self, Handshake};
+use crate::platform;
+use crate::store::Store;
+use crate::user::{self, UserRequest};
+use crate::{Error, Result};
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// Output ExecSync keeps per stream; more is dropped (kubelet keeps far less of a probe's output).
+const EXEC_OUTPUT_LIMIT: usize = 16 << 20;
+/// How often a monitor that this server did not start (it survived a restart) is checked.
+const ADOPTED_MONITOR_POLL: Duration = Duration::from_millis(100);
+
+/// Settings of the runtime, from the server's configuration.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Persistent state: the metadata store, pods and their containers' roots.
+    pub root: PathBuf,
+    /// The `darwin-cri` executable that is re-executed as each container's monitor.
+    pub monitor_exe: PathBuf,
+    /// Refuse pods that ask for a network of their own instead of running them on the host's.
+    pub strict_pod_network: bool,
+    /// The address pods report; detected from the host's interfaces when `None`.
+    pub node_ip: Option<IpAddr>,
+    /// Longest log line written as one record.
+    pub max_log_line: usize,
+    /// Runtime handler names served besides the default ("").
+    pub runtime_handlers: Vec<String>,
+    /// How long a monitor may take to report that the container process started.
+    pub start_timeout: Duration,
+    /// How long StopContainer waits for the process tree to die after SIGKILL.
+    pub kill_timeout: Duration,
+}
+
+/// What ExecSync returns.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+}
+
+/// Pods and containers. Shared behind an `Arc` by every RPC handler.
+#[derive(Debug)]
+pub struct Runtime {
+    opts: RuntimeOptions,
+    images: Arc<ImageStore>,
+    cloner: Arc<dyn TreeCloner>,
+    store: Store,
+    node_ip: String,
+    pods: RwLock<HashMap<String, Pod>>,
+    containers: RwLock<HashMap<String, Container>>,
+    /// Names in use or being created: pod "name_namespace_uid_attempt", container
+    /// "pod/name/attempt". kubelet relies on AlreadyExists for a name taken twice.
+    names: Mutex<HashSet<String>>,
+    /// Set to true when a running container has exited.
+    exits: Mutex<HashMap<String, watch::Receiver<bool>>>,
+}
+
+fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    // getrandom only fails when the OS has no entropy source at all; fall back to time and pid.
+    if getrandom::fill(&mut bytes).is_err() {
+        let seed = format!("{}{}", now_nanos(), std::process::id());
+        bytes[..seed.len().min(32)].copy_from_slice(&seed.as_bytes()[..seed.len().min(32)]);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn pod_key(m: &PodMetadata) -> String {
+    format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)
+}
+
+fn container_key(pod_id: &str, name: &str, attempt: u32) -> String {
+    format!("{pod_id}/{name}/{attempt}")
+}
+
+/// The first non-loopback IPv4 address of an interface that is up, else IPv6, else loopback.
+pub fn detect_node_ip() -> IpAddr {
+    let mut v6 = None;
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            if !a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP)
+                || a.flags.contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
+            {
+                continue;
+            }
+            let Some(addr) = a.address else { continue };
+            if let Some(v4) = addr.as_sockaddr_in() {
+                return IpAddr::V4(v4.ip());
+            }
+            if let Some(s6) = addr.as_sockaddr_in6() {
+                let ip = s6.ip();
+                if v6.is_none() && (ip.segments()[0] & 0xffc0) != 0xfe80 {
+                    v6 = Some(IpAddr::V6(ip));
+                }
+            }
+        }
+    }
+    v6.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
+fn matches_id(id: &str, query: &str) -> bool {
+    !query.is_empty() && id.starts_with(query)
+}
+
+/// containerd's rule: a command replaces the image's entrypoint and cmd; args alone replace
+/// the cmd; neither means entrypoint + cmd.
+pub fn merge_command(image: &image_service::ImageConfig, command: &[String], args: &[String]) -> Result<Vec<String>> {
+    let mut cmd = command.to_vec();
+    let mut args = args.to_vec();
+    if cmd.is_empty() {
+        if args.is_empty() {
+            args = image.cmd.clone();
+        }
+        if !(image.entrypoint.len() == 1 && image.entrypoint[0].is_empty()) {
+            cmd = image.entrypoint.clone();
+        }
+    }
+    cmd.extend(args);
+    if cmd.is_empty() {
+        return Err(Error::InvalidArgument(
+            "no command specified: the container config and the image give none".into(),
+        ));
+    }
+    Ok(cmd)
+}
+
+/// Sets `KEY=VALUE` in `env`, replacing an earlier value of the same key in place.
+fn set_env(env: &mut Vec<String>, kv: String) {
+    let key = kv.split_once('=').map(|(k, _)| k).unwrap_or(&kv).to_string();
+    match env.iter_mut().find(|e| e.split_once('=').map(|(k, _)| k).unwrap_or(e) == key) {
+        Some(slot) => *slot = kv,
+        None => env.push(kv),
+    }
+}
+
+fn resolv_conf(dns: Option<&DnsConfig>) -> String {
+    match dns {
+        Some(d) if !(d.servers.is_empty() && d.searches.is_empty() && d.options.is_empty()) => {
+            let mut out = String::new();
+            if !d.searches.is_empty() {
+                out.push_str(&format!("search {}\n", d.searches.join(" ")));
+            }
+            for s in &d.servers {
+                out.push_str(&format!("nameserver {s}\n"));
+            }
+            if !d.options.is_empty() {
+                out.push_str(&format!("options {}\n", d.options.join(" ")));
+            }
+            out
+        }
+        _ => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+    }
+}
+
+fn signal_by_name(name: &str) -> Signal {
+    let upper = name.trim().to_ascii_uppercase();
+    if upper.is_empty() {
+        return Signal::SIGTERM;
+    }
+    if let Ok(n) = upper.parse::<i32>() {
+        return Signal::try_from(n).unwrap_or(Signal::SIGTERM);
+    }
+    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    full.parse().unwrap_or(Signal::SIGTERM)
+}
+
+impl Runtime {
+    /// Opens the store under `opts.root` and loads every pod and container. Call
+    /// [`Runtime::recover`] from inside the async runtime before serving.
+    pub fn open(opts: RuntimeOptions, images: Arc<ImageStore>) -> Result<Arc<Runtime>> {
+        std::fs::create_dir_all(opts.root.join("pods")).at("creating", &opts.root)?;
+        let store = Store::open(&opts.root.join("metadata.redb"))?;
+        let node_ip = opts.node_ip.unwrap_or_else(detect_node_ip).to_string();
+        let mut names = HashSet::new();
+        let pods: HashMap<String, Pod> = store
+            .pods()?
+            .into_iter()
+            .inspect(|p| {
+                names.insert(pod_key(&p.spec.metadata));
+            })
+            .map(|p| (p.id.clone(), p))
+            .collect();
+        let containers: HashMap<String, Container> = store
+            .containers()?
+            .into_iter()
+            .inspect(|c| {
+                names.insert(container_key(&c.pod_id, &c.name, c.attempt));
+            })
+            .map(|c| (c.id.clone(), c))
+            .collect();
+        Ok(Arc::new(Runtime {
+            opts,
+            images,
+            cloner: platform::tree_cloner(),
+            store,
+            node_ip,
+            pods: RwLock::new(pods),
+            containers: RwLock::new(containers),
+            names: Mutex::new(names),
+            exits: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn images(&self) -> &Arc<ImageStore> {
+        &self.images
+    }
+
+    pub fn node_ip(&self) -> &str {
+        &self.node_ip
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.opts.root
+    }
+
+    pub fn runtime_handlers(&self) -> &[String] {
+        &self.opts.runtime_handlers
+    }
+
+    fn reserve(&self, key: String, what: &str) -> Result<()> {
+        let mut names = self.names.lock().map_err(|_| Error::Internal("name table poisoned".into()))?;
+        if !names.insert(key.clone()) {
+            return Err(Error::AlreadyExists(format!("{what} name {key:?} is already in use")));
+        }
+        Ok(())
+    }
+
+    fn release(&self, key: &str) {
+        if let Ok(mut names) = self.names.lock() {
+            names.remove(key);
+        }
+    }
+
+    fn read_pods(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Pod>> {
+        self.pods.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_pods(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Pod>> {
+        self.pods.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_containers(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Container>> {
+        self.containers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_containers(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Container>> {
+        self.containers.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ----- pods -------------------------------------------------------------------------------
+
+    pub fn run_pod(&self, spec: PodSpec) -> Result<String> {
+        let m = &spec.metadata;
+        if m.name.is_empty() || m.namespace.is_empty() || m.uid.is_empty() {
+            return Err(Error::InvalidArgument(
+                "pod sandbox metadata needs a name, a namespace and a uid".into(),
+            ));
+        }
+        if !spec.runtime_handler.is_empty() && !self.opts.runtime_handlers.contains(&spec.runtime_handler) {
+            return Err(Error::InvalidArgument(format!(
+                "runtime handler {:?} is not served here; handlers: \"\" (default), {}",
+                spec.runtime_handler,
+                self.opts.runtime_handlers.join(", ")
+            )));
+        }
+        if spec.network == NetworkMode::Pod && self.opts.strict_pod_network {
+            return Err(Error::InvalidArgument(
+                "pod asks for its own network namespace, which macOS cannot give; \
+                 set hostNetwork: true, or turn off strict_pod_network to run it on the host's network"
+                    .into(),
+            ));
+        }
+        let key = pod_key(m);
+        self.reserve(key.clone(), "pod sandbox")?;
+        let id = new_id();
+        let dir = self.opts.root.join("pods").join(&id);
+        let result = self.make_pod_dir(&dir, &spec).and_then(|()| {
+            let pod = Pod {
+                id: id.clone(),
+                spec,
+                state: PodState::Ready,
+                created_at: now_nanos(),
+                dir: dir.clone(),
+            };
+            self.store.put_pod(&pod)?;
+            self.write_pods().insert(id.clone(), pod);
+            Ok(())
+        });
+        if let Err(e) = result {
+            let _ = remove_tree(&dir);
+            self.release(&key);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    fn make_pod_dir(&self, dir: &Path, spec: &PodSpec) -> Result<()> {
+        std::fs::create_dir_all(dir.join("containers")).at("creating", dir)?;
+        let hostname = if spec.hostname.is_empty() {
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into())
+        } else {
+            spec.hostname.clone()
+        };
+        let hosts = format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{hostname}\n",
+            self.node_ip
+        );
+        for (name, content) in [
+            ("hostname", format!("{hostname}\n")),
+            ("hosts", hosts),
+            ("resolv.conf", resolv_conf(spec.dns.as_ref())),
+        ] {
+            std::fs::write(dir.join(name), content).at("writing", &dir.join(name))?;
+        }
+        Ok(())
+    }
+
+    fn find_pod(&self, id: &str) -> Option<Pod> {
+        let pods = self.read_pods();
+        if let Some(p) = pods.get(id) {
+            return Some(p.clone());
+        }
+        let mut found = pods.values().filter(|p| matches_id(&p.id, id));
+        match (found.next(), found.next()) {
+            (Some(p), None) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn pod(&self, id: &str) -> Result<Pod> {
+        self.find_pod(id)
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id:?} not found")))
+    }
+
+    pub fn list_pods(&self) -> Vec<Pod> {
+        self.read_pods().values().cloned().collect()
+    }
+
+    fn pod_container_ids(&self, pod_id: &str) -> Vec<String> {
+        self.read_containers()
+            .values()
+            .filter(|c| c.pod_id == pod_id)
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    pub async fn stop_pod(self: &Arc<Self>, id: &str) -> Result<()> {
+        let Some(pod) = self.find_pod(id) else { return Ok(()) };
+        for cid in self.pod_container_ids(&pod.id) {
+            self.stop_container(&cid, 0).await?;
+        }
+        let updated = {
+            let mut pods = self.write_pods();
+            match pods.get_mut(&pod.id) {
+                Some(p) if p.state != PodState::NotReady => {
+                    p.state = PodState::NotReady;
+                    Some(p.clone())
+                }
+                _ => None,
+            }
+        };
+        if let Some(p) = updated {
+            self.store.put_pod(&p)?;
+        }
+        Ok(())
+    }
+
+    pub async fn remove_pod(self: &Arc<Self>, id: &str) -> Result<()> {
+        let Some(pod) = self.find_pod(id) else { return Ok(()) };
+        for cid in self.pod_container_ids(&pod.id) {
+            self.remove_container(&cid).await?;
+        }
+        let dir = pod.dir.clone();
+        tokio::task::spawn_blocking(move || remove_tree(&dir))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .at("removing", &pod.dir)?;
+        self.store.delete_pod(&pod.id)?;
+        self.write_pods().remove(&pod.id);
+        self.release(&pod_key(&pod.spec.metadata));
+        Ok(())
+    }
+
+    // ----- containers -------------------------------------------------------------------------
+
+    fn find_container(&self, id: &str) -> Option<Container> {
+        let containers = self.read_containers();
+        if let Some(c) = containers.get(id) {
+            return Some(c.clone());
+        }
+        let mut found = containers.values().filter(|c| matches_id(&c.id, id));
+        match (found.next(), found.next()) {
+            (Some(c), None) => Some(c.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn container(&self, id: &str) -> Result<Container> {
+        self.find_container(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id:?} not found")))
+    }
+
+    pub fn list_containers(&self) -> Vec<Container> {
+        self.read_containers().values().cloned().collect()
+    }
+
+    /// The image a container is created from, by id or reference.
+    pub fn image_for(&self, reference: &str) -> Result<Image> {
+        if reference.is_empty() {
+            return Err(Error::InvalidArgument("container config names no image".into()));
+        }
+        self.images.resolve(reference)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "image {reference:?} not found: import it with `darwin-cri image import` first"
+            ))
+        })
+    }
+
+    pub async fn create_container(self: &Arc<Self>, pod_id: &str, spec: ContainerSpec) -> Result<String> {
+        let pod = self.pod(pod_id)?;
+        if pod.state != PodState::Ready {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready (stopped): no new containers",
+                pod.id
+            )));
+        }
+        let meta = spec
+            .metadata
+            .clone()
+            .filter(|m| !m.name.is_empty())
+            .ok_or_else(|| Error::InvalidArgument("container metadata needs a name".into()))?;
+        let image = self.image_for(&spec.image)?;
+        for m in &spec.mounts {
+            match clean_in_root(&m.container_path) {
+                None => {
+                    return Err(Error::InvalidArgument(format!(
+                        "mount container path {:?} escapes the container root",
+                        m.container_path
+                    )));
+                }
+                Some(p) if p.as_os_str().is_empty() => {
+                    return Err(Error::InvalidArgument(format!(
+                        "mount container path {:?} would cover the container root",
+                        m.container_path
+                    )));
+                }
+                Some(_) => {}
+            }
+            if m.host_path.is_empty() || std::fs::metadata(&m.host_path).is_err() {
+                return Err(Error::InvalidArgument(format!(
+                    "mount source {:?} (for {:?}) does not exist",
+                    m.host_path, m.container_path
+                )));
+            }
+        }
+        let log_path = if spec.log_path.is_empty() || pod.spec.log_directory.is_empty() {
+            None
+        } else {
+            let rel = clean_in_root(&spec.log_path)
+                .filter(|p| !p.as_os_str().is_empty())
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "log path {:?} leaves the pod's log directory",
+                        spec.log_path
+                    ))
+                })?;
+            Some(Path::new(&pod.spec.log_directory).join(rel))
+        };
+        let key = container_key(&pod.id, &meta.name, meta.attempt);
+        self.reserve(key.clone(), "container")?;
+        let id = new_id();
+        let dir = pod.dir.join("containers").join(&id);
+        let rt = Arc::clone(self);
+        let (cdir, cid, cpod, cimage) = (dir.clone(), id.clone(), pod.clone(), image.clone());
+        let built = tokio::task::spawn_blocking(move || rt.build_container(&cdir, &cid, &cpod, spec, &cimage, log_path))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))
+            .and_then(|r| r);
+        let result = built.and_then(|c| {
+            self.store.put_container(&c)?;
+            self.write_containers().insert(id.clone(), c);
+            Ok(())
+        });
+        if let Err(e) = result {
+            let _ = tokio::task::spawn_blocking(move || remove_tree(&dir)).await;
+            self.release(&key);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    /// Everything CreateContainer does on disk: the rootfs clone, the pod's files, mounts, and
+    /// the process spec. Blocking; the caller removes `dir` if this fails.
+    fn build_container(
+        &self,
+        dir: &Path,
+        id: &str,
+        pod: &Pod,
+        spec: ContainerSpec,
+        image: &Image,
+        log_path: Option<PathBuf>,
+    ) -> Result<Container> {
+        std::fs::create_dir_all(dir).at("creating", dir)?;
+        let rootfs = dir.join("rootfs");
+        let snapshot = self.images.rootfs(image)?;
+        self.cloner.clone_tree(&snapshot, &rootfs).at("cloning the image root into", &rootfs)?;
+        let inside = |p: &str| resolve_in_root(&rootfs, Path::new(p)).at("resolving in the container root", Path::new(p));
+
+        platform::populate_dev(&inside("/dev")?).at("creating devices in", &rootfs)?;
+        let tmp = inside("/tmp")?;
+        std::fs::create_dir_all(&tmp).at("creating", &tmp)?;
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).at("chmod", &tmp)?;
+        std::fs::create_dir_all(inside("/etc")?).at("creating /etc in", &rootfs)?;
+        let mounted_hosts = spec.mounts.iter().any(|m| clean_in_root(&m.container_path) == Some(PathBuf::from("etc/hosts")));
+        for (file, skip) in [("hostname", false), ("resolv.conf", false), ("hosts", mounted_hosts)] {
+            if skip {
+                continue;
+            }
+            let target = inside(&format!("/etc/{file}"))?;
+            let _ = std::fs::remove_file(&target);
+            std::fs::copy(pod.dir.join(file), &target).at("writing", &target)?;
+        }
+
+        let user = user::resolve(
+            &rootfs,
+            &UserRequest {
+                run_as_user: spec.run_as_user,
+                run_as_group: spec.run_as_group,
+                run_as_username: &spec.run_as_username,
+                supplemental_groups: &spec.supplemental_groups,
+                image_user: &image.config.user,
+            },
+        )?;
+        let args = merge_command(&image.config, &spec.command, &spec.args)?;
+        let hostname = std::fs::read_to_string(pod.dir.join("hostname")).unwrap_or_default();
+        let mut env = vec![format!("HOSTNAME={}", hostname.trim())];
+        for kv in &image.config.env {
+            set_env(&mut env, kv.clone());
+        }
+        for (k, v) in &spec.envs {
+            if k.is_empty() || k.contains('=') {
+                return Err(Error::InvalidArgument(format!("environment variable name {k:?} is invalid")));
+            }
+            set_env(&mut env, format!("{k}={v}"));
+        }
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push(DEFAULT_PATH.into());
+        }
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(format!("HOME={}", user.home));
+        }
+        let cwd_req = if !spec.working_dir.is_empty() {
+            spec.working_dir.clone()
+        } else if !image.config.working_dir.is_empty() {
+            image.config.working_dir.clone()
+        } else {
+            "/".into()
+        };
+        let cwd_rel = clean_in_root(&cwd_req)
+            .ok_or_else(|| Error::InvalidArgument(format!("working dir {cwd_req:?} escapes the container root")))?;
+        let cwd = format!("/{}", cwd_rel.display());
+        let cwd_host = inside(&cwd)?;
+        std::fs::create_dir_all(&cwd_host).at("creating the working dir", &cwd_host)?;
+
+        let mut mounted = Vec::new();
+        let mount_result = (|| -> Result<()> {
+            for m in &spec.mounts {
+                let target = inside(&m.container_path)?;
+                let source = Path::new(&m.host_path);
+                let is_dir = std::fs::metadata(source).at("inspecting mount source", source)?.is_dir();
+                if is_dir {
+                    std::fs::create_dir_all(&target).at("creating mount point", &target)?;
+                } else {
+                    if let Some(parent) = target.parent() {
+                        std::fs::create_dir_all(parent).at("creating", parent)?;
+                    }
+                    if std::fs::symlink_metadata(&target).is_err() {
+                        std::fs::write(&target, b"").at("creating mount point", &target)?;
+                    }
+                }
+                if std::fs::metadata(&target).map(|t| t.is_dir()).unwrap_or(false) != is_dir {
+                    return Err(Error::InvalidArgument(format!(
+                        "mount {:?}: source is a {} but the container path is not",
+                        m.container_path,
+                        if is_dir { "directory" } else { "file" }
+                    )));
+                }
+                platform::bind_mount(source, &target, m.readonly).at("mounting onto", &target)?;
+                mounted.push(target);
+            }
+            Ok(())
+        })();
+        if let Err(e) = mount_result {
+            for t in mounted.iter().rev() {
+                let _ = platform::unmount(t);
+            }
+            return Err(e);
+        }
+
+        let process = ProcessSpec {
+            args,
+            env,
+            cwd,
+            uid: user.uid,
+            gid: user.gid,
+            groups: user.groups,
+            rootfs: rootfs.clone(),
+            log_path,
+            max_log_line: self.opts.max_log_line,
+            tty: spec.tty,
+            stop_signal: image.config.stop_signal.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&process).map_err(|e| Error::Internal(e.to_string()))?;
+        write_atomic(&dir.join(monitor::PROCESS_FILE), &bytes).at("writing", &dir.join(monitor::PROCESS_FILE))?;
+        let meta = spec.metadata.clone().unwrap_or(ContainerMetadata {
+            name: String::new(),
+            attempt: 0,
+        });
+        Ok(Container {
+            id: id.to_string(),
+            pod_id: pod.id.clone(),
+            name: meta.name,
+            attempt: meta.attempt,
+            image_id: image.id.clone(),
+            image_ref: image.id.clone(),
+            spec,
+            process,
+            dir: dir.to_path_buf(),
+            mounted,
+            state: ContainerState::Created,
+            created_at: now_nanos(),
+            started_at: 0,
+            finished_at: 0,
+            exit_code: 0,
+            reason: String::new(),
+            message: String::new(),
+            pid: 0,
+            monitor_pid: 0,
+            monitor_start_time: 0,
+        })
+    }
+
+    fn update_container(&self, id: &str, f: impl FnOnce(&mut Container)) -> Result<Option<Container>> {
+        let updated = {
+            let mut containers = self.write_containers();
+            containers.get_mut(id).map(|c| {
+                f(c);
+                c.clone()
+            })
+        };
+        if let Some(c) = &updated {
+            self.store.put_container(c)?;
+        }
+        Ok(updated)
+    }
+
+    pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<()> {
+        let c = self.container(id)?;
+        if c.state != ContainerState::Created {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is {:?}, not Created: it cannot be started (again)",
+                c.id, c.state
+            )));
+        }
+        let monitor_log = std::fs::File::create(c.dir.join("monitor.log")).at("creating", &c.dir.join("monitor.log"))?;
+        let mut child = tokio::process::Command::new(&self.opts.monitor_exe)
+            .arg("monitor")
+            .arg(&c.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(monitor_log))
+            .spawn()
+            .map_err(|e| Error::io(format!("starting the monitor {}", self.opts.monitor_exe.display()), e))?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let mut reader = tokio::io::BufReader::new(out);
+            let _ = tokio::time::timeout(self.opts.start_timeout, reader.read_line(&mut line)).await;
+        }
+        match serde_json::from_str::<Handshake>(line.trim()) {
+            Ok(Handshake::Started(s)) => {
+                let (tx, rx) = watch::channel(false);
+                self.exits
+                    .lock()
+                    .map_err(|_| Error::Internal("exit table poisoned".into()))?
+                    .insert(c.id.clone(), rx);
+                self.update_container(&c.id, |c| {
+                    c.state = ContainerState::Running;
+                    c.pid = s.pid;
+                    c.started_at = s.started_at;
+                    c.monitor_pid = s.monitor_pid;
+                    c.monitor_start_time = s.monitor_start_time;
+                })?;
+                let rt = Arc::clone(self);
+                let cid = c.id.clone();
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                    rt.monitor_exited(&cid, tx);
+                });
+                Ok(())
+            }
+            outcome => {
+                let message = match outcome {
+                    Ok(Handshake::Failed(m)) => m,
+                    _ => {
+                        let _ = child.start_kill();
+                        let log = std::fs::read_to_string(c.dir.join("monitor.log")).unwrap_or_default();
+                        format!("the container monitor did not report a start: {}", log.trim())
+                    }
+                };
+                let _ = child.wait().await;
+                self.update_container(&c.id, |c| {
+                    c.state = ContainerState::Exited;
+                    c.exit_code = 128;
+                    c.reason = "StartError".into();
+                    c.message = message.clone();
+                    c.finished_at = now_nanos();
+                })?;
+                Err(Error::FailedPrecondition(format!("starting container {}: {message}", c.id)))
+            }
+        }
+    }
+
+    /// The monitor of container `id` is gone: record how the container ended.
+    fn monitor_exited(&self, id: &str, tx: watch::Sender<bool>) {
+        let Some(c) = self.find_container(id) else {
+            let _ = tx.send(true);
+            return;
+        };
+        let (code, finished_at, reason, message) = match monitor::read_exit(&c.dir) {
+            Some(exit) => (
+                exit.exit_code,
+                exit.finished_at,
+                if exit.exit_code == 0 { "Completed" } else { "Error" }.to_string(),
+                String::new(),
+            ),
+            None => {
+                // The monitor died without recording an exit (killed): end what it supervised.
+                let _ = killpg(Pid::from_raw(c.pid), Signal::SIGKILL);
+                (
+                    137,
+                    now_nanos(),
+                    "Error".to_string(),
+                    "the container's monitor died without recording an exit; its processes were killed".to_string(),
+                )
+            }
+        };
+        if let Err(e) = self.update_container(id, |c| {
+            c.state = ContainerState::Exited;
+            c.exit_code = code;
+            c.finished_at = finished_at;
+            c.reason = reason;
+            c.message = message;
+        }) {
+            tracing::error!(container = id, error = %e, "recording the exit failed");
+        }
+        if let Ok(mut exits) = self.exits.lock() {
+            exits.remove(id);
+        }
+        let _ = tx.send(true);
+    }
+
+    fn kill_tree(c: &Container, sig: Signal) {
+        let _ = killpg(Pid::from_raw(c.pid), sig);
+        if let Ok(table) = platform::process_table() {
+            let root = if c.monitor_pid > 0 { c.monitor_pid } else { c.pid };
+            for pid in platform::descendants(&table, root) {
+                let _ = kill(Pid::from_raw(pid), sig);
+            }
+        }
+    }
+
+    /// Stops a running container: its stop signal, then SIGKILL to the whole tree after
+    /// `timeout_secs`. A missing or not-running container is success.
+    pub async fn stop_container(self: &Arc<Self>, id: &str, timeout_secs: i64) -> Result<()> {
+        let Some(c) = self.find_container(id) else { return Ok(()) };
+        if c.state != ContainerState::Running {
+            return Ok(());
+        }
+        let rx = self.exits.lock().ok().and_then(|e| e.get(&c.id).cloned());
+        let Some(mut rx) = rx else { return Ok(()) };
+        if timeout_secs > 0 {
+            let _ = kill(Pid::from_raw(c.pid), signal_by_name(&c.process.stop_signal));
+            let wait = Duration::from_secs(timeout_secs as u64);
+            if tokio::time::timeout(wait, rx.wait_for(|v| *v)).await.is_ok() {
+                return Ok(());
+            }
+        }
+        Self::kill_tree(&c, Signal::SIGKILL);
+        if tokio::time::timeout(self.opts.kill_timeout, rx.wait_for(|v| *v)).await.is_err() {
+            return Err(Error::DeadlineExceeded(format!(
+                "container {} did not exit within {:?} of SIGKILL",
+                c.id, self.opts.kill_timeout
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn remove_container(self: &Arc<Self>, id: &str) -> Result<()> {
+        let Some(c) = self.find_container(id) else { return Ok(()) };
+        if c.state == ContainerState::Running {
+            self.stop_container(&c.id, 0).await?;
+        }
+        let dir = c.dir.clone();
+        tokio::task::spawn_blocking(move || remove_tree(&dir))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .at("removing", &c.dir)?;
+        self.store.delete_container(&c.id)?;
+        self.write_containers().remove(&c.id);
+        self.release(&container_key(&c.pod_id, &c.name, c.attempt));
+        Ok(())
+    }
+
+    /// Runs `cmd` in a running container's root as its user, with its environment.
+    pub async fn exec_sync(&self, id: &str, cmd: &[String], timeout: Option<Duration>) -> Result<ExecOutput> {
+        let c = self.container(id)?;
+        if c.state != ContainerState::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is {:?}, not running: cannot exec in it",
+                c.id, c.state
+            )));
+        }
+        if cmd.is_empty() {
+            return Err(Error::InvalidArgument("exec needs a command".into()));
+        }
+        let mut std_cmd = monitor::command_for(&c.process, cmd).map_err(Error::FailedPrecondition)?;
+        std_cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = tokio::process::Command::from(std_cmd)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Error::io(format!("exec {:?} in container {}", cmd[0], c.id), e))?;
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let read = |r: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                if let Some(r) = r {
+                    let _ = r.take(EXEC_OUTPUT_LIMIT as u64).read_to_end(&mut out).await;
+                }
+                out
+            })
+        };
+        let out_task = read(child.stdout.take().map(|s| Box::new(s) as _));
+        let err_task = read(child.stderr.take().map(|s| Box::new(s) as _));
+        let kill_all = move || {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            if let Ok(table) = platform::process_table() {
+                for d in platform::descendants(&table, pid) {
+                    let _ = kill(Pid::from_raw(d), Signal::SIGKILL);
+                }
+            }
+        };
+        let waited = match timeout {
+            Some(t) => tokio::time::timeout(t, child.wait()).await.ok(),
+            None => Some(child.wait().await),
+        };
+        let status = match waited {
+            Some(s) => s.map_err(|e| Error::io("waiting for exec", e))?,
+            None => {
+                kill_all();
+                let _ = child.wait().await;
+                let stdout = out_task.await.unwrap_or_default();
+                let stderr = err_task.await.unwrap_or_default();
+                return Err(Error::DeadlineExceeded(format!(
+                    "command {:?} timed out after {:?} and was killed; stdout so far: {:?}; stderr so far: {:?}",
+                    cmd,
+                    timeout.unwrap_or_default(),
+                    String::from_utf8_lossy(&stdout[..stdout.len().min(4096)]),
+                    String::from_utf8_lossy(&stderr[..stderr.len().min(4096)]),
+                )));
+            }
+        };
+        // Leftover background processes may hold the pipes open: give them a moment, then end them.
+        let collect = async { (out_task.await.unwrap_or_default(), err_task.await.unwrap_or_default()) };
+        tokio::pin!(collect);
+        let (stdout, stderr) = match tokio::time::timeout(Duration::from_secs(1), &mut collect).await {
+            Ok(v) => v,
+            Err(_) => {
+                kill_all();
+                collect.await
+            }
+        };
+        use std::os::unix::process::ExitStatusExt;
+        let exit_code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        Ok(ExecOutput {
+            stdout,
+            stderr,
+            exit_code,
+        })
+    }
+
+    // ----- recovery ---------------------------------------------------------------------------
+
+    /// Reconciles the store with what survived a restart: adopts live monitors, records the exits
+    /// of containers that ended while the server was down, and removes debris of half-done work.
+    pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        for c in self.list_containers() {
+            let started = if c.state == ContainerState::Created {
+                // The server may have died between starting the monitor and recording it.
+                monitor::read_started(&c.dir)
+            } else {
+                None
+            };
+            if let Some(s) = started {
+                self.update_container(&c.id, |c| {
+                    c.state = ContainerState::Running;
+                    c.pid = s.pid;
+                    c.started_at = s.started_at;
+                    c.monitor_pid = s.monitor_pid;
+                    c.monitor_start_time = s.monitor_start_time;
+                })?;
+            }
+            let Some(c) = self.find_container(&c.id) else { continue };
+            if c.state != ContainerState::Running {
+                continue;
+            }
+            let (tx, rx) = watch::channel(false);
+            self.exits
+                .lock()
+                .map_err(|_| Error::Internal("exit table poisoned".into()))?
+                .insert(c.id.clone(), rx);
+            let rt = Arc::clone(self);
+            tokio::spawn(async move {
+                while platform::is_alive(c.monitor_pid, c.monitor_start_time) {
+                    tokio::time::sleep(ADOPTED_MONITOR_POLL).await;
+                }
+                rt.monitor_exited(&c.id, tx);
+            });
+        }
+        // Directories that no record names are debris of work cut short by a crash.
+        let known_pods: HashSet<PathBuf> = self.list_pods().into_iter().map(|p| p.dir).collect();
+        let known_containers: HashSet<PathBuf> = self.list_containers().into_iter().map(|c| c.dir).collect();
+        let pods_dir = self.opts.root.join("pods");
+        let mut debris = Vec::new();
+        for pod_dir in std::fs::read_dir(&pods_dir).at("listing", &pods_dir)?.flatten() {
+            let path = pod_dir.path();
+            if !known_pods.contains(&path) {
+                debris.push(path);
+                continue;
+            }
+            if let Ok(entries) = std::fs::read_dir(path.join("containers")) {
+                debris.extend(entries.flatten().map(|e| e.path()).filter(|p| !known_containers.contains(p)));
+            }
+        }
+        for path in debris {
+            tracing::info!(path = %path.display(), "removing debris of an unfinished operation");
+            if let Err(e) = remove_tree(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove debris");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(entrypoint: &[&str], cmd: &[&str]) -> image_service::ImageConfig {
+        image_service::ImageConfig {
+            entrypoint: entrypoint.iter().map(|s| s.to_string()).collect(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn v(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn command_merging_follows_containerd() {
+        let img = cfg(&["/entry"], &["default"]);
+        assert_eq!(merge_command(&img, &[], &[]).expect("m"), v(&["/entry", "default"]));
+        assert_eq!(merge_command(&img, &[], &v(&["x"])).expect("m"), v(&["/entry", "x"]));
+        assert_eq!(merge_command(&img, &v(&["/bin/sh"]), &[]).expect("m"), v(&["/bin/sh"]));
+        assert_eq!(merge_command(&img, &v(&["/bin/sh"]), &v(&["-c", "true"])).expect("m"), v(&["/bin/sh", "-c", "true"]));
+        assert_eq!(merge_command(&cfg(&[""], &["sh"]), &[], &[]).expect("m"), v(&["sh"]));
+        assert!(matches!(merge_command(&cfg(&[], &[]), &[], &[]), Err(Error::InvalidArgument(_))));
+    }
+
+    #[test]
+    fn env_later_values_replace_earlier_ones_in_place() {
+        let mut env = v(&["A=1", "PATH=/bin"]);
+        set_env(&mut env, "PATH=/usr/bin".into());
+        set_env(&mut env, "B=2".into());
+        assert_eq!(env, v(&["A=1", "PATH=/usr/bin", "B=2"]));
+    }
+
+    #[test]
+    fn resolv_conf_from_dns_config() {
+        let dns = DnsConfig {
+            servers: v(&["10.96.0.10"]),
+            searches: v(&["ns.svc.cluster.local", "svc.cluster.local"]),
+            options: v(&["ndots:5"]),
+        };
+        assert_eq!(
+            resolv_conf(Some(&dns)),
+            "search ns.svc.cluster.local svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+        );
+    }
+
+    #[test]
+    fn stop_signal_names() {
+        assert_eq!(signal_by_name(""), Signal::SIGTERM);
+        assert_eq!(signal_by_name("SIGQUIT"), Signal::SIGQUIT);
+        assert_eq!(signal_by_name("int"), Signal::SIGINT);
+        assert_eq!(signal_by_name("9"), Signal::SIGKILL);
+        assert_eq!(signal_by_name("bogus"), Signal::SIGTERM);
+    }
+}

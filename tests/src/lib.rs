@@ -1,0 +1,396 @@
+//! Test harness for darwin-cri: an OCI image built from the host's static busybox, the real
+//! `darwin-cri` binary on a temporary socket and root, and a CRI client over the unix socket.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use sha2::{Digest, Sha256};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub use k8s_cri::v1;
+
+/// The image name the fixture imports.
+pub const BUSYBOX: &str = "docker.io/library/busybox:latest";
+
+/// The `darwin-cri` binary next to the test executable (target/<profile>/darwin-cri), or
+/// `DARWIN_CRI_BIN`.
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("DARWIN_CRI_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("darwin-cri");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build --bin darwin-cri` (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn write_blob(layout: &Path, data: &[u8]) -> anyhow::Result<String> {
+    let hex = sha256_hex(data);
+    std::fs::write(layout.join("blobs/sha256").join(&hex), data)?;
+    Ok(format!("sha256:{hex}"))
+}
+
+/// Builds an OCI image layout at `dir` holding a busybox image made from the host's static
+/// busybox: every applet as a symlink in /bin, users root, app (1000, also in group builders
+/// 2000) and nobody, and `Cmd ["sh"]`.
+pub fn busybox_layout(dir: &Path, name: &str) -> anyhow::Result<()> {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .context("busybox is not installed (apt-get install busybox-static)")?;
+    let applets = Command::new(&busybox).arg("--list").output()?;
+    let applets = String::from_utf8(applets.stdout)?;
+
+    let mut tar = tar::Builder::new(Vec::new());
+    let dir_entry = |tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, uid: u64| -> anyhow::Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(mode);
+        h.set_uid(uid);
+        h.set_gid(uid);
+        h.set_size(0);
+        tar.append_data(&mut h, path, std::io::empty())?;
+        Ok(())
+    };
+    let file_entry = |tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, data: &[u8]| -> anyhow::Result<()> {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        tar.append_data(&mut h, path, data)?;
+        Ok(())
+    };
+    for (d, mode, uid) in [
+        ("bin", 0o755, 0),
+        ("etc", 0o755, 0),
+        ("tmp", 0o1777, 0),
+        ("root", 0o700, 0),
+        ("home", 0o755, 0),
+        ("home/app", 0o755, 1000),
+    ] {
+        dir_entry(&mut tar, d, mode, uid)?;
+    }
+    file_entry(&mut tar, "bin/busybox", 0o755, &std::fs::read(&busybox)?)?;
+    for applet in applets.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox") {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        tar.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
+    }
+    file_entry(
+        &mut tar,
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )?;
+    file_entry(
+        &mut tar,
+        "etc/group",
+        0o644,
+        b"root:x:0:\napp:x:1000:\nbuilders:x:2000:app\nnogroup:x:65534:\n",
+    )?;
+    let layer_tar = tar.into_inner()?;
+    let diff_id = format!("sha256:{}", sha256_hex(&layer_tar));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&layer_tar)?;
+    let layer_gz = gz.finish()?;
+
+    std::fs::create_dir_all(dir.join("blobs/sha256"))?;
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let layer_digest = write_blob(dir, &layer_gz)?;
+    let config = serde_json::json!({
+        "architecture": host_arch(),
+        "os": "linux",
+        "config": {
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": ["sh"],
+            "WorkingDir": "/"
+        },
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]}
+    });
+    let config = serde_json::to_vec(&config)?;
+    let config_digest = write_blob(dir, &config)?;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_gz.len()}]
+    });
+    let manifest = serde_json::to_vec(&manifest)?;
+    let manifest_digest = write_blob(dir, &manifest)?;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest.len(),
+            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"}
+        }]
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;
+    Ok(())
+}
+
+/// A client over a unix socket.
+pub async fn connect(socket: &Path) -> anyhow::Result<(RuntimeServiceClient<Channel>, ImageServiceClient<Channel>)> {
+    let socket = socket.to_path_buf();
+    let channel = Endpoint::try_from("http://[::]:50051")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
+            }
+        }))
+        .await?;
+    Ok((RuntimeServiceClient::new(channel.clone()), ImageServiceClient::new(channel)))
+}
+
+/// A darwin-cri server on its own socket and root, killed (with everything it started) on drop.
+#[derive(Debug)]
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub extra_args: Vec<String>,
+}
+
+impl Server {
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("run/cri.sock")
+    }
+
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--root".to_string(),
+            self.root().display().to_string(),
+            "--state-dir".into(),
+            self.dir.path().join("run").display().to_string(),
+            "--socket".into(),
+            self.socket().display().to_string(),
+        ];
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    /// A new server with the busybox image imported.
+    pub async fn start() -> anyhow::Result<Server> {
+        Self::start_with(vec![]).await
+    }
+
+    pub async fn start_with(extra_args: Vec<String>) -> anyhow::Result<Server> {
+        let dir = tempfile::Builder::new().prefix("darwin-cri-test").tempdir()?;
+        let mut server = Server {
+            dir,
+            child: None,
+            extra_args,
+        };
+        let layout = server.dir.path().join("busybox-layout");
+        busybox_layout(&layout, BUSYBOX)?;
+        let out = Command::new(binary())
+            .args(server.args())
+            .arg("image")
+            .arg("import")
+            .arg(&layout)
+            .output()?;
+        if !out.status.success() {
+            bail!("image import failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        server.restart().await?;
+        Ok(server)
+    }
+
+    /// Starts the server process (again) and waits until it answers.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("server.log"))?;
+        let child = Command::new(binary())
+            .args(self.args())
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((mut rt, _)) = connect(&self.socket()).await {
+                if rt.version(cri::VersionRequest::default()).await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("server exited with {status}: {}", self.log());
+            }
+            if Instant::now() > deadline {
+                bail!("server did not answer within 20 s: {}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn client(&self) -> anyhow::Result<(RuntimeServiceClient<Channel>, ImageServiceClient<Channel>)> {
+        connect(&self.socket()).await
+    }
+}
+
+/// Pids of live processes whose root directory or command line points below `dir`.
+pub fn processes_under(dir: &Path) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next().unwrap_or("Z");
+        if state == "Z" || state == "X" {
+            continue;
+        }
+        let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap_or_default();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let dir_s = dir.display().to_string();
+        if root.starts_with(dir) || String::from_utf8_lossy(&cmdline).contains(&dir_s) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Mount points at or below `dir`.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|m| m.starts_with(dir))
+        .collect()
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+        // Whatever a failed test left: kill its processes, undo its mounts, so the temporary
+        // directory can go.
+        for pid in processes_under(self.dir.path()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        let mut mounts = mounts_under(self.dir.path());
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+        for m in mounts {
+            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, or fails after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A pod config as kubelet sends it, minus the Linux section a darwin kubelet leaves out.
+pub fn pod_config(name: &str, log_dir: &Path) -> cri::PodSandboxConfig {
+    let uid = format!("uid-{name}");
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: uid.clone(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.display().to_string(),
+        dns_config: Some(cri::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        labels: [
+            ("io.kubernetes.pod.name".to_string(), name.to_string()),
+            ("io.kubernetes.pod.namespace".to_string(), "default".to_string()),
+            ("io.kubernetes.pod.uid".to_string(), uid),
+            ("app".to_string(), name.to_string()),
+        ]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    }
+}
+
+/// A container config running `sh -c script` from the busybox image.
+pub fn container_config(name: &str, script: &str) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: BUSYBOX.into(),
+            ..Default::default()
+        }),
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}/0.log"),
+        labels: [("io.kubernetes.container.name".to_string(), name.to_string())]
+            .into_iter()
+            .collect(),
+        ..Default::default()
+    }
+}
