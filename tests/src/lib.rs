@@ -76,6 +76,7 @@ pub fn busybox_layout(dir: &Path, name: &str) -> anyhow::Result<()> {
         h.set_mode(mode);
         h.set_uid(uid);
         h.set_gid(uid);
+        h.set_mtime(1_700_000_000);
         h.set_size(0);
         tar.append_data(&mut h, path, std::io::empty())?;
         Ok(())
@@ -84,6 +85,9 @@ pub fn busybox_layout(dir: &Path, name: &str) -> anyhow::Result<()> {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
         h.set_size(data.len() as u64);
         tar.append_data(&mut h, path, data)?;
         Ok(())
@@ -103,6 +107,9 @@ pub fn busybox_layout(dir: &Path, name: &str) -> anyhow::Result<()> {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_mode(0o777);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
         h.set_size(0);
         tar.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
     }
