@@ -47,7 +47,7 @@ pub struct RuntimeConfig {
     pub kill_timeout_seconds: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImageConfig {
     pub platform: String,
@@ -75,22 +75,17 @@ impl Default for RuntimeConfig {
     }
 }
 
-impl Default for ImageConfig {
-    fn default() -> Self {
-        ImageConfig {
-            platform: String::new(),
-        }
-    }
-}
-
 impl Config {
     /// The embedded defaults, overlaid with the file at `path` if one is given. Keys the file
     /// leaves out keep their defaults, sections included.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
-        let mut merged: toml::Table = toml::from_str(DEFAULT_TOML).context("the embedded default configuration")?;
+        let mut merged: toml::Table =
+            toml::from_str(DEFAULT_TOML).context("the embedded default configuration")?;
         if let Some(path) = path {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let user: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let user: toml::Table =
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
             overlay(&mut merged, user);
         }
         toml::Value::Table(merged)
@@ -120,7 +115,10 @@ mod tests {
     #[test]
     fn embedded_file_equals_the_code_defaults() {
         let c = Config::load(None).expect("defaults load");
-        assert_eq!(c.socket, PathBuf::from("/var/run/darwin-cri/darwin-cri.sock"));
+        assert_eq!(
+            c.socket,
+            PathBuf::from("/var/run/darwin-cri/darwin-cri.sock")
+        );
         assert_eq!(c.log, LogConfig::default());
         assert_eq!(c.runtime, RuntimeConfig::default());
         assert_eq!(c.image, ImageConfig::default());

@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use config::{Config, LogFormat};
 
 #[derive(Debug, Parser)]
-#[command(name = "darwin-cri", version, about = "A Kubernetes CRI runtime for macOS nodes")]
+#[command(
+    name = "darwin-cri",
+    version,
+    about = "A Kubernetes CRI runtime for macOS nodes"
+)]
 struct Cli {
     /// Configuration file (TOML); every key is optional. See `darwin-cri config default`.
     #[arg(long, global = true, env = "DARWIN_CRI_CONFIG")]
@@ -87,7 +91,9 @@ fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),

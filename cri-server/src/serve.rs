@@ -51,9 +51,13 @@ fn claim_socket(socket: &Path) -> anyhow::Result<()> {
     }
     if std::fs::symlink_metadata(socket).is_ok() {
         if std::os::unix::net::UnixStream::connect(socket).is_ok() {
-            bail!("something already serves on {}; is another darwin-cri running?", socket.display());
+            bail!(
+                "something already serves on {}; is another darwin-cri running?",
+                socket.display()
+            );
         }
-        std::fs::remove_file(socket).with_context(|| format!("removing the stale socket {}", socket.display()))?;
+        std::fs::remove_file(socket)
+            .with_context(|| format!("removing the stale socket {}", socket.display()))?;
         tracing::info!(socket = %socket.display(), "removed a stale socket");
     }
     Ok(())
@@ -63,13 +67,18 @@ pub fn platform(config: &Config) -> anyhow::Result<Platform> {
     if config.image.platform.is_empty() {
         Ok(Platform::host())
     } else {
-        Platform::parse(&config.image.platform).with_context(|| format!("image.platform {:?}", config.image.platform))
+        Platform::parse(&config.image.platform)
+            .with_context(|| format!("image.platform {:?}", config.image.platform))
     }
 }
 
 pub fn open_images(config: &Config) -> anyhow::Result<Arc<ImageStore>> {
-    let images = ImageStore::open(&config.root.join("images"), platform(config)?, runtime::platform::tree_cloner())
-        .with_context(|| format!("opening the image store under {}", config.root.display()))?;
+    let images = ImageStore::open(
+        &config.root.join("images"),
+        platform(config)?,
+        runtime::platform::tree_cloner(),
+    )
+    .with_context(|| format!("opening the image store under {}", config.root.display()))?;
     Ok(Arc::new(images))
 }
 
@@ -77,19 +86,31 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     for dir in [&config.root, &config.state_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let _root_lock = lock(&config.root.join("darwin-cri.lock"), &format!("the root {}", config.root.display()))?;
+    let _root_lock = lock(
+        &config.root.join("darwin-cri.lock"),
+        &format!("the root {}", config.root.display()),
+    )?;
     let socket_lock_path = PathBuf::from(format!("{}.lock", config.socket.display()));
     if let Some(dir) = config.socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let _socket_lock = lock(&socket_lock_path, &format!("the socket {}", config.socket.display()))?;
+    let _socket_lock = lock(
+        &socket_lock_path,
+        &format!("the socket {}", config.socket.display()),
+    )?;
     claim_socket(&config.socket)?;
 
     let images = open_images(&config)?;
     let node_ip = if config.runtime.node_ip.is_empty() {
         None
     } else {
-        Some(config.runtime.node_ip.parse().with_context(|| format!("runtime.node_ip {:?}", config.runtime.node_ip))?)
+        Some(
+            config
+                .runtime
+                .node_ip
+                .parse()
+                .with_context(|| format!("runtime.node_ip {:?}", config.runtime.node_ip))?,
+        )
     };
     let opts = RuntimeOptions {
         root: config.root.clone(),
@@ -102,9 +123,12 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         kill_timeout: Duration::from_secs(config.runtime.kill_timeout_seconds.max(1)),
     };
     let rt = Runtime::open(opts, images).context("opening the runtime state")?;
-    rt.recover().await.context("recovering containers after start")?;
+    rt.recover()
+        .await
+        .context("recovering containers after start")?;
 
-    let listener = UnixListener::bind(&config.socket).with_context(|| format!("listening on {}", config.socket.display()))?;
+    let listener = UnixListener::bind(&config.socket)
+        .with_context(|| format!("listening on {}", config.socket.display()))?;
     std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod {}", config.socket.display()))?;
     tracing::info!(
@@ -130,7 +154,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers the server runs until killed.
         return std::future::pending().await;
     };

@@ -1,4 +1,3 @@
-
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// Errors of the runtime, each mapping onto one gRPC status code in the server.
@@ -74,4 +73,3 @@ impl<T> IoContext<T> for std::io::Result<T> {
         self.map_err(|e| Error::path(what, path, e))
     }
 }
-

@@ -66,7 +66,10 @@ mod tests {
 
     #[test]
     fn container_paths_that_climb_out_are_refused() {
-        assert_eq!(clean_in_root("/etc/hosts"), Some(PathBuf::from("etc/hosts")));
+        assert_eq!(
+            clean_in_root("/etc/hosts"),
+            Some(PathBuf::from("etc/hosts"))
+        );
         assert_eq!(clean_in_root("/a/b/../c/./d"), Some(PathBuf::from("a/c/d")));
         assert_eq!(clean_in_root("../../etc"), None);
         assert_eq!(clean_in_root("/data/../../etc"), None);

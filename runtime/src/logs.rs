@@ -131,7 +131,10 @@ mod tests {
             .map(|l| {
                 let mut parts = l.splitn(4, ' ');
                 let ts = parts.next().expect("ts");
-                assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "bad timestamp {ts}");
+                assert!(
+                    chrono::DateTime::parse_from_rfc3339(ts).is_ok(),
+                    "bad timestamp {ts}"
+                );
                 (
                     parts.next().expect("stream").to_string(),
                     parts.next().expect("tag").to_string(),
@@ -152,7 +155,8 @@ mod tests {
         let mut w = LogWriter::open(Some(&path), 8).expect("open");
         w.write(Stream::Stdout, b"hel").expect("w");
         w.write(Stream::Stderr, b"oops\n").expect("w");
-        w.write(Stream::Stdout, b"lo\n\nabcdefghijk\n12345678\ntail").expect("w");
+        w.write(Stream::Stdout, b"lo\n\nabcdefghijk\n12345678\ntail")
+            .expect("w");
         w.close(Stream::Stdout).expect("close");
         w.close(Stream::Stderr).expect("close");
         assert_eq!(
@@ -178,7 +182,10 @@ mod tests {
         std::fs::rename(&path, dir.path().join("0.log.1")).expect("rotate");
         w.reopen(Some(&path)).expect("reopen");
         w.write(Stream::Stdout, b"two\n").expect("w");
-        assert_eq!(lines(&dir.path().join("0.log.1")), vec![t("stdout", "F", "one")]);
+        assert_eq!(
+            lines(&dir.path().join("0.log.1")),
+            vec![t("stdout", "F", "one")]
+        );
         assert_eq!(lines(&path), vec![t("stdout", "F", "two")]);
     }
 }

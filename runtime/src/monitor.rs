@@ -78,7 +78,12 @@ pub fn read_started(bundle: &Path) -> Option<Started> {
 /// Finds `name` as the container would: a path containing `/` is taken as is (relative to
 /// `cwd`), anything else is searched in the container's `PATH`. Resolution stays inside `rootfs`.
 /// Returns the path as the container sees it.
-pub fn find_executable(rootfs: &Path, cwd: &str, name: &str, env: &[String]) -> Result<String, String> {
+pub fn find_executable(
+    rootfs: &Path,
+    cwd: &str,
+    name: &str,
+    env: &[String],
+) -> Result<String, String> {
     use std::os::unix::fs::PermissionsExt;
     let runnable = |in_container: &str| -> bool {
         resolve_in_root(rootfs, Path::new(in_container))
@@ -98,7 +103,9 @@ pub fn find_executable(rootfs: &Path, cwd: &str, name: &str, env: &[String]) -> 
         return if runnable(&full) {
             Ok(full)
         } else {
-            Err(format!("exec: {name:?}: no such executable file in the container"))
+            Err(format!(
+                "exec: {name:?}: no such executable file in the container"
+            ))
         };
     }
     let path = env
@@ -115,7 +122,12 @@ pub fn find_executable(rootfs: &Path, cwd: &str, name: &str, env: &[String]) -> 
 
 /// Builds the command for `spec`'s process (or `args` instead of its own), confined to its root.
 pub fn command_for(spec: &ProcessSpec, args: &[String]) -> Result<Command, String> {
-    let program = find_executable(&spec.rootfs, &spec.cwd, args.first().map(String::as_str).unwrap_or(""), &spec.env)?;
+    let program = find_executable(
+        &spec.rootfs,
+        &spec.cwd,
+        args.first().map(String::as_str).unwrap_or(""),
+        &spec.env,
+    )?;
     let mut cmd = Command::new(program);
     cmd.arg0(args.first().map(String::as_str).unwrap_or_default());
     cmd.args(&args[1..]).env_clear();
@@ -129,7 +141,8 @@ pub fn command_for(spec: &ProcessSpec, args: &[String]) -> Result<Command, Strin
         gid: spec.gid,
         groups: spec.groups.clone(),
     };
-    platform::confine(&mut cmd, &spec.rootfs, Path::new(&spec.cwd), &creds).map_err(|e| e.to_string())?;
+    platform::confine(&mut cmd, &spec.rootfs, Path::new(&spec.cwd), &creds)
+        .map_err(|e| e.to_string())?;
     Ok(cmd)
 }
 
@@ -141,7 +154,8 @@ pub fn run(bundle: &Path) -> i32 {
     let _ = nix::unistd::setsid();
     match start(bundle) {
         Ok((child, started, out, err)) => {
-            let line = serde_json::to_string(&Handshake::Started(started.clone())).unwrap_or_default();
+            let line =
+                serde_json::to_string(&Handshake::Started(started.clone())).unwrap_or_default();
             let _ = writeln!(handshake, "{line}");
             let _ = handshake.flush();
             match supervise(bundle, child, out, err) {
@@ -169,22 +183,31 @@ fn start(bundle: &Path) -> Result<StartedChild, String> {
     }
     let spec: ProcessSpec = std::fs::read(bundle_file(bundle, PROCESS_FILE))
         .map_err(|e| format!("reading the process spec: {e}"))
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("parsing the process spec: {e}")))?;
+        .and_then(|b| {
+            serde_json::from_slice(&b).map_err(|e| format!("parsing the process spec: {e}"))
+        })?;
     let mut cmd = command_for(&spec, &spec.args)?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    cmd.stdin(Stdio::null()).stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
-    let child = cmd.spawn().map_err(|e| format!("starting {:?}: {e}", spec.args[0]))?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w));
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("starting {:?}: {e}", spec.args[0]))?;
     drop(cmd);
     let me = std::process::id() as i32;
     let started = Started {
         pid: child.id() as i32,
         started_at: now_nanos(),
         monitor_pid: me,
-        monitor_start_time: platform::process_info(me).map(|p| p.start_time).unwrap_or(0),
+        monitor_start_time: platform::process_info(me)
+            .map(|p| p.start_time)
+            .unwrap_or(0),
     };
     let bytes = serde_json::to_vec(&started).map_err(|e| e.to_string())?;
-    write_atomic(&bundle_file(bundle, STARTED_FILE), &bytes).map_err(|e| format!("recording the start: {e}"))?;
+    write_atomic(&bundle_file(bundle, STARTED_FILE), &bytes)
+        .map_err(|e| format!("recording the start: {e}"))?;
     Ok((child, started, out_r, err_r))
 }
 
@@ -200,9 +223,15 @@ fn exit_code(status: WaitStatus) -> Option<(i32, Option<i32>)> {
     }
 }
 
-fn supervise(bundle: &Path, child: std::process::Child, out: OwnedFd, err: OwnedFd) -> std::io::Result<()> {
-    let spec: ProcessSpec = serde_json::from_slice(&std::fs::read(bundle_file(bundle, PROCESS_FILE))?)
-        .map_err(std::io::Error::other)?;
+fn supervise(
+    bundle: &Path,
+    child: std::process::Child,
+    out: OwnedFd,
+    err: OwnedFd,
+) -> std::io::Result<()> {
+    let spec: ProcessSpec =
+        serde_json::from_slice(&std::fs::read(bundle_file(bundle, PROCESS_FILE))?)
+            .map_err(std::io::Error::other)?;
     let mut log = LogWriter::open(spec.log_path.as_deref(), spec.max_log_line)?;
     let main = Pid::from_raw(child.id() as i32);
     // std's Child is not used to wait: the waiter thread reaps every child (orphans included).
@@ -224,7 +253,8 @@ fn supervise(bundle: &Path, child: std::process::Child, out: OwnedFd, err: Owned
         }
     });
 
-    let mut streams: Vec<(std::fs::File, Stream)> = vec![(out.into(), Stream::Stdout), (err.into(), Stream::Stderr)];
+    let mut streams: Vec<(std::fs::File, Stream)> =
+        vec![(out.into(), Stream::Stdout), (err.into(), Stream::Stderr)];
     let mut wake = std::fs::File::from(wake_r);
     let mut exited: Option<(i32, Option<i32>)> = None;
     let mut deadline: Option<Instant> = None;
@@ -239,12 +269,16 @@ fn supervise(bundle: &Path, child: std::process::Child, out: OwnedFd, err: Owned
                 if left.is_zero() {
                     break;
                 }
-                PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::NONE)
+                PollTimeout::try_from(left.as_millis().min(60_000) as i32)
+                    .unwrap_or(PollTimeout::NONE)
             }
             None => PollTimeout::NONE,
         };
         let (ready, wake_ready) = {
-            let mut fds: Vec<PollFd> = streams.iter().map(|(f, _)| PollFd::new(f.as_fd(), PollFlags::POLLIN)).collect();
+            let mut fds: Vec<PollFd> = streams
+                .iter()
+                .map(|(f, _)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+                .collect();
             if exited.is_none() {
                 fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
             }
@@ -298,7 +332,10 @@ fn supervise(bundle: &Path, child: std::process::Child, out: OwnedFd, err: Owned
         signal,
         finished_at: now_nanos(),
     };
-    write_atomic(&bundle_file(bundle, EXIT_FILE), &serde_json::to_vec(&exit).map_err(std::io::Error::other)?)
+    write_atomic(
+        &bundle_file(bundle, EXIT_FILE),
+        &serde_json::to_vec(&exit).map_err(std::io::Error::other)?,
+    )
 }
 
 /// Kills what the container left behind: its process group and every descendant of this monitor.

@@ -99,7 +99,8 @@ pub fn detect_node_ip() -> IpAddr {
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {
             if !a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP)
-                || a.flags.contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
+                || a.flags
+                    .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
             {
                 continue;
             }
@@ -124,7 +125,11 @@ fn matches_id(id: &str, query: &str) -> bool {
 
 /// containerd's rule: a command replaces the image's entrypoint and cmd; args alone replace
 /// the cmd; neither means entrypoint + cmd.
-pub fn merge_command(image: &image_service::ImageConfig, command: &[String], args: &[String]) -> Result<Vec<String>> {
+pub fn merge_command(
+    image: &image_service::ImageConfig,
+    command: &[String],
+    args: &[String],
+) -> Result<Vec<String>> {
     let mut cmd = command.to_vec();
     let mut args = args.to_vec();
     if cmd.is_empty() {
@@ -146,8 +151,15 @@ pub fn merge_command(image: &image_service::ImageConfig, command: &[String], arg
 
 /// Sets `KEY=VALUE` in `env`, replacing an earlier value of the same key in place.
 fn set_env(env: &mut Vec<String>, kv: String) {
-    let key = kv.split_once('=').map(|(k, _)| k).unwrap_or(&kv).to_string();
-    match env.iter_mut().find(|e| e.split_once('=').map(|(k, _)| k).unwrap_or(e) == key) {
+    let key = kv
+        .split_once('=')
+        .map(|(k, _)| k)
+        .unwrap_or(&kv)
+        .to_string();
+    match env
+        .iter_mut()
+        .find(|e| e.split_once('=').map(|(k, _)| k).unwrap_or(e) == key)
+    {
         Some(slot) => *slot = kv,
         None => env.push(kv),
     }
@@ -180,7 +192,11 @@ fn signal_by_name(name: &str) -> Signal {
     if let Ok(n) = upper.parse::<i32>() {
         return Signal::try_from(n).unwrap_or(Signal::SIGTERM);
     }
-    let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
     full.parse().unwrap_or(Signal::SIGTERM)
 }
 
@@ -238,9 +254,14 @@ impl Runtime {
     }
 
     fn reserve(&self, key: String, what: &str) -> Result<()> {
-        let mut names = self.names.lock().map_err(|_| Error::Internal("name table poisoned".into()))?;
+        let mut names = self
+            .names
+            .lock()
+            .map_err(|_| Error::Internal("name table poisoned".into()))?;
         if !names.insert(key.clone()) {
-            return Err(Error::AlreadyExists(format!("{what} name {key:?} is already in use")));
+            return Err(Error::AlreadyExists(format!(
+                "{what} name {key:?} is already in use"
+            )));
         }
         Ok(())
     }
@@ -276,7 +297,9 @@ impl Runtime {
                 "pod sandbox metadata needs a name, a namespace and a uid".into(),
             ));
         }
-        if !spec.runtime_handler.is_empty() && !self.opts.runtime_handlers.contains(&spec.runtime_handler) {
+        if !spec.runtime_handler.is_empty()
+            && !self.opts.runtime_handlers.contains(&spec.runtime_handler)
+        {
             return Err(Error::InvalidArgument(format!(
                 "runtime handler {:?} is not served here; handlers: \"\" (default), {}",
                 spec.runtime_handler,
@@ -368,7 +391,9 @@ impl Runtime {
     }
 
     pub async fn stop_pod(self: &Arc<Self>, id: &str) -> Result<()> {
-        let Some(pod) = self.find_pod(id) else { return Ok(()) };
+        let Some(pod) = self.find_pod(id) else {
+            return Ok(());
+        };
         for cid in self.pod_container_ids(&pod.id) {
             self.stop_container(&cid, 0).await?;
         }
@@ -389,7 +414,9 @@ impl Runtime {
     }
 
     pub async fn remove_pod(self: &Arc<Self>, id: &str) -> Result<()> {
-        let Some(pod) = self.find_pod(id) else { return Ok(()) };
+        let Some(pod) = self.find_pod(id) else {
+            return Ok(());
+        };
         for cid in self.pod_container_ids(&pod.id) {
             self.remove_container(&cid).await?;
         }
@@ -430,7 +457,9 @@ impl Runtime {
     /// The image a container is created from, by id or reference.
     pub fn image_for(&self, reference: &str) -> Result<Image> {
         if reference.is_empty() {
-            return Err(Error::InvalidArgument("container config names no image".into()));
+            return Err(Error::InvalidArgument(
+                "container config names no image".into(),
+            ));
         }
         self.images.resolve(reference)?.ok_or_else(|| {
             Error::NotFound(format!(
@@ -439,7 +468,11 @@ impl Runtime {
         })
     }
 
-    pub async fn create_container(self: &Arc<Self>, pod_id: &str, spec: ContainerSpec) -> Result<String> {
+    pub async fn create_container(
+        self: &Arc<Self>,
+        pod_id: &str,
+        spec: ContainerSpec,
+    ) -> Result<String> {
         let pod = self.pod(pod_id)?;
         if pod.state != PodState::Ready {
             return Err(Error::FailedPrecondition(format!(
@@ -495,10 +528,12 @@ impl Runtime {
         let dir = pod.dir.join("containers").join(&id);
         let rt = Arc::clone(self);
         let (cdir, cid, cpod, cimage) = (dir.clone(), id.clone(), pod.clone(), image.clone());
-        let built = tokio::task::spawn_blocking(move || rt.build_container(&cdir, &cid, &cpod, spec, &cimage, log_path))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))
-            .and_then(|r| r);
+        let built = tokio::task::spawn_blocking(move || {
+            rt.build_container(&cdir, &cid, &cpod, spec, &cimage, log_path)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))
+        .and_then(|r| r);
         let result = built.and_then(|c| {
             self.store.put_container(&c)?;
             self.write_containers().insert(id.clone(), c);
@@ -526,16 +561,29 @@ impl Runtime {
         std::fs::create_dir_all(dir).at("creating", dir)?;
         let rootfs = dir.join("rootfs");
         let snapshot = self.images.rootfs(image)?;
-        self.cloner.clone_tree(&snapshot, &rootfs).at("cloning the image root into", &rootfs)?;
-        let inside = |p: &str| resolve_in_root(&rootfs, Path::new(p)).at("resolving in the container root", Path::new(p));
+        self.cloner
+            .clone_tree(&snapshot, &rootfs)
+            .at("cloning the image root into", &rootfs)?;
+        let inside = |p: &str| {
+            resolve_in_root(&rootfs, Path::new(p))
+                .at("resolving in the container root", Path::new(p))
+        };
 
         platform::populate_dev(&inside("/dev")?).at("creating devices in", &rootfs)?;
         let tmp = inside("/tmp")?;
         std::fs::create_dir_all(&tmp).at("creating", &tmp)?;
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).at("chmod", &tmp)?;
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+            .at("chmod", &tmp)?;
         std::fs::create_dir_all(inside("/etc")?).at("creating /etc in", &rootfs)?;
-        let mounted_hosts = spec.mounts.iter().any(|m| clean_in_root(&m.container_path) == Some(PathBuf::from("etc/hosts")));
-        for (file, skip) in [("hostname", false), ("resolv.conf", false), ("hosts", mounted_hosts)] {
+        let mounted_hosts = spec
+            .mounts
+            .iter()
+            .any(|m| clean_in_root(&m.container_path) == Some(PathBuf::from("etc/hosts")));
+        for (file, skip) in [
+            ("hostname", false),
+            ("resolv.conf", false),
+            ("hosts", mounted_hosts),
+        ] {
             if skip {
                 continue;
             }
@@ -562,7 +610,9 @@ impl Runtime {
         }
         for (k, v) in &spec.envs {
             if k.is_empty() || k.contains('=') {
-                return Err(Error::InvalidArgument(format!("environment variable name {k:?} is invalid")));
+                return Err(Error::InvalidArgument(format!(
+                    "environment variable name {k:?} is invalid"
+                )));
             }
             set_env(&mut env, format!("{k}={v}"));
         }
@@ -579,8 +629,11 @@ impl Runtime {
         } else {
             "/".into()
         };
-        let cwd_rel = clean_in_root(&cwd_req)
-            .ok_or_else(|| Error::InvalidArgument(format!("working dir {cwd_req:?} escapes the container root")))?;
+        let cwd_rel = clean_in_root(&cwd_req).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "working dir {cwd_req:?} escapes the container root"
+            ))
+        })?;
         let cwd = format!("/{}", cwd_rel.display());
         let cwd_host = inside(&cwd)?;
         std::fs::create_dir_all(&cwd_host).at("creating the working dir", &cwd_host)?;
@@ -590,7 +643,9 @@ impl Runtime {
             for m in &spec.mounts {
                 let target = inside(&m.container_path)?;
                 let source = Path::new(&m.host_path);
-                let is_dir = std::fs::metadata(source).at("inspecting mount source", source)?.is_dir();
+                let is_dir = std::fs::metadata(source)
+                    .at("inspecting mount source", source)?
+                    .is_dir();
                 if is_dir {
                     std::fs::create_dir_all(&target).at("creating mount point", &target)?;
                 } else {
@@ -601,7 +656,11 @@ impl Runtime {
                         std::fs::write(&target, b"").at("creating mount point", &target)?;
                     }
                 }
-                if std::fs::metadata(&target).map(|t| t.is_dir()).unwrap_or(false) != is_dir {
+                if std::fs::metadata(&target)
+                    .map(|t| t.is_dir())
+                    .unwrap_or(false)
+                    != is_dir
+                {
                     return Err(Error::InvalidArgument(format!(
                         "mount {:?}: source is a {} but the container path is not",
                         m.container_path,
@@ -633,8 +692,10 @@ impl Runtime {
             tty: spec.tty,
             stop_signal: image.config.stop_signal.clone(),
         };
-        let bytes = serde_json::to_vec_pretty(&process).map_err(|e| Error::Internal(e.to_string()))?;
-        write_atomic(&dir.join(monitor::PROCESS_FILE), &bytes).at("writing", &dir.join(monitor::PROCESS_FILE))?;
+        let bytes =
+            serde_json::to_vec_pretty(&process).map_err(|e| Error::Internal(e.to_string()))?;
+        write_atomic(&dir.join(monitor::PROCESS_FILE), &bytes)
+            .at("writing", &dir.join(monitor::PROCESS_FILE))?;
         let meta = spec.metadata.clone().unwrap_or(ContainerMetadata {
             name: String::new(),
             attempt: 0,
@@ -663,7 +724,11 @@ impl Runtime {
         })
     }
 
-    fn update_container(&self, id: &str, f: impl FnOnce(&mut Container)) -> Result<Option<Container>> {
+    fn update_container(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Container),
+    ) -> Result<Option<Container>> {
         let updated = {
             let mut containers = self.write_containers();
             containers.get_mut(id).map(|c| {
@@ -685,7 +750,8 @@ impl Runtime {
                 c.id, c.state
             )));
         }
-        let monitor_log = std::fs::File::create(c.dir.join("monitor.log")).at("creating", &c.dir.join("monitor.log"))?;
+        let monitor_log = std::fs::File::create(c.dir.join("monitor.log"))
+            .at("creating", &c.dir.join("monitor.log"))?;
         let mut child = tokio::process::Command::new(&self.opts.monitor_exe)
             .arg("monitor")
             .arg(&c.dir)
@@ -693,11 +759,17 @@ impl Runtime {
             .stdout(Stdio::piped())
             .stderr(Stdio::from(monitor_log))
             .spawn()
-            .map_err(|e| Error::io(format!("starting the monitor {}", self.opts.monitor_exe.display()), e))?;
+            .map_err(|e| {
+                Error::io(
+                    format!("starting the monitor {}", self.opts.monitor_exe.display()),
+                    e,
+                )
+            })?;
         let mut line = String::new();
         if let Some(out) = child.stdout.take() {
             let mut reader = tokio::io::BufReader::new(out);
-            let _ = tokio::time::timeout(self.opts.start_timeout, reader.read_line(&mut line)).await;
+            let _ =
+                tokio::time::timeout(self.opts.start_timeout, reader.read_line(&mut line)).await;
         }
         match serde_json::from_str::<Handshake>(line.trim()) {
             Ok(Handshake::Started(s)) => {
@@ -726,8 +798,12 @@ impl Runtime {
                     Ok(Handshake::Failed(m)) => m,
                     _ => {
                         let _ = child.start_kill();
-                        let log = std::fs::read_to_string(c.dir.join("monitor.log")).unwrap_or_default();
-                        format!("the container monitor did not report a start: {}", log.trim())
+                        let log =
+                            std::fs::read_to_string(c.dir.join("monitor.log")).unwrap_or_default();
+                        format!(
+                            "the container monitor did not report a start: {}",
+                            log.trim()
+                        )
                     }
                 };
                 let _ = child.wait().await;
@@ -738,7 +814,10 @@ impl Runtime {
                     c.message = message.clone();
                     c.finished_at = now_nanos();
                 })?;
-                Err(Error::FailedPrecondition(format!("starting container {}: {message}", c.id)))
+                Err(Error::FailedPrecondition(format!(
+                    "starting container {}: {message}",
+                    c.id
+                )))
             }
         }
     }
@@ -753,7 +832,12 @@ impl Runtime {
             Some(exit) => (
                 exit.exit_code,
                 exit.finished_at,
-                if exit.exit_code == 0 { "Completed" } else { "Error" }.to_string(),
+                if exit.exit_code == 0 {
+                    "Completed"
+                } else {
+                    "Error"
+                }
+                .to_string(),
                 String::new(),
             ),
             None => {
@@ -785,7 +869,11 @@ impl Runtime {
     fn kill_tree(c: &Container, sig: Signal) {
         let _ = killpg(Pid::from_raw(c.pid), sig);
         if let Ok(table) = platform::process_table() {
-            let root = if c.monitor_pid > 0 { c.monitor_pid } else { c.pid };
+            let root = if c.monitor_pid > 0 {
+                c.monitor_pid
+            } else {
+                c.pid
+            };
             for pid in platform::descendants(&table, root) {
                 let _ = kill(Pid::from_raw(pid), sig);
             }
@@ -795,7 +883,9 @@ impl Runtime {
     /// Stops a running container: its stop signal, then SIGKILL to the whole tree after
     /// `timeout_secs`. A missing or not-running container is success.
     pub async fn stop_container(self: &Arc<Self>, id: &str, timeout_secs: i64) -> Result<()> {
-        let Some(c) = self.find_container(id) else { return Ok(()) };
+        let Some(c) = self.find_container(id) else {
+            return Ok(());
+        };
         if c.state != ContainerState::Running {
             return Ok(());
         }
@@ -804,12 +894,18 @@ impl Runtime {
         if timeout_secs > 0 {
             let _ = kill(Pid::from_raw(c.pid), signal_by_name(&c.process.stop_signal));
             let wait = Duration::from_secs(timeout_secs as u64);
-            if tokio::time::timeout(wait, rx.wait_for(|v| *v)).await.is_ok() {
+            if tokio::time::timeout(wait, rx.wait_for(|v| *v))
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
         }
         Self::kill_tree(&c, Signal::SIGKILL);
-        if tokio::time::timeout(self.opts.kill_timeout, rx.wait_for(|v| *v)).await.is_err() {
+        if tokio::time::timeout(self.opts.kill_timeout, rx.wait_for(|v| *v))
+            .await
+            .is_err()
+        {
             return Err(Error::DeadlineExceeded(format!(
                 "container {} did not exit within {:?} of SIGKILL",
                 c.id, self.opts.kill_timeout
@@ -819,7 +915,9 @@ impl Runtime {
     }
 
     pub async fn remove_container(self: &Arc<Self>, id: &str) -> Result<()> {
-        let Some(c) = self.find_container(id) else { return Ok(()) };
+        let Some(c) = self.find_container(id) else {
+            return Ok(());
+        };
         if c.state == ContainerState::Running {
             self.stop_container(&c.id, 0).await?;
         }
@@ -835,7 +933,12 @@ impl Runtime {
     }
 
     /// Runs `cmd` in a running container's root as its user, with its environment.
-    pub async fn exec_sync(&self, id: &str, cmd: &[String], timeout: Option<Duration>) -> Result<ExecOutput> {
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput> {
         let c = self.container(id)?;
         if c.state != ContainerState::Running {
             return Err(Error::FailedPrecondition(format!(
@@ -846,8 +949,12 @@ impl Runtime {
         if cmd.is_empty() {
             return Err(Error::InvalidArgument("exec needs a command".into()));
         }
-        let mut std_cmd = monitor::command_for(&c.process, cmd).map_err(Error::FailedPrecondition)?;
-        std_cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut std_cmd =
+            monitor::command_for(&c.process, cmd).map_err(Error::FailedPrecondition)?;
+        std_cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = tokio::process::Command::from(std_cmd)
             .kill_on_drop(true)
             .spawn()
@@ -893,17 +1000,25 @@ impl Runtime {
             }
         };
         // Leftover background processes may hold the pipes open: give them a moment, then end them.
-        let collect = async { (out_task.await.unwrap_or_default(), err_task.await.unwrap_or_default()) };
-        tokio::pin!(collect);
-        let (stdout, stderr) = match tokio::time::timeout(Duration::from_secs(1), &mut collect).await {
-            Ok(v) => v,
-            Err(_) => {
-                kill_all();
-                collect.await
-            }
+        let collect = async {
+            (
+                out_task.await.unwrap_or_default(),
+                err_task.await.unwrap_or_default(),
+            )
         };
+        tokio::pin!(collect);
+        let (stdout, stderr) =
+            match tokio::time::timeout(Duration::from_secs(1), &mut collect).await {
+                Ok(v) => v,
+                Err(_) => {
+                    kill_all();
+                    collect.await
+                }
+            };
         use std::os::unix::process::ExitStatusExt;
-        let exit_code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        let exit_code = status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
         Ok(ExecOutput {
             stdout,
             stderr,
@@ -932,7 +1047,9 @@ impl Runtime {
                     c.monitor_start_time = s.monitor_start_time;
                 })?;
             }
-            let Some(c) = self.find_container(&c.id) else { continue };
+            let Some(c) = self.find_container(&c.id) else {
+                continue;
+            };
             if c.state != ContainerState::Running {
                 continue;
             }
@@ -951,17 +1068,26 @@ impl Runtime {
         }
         // Directories that no record names are debris of work cut short by a crash.
         let known_pods: HashSet<PathBuf> = self.list_pods().into_iter().map(|p| p.dir).collect();
-        let known_containers: HashSet<PathBuf> = self.list_containers().into_iter().map(|c| c.dir).collect();
+        let known_containers: HashSet<PathBuf> =
+            self.list_containers().into_iter().map(|c| c.dir).collect();
         let pods_dir = self.opts.root.join("pods");
         let mut debris = Vec::new();
-        for pod_dir in std::fs::read_dir(&pods_dir).at("listing", &pods_dir)?.flatten() {
+        for pod_dir in std::fs::read_dir(&pods_dir)
+            .at("listing", &pods_dir)?
+            .flatten()
+        {
             let path = pod_dir.path();
             if !known_pods.contains(&path) {
                 debris.push(path);
                 continue;
             }
             if let Ok(entries) = std::fs::read_dir(path.join("containers")) {
-                debris.extend(entries.flatten().map(|e| e.path()).filter(|p| !known_containers.contains(p)));
+                debris.extend(
+                    entries
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| !known_containers.contains(p)),
+                );
             }
         }
         for path in debris {
@@ -993,12 +1119,30 @@ mod tests {
     #[test]
     fn command_merging_follows_containerd() {
         let img = cfg(&["/entry"], &["default"]);
-        assert_eq!(merge_command(&img, &[], &[]).expect("m"), v(&["/entry", "default"]));
-        assert_eq!(merge_command(&img, &[], &v(&["x"])).expect("m"), v(&["/entry", "x"]));
-        assert_eq!(merge_command(&img, &v(&["/bin/sh"]), &[]).expect("m"), v(&["/bin/sh"]));
-        assert_eq!(merge_command(&img, &v(&["/bin/sh"]), &v(&["-c", "true"])).expect("m"), v(&["/bin/sh", "-c", "true"]));
-        assert_eq!(merge_command(&cfg(&[""], &["sh"]), &[], &[]).expect("m"), v(&["sh"]));
-        assert!(matches!(merge_command(&cfg(&[], &[]), &[], &[]), Err(Error::InvalidArgument(_))));
+        assert_eq!(
+            merge_command(&img, &[], &[]).expect("m"),
+            v(&["/entry", "default"])
+        );
+        assert_eq!(
+            merge_command(&img, &[], &v(&["x"])).expect("m"),
+            v(&["/entry", "x"])
+        );
+        assert_eq!(
+            merge_command(&img, &v(&["/bin/sh"]), &[]).expect("m"),
+            v(&["/bin/sh"])
+        );
+        assert_eq!(
+            merge_command(&img, &v(&["/bin/sh"]), &v(&["-c", "true"])).expect("m"),
+            v(&["/bin/sh", "-c", "true"])
+        );
+        assert_eq!(
+            merge_command(&cfg(&[""], &["sh"]), &[], &[]).expect("m"),
+            v(&["sh"])
+        );
+        assert!(matches!(
+            merge_command(&cfg(&[], &[]), &[], &[]),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]

@@ -31,7 +31,12 @@ impl Store {
         Ok(Store { db })
     }
 
-    fn put<T: Serialize>(&self, table: TableDefinition<&str, &[u8]>, id: &str, value: &T) -> Result<()> {
+    fn put<T: Serialize>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        id: &str,
+        value: &T,
+    ) -> Result<()> {
         let bytes = serde_json::to_vec(value).map_err(|e| crate::Error::Store(e.to_string()))?;
         let txn = self.db.begin_write()?;
         txn.open_table(table)?.insert(id, bytes.as_slice())?;
@@ -54,7 +59,9 @@ impl Store {
             let (key, value) = row?;
             match serde_json::from_slice(value.value()) {
                 Ok(v) => out.push(v),
-                Err(e) => tracing::error!(id = key.value(), error = %e, "skipping unreadable record"),
+                Err(e) => {
+                    tracing::error!(id = key.value(), error = %e, "skipping unreadable record")
+                }
             }
         }
         Ok(out)

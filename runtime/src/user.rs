@@ -48,7 +48,12 @@ pub fn parse_group(text: &str) -> Vec<GroupEntry> {
                 gid: f.get(2)?.parse().ok()?,
                 members: f
                     .get(3)
-                    .map(|m| m.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
+                    .map(|m| {
+                        m.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(String::from)
+                            .collect()
+                    })
                     .unwrap_or_default(),
             })
         })
@@ -92,7 +97,11 @@ pub fn resolve(rootfs: &Path, req: &UserRequest<'_>) -> Result<ResolvedUser> {
     resolve_with(&passwd, &groups, req)
 }
 
-pub fn resolve_with(passwd: &[PasswdEntry], groups: &[GroupEntry], req: &UserRequest<'_>) -> Result<ResolvedUser> {
+pub fn resolve_with(
+    passwd: &[PasswdEntry],
+    groups: &[GroupEntry],
+    req: &UserRequest<'_>,
+) -> Result<ResolvedUser> {
     let by_name = |name: &str| passwd.iter().find(|e| e.name == name);
     let by_uid = |uid: u32| passwd.iter().find(|e| e.uid == uid);
     let (user_part, group_part) = match req.image_user.split_once(':') {
@@ -124,32 +133,42 @@ pub fn resolve_with(passwd: &[PasswdEntry], groups: &[GroupEntry], req: &UserReq
         entry = by_name(user_part);
         uid = entry
             .ok_or_else(|| {
-                Error::InvalidArgument(format!("image user {user_part:?} is not in the image's /etc/passwd"))
+                Error::InvalidArgument(format!(
+                    "image user {user_part:?} is not in the image's /etc/passwd"
+                ))
             })?
             .uid;
     }
     let mut gid = entry.map(|e| e.gid).unwrap_or(0);
     // The image's group applies only when kubelet did not name a user of its own.
-    if req.run_as_username.is_empty() && req.run_as_user.is_none() {
-        if let Some(g) = group_part.filter(|g| !g.is_empty()) {
-            gid = match g.parse::<u32>() {
-                Ok(n) => n,
-                Err(_) => {
-                    groups
-                        .iter()
-                        .find(|e| e.name == g)
-                        .ok_or_else(|| Error::InvalidArgument(format!("image group {g:?} is not in the image's /etc/group")))?
-                        .gid
-                }
-            };
-        }
+    let kubelet_named_user = !req.run_as_username.is_empty() || req.run_as_user.is_some();
+    if let Some(g) = group_part.filter(|g| !g.is_empty() && !kubelet_named_user) {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => {
+                groups
+                    .iter()
+                    .find(|e| e.name == g)
+                    .ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "image group {g:?} is not in the image's /etc/group"
+                        ))
+                    })?
+                    .gid
+            }
+        };
     }
     if let Some(g) = req.run_as_group {
         gid = id_from_i64(g, "run_as_group")?;
     }
     let mut all = vec![gid];
     if let Some(e) = entry {
-        all.extend(groups.iter().filter(|g| g.members.iter().any(|m| m == &e.name)).map(|g| g.gid));
+        all.extend(
+            groups
+                .iter()
+                .filter(|g| g.members.iter().any(|m| m == &e.name))
+                .map(|g| g.gid),
+        );
     }
     for g in req.supplemental_groups {
         all.push(id_from_i64(*g, "supplemental group")?);
@@ -183,7 +202,10 @@ mod tests {
             ..Default::default()
         })
         .expect("resolves");
-        assert_eq!((r.uid, r.gid, r.groups.clone(), r.home.as_str()), (1000, 1000, vec![1000, 2000], "/home/app"));
+        assert_eq!(
+            (r.uid, r.gid, r.groups.clone(), r.home.as_str()),
+            (1000, 1000, vec![1000, 2000], "/home/app")
+        );
     }
 
     #[test]

@@ -70,18 +70,23 @@ pub fn busybox_layout(dir: &Path, name: &str) -> anyhow::Result<()> {
     let applets = String::from_utf8(applets.stdout)?;
 
     let mut tar = tar::Builder::new(Vec::new());
-    let dir_entry = |tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, uid: u64| -> anyhow::Result<()> {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(mode);
-        h.set_uid(uid);
-        h.set_gid(uid);
-        h.set_mtime(1_700_000_000);
-        h.set_size(0);
-        tar.append_data(&mut h, path, std::io::empty())?;
-        Ok(())
-    };
-    let file_entry = |tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, data: &[u8]| -> anyhow::Result<()> {
+    let dir_entry =
+        |tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, uid: u64| -> anyhow::Result<()> {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(mode);
+            h.set_uid(uid);
+            h.set_gid(uid);
+            h.set_mtime(1_700_000_000);
+            h.set_size(0);
+            tar.append_data(&mut h, path, std::io::empty())?;
+            Ok(())
+        };
+    let file_entry = |tar: &mut tar::Builder<Vec<u8>>,
+                      path: &str,
+                      mode: u32,
+                      data: &[u8]|
+     -> anyhow::Result<()> {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(mode);
@@ -103,7 +108,11 @@ pub fn busybox_layout(dir: &Path, name: &str) -> anyhow::Result<()> {
         dir_entry(&mut tar, d, mode, uid)?;
     }
     file_entry(&mut tar, "bin/busybox", 0o755, &std::fs::read(&busybox)?)?;
-    for applet in applets.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox") {
+    for applet in applets
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && *a != "busybox")
+    {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_mode(0o777);
@@ -169,17 +178,24 @@ pub fn busybox_layout(dir: &Path, name: &str) -> anyhow::Result<()> {
 }
 
 /// A client over a unix socket.
-pub async fn connect(socket: &Path) -> anyhow::Result<(RuntimeServiceClient<Channel>, ImageServiceClient<Channel>)> {
+pub async fn connect(
+    socket: &Path,
+) -> anyhow::Result<(RuntimeServiceClient<Channel>, ImageServiceClient<Channel>)> {
     let socket = socket.to_path_buf();
     let channel = Endpoint::try_from("http://[::]:50051")?
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
             async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(socket).await?))
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
             }
         }))
         .await?;
-    Ok((RuntimeServiceClient::new(channel.clone()), ImageServiceClient::new(channel)))
+    Ok((
+        RuntimeServiceClient::new(channel.clone()),
+        ImageServiceClient::new(channel),
+    ))
 }
 
 /// A darwin-cri server on its own socket and root, killed (with everything it started) on drop.
@@ -218,7 +234,9 @@ impl Server {
     }
 
     pub async fn start_with(extra_args: Vec<String>) -> anyhow::Result<Server> {
-        let dir = tempfile::Builder::new().prefix("darwin-cri-test").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("darwin-cri-test")
+            .tempdir()?;
         let mut server = Server {
             dir,
             child: None,
@@ -233,7 +251,10 @@ impl Server {
             .arg(&layout)
             .output()?;
         if !out.status.success() {
-            bail!("image import failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "image import failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         server.restart().await?;
         Ok(server)
@@ -255,12 +276,16 @@ impl Server {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok((mut rt, _)) = connect(&self.socket()).await {
-                if rt.version(cri::VersionRequest::default()).await.is_ok() {
-                    return Ok(());
-                }
+            if let Ok((mut rt, _)) = connect(&self.socket()).await
+                && rt.version(cri::VersionRequest::default()).await.is_ok()
+            {
+                return Ok(());
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 bail!("server exited with {status}: {}", self.log());
             }
             if Instant::now() > deadline {
@@ -282,7 +307,9 @@ impl Server {
         }
     }
 
-    pub async fn client(&self) -> anyhow::Result<(RuntimeServiceClient<Channel>, ImageServiceClient<Channel>)> {
+    pub async fn client(
+        &self,
+    ) -> anyhow::Result<(RuntimeServiceClient<Channel>, ImageServiceClient<Channel>)> {
         connect(&self.socket()).await
     }
 }
@@ -290,11 +317,21 @@ impl Server {
 /// Pids of live processes whose root directory or command line points below `dir`.
 pub fn processes_under(dir: &Path) -> Vec<i32> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else { return out };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
     for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next().unwrap_or("Z");
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .unwrap_or("Z");
         if state == "Z" || state == "X" {
             continue;
         }
@@ -325,7 +362,10 @@ impl Drop for Server {
         // Whatever a failed test left: kill its processes, undo its mounts, so the temporary
         // directory can go.
         for pid in processes_under(self.dir.path()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
         let mut mounts = mounts_under(self.dir.path());
         mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
@@ -367,12 +407,18 @@ pub fn pod_config(name: &str, log_dir: &Path) -> cri::PodSandboxConfig {
         log_directory: log_dir.display().to_string(),
         dns_config: Some(cri::DnsConfig {
             servers: vec!["10.96.0.10".into()],
-            searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+            searches: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
             options: vec!["ndots:5".into()],
         }),
         labels: [
             ("io.kubernetes.pod.name".to_string(), name.to_string()),
-            ("io.kubernetes.pod.namespace".to_string(), "default".to_string()),
+            (
+                "io.kubernetes.pod.namespace".to_string(),
+                "default".to_string(),
+            ),
             ("io.kubernetes.pod.uid".to_string(), uid),
             ("app".to_string(), name.to_string()),
         ]

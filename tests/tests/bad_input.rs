@@ -119,7 +119,8 @@ async fn unknown_ids_duplicates_missing_images_and_bad_mounts() -> anyhow::Resul
     let entries = |dir: &std::path::Path| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
 
     // Duplicate container name.
-    rt.create_container(create(container_config("c", "true"))).await?;
+    rt.create_container(create(container_config("c", "true")))
+        .await?;
     let e = rt
         .create_container(create(container_config("c", "true")))
         .await
@@ -133,15 +134,25 @@ async fn unknown_ids_duplicates_missing_images_and_bad_mounts() -> anyhow::Resul
         image: "registry.example/none:1".into(),
         ..Default::default()
     });
-    let e = rt.create_container(create(config)).await.expect_err("no image");
+    let e = rt
+        .create_container(create(config))
+        .await
+        .expect_err("no image");
     assert_eq!(e.code(), Code::NotFound);
-    assert!(e.message().contains("registry.example/none:1"), "{}", e.message());
+    assert!(
+        e.message().contains("registry.example/none:1"),
+        "{}",
+        e.message()
+    );
 
     // Mounts: a missing source, and a container path that climbs out of the root.
     let real = server.dir.path().join("real");
     std::fs::create_dir_all(&real)?;
     for (host, container) in [
-        (server.dir.path().join("missing").display().to_string(), "/data".to_string()),
+        (
+            server.dir.path().join("missing").display().to_string(),
+            "/data".to_string(),
+        ),
         (real.display().to_string(), "../../etc".to_string()),
         (real.display().to_string(), "/data/../../../etc".to_string()),
     ] {
@@ -158,8 +169,16 @@ async fn unknown_ids_duplicates_missing_images_and_bad_mounts() -> anyhow::Resul
                 ..Default::default()
             },
         ];
-        let e = rt.create_container(create(config)).await.expect_err("bad mount");
-        assert_eq!(e.code(), Code::InvalidArgument, "{host} -> {container}: {}", e.message());
+        let e = rt
+            .create_container(create(config))
+            .await
+            .expect_err("bad mount");
+        assert_eq!(
+            e.code(),
+            Code::InvalidArgument,
+            "{host} -> {container}: {}",
+            e.message()
+        );
         assert!(mounts_under(&server.root()).is_empty(), "nothing mounted");
         assert_eq!(entries(&pod_dir), 1, "nothing left behind");
     }
@@ -181,17 +200,25 @@ async fn unknown_ids_duplicates_missing_images_and_bad_mounts() -> anyhow::Resul
             ..Default::default()
         },
     ];
-    let e = rt.create_container(create(config)).await.expect_err("type clash");
+    let e = rt
+        .create_container(create(config))
+        .await
+        .expect_err("type clash");
     assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
     assert!(mounts_under(&server.root()).is_empty());
     assert_eq!(entries(&pod_dir), 1);
     // The name of a failed create is free again.
-    rt.create_container(create(container_config("half", "true"))).await?;
+    rt.create_container(create(container_config("half", "true")))
+        .await?;
 
     // A command that does not exist: StartContainer fails, the container reports why.
     let mut config = container_config("nocmd", "");
     config.command = vec!["/no/such/binary".into()];
-    let id = rt.create_container(create(config)).await?.into_inner().container_id;
+    let id = rt
+        .create_container(create(config))
+        .await?
+        .into_inner()
+        .container_id;
     let e = rt
         .start_container(cri::StartContainerRequest {
             container_id: id.clone(),
@@ -208,7 +235,10 @@ async fn unknown_ids_duplicates_missing_images_and_bad_mounts() -> anyhow::Resul
         .into_inner()
         .status
         .expect("status");
-    assert_eq!((s.state, s.reason.as_str()), (cri::ContainerState::ContainerExited as i32, "StartError"));
+    assert_eq!(
+        (s.state, s.reason.as_str()),
+        (cri::ContainerState::ContainerExited as i32, "StartError")
+    );
 
     // Images: a missing one is an empty ImageStatus, and removing it succeeds.
     let st = img
@@ -260,8 +290,14 @@ async fn unknown_ids_duplicates_missing_images_and_bad_mounts() -> anyhow::Resul
 async fn strict_pod_network_refuses_pod_network_pods() -> anyhow::Result<()> {
     let mut server = Server::start().await?;
     server.kill();
-    std::fs::write(server.dir.path().join("strict.toml"), "[runtime]\nstrict_pod_network = true\n")?;
-    server.extra_args = vec!["--config".into(), server.dir.path().join("strict.toml").display().to_string()];
+    std::fs::write(
+        server.dir.path().join("strict.toml"),
+        "[runtime]\nstrict_pod_network = true\n",
+    )?;
+    server.extra_args = vec![
+        "--config".into(),
+        server.dir.path().join("strict.toml").display().to_string(),
+    ];
     server.restart().await?;
     let (mut rt, _) = server.client().await?;
     let logs = server.dir.path().join("logs");
@@ -302,7 +338,11 @@ async fn strict_pod_network_refuses_pod_network_pods() -> anyhow::Result<()> {
         .into_inner()
         .status
         .expect("status");
-    let ns = st.linux.and_then(|l| l.namespaces).and_then(|n| n.options).expect("namespaces");
+    let ns = st
+        .linux
+        .and_then(|l| l.namespaces)
+        .and_then(|n| n.options)
+        .expect("namespaces");
     assert_eq!(ns.network, cri::NamespaceMode::Node as i32);
     Ok(())
 }
@@ -341,12 +381,22 @@ async fn a_second_server_on_the_same_socket_or_root_refuses_to_start() -> anyhow
 async fn a_stale_socket_is_replaced() -> anyhow::Result<()> {
     let mut server = Server::start().await?;
     server.kill();
-    assert!(server.socket().exists(), "SIGKILL leaves the socket file behind");
+    assert!(
+        server.socket().exists(),
+        "SIGKILL leaves the socket file behind"
+    );
     server.restart().await?;
     let (mut rt, _) = server.client().await?;
-    let v = rt.version(cri::VersionRequest::default()).await?.into_inner();
-    assert_eq!((v.runtime_name.as_str(), v.runtime_api_version.as_str()), ("darwin-cri", "v1"));
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(server.socket())?.permissions());
+    let v = rt
+        .version(cri::VersionRequest::default())
+        .await?
+        .into_inner();
+    assert_eq!(
+        (v.runtime_name.as_str(), v.runtime_api_version.as_str()),
+        ("darwin-cri", "v1")
+    );
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(server.socket())?.permissions());
     assert_eq!(mode & 0o777, 0o660);
     Ok(())
 }

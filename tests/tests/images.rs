@@ -14,10 +14,18 @@ fn spec(image: &str) -> Option<cri::ImageSpec> {
 async fn imported_images_list_resolve_and_remove() -> anyhow::Result<()> {
     let server = Server::start().await?;
     let (mut rt, mut img) = server.client().await?;
-    let images = img.list_images(cri::ListImagesRequest::default()).await?.into_inner().images;
+    let images = img
+        .list_images(cri::ListImagesRequest::default())
+        .await?
+        .into_inner()
+        .images;
     assert_eq!(images.len(), 1);
     let image = &images[0];
-    assert!(image.id.starts_with("sha256:") && image.id.len() == 71, "{}", image.id);
+    assert!(
+        image.id.starts_with("sha256:") && image.id.len() == 71,
+        "{}",
+        image.id
+    );
     assert_eq!(image.repo_tags, vec![BUSYBOX.to_string()]);
     assert_eq!(image.repo_digests.len(), 1);
     assert!(image.repo_digests[0].starts_with("docker.io/library/busybox@sha256:"));
@@ -25,7 +33,14 @@ async fn imported_images_list_resolve_and_remove() -> anyhow::Result<()> {
 
     // Every name kubelet or crictl may use resolves to the same image.
     let short_id = image.id.trim_start_matches("sha256:")[..12].to_string();
-    for name in ["busybox", "busybox:latest", "docker.io/library/busybox", &image.id, &short_id, &image.repo_digests[0]] {
+    for name in [
+        "busybox",
+        "busybox:latest",
+        "docker.io/library/busybox",
+        &image.id,
+        &short_id,
+        &image.repo_digests[0],
+    ] {
         let st = img
             .image_status(cri::ImageStatusRequest {
                 image: spec(name),
@@ -33,7 +48,11 @@ async fn imported_images_list_resolve_and_remove() -> anyhow::Result<()> {
             })
             .await?
             .into_inner();
-        assert_eq!(st.image.as_ref().map(|i| i.id.as_str()), Some(image.id.as_str()), "{name}");
+        assert_eq!(
+            st.image.as_ref().map(|i| i.id.as_str()),
+            Some(image.id.as_str()),
+            "{name}"
+        );
         assert!(st.info["info"].contains("chainID"));
     }
     // PullImage of a present image answers its id, which is the id ListImages reports.
@@ -54,7 +73,10 @@ async fn imported_images_list_resolve_and_remove() -> anyhow::Result<()> {
         .expect_err("registry pulls are later work");
     assert_eq!(e.code(), tonic::Code::Unimplemented);
 
-    let fs = img.image_fs_info(cri::ImageFsInfoRequest {}).await?.into_inner();
+    let fs = img
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await?
+        .into_inner();
     let usage = &fs.image_filesystems[0];
     assert!(usage.used_bytes.as_ref().map(|u| u.value).unwrap_or(0) > 100_000);
     assert!(usage.inodes_used.as_ref().map(|u| u.value).unwrap_or(0) > 10);
@@ -79,10 +101,15 @@ async fn imported_images_list_resolve_and_remove() -> anyhow::Result<()> {
         })
         .await?;
     }
-    assert_eq!(std::fs::read_dir(server.root().join("images/snapshots"))?.count(), 1);
+    assert_eq!(
+        std::fs::read_dir(server.root().join("images/snapshots"))?.count(),
+        1
+    );
 
-    img.remove_image(cri::RemoveImageRequest { image: spec("busybox") })
-        .await?;
+    img.remove_image(cri::RemoveImageRequest {
+        image: spec("busybox"),
+    })
+    .await?;
     let st = img
         .image_status(cri::ImageStatusRequest {
             image: spec(&image.id),
@@ -91,6 +118,12 @@ async fn imported_images_list_resolve_and_remove() -> anyhow::Result<()> {
         .await?
         .into_inner();
     assert!(st.image.is_none(), "removed right away");
-    assert!(img.list_images(cri::ListImagesRequest::default()).await?.into_inner().images.is_empty());
+    assert!(
+        img.list_images(cri::ListImagesRequest::default())
+            .await?
+            .into_inner()
+            .images
+            .is_empty()
+    );
     Ok(())
 }

@@ -20,7 +20,12 @@ async fn run_pod(rt: &mut Rt, server: &Server, name: &str) -> anyhow::Result<Str
     Ok(resp.into_inner().pod_sandbox_id)
 }
 
-async fn create(rt: &mut Rt, server: &Server, pod: &str, config: cri::ContainerConfig) -> Result<String, tonic::Status> {
+async fn create(
+    rt: &mut Rt,
+    server: &Server,
+    pod: &str,
+    config: cri::ContainerConfig,
+) -> Result<String, tonic::Status> {
     let pod_name = rt
         .pod_sandbox_status(cri::PodSandboxStatusRequest {
             pod_sandbox_id: pod.into(),
@@ -64,7 +69,11 @@ async fn status(rt: &mut Rt, id: &str) -> Result<cri::ContainerStatus, tonic::St
         .unwrap_or_default())
 }
 
-async fn wait_exited(rt: &mut Rt, id: &str, timeout: Duration) -> anyhow::Result<cri::ContainerStatus> {
+async fn wait_exited(
+    rt: &mut Rt,
+    id: &str,
+    timeout: Duration,
+) -> anyhow::Result<cri::ContainerStatus> {
     let rt2 = rt.clone();
     wait_for(timeout, "the container to exit", || {
         let mut rt = rt2.clone();
@@ -77,7 +86,12 @@ async fn wait_exited(rt: &mut Rt, id: &str, timeout: Duration) -> anyhow::Result
     .await
 }
 
-async fn exec(rt: &mut Rt, id: &str, cmd: &[&str], timeout: i64) -> Result<cri::ExecSyncResponse, tonic::Status> {
+async fn exec(
+    rt: &mut Rt,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<cri::ExecSyncResponse, tonic::Status> {
     Ok(rt
         .exec_sync(cri::ExecSyncRequest {
             container_id: id.into(),
@@ -103,7 +117,10 @@ async fn pod_and_container_lifecycle_with_exact_logs() -> anyhow::Result<()> {
         .into_inner();
     let s = st.status.expect("status");
     assert_eq!(s.state, cri::PodSandboxState::SandboxReady as i32);
-    assert!(!s.network.expect("network").ip.is_empty(), "a pod always reports an IP");
+    assert!(
+        !s.network.expect("network").ip.is_empty(),
+        "a pod always reports an IP"
+    );
     assert_eq!(s.metadata.expect("metadata").name, "web");
     assert!(st.info["info"].contains("\"effectiveNetwork\":\"host\""));
 
@@ -137,30 +154,63 @@ async fn pod_and_container_lifecycle_with_exact_logs() -> anyhow::Result<()> {
     for line in log.lines() {
         let mut parts = line.splitn(4, ' ');
         let ts = parts.next().expect("timestamp");
-        assert!(ts.ends_with('Z') && ts.contains('T') && ts.contains('.'), "RFC3339Nano timestamp: {ts}");
+        assert!(
+            ts.ends_with('Z') && ts.contains('T') && ts.contains('.'),
+            "RFC3339Nano timestamp: {ts}"
+        );
         records.push((
             parts.next().expect("stream").into(),
             parts.next().expect("tag").into(),
             parts.next().unwrap_or_default().into(),
         ));
     }
-    let stdout: Vec<_> = records.iter().filter(|r| r.0 == "stdout").cloned().collect();
-    let stderr: Vec<_> = records.iter().filter(|r| r.0 == "stderr").cloned().collect();
+    let stdout: Vec<_> = records
+        .iter()
+        .filter(|r| r.0 == "stdout")
+        .cloned()
+        .collect();
+    let stderr: Vec<_> = records
+        .iter()
+        .filter(|r| r.0 == "stderr")
+        .cloned()
+        .collect();
     let rec = |s: &str, t: &str, c: &str| (s.to_string(), t.to_string(), c.to_string());
-    assert_eq!(stdout, vec![rec("stdout", "F", "hello"), rec("stdout", "F", "no newline")]);
+    assert_eq!(
+        stdout,
+        vec![
+            rec("stdout", "F", "hello"),
+            rec("stdout", "F", "no newline")
+        ]
+    );
     assert_eq!(
         stderr,
-        vec![rec("stderr", "F", "oops"), rec("stderr", "F", "search default.svc.cluster.local svc.cluster.local")]
+        vec![
+            rec("stderr", "F", "oops"),
+            rec(
+                "stderr",
+                "F",
+                "search default.svc.cluster.local svc.cluster.local"
+            )
+        ]
     );
 
     // Exited containers are listed with their state; start again is refused.
-    assert_eq!(start(&mut rt, &cid).await.expect_err("restart refused").code(), Code::FailedPrecondition);
+    assert_eq!(
+        start(&mut rt, &cid)
+            .await
+            .expect_err("restart refused")
+            .code(),
+        Code::FailedPrecondition
+    );
 
     rt.remove_container(cri::RemoveContainerRequest {
         container_id: cid.clone(),
     })
     .await?;
-    assert_eq!(status(&mut rt, &cid).await.expect_err("gone").code(), Code::NotFound);
+    assert_eq!(
+        status(&mut rt, &cid).await.expect_err("gone").code(),
+        Code::NotFound
+    );
     rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
         pod_sandbox_id: pod.clone(),
     })
@@ -192,7 +242,10 @@ async fn pod_and_container_lifecycle_with_exact_logs() -> anyhow::Result<()> {
     })
     .await?;
     assert!(!server.root().join("pods").join(&pod).exists());
-    assert!(log_path.exists(), "kubelet owns the logs: they outlive the container");
+    assert!(
+        log_path.exists(),
+        "kubelet owns the logs: they outlive the container"
+    );
     Ok(())
 }
 
@@ -217,34 +270,78 @@ async fn exec_sync_exit_codes_users_and_timeout() -> anyhow::Result<()> {
     }];
     let cid = create(&mut rt, &server, &pod, config).await?;
     // Exec in a container that is not running is refused.
-    assert_eq!(exec(&mut rt, &cid, &["true"], 5).await.expect_err("not running").code(), Code::FailedPrecondition);
+    assert_eq!(
+        exec(&mut rt, &cid, &["true"], 5)
+            .await
+            .expect_err("not running")
+            .code(),
+        Code::FailedPrecondition
+    );
     start(&mut rt, &cid).await?;
 
-    let r = exec(&mut rt, &cid, &["sh", "-c", "echo out; echo err >&2; exit 7"], 10).await?;
-    assert_eq!((r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code), (&b"out\n"[..], &b"err\n"[..], 7));
+    let r = exec(
+        &mut rt,
+        &cid,
+        &["sh", "-c", "echo out; echo err >&2; exit 7"],
+        10,
+    )
+    .await?;
+    assert_eq!(
+        (r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code),
+        (&b"out\n"[..], &b"err\n"[..], 7)
+    );
     let r = exec(&mut rt, &cid, &["id", "-u"], 10).await?;
     assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "1000");
     let r = exec(&mut rt, &cid, &["id", "-G"], 10).await?;
-    let mut groups: Vec<String> = String::from_utf8_lossy(&r.stdout).split_whitespace().map(String::from).collect();
+    let mut groups: Vec<String> = String::from_utf8_lossy(&r.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
     groups.sort();
-    assert_eq!(groups, vec!["1000", "2000", "3000"], "primary, /etc/group membership, supplemental");
-    let r = exec(&mut rt, &cid, &["sh", "-c", "echo \"$GREETING|$HOME|$HOSTNAME|$(pwd)\""], 10).await?;
-    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "hi there|/home/app|exec|/");
+    assert_eq!(
+        groups,
+        vec!["1000", "2000", "3000"],
+        "primary, /etc/group membership, supplemental"
+    );
+    let r = exec(
+        &mut rt,
+        &cid,
+        &["sh", "-c", "echo \"$GREETING|$HOME|$HOSTNAME|$(pwd)\""],
+        10,
+    )
+    .await?;
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        "hi there|/home/app|exec|/"
+    );
     let r = exec(&mut rt, &cid, &["cat", "/etc/hostname"], 10).await?;
     assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "exec");
     // The container's main process runs as the same user.
-    let r = exec(&mut rt, &cid, &["sh", "-c", "ls /proc 2>/dev/null | head -1; echo ok"], 10).await?;
+    let r = exec(
+        &mut rt,
+        &cid,
+        &["sh", "-c", "ls /proc 2>/dev/null | head -1; echo ok"],
+        10,
+    )
+    .await?;
     assert_eq!(r.exit_code, 0);
 
     // A command that is not there.
-    let err = exec(&mut rt, &cid, &["no-such-command"], 10).await.expect_err("missing command");
+    let err = exec(&mut rt, &cid, &["no-such-command"], 10)
+        .await
+        .expect_err("missing command");
     assert!(err.message().contains("not found"), "{}", err.message());
 
     // Timeout: the command's whole tree is killed, and the output so far comes back.
     let started = std::time::Instant::now();
-    let err = exec(&mut rt, &cid, &["sh", "-c", "echo before; sleep 600 & sleep 600"], 1)
-        .await
-        .expect_err("timed out");
+    let err = exec(
+        &mut rt,
+        &cid,
+        &["sh", "-c", "echo before; sleep 600 & sleep 600"],
+        1,
+    )
+    .await
+    .expect_err("timed out");
     assert_eq!(err.code(), Code::DeadlineExceeded);
     assert!(err.message().contains("before"), "{}", err.message());
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -275,7 +372,8 @@ async fn stop_kills_the_whole_tree_after_the_grace_period() -> anyhow::Result<()
     let server = Server::start().await?;
     let (mut rt, _) = server.client().await?;
     let pod = run_pod(&mut rt, &server, "stubborn").await?;
-    let script = "trap '' TERM; (trap '' TERM; sleep 1000) & sleep 1000 & while true; do sleep 1; done";
+    let script =
+        "trap '' TERM; (trap '' TERM; sleep 1000) & sleep 1000 & while true; do sleep 1; done";
     let cid = create(&mut rt, &server, &pod, container_config("c", script)).await?;
     start(&mut rt, &cid).await?;
     wait_for(Duration::from_secs(5), "children", || async {
@@ -288,17 +386,28 @@ async fn stop_kills_the_whole_tree_after_the_grace_period() -> anyhow::Result<()
         timeout: 1,
     })
     .await?;
-    assert!(t.elapsed() >= Duration::from_millis(900), "the grace period was honoured");
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "the grace period was honoured"
+    );
     let s = status(&mut rt, &cid).await?;
     assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
     assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"));
     wait_for(Duration::from_secs(5), "the tree to be gone", || async {
-        processes_under(&server.root().join("pods")).is_empty().then_some(())
+        processes_under(&server.root().join("pods"))
+            .is_empty()
+            .then_some(())
     })
     .await?;
 
     // A container that exits on SIGTERM gets 143 and no wait.
-    let cid = create(&mut rt, &server, &pod, container_config("polite", "exec sleep 1000")).await?;
+    let cid = create(
+        &mut rt,
+        &server,
+        &pod,
+        container_config("polite", "exec sleep 1000"),
+    )
+    .await?;
     start(&mut rt, &cid).await?;
     let t = std::time::Instant::now();
     rt.stop_container(cri::StopContainerRequest {
@@ -357,20 +466,45 @@ async fn mounts_are_visible_inside_and_gone_after_remove() -> anyhow::Result<()>
     assert_eq!(r.stdout, b"volume content");
     let r = exec(&mut rt, &cid, &["sh", "-c", "echo x > /data/new"], 10).await?;
     assert_ne!(r.exit_code, 0, "a read-only mount refuses writes");
-    let r = exec(&mut rt, &cid, &["sh", "-c", "echo done > /dev/termination-log"], 10).await?;
+    let r = exec(
+        &mut rt,
+        &cid,
+        &["sh", "-c", "echo done > /dev/termination-log"],
+        10,
+    )
+    .await?;
     assert_eq!(r.exit_code, 0);
-    assert_eq!(std::fs::read_to_string(&single)?, "done\n", "writes reach the host side");
+    assert_eq!(
+        std::fs::read_to_string(&single)?,
+        "done\n",
+        "writes reach the host side"
+    );
     let r = exec(&mut rt, &cid, &["cat", "/etc/hosts"], 10).await?;
     assert_eq!(r.stdout, b"127.0.0.1 kubelet-hosts\n");
     let s = status(&mut rt, &cid).await?;
-    assert!(s.mounts.iter().any(|m| m.container_path == "/dev/termination-log" && m.host_path == single.display().to_string()));
+    assert!(
+        s.mounts
+            .iter()
+            .any(|m| m.container_path == "/dev/termination-log"
+                && m.host_path == single.display().to_string())
+    );
     assert_eq!(mounts_under(&server.root()).len(), 3);
 
     rt.remove_container(cri::RemoveContainerRequest { container_id: cid })
         .await?;
-    assert!(mounts_under(&server.root()).is_empty(), "mounts removed with the container");
-    assert_eq!(std::fs::read_to_string(data.join("precious"))?, "keep me", "the volume's files survive");
-    assert_eq!(std::fs::read_to_string(data.join("sub/file"))?, "volume content");
+    assert!(
+        mounts_under(&server.root()).is_empty(),
+        "mounts removed with the container"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("precious"))?,
+        "keep me",
+        "the volume's files survive"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.join("sub/file"))?,
+        "volume content"
+    );
     Ok(())
 }
 
@@ -392,7 +526,10 @@ async fn run_as_username_and_image_default_user() -> anyhow::Result<()> {
     let s = wait_exited(&mut rt, &cid, Duration::from_secs(10)).await?;
     assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
     let log = std::fs::read_to_string(&s.log_path)?;
-    let out: Vec<&str> = log.lines().map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default()).collect();
+    let out: Vec<&str> = log
+        .lines()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap_or_default())
+        .collect();
     assert_eq!(out, vec!["1000", "1000", "app"]);
 
     let cid = create(&mut rt, &server, &pod, container_config("default", "id -u")).await?;
@@ -407,9 +544,27 @@ async fn server_killed_and_restarted_keeps_containers_and_their_exit_codes() -> 
     let mut server = Server::start().await?;
     let (mut rt, _) = server.client().await?;
     let pod = run_pod(&mut rt, &server, "survivor").await?;
-    let long = create(&mut rt, &server, &pod, container_config("long", "sleep 3; echo late; exit 5")).await?;
-    let short = create(&mut rt, &server, &pod, container_config("short", "sleep 1; exit 4")).await?;
-    let forever = create(&mut rt, &server, &pod, container_config("forever", "sleep 1000")).await?;
+    let long = create(
+        &mut rt,
+        &server,
+        &pod,
+        container_config("long", "sleep 3; echo late; exit 5"),
+    )
+    .await?;
+    let short = create(
+        &mut rt,
+        &server,
+        &pod,
+        container_config("short", "sleep 1; exit 4"),
+    )
+    .await?;
+    let forever = create(
+        &mut rt,
+        &server,
+        &pod,
+        container_config("forever", "sleep 1000"),
+    )
+    .await?;
     for id in [&long, &short, &forever] {
         start(&mut rt, id).await?;
     }
@@ -420,12 +575,22 @@ async fn server_killed_and_restarted_keeps_containers_and_their_exit_codes() -> 
     let (mut rt, _) = server.client().await?;
 
     let s = status(&mut rt, &short).await?;
-    assert_eq!((s.state, s.exit_code, s.reason.as_str()), (cri::ContainerState::ContainerExited as i32, 4, "Error"));
+    assert_eq!(
+        (s.state, s.exit_code, s.reason.as_str()),
+        (cri::ContainerState::ContainerExited as i32, 4, "Error")
+    );
     let s = status(&mut rt, &long).await?;
-    assert_eq!(s.state, cri::ContainerState::ContainerRunning as i32, "still running after the restart");
+    assert_eq!(
+        s.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "still running after the restart"
+    );
     let s = wait_exited(&mut rt, &long, Duration::from_secs(10)).await?;
     assert_eq!(s.exit_code, 5);
-    assert!(std::fs::read_to_string(&s.log_path)?.contains(" stdout F late\n"), "logging went on without the server");
+    assert!(
+        std::fs::read_to_string(&s.log_path)?.contains(" stdout F late\n"),
+        "logging went on without the server"
+    );
 
     // A running container adopted after the restart can still be stopped and exec'd into.
     let r = exec(&mut rt, &forever, &["echo", "alive"], 10).await?;
@@ -438,23 +603,44 @@ async fn server_killed_and_restarted_keeps_containers_and_their_exit_codes() -> 
     assert_eq!(status(&mut rt, &forever).await?.exit_code, 143);
 
     // Graceful shutdown leaves containers running.
-    let again = create(&mut rt, &server, &pod, container_config("again", "sleep 1000")).await?;
+    let again = create(
+        &mut rt,
+        &server,
+        &pod,
+        container_config("again", "sleep 1000"),
+    )
+    .await?;
     start(&mut rt, &again).await?;
     if let Some(child) = server.child.as_mut() {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )?;
         let status = child.wait()?;
         assert!(status.success(), "SIGTERM is a clean shutdown: {status}");
     }
     server.child = None;
     server.restart().await?;
     let (mut rt, _) = server.client().await?;
-    assert_eq!(status(&mut rt, &again).await?.state, cri::ContainerState::ContainerRunning as i32);
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod })
-        .await?;
-    wait_for(Duration::from_secs(5), "no process left", || async {
-        processes_under(&server.root().join("pods")).is_empty().then_some(())
+    assert_eq!(
+        status(&mut rt, &again).await?.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
     })
     .await?;
-    assert!(std::fs::read_dir(server.root().join("pods"))?.next().is_none(), "no debris");
+    wait_for(Duration::from_secs(5), "no process left", || async {
+        processes_under(&server.root().join("pods"))
+            .is_empty()
+            .then_some(())
+    })
+    .await?;
+    assert!(
+        std::fs::read_dir(server.root().join("pods"))?
+            .next()
+            .is_none(),
+        "no debris"
+    );
     Ok(())
 }

@@ -25,7 +25,11 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Sta
         command: config.command,
         args: config.args,
         working_dir: config.working_dir,
-        envs: config.envs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+        envs: config
+            .envs
+            .into_iter()
+            .map(|kv| (kv.key, kv.value))
+            .collect(),
         mounts: Vec::with_capacity(config.mounts.len()),
         labels: map(config.labels),
         annotations: map(config.annotations),
@@ -60,17 +64,29 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Sta
         spec.run_as_username = sc.run_as_username;
         spec.supplemental_groups = sc.supplemental_groups;
         let localhost = cri::security_profile::ProfileType::Localhost as i32;
-        if sc.seccomp.as_ref().is_some_and(|p| p.profile_type == localhost) {
-            return Err(Status::invalid_argument("seccomp profiles are not available on darwin nodes"));
+        if sc
+            .seccomp
+            .as_ref()
+            .is_some_and(|p| p.profile_type == localhost)
+        {
+            return Err(Status::invalid_argument(
+                "seccomp profiles are not available on darwin nodes",
+            ));
         }
-        if sc.apparmor.as_ref().is_some_and(|p| p.profile_type == localhost) {
-            return Err(Status::invalid_argument("AppArmor profiles are not available on darwin nodes"));
+        if sc
+            .apparmor
+            .as_ref()
+            .is_some_and(|p| p.profile_type == localhost)
+        {
+            return Err(Status::invalid_argument(
+                "AppArmor profiles are not available on darwin nodes",
+            ));
         }
     }
-    if spec.run_as_username.is_empty() {
-        if let Some(w) = config.windows.and_then(|w| w.security_context) {
-            spec.run_as_username = w.run_as_username;
-        }
+    if spec.run_as_username.is_empty()
+        && let Some(w) = config.windows.and_then(|w| w.security_context)
+    {
+        spec.run_as_username = w.run_as_username;
     }
     Ok(spec)
 }
@@ -170,7 +186,10 @@ pub fn status(c: &Container, verbose: bool) -> cri::ContainerStatusResponse {
     }
 }
 
-pub fn list(containers: Vec<Container>, filter: Option<cri::ContainerFilter>) -> cri::ListContainersResponse {
+pub fn list(
+    containers: Vec<Container>,
+    filter: Option<cri::ContainerFilter>,
+) -> cri::ListContainersResponse {
     let mut out: Vec<cri::Container> = containers
         .iter()
         .filter(|c| match &filter {

@@ -1,7 +1,7 @@
 //! ListImages, ImageStatus, PullImage, RemoveImage, ImageFsInfo.
 
-use k8s_cri::v1 as cri;
 use image_service::Image;
+use k8s_cri::v1 as cri;
 
 /// containerd's reading of the image's configured user: a numeric uid, or a user name.
 fn user_of(image: &Image) -> (Option<cri::Int64Value>, String) {
@@ -57,8 +57,12 @@ pub fn fs_info(mountpoint: String, usage: image_service::FsUsage) -> cri::ImageF
         image_filesystems: vec![cri::FilesystemUsage {
             timestamp: runtime::now_nanos(),
             fs_id: Some(cri::FilesystemIdentifier { mountpoint }),
-            used_bytes: Some(cri::UInt64Value { value: usage.used_bytes }),
-            inodes_used: Some(cri::UInt64Value { value: usage.inodes_used }),
+            used_bytes: Some(cri::UInt64Value {
+                value: usage.used_bytes,
+            }),
+            inodes_used: Some(cri::UInt64Value {
+                value: usage.inodes_used,
+            }),
         }],
         container_filesystems: vec![],
     }

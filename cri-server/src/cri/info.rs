@@ -33,10 +33,15 @@ pub fn status(svc: &Cri, verbose: bool) -> cri::StatusResponse {
         name: String::new(),
         features,
     }];
-    handlers.extend(svc.runtime.runtime_handlers().iter().map(|name| cri::RuntimeHandler {
-        name: name.clone(),
-        features,
-    }));
+    handlers.extend(
+        svc.runtime
+            .runtime_handlers()
+            .iter()
+            .map(|name| cri::RuntimeHandler {
+                name: name.clone(),
+                features,
+            }),
+    );
     let mut info = HashMap::new();
     if verbose {
         info.insert(

@@ -40,7 +40,11 @@ fn ok<T>(t: T) -> Reply<T> {
 }
 
 fn non_empty<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
-    if value.is_empty() { Err(required(field)) } else { Ok(value) }
+    if value.is_empty() {
+        Err(required(field))
+    } else {
+        Ok(value)
+    }
 }
 
 /// Runs blocking image-store work off the async workers.
@@ -56,17 +60,31 @@ impl RuntimeService for Cri {
         ok(info::version())
     }
 
-    async fn run_pod_sandbox(&self, req: Request<cri::RunPodSandboxRequest>) -> Reply<cri::RunPodSandboxResponse> {
+    async fn run_pod_sandbox(
+        &self,
+        req: Request<cri::RunPodSandboxRequest>,
+    ) -> Reply<cri::RunPodSandboxResponse> {
         let req = req.into_inner();
-        let spec = sandbox::pod_spec(req.config.ok_or_else(|| required("config"))?, req.runtime_handler)?;
+        let spec = sandbox::pod_spec(
+            req.config.ok_or_else(|| required("config"))?,
+            req.runtime_handler,
+        )?;
         let rt = Arc::clone(&self.runtime);
-        let pod_sandbox_id = blocking(move || rt.run_pod(spec)).await?.map_err(from_runtime)?;
+        let pod_sandbox_id = blocking(move || rt.run_pod(spec))
+            .await?
+            .map_err(from_runtime)?;
         ok(cri::RunPodSandboxResponse { pod_sandbox_id })
     }
 
-    async fn stop_pod_sandbox(&self, req: Request<cri::StopPodSandboxRequest>) -> Reply<cri::StopPodSandboxResponse> {
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<cri::StopPodSandboxRequest>,
+    ) -> Reply<cri::StopPodSandboxResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        self.runtime.stop_pod(non_empty(&id, "pod_sandbox_id")?).await.map_err(from_runtime)?;
+        self.runtime
+            .stop_pod(non_empty(&id, "pod_sandbox_id")?)
+            .await
+            .map_err(from_runtime)?;
         ok(cri::StopPodSandboxResponse {})
     }
 
@@ -75,7 +93,10 @@ impl RuntimeService for Cri {
         req: Request<cri::RemovePodSandboxRequest>,
     ) -> Reply<cri::RemovePodSandboxResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        self.runtime.remove_pod(non_empty(&id, "pod_sandbox_id")?).await.map_err(from_runtime)?;
+        self.runtime
+            .remove_pod(non_empty(&id, "pod_sandbox_id")?)
+            .await
+            .map_err(from_runtime)?;
         ok(cri::RemovePodSandboxResponse {})
     }
 
@@ -84,48 +105,94 @@ impl RuntimeService for Cri {
         req: Request<cri::PodSandboxStatusRequest>,
     ) -> Reply<cri::PodSandboxStatusResponse> {
         let req = req.into_inner();
-        let pod = self.runtime.pod(non_empty(&req.pod_sandbox_id, "pod_sandbox_id")?).map_err(from_runtime)?;
+        let pod = self
+            .runtime
+            .pod(non_empty(&req.pod_sandbox_id, "pod_sandbox_id")?)
+            .map_err(from_runtime)?;
         ok(sandbox::status(&pod, self.runtime.node_ip(), req.verbose))
     }
 
-    async fn list_pod_sandbox(&self, req: Request<cri::ListPodSandboxRequest>) -> Reply<cri::ListPodSandboxResponse> {
-        ok(sandbox::list(self.runtime.list_pods(), req.into_inner().filter))
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<cri::ListPodSandboxRequest>,
+    ) -> Reply<cri::ListPodSandboxResponse> {
+        ok(sandbox::list(
+            self.runtime.list_pods(),
+            req.into_inner().filter,
+        ))
     }
 
-    async fn create_container(&self, req: Request<cri::CreateContainerRequest>) -> Reply<cri::CreateContainerResponse> {
+    async fn create_container(
+        &self,
+        req: Request<cri::CreateContainerRequest>,
+    ) -> Reply<cri::CreateContainerResponse> {
         let req = req.into_inner();
         let pod_id = non_empty(&req.pod_sandbox_id, "pod_sandbox_id")?;
         let spec = container::container_spec(req.config.ok_or_else(|| required("config"))?)?;
-        let container_id = self.runtime.create_container(pod_id, spec).await.map_err(from_runtime)?;
+        let container_id = self
+            .runtime
+            .create_container(pod_id, spec)
+            .await
+            .map_err(from_runtime)?;
         ok(cri::CreateContainerResponse { container_id })
     }
 
-    async fn start_container(&self, req: Request<cri::StartContainerRequest>) -> Reply<cri::StartContainerResponse> {
+    async fn start_container(
+        &self,
+        req: Request<cri::StartContainerRequest>,
+    ) -> Reply<cri::StartContainerResponse> {
         let id = req.into_inner().container_id;
-        self.runtime.start_container(non_empty(&id, "container_id")?).await.map_err(from_runtime)?;
+        self.runtime
+            .start_container(non_empty(&id, "container_id")?)
+            .await
+            .map_err(from_runtime)?;
         ok(cri::StartContainerResponse {})
     }
 
-    async fn stop_container(&self, req: Request<cri::StopContainerRequest>) -> Reply<cri::StopContainerResponse> {
+    async fn stop_container(
+        &self,
+        req: Request<cri::StopContainerRequest>,
+    ) -> Reply<cri::StopContainerResponse> {
         let req = req.into_inner();
         let id = non_empty(&req.container_id, "container_id")?;
-        self.runtime.stop_container(id, req.timeout).await.map_err(from_runtime)?;
+        self.runtime
+            .stop_container(id, req.timeout)
+            .await
+            .map_err(from_runtime)?;
         ok(cri::StopContainerResponse {})
     }
 
-    async fn remove_container(&self, req: Request<cri::RemoveContainerRequest>) -> Reply<cri::RemoveContainerResponse> {
+    async fn remove_container(
+        &self,
+        req: Request<cri::RemoveContainerRequest>,
+    ) -> Reply<cri::RemoveContainerResponse> {
         let id = req.into_inner().container_id;
-        self.runtime.remove_container(non_empty(&id, "container_id")?).await.map_err(from_runtime)?;
+        self.runtime
+            .remove_container(non_empty(&id, "container_id")?)
+            .await
+            .map_err(from_runtime)?;
         ok(cri::RemoveContainerResponse {})
     }
 
-    async fn list_containers(&self, req: Request<cri::ListContainersRequest>) -> Reply<cri::ListContainersResponse> {
-        ok(container::list(self.runtime.list_containers(), req.into_inner().filter))
+    async fn list_containers(
+        &self,
+        req: Request<cri::ListContainersRequest>,
+    ) -> Reply<cri::ListContainersResponse> {
+        ok(container::list(
+            self.runtime.list_containers(),
+            req.into_inner().filter,
+        ))
     }
 
-    async fn container_status(&self, req: Request<cri::ContainerStatusRequest>) -> Reply<cri::ContainerStatusResponse> {
+    async fn container_status(
+        &self,
+        req: Request<cri::ContainerStatusRequest>,
+    ) -> Reply<cri::ContainerStatusResponse> {
         let req = req.into_inner();
-        let c = self.runtime.container(non_empty(&req.container_id, "container_id")?).map_err(from_runtime)?;
+        let c = self
+            .runtime
+            .container(non_empty(&req.container_id, "container_id")?)
+            .map_err(from_runtime)?;
         ok(container::status(&c, req.verbose))
     }
 
@@ -133,14 +200,20 @@ impl RuntimeService for Cri {
         &self,
         _: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Reply<cri::UpdateContainerResourcesResponse> {
-        Err(unimplemented("UpdateContainerResources", "lifecycle (resource limits)"))
+        Err(unimplemented(
+            "UpdateContainerResources",
+            "lifecycle (resource limits)",
+        ))
     }
 
     async fn reopen_container_log(
         &self,
         _: Request<cri::ReopenContainerLogRequest>,
     ) -> Reply<cri::ReopenContainerLogResponse> {
-        Err(unimplemented("ReopenContainerLog", "lifecycle (log rotation)"))
+        Err(unimplemented(
+            "ReopenContainerLog",
+            "lifecycle (log rotation)",
+        ))
     }
 
     async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {
@@ -150,7 +223,11 @@ impl RuntimeService for Cri {
             return Err(Status::invalid_argument("timeout must not be negative"));
         }
         let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
-        let out = self.runtime.exec_sync(id, &req.cmd, timeout).await.map_err(from_runtime)?;
+        let out = self
+            .runtime
+            .exec_sync(id, &req.cmd, timeout)
+            .await
+            .map_err(from_runtime)?;
         ok(cri::ExecSyncResponse {
             stdout: out.stdout,
             stderr: out.stderr,
@@ -159,18 +236,33 @@ impl RuntimeService for Cri {
     }
 
     async fn exec(&self, _: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
-        Err(unimplemented("Exec", "streaming (exec, attach, port-forward)"))
+        Err(unimplemented(
+            "Exec",
+            "streaming (exec, attach, port-forward)",
+        ))
     }
 
     async fn attach(&self, _: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
-        Err(unimplemented("Attach", "streaming (exec, attach, port-forward)"))
+        Err(unimplemented(
+            "Attach",
+            "streaming (exec, attach, port-forward)",
+        ))
     }
 
-    async fn port_forward(&self, _: Request<cri::PortForwardRequest>) -> Reply<cri::PortForwardResponse> {
-        Err(unimplemented("PortForward", "streaming (exec, attach, port-forward)"))
+    async fn port_forward(
+        &self,
+        _: Request<cri::PortForwardRequest>,
+    ) -> Reply<cri::PortForwardResponse> {
+        Err(unimplemented(
+            "PortForward",
+            "streaming (exec, attach, port-forward)",
+        ))
     }
 
-    async fn container_stats(&self, _: Request<cri::ContainerStatsRequest>) -> Reply<cri::ContainerStatsResponse> {
+    async fn container_stats(
+        &self,
+        _: Request<cri::ContainerStatsRequest>,
+    ) -> Reply<cri::ContainerStatsResponse> {
         Err(unimplemented("ContainerStats", "stats and metrics"))
     }
 
@@ -181,7 +273,10 @@ impl RuntimeService for Cri {
         Err(unimplemented("ListContainerStats", "stats and metrics"))
     }
 
-    async fn pod_sandbox_stats(&self, _: Request<cri::PodSandboxStatsRequest>) -> Reply<cri::PodSandboxStatsResponse> {
+    async fn pod_sandbox_stats(
+        &self,
+        _: Request<cri::PodSandboxStatsRequest>,
+    ) -> Reply<cri::PodSandboxStatsResponse> {
         Err(unimplemented("PodSandboxStats", "stats and metrics"))
     }
 
@@ -213,11 +308,22 @@ impl RuntimeService for Cri {
         ))
     }
 
-    type GetContainerEventsStream =
-        Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send + 'static>>;
+    type GetContainerEventsStream = Pin<
+        Box<
+            dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
 
-    async fn get_container_events(&self, _: Request<cri::GetEventsRequest>) -> Reply<Self::GetContainerEventsStream> {
-        Err(unimplemented("GetContainerEvents", "lifecycle (container events)"))
+    async fn get_container_events(
+        &self,
+        _: Request<cri::GetEventsRequest>,
+    ) -> Reply<Self::GetContainerEventsStream> {
+        Err(unimplemented(
+            "GetContainerEvents",
+            "lifecycle (container events)",
+        ))
     }
 
     async fn list_metric_descriptors(
@@ -234,15 +340,26 @@ impl RuntimeService for Cri {
         Err(unimplemented("ListPodSandboxMetrics", "stats and metrics"))
     }
 
-    async fn runtime_config(&self, _: Request<cri::RuntimeConfigRequest>) -> Reply<cri::RuntimeConfigResponse> {
+    async fn runtime_config(
+        &self,
+        _: Request<cri::RuntimeConfigRequest>,
+    ) -> Reply<cri::RuntimeConfigResponse> {
         ok(info::runtime_config())
     }
 }
 
 #[tonic::async_trait]
 impl ImageService for Cri {
-    async fn list_images(&self, req: Request<cri::ListImagesRequest>) -> Reply<cri::ListImagesResponse> {
-        let wanted = req.into_inner().filter.and_then(|f| f.image).map(|i| i.image).filter(|s| !s.is_empty());
+    async fn list_images(
+        &self,
+        req: Request<cri::ListImagesRequest>,
+    ) -> Reply<cri::ListImagesResponse> {
+        let wanted = req
+            .into_inner()
+            .filter
+            .and_then(|f| f.image)
+            .map(|i| i.image)
+            .filter(|s| !s.is_empty());
         let store = Arc::clone(self.runtime.images());
         let images = blocking(move || -> Result<Vec<_>, image_service::Error> {
             match wanted {
@@ -257,22 +374,33 @@ impl ImageService for Cri {
         })
     }
 
-    async fn image_status(&self, req: Request<cri::ImageStatusRequest>) -> Reply<cri::ImageStatusResponse> {
+    async fn image_status(
+        &self,
+        req: Request<cri::ImageStatusRequest>,
+    ) -> Reply<cri::ImageStatusResponse> {
         let req = req.into_inner();
         let reference = req.image.map(|i| i.image).unwrap_or_default();
         non_empty(&reference, "image.image")?;
         let store = Arc::clone(self.runtime.images());
         // A missing image is an empty response, not an error: kubelet then pulls it.
-        let found = blocking(move || store.resolve(&reference)).await?.map_err(|e| from_image(&e))?;
+        let found = blocking(move || store.resolve(&reference))
+            .await?
+            .map_err(|e| from_image(&e))?;
         ok(image::status(found.as_ref(), req.verbose))
     }
 
-    async fn pull_image(&self, req: Request<cri::PullImageRequest>) -> Reply<cri::PullImageResponse> {
+    async fn pull_image(
+        &self,
+        req: Request<cri::PullImageRequest>,
+    ) -> Reply<cri::PullImageResponse> {
         let reference = req.into_inner().image.map(|i| i.image).unwrap_or_default();
         non_empty(&reference, "image.image")?;
         let store = Arc::clone(self.runtime.images());
         let r = reference.clone();
-        match blocking(move || store.resolve(&r)).await?.map_err(|e| from_image(&e))? {
+        match blocking(move || store.resolve(&r))
+            .await?
+            .map_err(|e| from_image(&e))?
+        {
             // Present already (imported): nothing to fetch.
             Some(i) => ok(cri::PullImageResponse { image_ref: i.id }),
             None => Err(Status::unimplemented(format!(
@@ -282,19 +410,30 @@ impl ImageService for Cri {
         }
     }
 
-    async fn remove_image(&self, req: Request<cri::RemoveImageRequest>) -> Reply<cri::RemoveImageResponse> {
+    async fn remove_image(
+        &self,
+        req: Request<cri::RemoveImageRequest>,
+    ) -> Reply<cri::RemoveImageResponse> {
         let reference = req.into_inner().image.map(|i| i.image).unwrap_or_default();
         non_empty(&reference, "image.image")?;
         let store = Arc::clone(self.runtime.images());
         // Removing an image that is not there succeeds, as kubelet expects.
-        blocking(move || store.remove(&reference)).await?.map_err(|e| from_image(&e))?;
+        blocking(move || store.remove(&reference))
+            .await?
+            .map_err(|e| from_image(&e))?;
         ok(cri::RemoveImageResponse {})
     }
 
-    async fn image_fs_info(&self, _: Request<cri::ImageFsInfoRequest>) -> Reply<cri::ImageFsInfoResponse> {
+    async fn image_fs_info(
+        &self,
+        _: Request<cri::ImageFsInfoRequest>,
+    ) -> Reply<cri::ImageFsInfoResponse> {
         let store = Arc::clone(self.runtime.images());
-        let (mountpoint, usage) = blocking(move || (store.root().display().to_string(), store.fs_usage()))
-            .await?;
-        ok(image::fs_info(mountpoint, usage.map_err(|e| from_image(&e))?))
+        let (mountpoint, usage) =
+            blocking(move || (store.root().display().to_string(), store.fs_usage())).await?;
+        ok(image::fs_info(
+            mountpoint,
+            usage.map_err(|e| from_image(&e))?,
+        ))
     }
 }

@@ -21,19 +21,33 @@ pub fn hash(m: &BTreeMap<String, String>) -> HashMap<String, String> {
 pub fn pod_spec(config: cri::PodSandboxConfig, handler: String) -> Result<PodSpec, Status> {
     let m = config.metadata.ok_or_else(|| required("config.metadata"))?;
     let mut network = NetworkMode::Pod;
-    if let Some(sc) = config.linux.as_ref().and_then(|l| l.security_context.as_ref()) {
+    if let Some(sc) = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+    {
         if let Some(ns) = sc.namespace_options.as_ref() {
             if ns.network == cri::NamespaceMode::Node as i32 {
                 network = NetworkMode::Node;
             }
-            if ns.userns_options.as_ref().is_some_and(|u| u.mode == cri::NamespaceMode::Pod as i32) {
+            if ns
+                .userns_options
+                .as_ref()
+                .is_some_and(|u| u.mode == cri::NamespaceMode::Pod as i32)
+            {
                 return Err(Status::invalid_argument(
                     "user namespaces (hostUsers: false) are not available on darwin nodes",
                 ));
             }
         }
-        if sc.selinux_options.as_ref().is_some_and(|s| !s.r#type.is_empty() || !s.level.is_empty()) {
-            return Err(Status::invalid_argument("SELinux options are not available on darwin nodes"));
+        if sc
+            .selinux_options
+            .as_ref()
+            .is_some_and(|s| !s.r#type.is_empty() || !s.level.is_empty())
+        {
+            return Err(Status::invalid_argument(
+                "SELinux options are not available on darwin nodes",
+            ));
         }
     }
     Ok(PodSpec {

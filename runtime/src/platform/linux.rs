@@ -18,7 +18,12 @@ fn cstring(path: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
-pub fn confine(cmd: &mut Command, rootfs: &Path, cwd: &Path, creds: &Credentials) -> io::Result<()> {
+pub fn confine(
+    cmd: &mut Command,
+    rootfs: &Path,
+    cwd: &Path,
+    creds: &Credentials,
+) -> io::Result<()> {
     let root = cstring(rootfs)?;
     let dir = cstring(cwd)?;
     let groups: Vec<libc::gid_t> = creds.groups.clone();
@@ -88,7 +93,10 @@ fn unescape_octal(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -129,7 +137,11 @@ pub fn process_table() -> io::Result<Vec<ProcInfo>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         if let Some(info) = process_info(pid) {
@@ -152,7 +164,10 @@ mod tests {
     fn stat_parsing_survives_odd_command_names() {
         let line = "42 (a) b) c) S 7 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 0 0";
         let info = parse_stat(42, line).expect("parses");
-        assert_eq!((info.ppid, info.pgid, info.alive, info.start_time), (7, 42, true, 987654));
+        assert_eq!(
+            (info.ppid, info.pgid, info.alive, info.start_time),
+            (7, 42, true, 987654)
+        );
         let zombie = "43 (z) Z 1 43 43 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0";
         assert!(!parse_stat(43, zombie).expect("parses").alive);
     }

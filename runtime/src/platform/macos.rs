@@ -21,7 +21,12 @@ fn cstring(path: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
 }
 
-pub fn confine(cmd: &mut Command, rootfs: &Path, cwd: &Path, creds: &Credentials) -> io::Result<()> {
+pub fn confine(
+    cmd: &mut Command,
+    rootfs: &Path,
+    cwd: &Path,
+    creds: &Credentials,
+) -> io::Result<()> {
     let root = cstring(rootfs)?;
     let dir = cstring(cwd)?;
     let groups: Vec<libc::gid_t> = creds.groups.clone();
@@ -55,7 +60,11 @@ pub fn bind_mount(source: &Path, target: &Path, readonly: bool) -> io::Result<()
     if status.success() {
         Ok(())
     } else {
-        Err(io::Error::other(format!("bindfs {} {} failed: {status}", source.display(), target.display())))
+        Err(io::Error::other(format!(
+            "bindfs {} {} failed: {status}",
+            source.display(),
+            target.display()
+        )))
     }
 }
 
@@ -103,7 +112,13 @@ pub fn process_info(pid: i32) -> Option<ProcInfo> {
     let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
     // SAFETY: info is a writable buffer of exactly `size` bytes.
     let n = unsafe {
-        libc::proc_pidinfo(pid, libc::PROC_PIDTBSDINFO, 0, (&mut info as *mut libc::proc_bsdinfo).cast(), size)
+        libc::proc_pidinfo(
+            pid,
+            libc::PROC_PIDTBSDINFO,
+            0,
+            (&mut info as *mut libc::proc_bsdinfo).cast(),
+            size,
+        )
     };
     if n != size {
         return None;
@@ -150,7 +165,9 @@ impl image_service::TreeCloner for ClonefileCloner {
         }
         let err = io::Error::last_os_error();
         match err.raw_os_error() {
-            Some(libc::EXDEV) | Some(libc::ENOTSUP) => image_service::CopyCloner.clone_tree(src, dst),
+            Some(libc::EXDEV) | Some(libc::ENOTSUP) => {
+                image_service::CopyCloner.clone_tree(src, dst)
+            }
             _ => Err(err),
         }
     }

@@ -99,7 +99,12 @@ pub fn populate_dev(dev_dir: &Path) -> std::io::Result<()> {
             continue;
         };
         let path = dev_dir.join(name);
-        match mknod(&path, SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), host.rdev() as _) {
+        match mknod(
+            &path,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            host.rdev() as _,
+        ) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(e.into()),
         }
@@ -186,7 +191,10 @@ mod tests {
         std::fs::write(src.join("f"), "x").expect("write");
         bind_mount(&src, &dst, true).expect("bind");
         assert_eq!(mounts_under(dir.path()).expect("mounts"), vec![dst.clone()]);
-        assert!(std::fs::write(dst.join("g"), "y").is_err(), "read-only mount refused a write");
+        assert!(
+            std::fs::write(dst.join("g"), "y").is_err(),
+            "read-only mount refused a write"
+        );
         assert_eq!(std::fs::read_to_string(dst.join("f")).expect("read"), "x");
         unmount(&dst).expect("unmount");
         assert!(mounts_under(dir.path()).expect("mounts").is_empty());
