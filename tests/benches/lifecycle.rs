@@ -1,1 +1,171 @@
-fn main() {}
+//! The spine's benchmark: pod and container lifecycle latencies and memory, against the real
+//! `darwin-cri` binary (release build) with an imported busybox image.
+//!
+//! Run: `cargo build --release --bin darwin-cri && cargo bench -p darwin-cri-tests`
+//! (as root). `BENCH_ITERATIONS` changes the number of iterations (default 200).
+
+use std::time::{Duration, Instant};
+
+use darwin_cri_tests::v1 as cri;
+use darwin_cri_tests::*;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn report(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{name:<36} n={:<4} p50={:>8.2} ms  p90={:>8.2} ms  p99={:>8.2} ms",
+        samples.len(),
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.9)),
+        ms(percentile(&samples, 0.99)),
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let iterations: usize = std::env::var("BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let logs = server.dir.path().join("logs");
+    let server_pid = server.child.as_ref().map(|c| c.id()).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = rss_kib(server_pid);
+
+    let (mut run_pod, mut create_start, mut to_running, mut stop_remove, mut exec) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..iterations {
+        let name = format!("bench-{i}");
+        let t0 = Instant::now();
+        let pod = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pod_config(&name, &logs.join(&name))),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
+        let t1 = Instant::now();
+        let mut config = container_config("c", "sleep 1000");
+        config.command = vec!["sleep".into(), "1000".into()];
+        let id = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(config),
+                sandbox_config: None,
+            })
+            .await?
+            .into_inner()
+            .container_id;
+        rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await?;
+        let t2 = Instant::now();
+        let e0 = Instant::now();
+        let out = rt
+            .exec_sync(cri::ExecSyncRequest {
+                container_id: id.clone(),
+                cmd: vec!["true".into()],
+                timeout: 10,
+            })
+            .await?
+            .into_inner();
+        anyhow::ensure!(out.exit_code == 0, "exec failed");
+        exec.push(e0.elapsed());
+        let t3 = Instant::now();
+        rt.stop_container(cri::StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 10,
+        })
+        .await?;
+        rt.remove_container(cri::RemoveContainerRequest { container_id: id }).await?;
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await?;
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await?;
+        stop_remove.push(t3.elapsed());
+        run_pod.push(t1 - t0);
+        create_start.push(t2 - t1);
+        to_running.push(t2 - t0);
+    }
+
+    // Memory: 20 running containers, each with its monitor.
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("mem", &logs.join("mem"))),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let mut config = container_config(&format!("m{i}"), "sleep 1000");
+        config.command = vec!["sleep".into(), "1000".into()];
+        let id = rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(config),
+                sandbox_config: None,
+            })
+            .await?
+            .into_inner()
+            .container_id;
+        rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await?;
+        ids.push(id);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut monitor_rss = Vec::new();
+    for id in &ids {
+        let st = rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: true,
+            })
+            .await?
+            .into_inner();
+        let info: serde_json::Value = serde_json::from_str(&st.info["info"])?;
+        let pid = info["monitorPid"].as_u64().unwrap_or(0) as u32;
+        monitor_rss.push(rss_kib(pid));
+    }
+    let busy_rss = rss_kib(server_pid);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await?;
+
+    println!("darwin-cri spine benchmark: {iterations} iterations, busybox image, {} cores", num_cpus());
+    report("RunPodSandbox", run_pod);
+    report("CreateContainer+StartContainer", create_start);
+    report("pod+container to running", to_running);
+    report("ExecSync (true)", exec);
+    report("Stop+Remove container and pod", stop_remove);
+    monitor_rss.sort();
+    println!("server RSS idle: {idle_rss} KiB; with 20 running containers: {busy_rss} KiB");
+    println!(
+        "monitor RSS: min {} KiB, median {} KiB, max {} KiB",
+        monitor_rss.first().copied().unwrap_or(0),
+        monitor_rss[monitor_rss.len() / 2],
+        monitor_rss.last().copied().unwrap_or(0)
+    );
+    Ok(())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
