@@ -45,6 +45,14 @@ pub struct RuntimeConfig {
     pub runtime_handlers: Vec<String>,
     pub start_timeout_seconds: u64,
     pub kill_timeout_seconds: u64,
+    pub rootfs: RootfsMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RootfsMode {
+    Auto,
+    Copy,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -71,6 +79,7 @@ impl Default for RuntimeConfig {
             runtime_handlers: vec!["darwin".into()],
             start_timeout_seconds: 10,
             kill_timeout_seconds: 10,
+            rootfs: RootfsMode::Auto,
         }
     }
 }

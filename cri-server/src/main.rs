@@ -101,9 +101,17 @@ fn init_logging(config: &Config) {
 }
 
 fn main() -> anyhow::Result<()> {
+    // The monitor runs once per container and must stay small: it is dispatched before the
+    // argument parser, the async runtime or logging are touched, so their code is never paged
+    // in (the monitor's RSS is mostly the pages of this binary that it touches).
+    let mut args = std::env::args_os().skip(1);
+    if let (Some(cmd), Some(bundle), None) = (args.next(), args.next(), args.next())
+        && cmd == "monitor"
+    {
+        std::process::exit(runtime::monitor::run(std::path::Path::new(&bundle)));
+    }
     let cli = Cli::parse();
     match &cli.command {
-        // The monitor must stay small: no async runtime, no logging set-up, no config.
         Command::Monitor { bundle } => std::process::exit(runtime::monitor::run(bundle)),
         Command::Config {
             command: ConfigCommand::Default,

@@ -121,6 +121,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         runtime_handlers: config.runtime.runtime_handlers.clone(),
         start_timeout: Duration::from_secs(config.runtime.start_timeout_seconds.max(1)),
         kill_timeout: Duration::from_secs(config.runtime.kill_timeout_seconds.max(1)),
+        copy_rootfs: config.runtime.rootfs == crate::config::RootfsMode::Copy,
     };
     let rt = Runtime::open(opts, images).context("opening the runtime state")?;
     rt.recover()

@@ -248,7 +248,7 @@ impl ImageStore {
         platform: Platform,
         cloner: Arc<dyn TreeCloner>,
     ) -> Result<ImageStore> {
-        for sub in ["blobs/sha256", "snapshots", "meta", "refs", "tmp"] {
+        for sub in ["blobs/sha256", "snapshots", "meta", "refs", "tmp", "leases"] {
             ensure_dir(&root.join(sub))?;
         }
         Ok(ImageStore {
@@ -500,12 +500,84 @@ impl ImageStore {
             }
             Ok(())
         };
+        // Snapshots that containers still use survive the removal of their image.
+        for (_, chain) in self.leases()? {
+            chains.insert(chain);
+        }
         sweep(self.snapshots_dir(), &chains)?;
         sweep(self.blobs_dir(), &blobs)?;
         // No import runs (we hold the exclusive lock): anything in tmp/ is a leftover.
         sweep(self.tmp_dir(), &HashSet::new())?;
         drop(lock);
         Ok(())
+    }
+
+    fn lease_path(&self, holder: &str) -> Result<PathBuf> {
+        if holder.is_empty()
+            || !holder
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::InvalidReference(format!(
+                "lease holder {holder:?} must be alphanumeric"
+            )));
+        }
+        Ok(self.root.join("leases").join(holder))
+    }
+
+    /// Every lease: holder and the hex ChainID it keeps.
+    fn leases(&self) -> Result<Vec<(String, String)>> {
+        let dir = self.root.join("leases");
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
+            let entry = entry.ctx(|| format!("read {}", dir.display()))?;
+            let chain = fs::read_to_string(entry.path()).unwrap_or_default();
+            out.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                chain.trim().to_string(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Keeps `image`'s snapshot on disk for `holder` (a container id) until [`Self::release`],
+    /// even if the image is removed meanwhile (a container whose root is layered over the
+    /// snapshot needs it for its whole life), and returns the snapshot's path.
+    pub fn lease(&self, holder: &str, image: &Image) -> Result<PathBuf> {
+        let path = self.lease_path(holder)?;
+        // Shared, like an import: garbage collection cannot run between the check and the write.
+        let _lock =
+            Flock::lock(self.open_lock_file()?, FlockArg::LockShared).map_err(|(_, e)| {
+                Error::Io {
+                    context: "locking the image store".into(),
+                    source: e.into(),
+                }
+            })?;
+        let snapshot = self.rootfs(image)?;
+        let hex = sha256_hex(&image.chain_id)?;
+        fs::write(&path, hex).ctx(|| format!("write {}", path.display()))?;
+        Ok(snapshot)
+    }
+
+    /// Who holds leases (for recovery: leases of containers that no longer exist are released).
+    pub fn lease_holders(&self) -> Result<Vec<String>> {
+        Ok(self
+            .leases()?
+            .into_iter()
+            .map(|(holder, _)| holder)
+            .collect())
+    }
+
+    /// Ends `holder`'s lease; a missing lease is fine.
+    pub fn release(&self, holder: &str) -> Result<()> {
+        let path = self.lease_path(holder)?;
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Io {
+                context: format!("remove {}", path.display()),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The unpacked top snapshot of an image (read-only by convention: clone it).

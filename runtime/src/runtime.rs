@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use image_service::safe_path::resolve_in_root;
-use image_service::{Image, ImageStore, TreeCloner};
+use image_service::{Image, ImageStore};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
@@ -48,6 +48,8 @@ pub struct RuntimeOptions {
     pub start_timeout: Duration,
     /// How long StopContainer waits for the process tree to die after SIGKILL.
     pub kill_timeout: Duration,
+    /// Copy every container root instead of layering it over the image (overlayfs on Linux).
+    pub copy_rootfs: bool,
 }
 
 /// What ExecSync returns.
@@ -63,7 +65,6 @@ pub struct ExecOutput {
 pub struct Runtime {
     opts: RuntimeOptions,
     images: Arc<ImageStore>,
-    cloner: Arc<dyn TreeCloner>,
     store: Store,
     node_ip: String,
     pods: RwLock<HashMap<String, Pod>>,
@@ -227,7 +228,6 @@ impl Runtime {
         Ok(Arc::new(Runtime {
             opts,
             images,
-            cloner: platform::tree_cloner(),
             store,
             node_ip,
             pods: RwLock::new(pods),
@@ -541,6 +541,7 @@ impl Runtime {
         });
         if let Err(e) = result {
             let _ = tokio::task::spawn_blocking(move || remove_tree(&dir)).await;
+            let _ = self.images.release(&id);
             self.release(&key);
             return Err(e);
         }
@@ -558,12 +559,12 @@ impl Runtime {
         image: &Image,
         log_path: Option<PathBuf>,
     ) -> Result<Container> {
+        let t0 = std::time::Instant::now();
         std::fs::create_dir_all(dir).at("creating", dir)?;
-        let rootfs = dir.join("rootfs");
-        let snapshot = self.images.rootfs(image)?;
-        self.cloner
-            .clone_tree(&snapshot, &rootfs)
-            .at("cloning the image root into", &rootfs)?;
+        let snapshot = self.images.lease(id, image)?;
+        let rootfs = platform::clone_rootfs(&snapshot, dir, self.opts.copy_rootfs)
+            .at("making the container root from", &snapshot)?;
+        tracing::debug!(container = id, elapsed = ?t0.elapsed(), "rootfs cloned");
         let inside = |p: &str| {
             resolve_in_root(&rootfs, Path::new(p))
                 .at("resolving in the container root", Path::new(p))
@@ -694,6 +695,7 @@ impl Runtime {
         };
         let bytes =
             serde_json::to_vec_pretty(&process).map_err(|e| Error::Internal(e.to_string()))?;
+        tracing::debug!(container = id, elapsed = ?t0.elapsed(), "container prepared");
         write_atomic(&dir.join(monitor::PROCESS_FILE), &bytes)
             .at("writing", &dir.join(monitor::PROCESS_FILE))?;
         let meta = spec.metadata.clone().unwrap_or(ContainerMetadata {
@@ -743,6 +745,7 @@ impl Runtime {
     }
 
     pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<()> {
+        let t0 = std::time::Instant::now();
         let c = self.container(id)?;
         if c.state != ContainerState::Created {
             return Err(Error::FailedPrecondition(format!(
@@ -773,6 +776,7 @@ impl Runtime {
         }
         match serde_json::from_str::<Handshake>(line.trim()) {
             Ok(Handshake::Started(s)) => {
+                tracing::debug!(container = id, elapsed = ?t0.elapsed(), "monitor reported the start");
                 let (tx, rx) = watch::channel(false);
                 self.exits
                     .lock()
@@ -926,6 +930,7 @@ impl Runtime {
             .await
             .map_err(|e| Error::Internal(e.to_string()))?
             .at("removing", &c.dir)?;
+        self.images.release(&c.id)?;
         self.store.delete_container(&c.id)?;
         self.write_containers().remove(&c.id);
         self.release(&container_key(&c.pod_id, &c.name, c.attempt));
@@ -1088,6 +1093,12 @@ impl Runtime {
                         .map(|e| e.path())
                         .filter(|p| !known_containers.contains(p)),
                 );
+            }
+        }
+        let known_ids: HashSet<String> = self.list_containers().into_iter().map(|c| c.id).collect();
+        for holder in self.images.lease_holders()? {
+            if !known_ids.contains(&holder) {
+                self.images.release(&holder)?;
             }
         }
         for path in debris {

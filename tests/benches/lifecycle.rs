@@ -26,18 +26,33 @@ fn report(name: &str, mut samples: Vec<Duration>) {
     );
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A `/proc/PID/status` memory field, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| {
+            v.trim_start_matches(':')
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let iterations: usize = std::env::var("BENCH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let iterations: usize = std::env::var("BENCH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let server = Server::start().await?;
     let (mut rt, _) = server.client().await?;
     let logs = server.dir.path().join("logs");
@@ -92,12 +107,16 @@ async fn main() -> anyhow::Result<()> {
             timeout: 10,
         })
         .await?;
-        rt.remove_container(cri::RemoveContainerRequest { container_id: id }).await?;
+        rt.remove_container(cri::RemoveContainerRequest { container_id: id })
+            .await?;
         rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
             pod_sandbox_id: pod.clone(),
         })
         .await?;
-        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await?;
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await?;
         stop_remove.push(t3.elapsed());
         run_pod.push(t1 - t0);
         create_start.push(t2 - t1);
@@ -144,12 +163,22 @@ async fn main() -> anyhow::Result<()> {
             .into_inner();
         let info: serde_json::Value = serde_json::from_str(&st.info["info"])?;
         let pid = info["monitorPid"].as_u64().unwrap_or(0) as u32;
-        monitor_rss.push(rss_kib(pid));
+        monitor_rss.push((
+            rss_kib(pid),
+            status_kib(pid, "RssAnon"),
+            status_kib(pid, "RssFile"),
+        ));
     }
     let busy_rss = rss_kib(server_pid);
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod }).await?;
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await?;
 
-    println!("darwin-cri spine benchmark: {iterations} iterations, busybox image, {} cores", num_cpus());
+    println!(
+        "darwin-cri spine benchmark: {iterations} iterations, busybox image, {} cores",
+        num_cpus()
+    );
     report("RunPodSandbox", run_pod);
     report("CreateContainer+StartContainer", create_start);
     report("pod+container to running", to_running);
@@ -157,15 +186,18 @@ async fn main() -> anyhow::Result<()> {
     report("Stop+Remove container and pod", stop_remove);
     monitor_rss.sort();
     println!("server RSS idle: {idle_rss} KiB; with 20 running containers: {busy_rss} KiB");
+    let (rss, anon, file) = monitor_rss[monitor_rss.len() / 2];
     println!(
-        "monitor RSS: min {} KiB, median {} KiB, max {} KiB",
-        monitor_rss.first().copied().unwrap_or(0),
-        monitor_rss[monitor_rss.len() / 2],
-        monitor_rss.last().copied().unwrap_or(0)
+        "monitor RSS (median of {}): {rss} KiB, of which anonymous {anon} KiB and file-backed {file} KiB \
+         (shared with the server and the other monitors); max {} KiB",
+        monitor_rss.len(),
+        monitor_rss.last().map(|m| m.0).unwrap_or(0)
     );
     Ok(())
 }
 
 fn num_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

@@ -265,7 +265,7 @@ impl Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.path().join("server.log"))?;
+            .open(self.log_path())?;
         let child = Command::new(binary())
             .args(self.args())
             .arg("serve")
@@ -295,8 +295,15 @@ impl Server {
         }
     }
 
+    /// The server's own log: `DARWIN_CRI_SERVER_LOG` if set (to keep it), else in the temp dir.
+    pub fn log_path(&self) -> PathBuf {
+        std::env::var_os("DARWIN_CRI_SERVER_LOG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.dir.path().join("server.log"))
+    }
+
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// SIGKILL, as a crash would.

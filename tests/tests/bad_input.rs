@@ -121,6 +121,7 @@ async fn unknown_ids_duplicates_missing_images_and_bad_mounts() -> anyhow::Resul
     // Duplicate container name.
     rt.create_container(create(container_config("c", "true")))
         .await?;
+    let baseline_mounts = mounts_under(&server.root());
     let e = rt
         .create_container(create(container_config("c", "true")))
         .await
@@ -179,7 +180,11 @@ async fn unknown_ids_duplicates_missing_images_and_bad_mounts() -> anyhow::Resul
             "{host} -> {container}: {}",
             e.message()
         );
-        assert!(mounts_under(&server.root()).is_empty(), "nothing mounted");
+        assert_eq!(
+            mounts_under(&server.root()),
+            baseline_mounts,
+            "nothing mounted"
+        );
         assert_eq!(entries(&pod_dir), 1, "nothing left behind");
     }
 
@@ -205,7 +210,7 @@ async fn unknown_ids_duplicates_missing_images_and_bad_mounts() -> anyhow::Resul
         .await
         .expect_err("type clash");
     assert_eq!(e.code(), Code::InvalidArgument, "{}", e.message());
-    assert!(mounts_under(&server.root()).is_empty());
+    assert_eq!(mounts_under(&server.root()), baseline_mounts);
     assert_eq!(entries(&pod_dir), 1);
     // The name of a failed create is free again.
     rt.create_container(create(container_config("half", "true")))

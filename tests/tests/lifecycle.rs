@@ -488,7 +488,13 @@ async fn mounts_are_visible_inside_and_gone_after_remove() -> anyhow::Result<()>
             .any(|m| m.container_path == "/dev/termination-log"
                 && m.host_path == single.display().to_string())
     );
-    assert_eq!(mounts_under(&server.root()).len(), 3);
+    let kubelet_mounts = mounts_under(&server.root())
+        .into_iter()
+        .filter(|m| {
+            m.ends_with("data") || m.ends_with("dev/termination-log") || m.ends_with("etc/hosts")
+        })
+        .count();
+    assert_eq!(kubelet_mounts, 3);
 
     rt.remove_container(cri::RemoveContainerRequest { container_id: cid })
         .await?;
@@ -642,5 +648,64 @@ async fn server_killed_and_restarted_keeps_containers_and_their_exit_codes() -> 
             .is_none(),
         "no debris"
     );
+    Ok(())
+}
+
+/// Each container's root is its own: writes in one are seen neither by the image nor by a second
+/// container, whether roots are layered (overlayfs) or copied.
+async fn roots_are_private(server: &Server) -> anyhow::Result<()> {
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, server, "private").await?;
+    let a = create(
+        &mut rt,
+        server,
+        &pod,
+        container_config("a", "echo changed > /etc/passwd; rm /bin/ls; echo ok"),
+    )
+    .await?;
+    start(&mut rt, &a).await?;
+    let s = wait_exited(&mut rt, &a, Duration::from_secs(10)).await?;
+    assert_eq!(s.exit_code, 0);
+    let b = create(
+        &mut rt,
+        server,
+        &pod,
+        container_config("b", "head -1 /etc/passwd; ls / >/dev/null && echo ls-ok"),
+    )
+    .await?;
+    start(&mut rt, &b).await?;
+    let s = wait_exited(&mut rt, &b, Duration::from_secs(10)).await?;
+    let log = std::fs::read_to_string(&s.log_path)?;
+    assert!(
+        log.contains(" stdout F root:x:0:0:root:/root:/bin/sh\n"),
+        "{log}"
+    );
+    assert!(log.contains(" stdout F ls-ok\n"), "{log}");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await?;
+    assert!(mounts_under(&server.root()).is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_roots_are_private_when_layered() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    roots_are_private(&server).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_roots_are_private_when_copied() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("copy.toml");
+    std::fs::write(&config, "[runtime]\nrootfs = \"copy\"\n")?;
+    let server = Server::start_with(vec!["--config".into(), config.display().to_string()]).await?;
+    roots_are_private(&server).await?;
+    // A copied root has no mount of its own.
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "copied").await?;
+    create(&mut rt, &server, &pod, container_config("c", "true")).await?;
+    assert!(mounts_under(&server.root()).is_empty());
     Ok(())
 }

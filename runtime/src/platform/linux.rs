@@ -151,6 +151,44 @@ pub fn process_table() -> io::Result<Vec<ProcInfo>> {
     Ok(out)
 }
 
+/// An overlayfs over the read-only snapshot: creating a container root costs one mount, however
+/// big the image. The upper and work directories live in the container directory.
+pub fn layer_rootfs(lower: &Path, dir: &Path, rootfs: &Path) -> io::Result<()> {
+    let upper = dir.join("upper");
+    let work = dir.join("work");
+    let paths = [lower, upper.as_path(), work.as_path()];
+    // overlayfs options separate with ',' and ':' and escape with '\'; such paths fall back
+    // to a copy rather than being escaped.
+    if paths.iter().any(|p| {
+        p.as_os_str()
+            .as_bytes()
+            .iter()
+            .any(|b| matches!(b, b',' | b':' | b'\\'))
+    }) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "path unusable in overlay options",
+        ));
+    }
+    for d in [&upper, &work, &rootfs.to_path_buf()] {
+        std::fs::create_dir_all(d)?;
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        upper.display(),
+        work.display()
+    );
+    nix::mount::mount(
+        Some("overlay"),
+        rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )?;
+    Ok(())
+}
+
 pub fn tree_cloner() -> Arc<dyn image_service::TreeCloner> {
     // reflink_or_copy inside CopyCloner uses FICLONE where the filesystem supports it (btrfs, xfs).
     Arc::new(image_service::CopyCloner)

@@ -173,6 +173,15 @@ impl image_service::TreeCloner for ClonefileCloner {
     }
 }
 
+/// macOS has no layered filesystem a process can mount; APFS clones (`tree_cloner`) are its
+/// copy-on-write mechanism.
+pub fn layer_rootfs(_lower: &Path, _dir: &Path, _rootfs: &Path) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "no layered filesystem on macOS; cloning",
+    ))
+}
+
 pub fn tree_cloner() -> Arc<dyn image_service::TreeCloner> {
     Arc::new(ClonefileCloner)
 }

@@ -121,6 +121,29 @@ pub fn tree_cloner() -> std::sync::Arc<dyn image_service::TreeCloner> {
     imp::tree_cloner()
 }
 
+/// Makes `dir/rootfs` a writable root whose initial content is `snapshot`'s, and returns it.
+///
+/// Where the OS offers a copy-on-write layer that needs no copy at all (overlayfs on Linux) it
+/// is used unless `copy` is set; otherwise the tree is cloned with [`tree_cloner`] (APFS clones
+/// on macOS, reflinks or a plain copy on Linux). A layered root is a mount below `dir`: it goes
+/// with the other mounts when the container directory is removed.
+pub fn clone_rootfs(snapshot: &Path, dir: &Path, copy: bool) -> std::io::Result<PathBuf> {
+    let rootfs = dir.join("rootfs");
+    if !copy {
+        match imp::layer_rootfs(snapshot, dir, &rootfs) {
+            Ok(()) => return Ok(rootfs),
+            Err(e) => {
+                tracing::debug!(error = %e, "no copy-on-write layer for the rootfs; copying");
+                for leftover in [dir.join("upper"), dir.join("work"), rootfs.clone()] {
+                    let _ = std::fs::remove_dir_all(leftover);
+                }
+            }
+        }
+    }
+    tree_cloner().clone_tree(snapshot, &rootfs)?;
+    Ok(rootfs)
+}
+
 /// Whether `pid` names a live (not zombie) process that started at `start_time`.
 pub fn is_alive(pid: i32, start_time: u64) -> bool {
     matches!(process_info(pid), Some(p) if p.alive && p.start_time == start_time)
