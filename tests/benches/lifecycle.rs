@@ -43,6 +43,16 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Proportional set size: shared pages divided among the processes that map them.
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS")
 }
@@ -167,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
             rss_kib(pid),
             status_kib(pid, "RssAnon"),
             status_kib(pid, "RssFile"),
+            pss_kib(pid),
         ));
     }
     let busy_rss = rss_kib(server_pid);
@@ -186,10 +197,11 @@ async fn main() -> anyhow::Result<()> {
     report("Stop+Remove container and pod", stop_remove);
     monitor_rss.sort();
     println!("server RSS idle: {idle_rss} KiB; with 20 running containers: {busy_rss} KiB");
-    let (rss, anon, file) = monitor_rss[monitor_rss.len() / 2];
+    let (rss, anon, file, pss) = monitor_rss[monitor_rss.len() / 2];
     println!(
         "monitor RSS (median of {}): {rss} KiB, of which anonymous {anon} KiB and file-backed {file} KiB \
-         (shared with the server and the other monitors); max {} KiB",
+         (pages of the darwin-cri binary and libc, shared with the server and the other monitors); \
+         PSS {pss} KiB; max RSS {} KiB",
         monitor_rss.len(),
         monitor_rss.last().map(|m| m.0).unwrap_or(0)
     );
