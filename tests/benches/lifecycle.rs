@@ -65,52 +65,26 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(200);
     let server = Server::start().await?;
     let (mut rt, _) = server.client().await?;
-    let logs = server.dir.path().join("logs");
     let server_pid = server.child.as_ref().map(|c| c.id()).unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = rss_kib(server_pid);
 
-    let (mut run_pod, mut create_start, mut to_running, mut stop_remove, mut exec) =
+    let sleeper = |name: &str| {
+        let mut config = container_config(name, "");
+        config.command = vec!["sleep".into(), "1000".into()];
+        config
+    };
+    let (mut pod_start, mut create_start, mut to_running, mut stop_remove, mut exec_times) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..iterations {
-        let name = format!("bench-{i}");
         let t0 = Instant::now();
-        let pod = rt
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(pod_config(&name, &logs.join(&name))),
-                runtime_handler: String::new(),
-            })
-            .await?
-            .into_inner()
-            .pod_sandbox_id;
+        let pod = run_pod(&mut rt, &server, &format!("bench-{i}")).await?;
         let t1 = Instant::now();
-        let mut config = container_config("c", "sleep 1000");
-        config.command = vec!["sleep".into(), "1000".into()];
-        let id = rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(config),
-                sandbox_config: None,
-            })
-            .await?
-            .into_inner()
-            .container_id;
-        rt.start_container(cri::StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await?;
+        let id = create(&mut rt, &pod, sleeper("c")).await?;
+        start(&mut rt, &id).await?;
         let t2 = Instant::now();
-        let e0 = Instant::now();
-        let out = rt
-            .exec_sync(cri::ExecSyncRequest {
-                container_id: id.clone(),
-                cmd: vec!["true".into()],
-                timeout: 10,
-            })
-            .await?
-            .into_inner();
+        let out = exec(&mut rt, &id, &["true"], 10).await?;
         anyhow::ensure!(out.exit_code == 0, "exec failed");
-        exec.push(e0.elapsed());
         let t3 = Instant::now();
         rt.stop_container(cri::StopContainerRequest {
             container_id: id.clone(),
@@ -127,38 +101,19 @@ async fn main() -> anyhow::Result<()> {
             pod_sandbox_id: pod,
         })
         .await?;
-        stop_remove.push(t3.elapsed());
-        run_pod.push(t1 - t0);
+        pod_start.push(t1 - t0);
         create_start.push(t2 - t1);
         to_running.push(t2 - t0);
+        exec_times.push(t3 - t2);
+        stop_remove.push(t3.elapsed());
     }
 
     // Memory: 20 running containers, each with its monitor.
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config("mem", &logs.join("mem"))),
-            runtime_handler: String::new(),
-        })
-        .await?
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(&mut rt, &server, "mem").await?;
     let mut ids = Vec::new();
     for i in 0..20 {
-        let mut config = container_config(&format!("m{i}"), "sleep 1000");
-        config.command = vec!["sleep".into(), "1000".into()];
-        let id = rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(config),
-                sandbox_config: None,
-            })
-            .await?
-            .into_inner()
-            .container_id;
-        rt.start_container(cri::StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await?;
+        let id = create(&mut rt, &pod, sleeper(&format!("m{i}"))).await?;
+        start(&mut rt, &id).await?;
         ids.push(id);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -190,10 +145,10 @@ async fn main() -> anyhow::Result<()> {
         "darwin-cri spine benchmark: {iterations} iterations, busybox image, {} cores",
         num_cpus()
     );
-    report("RunPodSandbox", run_pod);
+    report("RunPodSandbox", pod_start);
     report("CreateContainer+StartContainer", create_start);
     report("pod+container to running", to_running);
-    report("ExecSync (true)", exec);
+    report("ExecSync (true)", exec_times);
     report("Stop+Remove container and pod", stop_remove);
     monitor_rss.sort();
     println!("server RSS idle: {idle_rss} KiB; with 20 running containers: {busy_rss} KiB");

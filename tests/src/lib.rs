@@ -454,3 +454,95 @@ pub fn container_config(name: &str, script: &str) -> cri::ContainerConfig {
         ..Default::default()
     }
 }
+
+// ----- CRI call helpers ---------------------------------------------------------------------
+
+/// The runtime service client.
+pub type Rt = RuntimeServiceClient<Channel>;
+
+/// RunPodSandbox with [`pod_config`], its log directory under the server's temp dir.
+pub async fn run_pod(rt: &mut Rt, server: &Server, name: &str) -> anyhow::Result<String> {
+    let logs = server.dir.path().join("logs").join(name);
+    std::fs::create_dir_all(&logs)?;
+    let resp = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config(name, &logs)),
+            runtime_handler: String::new(),
+        })
+        .await?;
+    Ok(resp.into_inner().pod_sandbox_id)
+}
+
+/// CreateContainer in `pod`.
+pub async fn create(
+    rt: &mut Rt,
+    pod: &str,
+    config: cri::ContainerConfig,
+) -> Result<String, tonic::Status> {
+    Ok(rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: None,
+        })
+        .await?
+        .into_inner()
+        .container_id)
+}
+
+/// StartContainer.
+pub async fn start(rt: &mut Rt, id: &str) -> Result<(), tonic::Status> {
+    rt.start_container(cri::StartContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .map(|_| ())
+}
+
+/// ContainerStatus.
+pub async fn status(rt: &mut Rt, id: &str) -> Result<cri::ContainerStatus, tonic::Status> {
+    Ok(rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await?
+        .into_inner()
+        .status
+        .unwrap_or_default())
+}
+
+/// Polls ContainerStatus until the container has exited.
+pub async fn wait_exited(
+    rt: &mut Rt,
+    id: &str,
+    timeout: Duration,
+) -> anyhow::Result<cri::ContainerStatus> {
+    let rt2 = rt.clone();
+    wait_for(timeout, "the container to exit", || {
+        let mut rt = rt2.clone();
+        let id = id.to_string();
+        async move {
+            let s = status(&mut rt, &id).await.ok()?;
+            (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
+        }
+    })
+    .await
+}
+
+/// ExecSync with a timeout in seconds.
+pub async fn exec(
+    rt: &mut Rt,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<cri::ExecSyncResponse, tonic::Status> {
+    Ok(rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: id.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout,
+        })
+        .await?
+        .into_inner())
+}

@@ -6,102 +6,6 @@ use darwin_cri_tests::v1 as cri;
 use darwin_cri_tests::*;
 use tonic::Code;
 
-type Rt = cri::runtime_service_client::RuntimeServiceClient<tonic::transport::Channel>;
-
-async fn run_pod(rt: &mut Rt, server: &Server, name: &str) -> anyhow::Result<String> {
-    let logs = server.dir.path().join("logs").join(name);
-    std::fs::create_dir_all(&logs)?;
-    let resp = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config(name, &logs)),
-            runtime_handler: String::new(),
-        })
-        .await?;
-    Ok(resp.into_inner().pod_sandbox_id)
-}
-
-async fn create(
-    rt: &mut Rt,
-    server: &Server,
-    pod: &str,
-    config: cri::ContainerConfig,
-) -> Result<String, tonic::Status> {
-    let pod_name = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.into(),
-            verbose: false,
-        })
-        .await?
-        .into_inner()
-        .status
-        .and_then(|s| s.metadata)
-        .map(|m| m.name)
-        .unwrap_or_default();
-    let logs = server.dir.path().join("logs").join(pod_name);
-    Ok(rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(config),
-            sandbox_config: Some(pod_config("x", &logs)),
-        })
-        .await?
-        .into_inner()
-        .container_id)
-}
-
-async fn start(rt: &mut Rt, id: &str) -> Result<(), tonic::Status> {
-    rt.start_container(cri::StartContainerRequest {
-        container_id: id.into(),
-    })
-    .await
-    .map(|_| ())
-}
-
-async fn status(rt: &mut Rt, id: &str) -> Result<cri::ContainerStatus, tonic::Status> {
-    Ok(rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: false,
-        })
-        .await?
-        .into_inner()
-        .status
-        .unwrap_or_default())
-}
-
-async fn wait_exited(
-    rt: &mut Rt,
-    id: &str,
-    timeout: Duration,
-) -> anyhow::Result<cri::ContainerStatus> {
-    let rt2 = rt.clone();
-    wait_for(timeout, "the container to exit", || {
-        let mut rt = rt2.clone();
-        let id = id.to_string();
-        async move {
-            let s = status(&mut rt, &id).await.ok()?;
-            (s.state == cri::ContainerState::ContainerExited as i32).then_some(s)
-        }
-    })
-    .await
-}
-
-async fn exec(
-    rt: &mut Rt,
-    id: &str,
-    cmd: &[&str],
-    timeout: i64,
-) -> Result<cri::ExecSyncResponse, tonic::Status> {
-    Ok(rt
-        .exec_sync(cri::ExecSyncRequest {
-            container_id: id.into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            timeout,
-        })
-        .await?
-        .into_inner())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn pod_and_container_lifecycle_with_exact_logs() -> anyhow::Result<()> {
     let server = Server::start().await?;
@@ -125,7 +29,7 @@ async fn pod_and_container_lifecycle_with_exact_logs() -> anyhow::Result<()> {
     assert!(st.info["info"].contains("\"effectiveNetwork\":\"host\""));
 
     let script = "echo hello; echo oops >&2; printf 'no newline'; cat /etc/resolv.conf | head -1 >&2; exit 3";
-    let cid = create(&mut rt, &server, &pod, container_config("app", script)).await?;
+    let cid = create(&mut rt, &pod, container_config("app", script)).await?;
     let listed = rt
         .list_containers(cri::ListContainersRequest {
             filter: Some(cri::ContainerFilter {
@@ -268,7 +172,7 @@ async fn exec_sync_exit_codes_users_and_timeout() -> anyhow::Result<()> {
         key: "GREETING".into(),
         value: "hi there".into(),
     }];
-    let cid = create(&mut rt, &server, &pod, config).await?;
+    let cid = create(&mut rt, &pod, config).await?;
     // Exec in a container that is not running is refused.
     assert_eq!(
         exec(&mut rt, &cid, &["true"], 5)
@@ -374,7 +278,7 @@ async fn stop_kills_the_whole_tree_after_the_grace_period() -> anyhow::Result<()
     let pod = run_pod(&mut rt, &server, "stubborn").await?;
     let script =
         "trap '' TERM; (trap '' TERM; sleep 1000) & sleep 1000 & while true; do sleep 1; done";
-    let cid = create(&mut rt, &server, &pod, container_config("c", script)).await?;
+    let cid = create(&mut rt, &pod, container_config("c", script)).await?;
     start(&mut rt, &cid).await?;
     wait_for(Duration::from_secs(5), "children", || async {
         (processes_under(&server.root()).len() >= 4).then_some(())
@@ -401,13 +305,7 @@ async fn stop_kills_the_whole_tree_after_the_grace_period() -> anyhow::Result<()
     .await?;
 
     // A container that exits on SIGTERM gets 143 and no wait.
-    let cid = create(
-        &mut rt,
-        &server,
-        &pod,
-        container_config("polite", "exec sleep 1000"),
-    )
-    .await?;
+    let cid = create(&mut rt, &pod, container_config("polite", "exec sleep 1000")).await?;
     start(&mut rt, &cid).await?;
     let t = std::time::Instant::now();
     rt.stop_container(cri::StopContainerRequest {
@@ -460,7 +358,7 @@ async fn mounts_are_visible_inside_and_gone_after_remove() -> anyhow::Result<()>
             ..Default::default()
         },
     ];
-    let cid = create(&mut rt, &server, &pod, config).await?;
+    let cid = create(&mut rt, &pod, config).await?;
     start(&mut rt, &cid).await?;
     let r = exec(&mut rt, &cid, &["cat", "/data/sub/file"], 10).await?;
     assert_eq!(r.stdout, b"volume content");
@@ -527,7 +425,7 @@ async fn run_as_username_and_image_default_user() -> anyhow::Result<()> {
         }),
         ..Default::default()
     });
-    let cid = create(&mut rt, &server, &pod, config).await?;
+    let cid = create(&mut rt, &pod, config).await?;
     start(&mut rt, &cid).await?;
     let s = wait_exited(&mut rt, &cid, Duration::from_secs(10)).await?;
     assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
@@ -538,7 +436,7 @@ async fn run_as_username_and_image_default_user() -> anyhow::Result<()> {
         .collect();
     assert_eq!(out, vec!["1000", "1000", "app"]);
 
-    let cid = create(&mut rt, &server, &pod, container_config("default", "id -u")).await?;
+    let cid = create(&mut rt, &pod, container_config("default", "id -u")).await?;
     start(&mut rt, &cid).await?;
     let s = wait_exited(&mut rt, &cid, Duration::from_secs(10)).await?;
     assert!(std::fs::read_to_string(&s.log_path)?.ends_with(" stdout F 0\n"));
@@ -552,25 +450,12 @@ async fn server_killed_and_restarted_keeps_containers_and_their_exit_codes() -> 
     let pod = run_pod(&mut rt, &server, "survivor").await?;
     let long = create(
         &mut rt,
-        &server,
         &pod,
         container_config("long", "sleep 3; echo late; exit 5"),
     )
     .await?;
-    let short = create(
-        &mut rt,
-        &server,
-        &pod,
-        container_config("short", "sleep 1; exit 4"),
-    )
-    .await?;
-    let forever = create(
-        &mut rt,
-        &server,
-        &pod,
-        container_config("forever", "sleep 1000"),
-    )
-    .await?;
+    let short = create(&mut rt, &pod, container_config("short", "sleep 1; exit 4")).await?;
+    let forever = create(&mut rt, &pod, container_config("forever", "sleep 1000")).await?;
     for id in [&long, &short, &forever] {
         start(&mut rt, id).await?;
     }
@@ -609,13 +494,7 @@ async fn server_killed_and_restarted_keeps_containers_and_their_exit_codes() -> 
     assert_eq!(status(&mut rt, &forever).await?.exit_code, 143);
 
     // Graceful shutdown leaves containers running.
-    let again = create(
-        &mut rt,
-        &server,
-        &pod,
-        container_config("again", "sleep 1000"),
-    )
-    .await?;
+    let again = create(&mut rt, &pod, container_config("again", "sleep 1000")).await?;
     start(&mut rt, &again).await?;
     if let Some(child) = server.child.as_mut() {
         nix::sys::signal::kill(
@@ -658,7 +537,6 @@ async fn roots_are_private(server: &Server) -> anyhow::Result<()> {
     let pod = run_pod(&mut rt, server, "private").await?;
     let a = create(
         &mut rt,
-        server,
         &pod,
         container_config("a", "echo changed > /etc/passwd; rm /bin/ls; echo ok"),
     )
@@ -668,7 +546,6 @@ async fn roots_are_private(server: &Server) -> anyhow::Result<()> {
     assert_eq!(s.exit_code, 0);
     let b = create(
         &mut rt,
-        server,
         &pod,
         container_config("b", "head -1 /etc/passwd; ls / >/dev/null && echo ls-ok"),
     )
@@ -705,7 +582,7 @@ async fn container_roots_are_private_when_copied() -> anyhow::Result<()> {
     // A copied root has no mount of its own.
     let (mut rt, _) = server.client().await?;
     let pod = run_pod(&mut rt, &server, "copied").await?;
-    create(&mut rt, &server, &pod, container_config("c", "true")).await?;
+    create(&mut rt, &pod, container_config("c", "true")).await?;
     assert!(mounts_under(&server.root()).is_empty());
     Ok(())
 }
