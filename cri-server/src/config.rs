@@ -46,6 +46,8 @@ pub struct RuntimeConfig {
     pub start_timeout_seconds: u64,
     pub kill_timeout_seconds: u64,
     pub rootfs: RootfsMode,
+    pub limit_check_interval_ms: u64,
+    pub event_buffer: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -80,6 +82,8 @@ impl Default for RuntimeConfig {
             start_timeout_seconds: 10,
             kill_timeout_seconds: 10,
             rootfs: RootfsMode::Auto,
+            limit_check_interval_ms: 250,
+            event_buffer: 1024,
         }
     }
 }

@@ -10,6 +10,7 @@
 
 mod error;
 mod fsutil;
+pub mod limits;
 pub mod logs;
 pub mod model;
 pub mod monitor;
@@ -20,4 +21,4 @@ pub mod user;
 
 pub use error::{Error, Result};
 pub use model::*;
-pub use runtime::{ExecOutput, Runtime, RuntimeOptions};
+pub use runtime::{ContainerEvent, EventKind, ExecOutput, Runtime, RuntimeOptions};

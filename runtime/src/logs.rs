@@ -78,6 +78,15 @@ impl LogWriter {
         Ok(())
     }
 
+    /// A writer that keeps nothing (no log path, or a log that cannot be opened).
+    pub fn discard(max_line: usize) -> LogWriter {
+        LogWriter {
+            file: None,
+            max_line: max_line.max(1),
+            pending: [Vec::new(), Vec::new()],
+        }
+    }
+
     /// Adds output read from `stream`; complete lines are written at once.
     pub fn write(&mut self, stream: Stream, data: &[u8]) -> std::io::Result<()> {
         let idx = stream as usize;

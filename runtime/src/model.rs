@@ -96,6 +96,9 @@ pub struct ContainerSpec {
     pub run_as_group: Option<i64>,
     pub run_as_username: String,
     pub supplemental_groups: Vec<i64>,
+    /// CPU and memory from kubelet's LinuxContainerResources (a Linux kubelet only).
+    #[serde(default)]
+    pub linux_resources: Option<crate::limits::LinuxResources>,
 }
 
 /// The process a container runs, fully resolved at create time.
@@ -114,6 +117,15 @@ pub struct ProcessSpec {
     pub max_log_line: usize,
     pub tty: bool,
     pub stop_signal: String,
+    /// What the monitor enforces over the container's process tree.
+    #[serde(default)]
+    pub limits: crate::limits::Limits,
+    /// How often the monitor measures the tree against the memory limit.
+    #[serde(default)]
+    pub limit_interval_ms: u64,
+    /// The monitor's control socket (log reopening, limit updates).
+    #[serde(default)]
+    pub control_socket: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,11 +13,13 @@
 
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use image_service::safe_path::resolve_in_root;
+use nix::fcntl::{Flock, FlockArg};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitStatus, waitpid};
@@ -32,6 +34,9 @@ use crate::platform::{self, Credentials};
 pub const PROCESS_FILE: &str = "process.json";
 pub const STARTED_FILE: &str = "started.json";
 pub const EXIT_FILE: &str = "exit.json";
+/// Held (flock) by the monitor for its whole life: the server's test of whether it still runs,
+/// immune to pid reuse, and a guard against two monitors for one container.
+pub const LOCK_FILE: &str = "monitor.lock";
 
 /// How long output held open by leftovers is still read after the main process exits.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
@@ -59,6 +64,11 @@ pub struct Exit {
     pub exit_code: i32,
     pub signal: Option<i32>,
     pub finished_at: i64,
+    /// Set when the monitor ended the container itself, e.g. "OOMKilled".
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
 }
 
 pub fn bundle_file(bundle: &Path, name: &str) -> PathBuf {
@@ -140,6 +150,9 @@ pub fn command_for(spec: &ProcessSpec, args: &[String]) -> Result<Command, Strin
         uid: spec.uid,
         gid: spec.gid,
         groups: spec.groups.clone(),
+        nice: spec.limits.nice,
+        nproc: spec.limits.pids,
+        nofile: spec.limits.nofile,
     };
     platform::confine(&mut cmd, &spec.rootfs, Path::new(&spec.cwd), &creds)
         .map_err(|e| e.to_string())?;
@@ -153,12 +166,12 @@ pub fn run(bundle: &Path) -> i32 {
     let mut handshake = std::io::stdout();
     let _ = nix::unistd::setsid();
     match start(bundle) {
-        Ok((child, started, out, err)) => {
-            let line =
-                serde_json::to_string(&Handshake::Started(started.clone())).unwrap_or_default();
+        Ok(running) => {
+            let line = serde_json::to_string(&Handshake::Started(running.started.clone()))
+                .unwrap_or_default();
             let _ = writeln!(handshake, "{line}");
             let _ = handshake.flush();
-            match supervise(bundle, child, out, err) {
+            match supervise(bundle, running) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("monitor {}: {e}", bundle.display());
@@ -175,17 +188,48 @@ pub fn run(bundle: &Path) -> i32 {
     }
 }
 
-type StartedChild = (std::process::Child, Started, OwnedFd, OwnedFd);
+/// What `start` hands to `supervise`.
+struct Running {
+    child: std::process::Child,
+    started: Started,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    spec: ProcessSpec,
+    _lock: Flock<std::fs::File>,
+}
 
-fn start(bundle: &Path) -> Result<StartedChild, String> {
-    if let Err(e) = platform::become_subreaper() {
-        eprintln!("cannot become a subreaper: {e}");
-    }
-    let spec: ProcessSpec = std::fs::read(bundle_file(bundle, PROCESS_FILE))
+fn read_spec(bundle: &Path) -> Result<ProcessSpec, String> {
+    std::fs::read(bundle_file(bundle, PROCESS_FILE))
         .map_err(|e| format!("reading the process spec: {e}"))
         .and_then(|b| {
             serde_json::from_slice(&b).map_err(|e| format!("parsing the process spec: {e}"))
-        })?;
+        })
+}
+
+/// Whether a monitor holds `bundle`'s lock, i.e. still runs.
+pub fn is_running(bundle: &Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .open(bundle_file(bundle, LOCK_FILE))
+    else {
+        return false;
+    };
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err()
+}
+
+fn start(bundle: &Path) -> Result<Running, String> {
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(bundle_file(bundle, LOCK_FILE))
+        .map_err(|e| format!("creating the monitor lock: {e}"))?;
+    let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
+        .map_err(|_| "another monitor already runs this container".to_string())?;
+    if let Err(e) = platform::become_subreaper() {
+        eprintln!("cannot become a subreaper: {e}");
+    }
+    let spec = read_spec(bundle)?;
     let mut cmd = command_for(&spec, &spec.args)?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
@@ -194,7 +238,7 @@ fn start(bundle: &Path) -> Result<StartedChild, String> {
         .stderr(Stdio::from(err_w));
     let child = cmd
         .spawn()
-        .map_err(|e| format!("starting {:?}: {e}", spec.args[0]))?;
+        .map_err(|e| format!("starting {:?}: {e}", spec.args.first()))?;
     drop(cmd);
     let me = std::process::id() as i32;
     let started = Started {
@@ -208,7 +252,14 @@ fn start(bundle: &Path) -> Result<StartedChild, String> {
     let bytes = serde_json::to_vec(&started).map_err(|e| e.to_string())?;
     write_atomic(&bundle_file(bundle, STARTED_FILE), &bytes)
         .map_err(|e| format!("recording the start: {e}"))?;
-    Ok((child, started, out_r, err_r))
+    Ok(Running {
+        child,
+        started,
+        stdout: out_r,
+        stderr: err_r,
+        spec,
+        _lock: lock,
+    })
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
@@ -223,19 +274,29 @@ fn exit_code(status: WaitStatus) -> Option<(i32, Option<i32>)> {
     }
 }
 
-fn supervise(
-    bundle: &Path,
-    child: std::process::Child,
-    out: OwnedFd,
-    err: OwnedFd,
-) -> std::io::Result<()> {
-    let spec: ProcessSpec =
-        serde_json::from_slice(&std::fs::read(bundle_file(bundle, PROCESS_FILE))?)
-            .map_err(std::io::Error::other)?;
-    let mut log = LogWriter::open(spec.log_path.as_deref(), spec.max_log_line)?;
+fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
+    let Running {
+        child,
+        stdout,
+        stderr,
+        mut spec,
+        _lock,
+        ..
+    } = running;
+    // A log that cannot be opened or written (disk full) loses output, never the container.
+    let mut log =
+        LogWriter::open(spec.log_path.as_deref(), spec.max_log_line).unwrap_or_else(|e| {
+            eprintln!(
+                "cannot open the log {:?}: {e}; output is discarded",
+                spec.log_path
+            );
+            LogWriter::discard(spec.max_log_line)
+        });
+    let mut log_errors = 0u64;
     let main = Pid::from_raw(child.id() as i32);
     // std's Child is not used to wait: the waiter thread reaps every child (orphans included).
     drop(child);
+    let control = bind_control(&spec.control_socket);
 
     let (wake_r, wake_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     std::thread::spawn(move || {
@@ -253,34 +314,46 @@ fn supervise(
         }
     });
 
-    let mut streams: Vec<(std::fs::File, Stream)> =
-        vec![(out.into(), Stream::Stdout), (err.into(), Stream::Stderr)];
+    let mut streams: Vec<(std::fs::File, Stream)> = vec![
+        (stdout.into(), Stream::Stdout),
+        (stderr.into(), Stream::Stderr),
+    ];
     let mut wake = std::fs::File::from(wake_r);
     let mut exited: Option<(i32, Option<i32>)> = None;
     let mut deadline: Option<Instant> = None;
+    let mut oom: Option<String> = None;
+    let interval = Duration::from_millis(spec.limit_interval_ms.max(10));
+    let mut next_check = Instant::now() + interval;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         if exited.is_some() && streams.is_empty() {
             break;
         }
-        let timeout = match deadline {
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
+        let watching = exited.is_none() && oom.is_none() && spec.limits.memory_bytes.is_some();
+        let wake_at = match (deadline, watching) {
+            (Some(d), _) => Some(d),
+            (None, true) => Some(next_check),
+            (None, false) => None,
+        };
+        let timeout = match wake_at {
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
                 PollTimeout::try_from(left.as_millis().min(60_000) as i32)
                     .unwrap_or(PollTimeout::NONE)
             }
             None => PollTimeout::NONE,
         };
-        let (ready, wake_ready) = {
+        let (ready, wake_ready, control_ready) = {
             let mut fds: Vec<PollFd> = streams
                 .iter()
                 .map(|(f, _)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
                 .collect();
+            let n = fds.len();
             if exited.is_none() {
                 fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
+            }
+            if let Some(l) = control.as_ref() {
+                fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
             }
             match poll(&mut fds, timeout) {
                 Ok(_) => {}
@@ -288,9 +361,10 @@ fn supervise(
                 Err(e) => return Err(e.into()),
             }
             let any = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            let ready: Vec<bool> = fds[..streams.len()].iter().map(any).collect();
-            let wake_ready = exited.is_none() && fds.last().is_some_and(any);
-            (ready, wake_ready)
+            let ready: Vec<bool> = fds[..n].iter().map(any).collect();
+            let wake_ready = exited.is_none() && fds.get(n).is_some_and(any);
+            let control_ready = control.is_some() && fds.last().is_some_and(any);
+            (ready, wake_ready, control_ready)
         };
         let mut closed = Vec::new();
         for (i, is_ready) in ready.into_iter().enumerate() {
@@ -298,12 +372,20 @@ fn supervise(
                 continue;
             }
             let (file, stream) = &mut streams[i];
-            match file.read(&mut buf) {
+            let result = match file.read(&mut buf) {
                 Ok(0) | Err(_) => {
-                    log.close(*stream)?;
                     closed.push(i);
+                    log.close(*stream)
                 }
-                Ok(n) => log.write(*stream, &buf[..n])?,
+                Ok(n) => log.write(*stream, &buf[..n]),
+            };
+            if let Err(e) = result {
+                log_errors += 1;
+                if log_errors.is_power_of_two() {
+                    eprintln!(
+                        "writing the log failed ({log_errors} times): {e}; output is lost, the container runs on"
+                    );
+                }
             }
         }
         for i in closed.into_iter().rev() {
@@ -322,15 +404,41 @@ fn supervise(
             kill_leftovers(main);
             deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
         }
+        if control_ready && let Some(listener) = control.as_ref() {
+            while let Ok((conn, _)) = listener.accept() {
+                handle_command(bundle, conn, &mut log, &mut spec);
+            }
+        }
+        if watching && Instant::now() >= next_check {
+            next_check = Instant::now() + interval;
+            if let Some(limit) = spec.limits.memory_bytes {
+                let used = tree_rss(main);
+                if used > limit {
+                    oom = Some(format!(
+                        "the container's processes used {used} bytes of memory, over its limit of {limit}; they were killed"
+                    ));
+                    kill_leftovers(main);
+                }
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
     }
     for (_, stream) in &streams {
-        log.close(*stream)?;
+        let _ = log.close(*stream);
+    }
+    if let Some(l) = control {
+        drop(l);
+        let _ = std::fs::remove_file(&spec.control_socket);
     }
     let (exit_code, signal) = exited.unwrap_or((255, None));
     let exit = Exit {
-        exit_code,
+        exit_code: if oom.is_some() { 137 } else { exit_code },
         signal,
         finished_at: now_nanos(),
+        reason: oom.as_ref().map(|_| "OOMKilled".to_string()),
+        message: oom,
     };
     write_atomic(
         &bundle_file(bundle, EXIT_FILE),
@@ -338,13 +446,111 @@ fn supervise(
     )
 }
 
+/// Resident memory of the container: every process below this monitor.
+fn tree_rss(main: Pid) -> u64 {
+    let me = std::process::id() as i32;
+    let mut pids = platform::tree(me);
+    if !pids.contains(&main.as_raw()) {
+        pids.push(main.as_raw());
+    }
+    pids.iter().filter_map(|p| platform::rss_bytes(*p)).sum()
+}
+
+/// The control socket: one command per connection, one line each way.
+fn bind_control(path: &Path) -> Option<UnixListener> {
+    if path.as_os_str().is_empty() {
+        return None;
+    }
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match UnixListener::bind(path).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!(
+                "cannot listen on {}: {e}; log reopening and limit updates are unavailable",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+fn handle_command(bundle: &Path, conn: UnixStream, log: &mut LogWriter, spec: &mut ProcessSpec) {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+    let mut line = String::new();
+    let mut reader = std::io::BufReader::new(&conn);
+    let reply = match std::io::BufRead::read_line(&mut reader, &mut line) {
+        Err(e) => format!("error reading the command: {e}"),
+        Ok(_) => match line.trim() {
+            // Everything read before this point went to the old file; what follows goes to the
+            // new one: the monitor is the only writer, so no line is lost or written twice.
+            "reopen" => match log.reopen(spec.log_path.as_deref()) {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!("error reopening {:?}: {e}", spec.log_path),
+            },
+            "limits" => match read_spec(bundle) {
+                Ok(new) => {
+                    spec.limits = new.limits;
+                    apply_limits(spec)
+                }
+                Err(e) => format!("error {e}"),
+            },
+            other => format!("error unknown command {other:?}"),
+        },
+    };
+    let _ = (&conn).write_all(format!("{reply}\n").as_bytes());
+}
+
+/// Applies changed CPU and rlimit settings to every process of the running container.
+fn apply_limits(spec: &ProcessSpec) -> String {
+    let me = std::process::id() as i32;
+    let mut errors = Vec::new();
+    for pid in platform::tree(me) {
+        if let Err(e) = platform::set_nice(pid, spec.limits.nice) {
+            errors.push(format!("nice of {pid}: {e}"));
+        }
+        if (spec.limits.pids.is_some() || spec.limits.nofile.is_some())
+            && let Err(e) = platform::set_rlimits(pid, spec.limits.pids, spec.limits.nofile)
+            && e.kind() != std::io::ErrorKind::Unsupported
+        {
+            errors.push(format!("rlimits of {pid}: {e}"));
+        }
+    }
+    if errors.is_empty() {
+        "ok".into()
+    } else {
+        format!("error {}", errors.join("; "))
+    }
+}
+
+/// Asks the monitor behind `socket` to run `command`; its one-line answer, `ok` on success.
+pub fn send_command(socket: &Path, command: &str, timeout: Duration) -> std::io::Result<()> {
+    let mut conn = UnixStream::connect(socket)?;
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))?;
+    conn.write_all(format!("{command}\n").as_bytes())?;
+    let mut reply = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&conn), &mut reply)?;
+    match reply.trim() {
+        "ok" => Ok(()),
+        "" => Err(std::io::Error::other(
+            "the monitor closed the connection without answering",
+        )),
+        other => Err(std::io::Error::other(
+            other.trim_start_matches("error ").to_string(),
+        )),
+    }
+}
+
 /// Kills what the container left behind: its process group and every descendant of this monitor.
 fn kill_leftovers(main: Pid) {
     let _ = killpg(main, Signal::SIGKILL);
-    let me = std::process::id() as i32;
-    if let Ok(table) = platform::process_table() {
-        for pid in platform::descendants(&table, me) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
+    let _ = kill(main, Signal::SIGKILL);
+    for pid in platform::tree(std::process::id() as i32) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
 }

@@ -28,6 +28,8 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 const EXEC_OUTPUT_LIMIT: usize = 16 << 20;
 /// How often a monitor that this server did not start (it survived a restart) is checked.
 const ADOPTED_MONITOR_POLL: Duration = Duration::from_millis(100);
+/// The pod's termination grace period, which kubelet records on every container.
+const GRACE_ANNOTATION: &str = "io.kubernetes.pod.terminationGracePeriod";
 
 /// Settings of the runtime, from the server's configuration.
 #[derive(Debug, Clone)]
@@ -50,6 +52,30 @@ pub struct RuntimeOptions {
     pub kill_timeout: Duration,
     /// Copy every container root instead of layering it over the image (overlayfs on Linux).
     pub copy_rootfs: bool,
+    /// Runtime state (monitor control sockets); short, since unix socket paths are limited to
+    /// 104 bytes on macOS.
+    pub state_dir: PathBuf,
+    /// How often monitors measure memory against a limit.
+    pub limit_interval: Duration,
+    /// Events a GetContainerEvents subscriber may have pending before it is dropped.
+    pub event_buffer: usize,
+}
+
+/// What happened to a container, for GetContainerEvents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Created,
+    Started,
+    Stopped,
+    Deleted,
+}
+
+#[derive(Debug, Clone)]
+pub struct ContainerEvent {
+    pub container_id: String,
+    pub pod_id: String,
+    pub kind: EventKind,
+    pub created_at: i64,
 }
 
 /// What ExecSync returns.
@@ -74,6 +100,8 @@ pub struct Runtime {
     names: Mutex<HashSet<String>>,
     /// Set to true when a running container has exited.
     exits: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    /// GetContainerEvents subscribers, each with a bounded queue.
+    subscribers: Mutex<Vec<tokio::sync::mpsc::Sender<ContainerEvent>>>,
 }
 
 fn new_id() -> String {
@@ -234,6 +262,7 @@ impl Runtime {
             containers: RwLock::new(containers),
             names: Mutex::new(names),
             exits: Mutex::new(HashMap::new()),
+            subscribers: Mutex::new(Vec::new()),
         }))
     }
 
@@ -286,6 +315,42 @@ impl Runtime {
 
     fn write_containers(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Container>> {
         self.containers.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ----- events -----------------------------------------------------------------------------
+
+    /// A new GetContainerEvents subscription. A subscriber that falls `event_buffer` events
+    /// behind is dropped (its stream ends) so that it never slows the runtime down.
+    pub fn subscribe(&self) -> tokio::sync::mpsc::Receiver<ContainerEvent> {
+        let (tx, rx) = tokio::sync::mpsc::channel(self.opts.event_buffer.max(1));
+        if let Ok(mut subs) = self.subscribers.lock() {
+            subs.push(tx);
+        }
+        rx
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.subscribers.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    fn emit(&self, container_id: &str, pod_id: &str, kind: EventKind) {
+        let event = ContainerEvent {
+            container_id: container_id.to_string(),
+            pod_id: pod_id.to_string(),
+            kind,
+            created_at: now_nanos(),
+        };
+        let Ok(mut subs) = self.subscribers.lock() else {
+            return;
+        };
+        subs.retain(|tx| match tx.try_send(event.clone()) {
+            Ok(()) => true,
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!("a container event subscriber fell behind; dropping it");
+                false
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+        });
     }
 
     // ----- pods -------------------------------------------------------------------------------
@@ -395,8 +460,30 @@ impl Runtime {
             return Ok(());
         };
         for cid in self.pod_container_ids(&pod.id) {
-            self.stop_container(&cid, 0).await?;
+            // kubelet stops containers with their grace period before it stops the pod; what
+            // still runs gets the grace period kubelet recorded on the container, else none.
+            let grace = self
+                .find_container(&cid)
+                .and_then(|c| {
+                    c.spec
+                        .annotations
+                        .get(GRACE_ANNOTATION)
+                        .and_then(|g| g.parse::<i64>().ok())
+                })
+                .unwrap_or(0);
+            self.stop_container(&cid, grace).await?;
         }
+        // Nothing of a stopped pod stays mounted: container roots and kubelet's volumes.
+        let dir = pod.dir.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            for m in platform::mounts_under(&dir)? {
+                platform::unmount(&m)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .at("unmounting below", &pod.dir)?;
         let updated = {
             let mut pods = self.write_pods();
             match pods.get_mut(&pod.id) {
@@ -522,6 +609,12 @@ impl Runtime {
                 })?;
             Some(Path::new(&pod.spec.log_directory).join(rel))
         };
+        let limits = crate::limits::resolve(
+            &meta.name,
+            spec.linux_resources.as_ref(),
+            &spec.annotations,
+            &pod.spec.annotations,
+        )?;
         let key = container_key(&pod.id, &meta.name, meta.attempt);
         self.reserve(key.clone(), "container")?;
         let id = new_id();
@@ -529,7 +622,7 @@ impl Runtime {
         let rt = Arc::clone(self);
         let (cdir, cid, cpod, cimage) = (dir.clone(), id.clone(), pod.clone(), image.clone());
         let built = tokio::task::spawn_blocking(move || {
-            rt.build_container(&cdir, &cid, &cpod, spec, &cimage, log_path)
+            rt.build_container(&cdir, &cid, &cpod, spec, &cimage, log_path, limits)
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))
@@ -537,6 +630,7 @@ impl Runtime {
         let result = built.and_then(|c| {
             self.store.put_container(&c)?;
             self.write_containers().insert(id.clone(), c);
+            self.emit(&id, &pod.id, EventKind::Created);
             Ok(())
         });
         if let Err(e) = result {
@@ -558,6 +652,7 @@ impl Runtime {
         spec: ContainerSpec,
         image: &Image,
         log_path: Option<PathBuf>,
+        limits: crate::limits::Limits,
     ) -> Result<Container> {
         let t0 = std::time::Instant::now();
         std::fs::create_dir_all(dir).at("creating", dir)?;
@@ -692,6 +787,13 @@ impl Runtime {
             max_log_line: self.opts.max_log_line,
             tty: spec.tty,
             stop_signal: image.config.stop_signal.clone(),
+            limits,
+            limit_interval_ms: self.opts.limit_interval.as_millis() as u64,
+            control_socket: self
+                .opts
+                .state_dir
+                .join("m")
+                .join(format!("{}.sock", &id[..32.min(id.len())])),
         };
         let bytes =
             serde_json::to_vec_pretty(&process).map_err(|e| Error::Internal(e.to_string()))?;
@@ -747,6 +849,15 @@ impl Runtime {
     pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<()> {
         let t0 = std::time::Instant::now();
         let c = self.container(id)?;
+        if self
+            .find_pod(&c.pod_id)
+            .is_none_or(|p| p.state != PodState::Ready)
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "the pod sandbox of container {} is stopped: its containers cannot start",
+                c.id
+            )));
+        }
         if c.state != ContainerState::Created {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is {:?}, not Created: it cannot be started (again)",
@@ -789,6 +900,7 @@ impl Runtime {
                     c.monitor_pid = s.monitor_pid;
                     c.monitor_start_time = s.monitor_start_time;
                 })?;
+                self.emit(&c.id, &c.pod_id, EventKind::Started);
                 let rt = Arc::clone(self);
                 let cid = c.id.clone();
                 tokio::spawn(async move {
@@ -836,17 +948,19 @@ impl Runtime {
             Some(exit) => (
                 exit.exit_code,
                 exit.finished_at,
-                if exit.exit_code == 0 {
-                    "Completed"
-                } else {
-                    "Error"
-                }
-                .to_string(),
-                String::new(),
+                exit.reason.unwrap_or_else(|| {
+                    if exit.exit_code == 0 {
+                        "Completed"
+                    } else {
+                        "Error"
+                    }
+                    .to_string()
+                }),
+                exit.message.unwrap_or_default(),
             ),
             None => {
                 // The monitor died without recording an exit (killed): end what it supervised.
-                let _ = killpg(Pid::from_raw(c.pid), Signal::SIGKILL);
+                Self::kill_tree(&c, Signal::SIGKILL);
                 (
                     137,
                     now_nanos(),
@@ -867,20 +981,26 @@ impl Runtime {
         if let Ok(mut exits) = self.exits.lock() {
             exits.remove(id);
         }
+        self.emit(id, &c.pod_id, EventKind::Stopped);
         let _ = tx.send(true);
     }
 
+    /// Signals every process of the container: its process group, the trees below its main
+    /// process and its monitor, and (where the OS tells) every process whose root is the
+    /// container's, which catches those that left both group and parent (setsid + double fork).
     fn kill_tree(c: &Container, sig: Signal) {
+        if c.pid <= 0 {
+            return;
+        }
         let _ = killpg(Pid::from_raw(c.pid), sig);
-        if let Ok(table) = platform::process_table() {
-            let root = if c.monitor_pid > 0 {
-                c.monitor_pid
-            } else {
-                c.pid
-            };
-            for pid in platform::descendants(&table, root) {
-                let _ = kill(Pid::from_raw(pid), sig);
-            }
+        let _ = kill(Pid::from_raw(c.pid), sig);
+        let mut pids = platform::tree(c.pid);
+        if c.monitor_pid > 0 && monitor::is_running(&c.dir) {
+            pids.extend(platform::tree(c.monitor_pid));
+        }
+        pids.extend(platform::processes_in_root(&c.process.rootfs));
+        for pid in pids {
+            let _ = kill(Pid::from_raw(pid), sig);
         }
     }
 
@@ -933,6 +1053,7 @@ impl Runtime {
         self.images.release(&c.id)?;
         self.store.delete_container(&c.id)?;
         self.write_containers().remove(&c.id);
+        self.emit(&c.id, &c.pod_id, EventKind::Deleted);
         self.release(&container_key(&c.pod_id, &c.name, c.attempt));
         Ok(())
     }
@@ -1031,6 +1152,61 @@ impl Runtime {
         })
     }
 
+    // ----- logs and resources -------------------------------------------------------------------
+
+    async fn monitor_command(&self, c: &Container, command: &'static str) -> Result<()> {
+        let socket = c.process.control_socket.clone();
+        tokio::task::spawn_blocking(move || {
+            monitor::send_command(&socket, command, Duration::from_secs(5))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::Internal(format!("container {}: monitor {command}: {e}", c.id)))
+    }
+
+    /// Makes the monitor reopen the container's log file (kubelet has renamed it).
+    pub async fn reopen_log(&self, id: &str) -> Result<()> {
+        let c = self.container(id)?;
+        if c.state != ContainerState::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running: there is no log writer to reopen",
+                c.id
+            )));
+        }
+        self.monitor_command(&c, "reopen").await
+    }
+
+    /// New CPU and memory limits for a container, applied at once if it runs.
+    pub async fn update_resources(
+        &self,
+        id: &str,
+        resources: &crate::limits::LinuxResources,
+    ) -> Result<()> {
+        let c = self.container(id)?;
+        if c.state == ContainerState::Exited {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} has exited",
+                c.id
+            )));
+        }
+        let mut limits = c.process.limits;
+        crate::limits::apply_linux(&mut limits, resources)?;
+        let mut process = c.process.clone();
+        process.limits = limits;
+        let bytes =
+            serde_json::to_vec_pretty(&process).map_err(|e| Error::Internal(e.to_string()))?;
+        let path = c.dir.join(monitor::PROCESS_FILE);
+        write_atomic(&path, &bytes).at("writing", &path)?;
+        let updated = self.update_container(&c.id, |c| {
+            c.process.limits = limits;
+            c.spec.linux_resources = Some(*resources);
+        })?;
+        if let Some(c) = updated.filter(|c| c.state == ContainerState::Running) {
+            self.monitor_command(&c, "limits").await?;
+        }
+        Ok(())
+    }
+
     // ----- recovery ---------------------------------------------------------------------------
 
     /// Reconciles the store with what survived a restart: adopts live monitors, records the exits
@@ -1038,8 +1214,19 @@ impl Runtime {
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
         for c in self.list_containers() {
             let started = if c.state == ContainerState::Created {
-                // The server may have died between starting the monitor and recording it.
-                monitor::read_started(&c.dir)
+                // The server may have died between starting the monitor and recording it; a
+                // monitor that is still starting gets the start timeout to report.
+                let deadline = std::time::Instant::now() + self.opts.start_timeout;
+                loop {
+                    let started = monitor::read_started(&c.dir);
+                    if started.is_some()
+                        || !monitor::is_running(&c.dir)
+                        || std::time::Instant::now() > deadline
+                    {
+                        break started;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             } else {
                 None
             };
@@ -1065,7 +1252,7 @@ impl Runtime {
                 .insert(c.id.clone(), rx);
             let rt = Arc::clone(self);
             tokio::spawn(async move {
-                while platform::is_alive(c.monitor_pid, c.monitor_start_time) {
+                while monitor::is_running(&c.dir) {
                     tokio::time::sleep(ADOPTED_MONITOR_POLL).await;
                 }
                 rt.monitor_exited(&c.id, tx);

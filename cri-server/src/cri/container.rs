@@ -58,7 +58,9 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Sta
             readonly: m.readonly,
         });
     }
-    if let Some(sc) = config.linux.and_then(|l| l.security_context) {
+    let linux = config.linux.unwrap_or_default();
+    spec.linux_resources = linux.resources.as_ref().map(linux_resources);
+    if let Some(sc) = linux.security_context {
         spec.run_as_user = sc.run_as_user.map(|v| v.value);
         spec.run_as_group = sc.run_as_group.map(|v| v.value);
         spec.run_as_username = sc.run_as_username;
@@ -89,6 +91,15 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Sta
         spec.run_as_username = w.run_as_username;
     }
     Ok(spec)
+}
+
+pub fn linux_resources(r: &cri::LinuxContainerResources) -> runtime::limits::LinuxResources {
+    runtime::limits::LinuxResources {
+        cpu_period: r.cpu_period,
+        cpu_quota: r.cpu_quota,
+        cpu_shares: r.cpu_shares,
+        memory_limit_in_bytes: r.memory_limit_in_bytes,
+    }
 }
 
 pub fn state(c: &Container) -> i32 {
@@ -172,7 +183,16 @@ pub fn status(c: &Container, verbose: bool) -> cri::ContainerStatusResponse {
                 })
                 .collect(),
             log_path: c.log_path(),
-            resources: None,
+            resources: Some(cri::ContainerResources {
+                linux: Some(cri::LinuxContainerResources {
+                    memory_limit_in_bytes: c.process.limits.memory_bytes.unwrap_or(0) as i64,
+                    cpu_shares: c.spec.linux_resources.map(|r| r.cpu_shares).unwrap_or(0),
+                    cpu_quota: c.spec.linux_resources.map(|r| r.cpu_quota).unwrap_or(0),
+                    cpu_period: c.spec.linux_resources.map(|r| r.cpu_period).unwrap_or(0),
+                    ..Default::default()
+                }),
+                windows: None,
+            }),
             image_id: c.image_id.clone(),
             user: Some(cri::ContainerUser {
                 linux: Some(cri::LinuxContainerUser {
@@ -205,4 +225,31 @@ pub fn list(
         .collect();
     out.sort_by_key(|c| std::cmp::Reverse(c.created_at));
     cri::ListContainersResponse { containers: out }
+}
+
+/// A container event as kubelet's evented PLEG reads it: the pod's status and the statuses of
+/// all its containers, as they are when the event is sent.
+pub fn event(rt: &runtime::Runtime, e: runtime::ContainerEvent) -> cri::ContainerEventResponse {
+    use runtime::EventKind;
+    let kind = match e.kind {
+        EventKind::Created => cri::ContainerEventType::ContainerCreatedEvent,
+        EventKind::Started => cri::ContainerEventType::ContainerStartedEvent,
+        EventKind::Stopped => cri::ContainerEventType::ContainerStoppedEvent,
+        EventKind::Deleted => cri::ContainerEventType::ContainerDeletedEvent,
+    };
+    let pod = rt.pod(&e.pod_id).ok();
+    let containers_statuses = rt
+        .list_containers()
+        .iter()
+        .filter(|c| c.pod_id == e.pod_id)
+        .filter_map(|c| status(c, false).status)
+        .collect();
+    cri::ContainerEventResponse {
+        container_id: e.container_id,
+        container_event_type: kind as i32,
+        created_at: e.created_at,
+        pod_sandbox_status: pod
+            .and_then(|p| super::sandbox::status(&p, rt.node_ip(), false).status),
+        containers_statuses,
+    }
 }

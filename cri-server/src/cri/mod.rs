@@ -198,22 +198,36 @@ impl RuntimeService for Cri {
 
     async fn update_container_resources(
         &self,
-        _: Request<cri::UpdateContainerResourcesRequest>,
+        req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Reply<cri::UpdateContainerResourcesResponse> {
-        Err(unimplemented(
-            "UpdateContainerResources",
-            "lifecycle (resource limits)",
-        ))
+        let req = req.into_inner();
+        let id = non_empty(&req.container_id, "container_id")?;
+        let resources = req
+            .linux
+            .as_ref()
+            .map(container::linux_resources)
+            .ok_or_else(|| {
+                Status::invalid_argument(
+                    "linux resources are required (darwin-cri enforces cpu and memory from them)",
+                )
+            })?;
+        self.runtime
+            .update_resources(id, &resources)
+            .await
+            .map_err(from_runtime)?;
+        ok(cri::UpdateContainerResourcesResponse {})
     }
 
     async fn reopen_container_log(
         &self,
-        _: Request<cri::ReopenContainerLogRequest>,
+        req: Request<cri::ReopenContainerLogRequest>,
     ) -> Reply<cri::ReopenContainerLogResponse> {
-        Err(unimplemented(
-            "ReopenContainerLog",
-            "lifecycle (log rotation)",
-        ))
+        let id = req.into_inner().container_id;
+        self.runtime
+            .reopen_log(non_empty(&id, "container_id")?)
+            .await
+            .map_err(from_runtime)?;
+        ok(cri::ReopenContainerLogResponse {})
     }
 
     async fn exec_sync(&self, req: Request<cri::ExecSyncRequest>) -> Reply<cri::ExecSyncResponse> {
@@ -320,10 +334,15 @@ impl RuntimeService for Cri {
         &self,
         _: Request<cri::GetEventsRequest>,
     ) -> Reply<Self::GetContainerEventsStream> {
-        Err(unimplemented(
-            "GetContainerEvents",
-            "lifecycle (container events)",
-        ))
+        let events = self.runtime.subscribe();
+        let rt = Arc::clone(&self.runtime);
+        // The subscription ends when the runtime drops it (the subscriber fell behind) or when
+        // the client goes away (tonic drops this stream, and with it the receiver).
+        let stream = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::ReceiverStream::new(events),
+            move |event| Ok(container::event(&rt, event)),
+        );
+        ok(Box::pin(stream))
     }
 
     async fn list_metric_descriptors(

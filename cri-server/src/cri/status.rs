@@ -11,14 +11,21 @@ pub fn from_runtime(e: runtime::Error) -> Status {
         E::FailedPrecondition(_) => Code::FailedPrecondition,
         E::DeadlineExceeded(_) => Code::DeadlineExceeded,
         E::Image(ie) => return from_image(ie),
+        E::Io { source, .. } if out_of_space(source) => Code::ResourceExhausted,
         E::Io { .. } | E::Store(_) | E::Internal(_) => Code::Internal,
     };
     Status::new(code, e.to_string())
 }
 
+/// A full disk (or quota): the one I/O failure the caller can act on.
+fn out_of_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(c) if c == nix::libc::ENOSPC || c == nix::libc::EDQUOT)
+}
+
 pub fn from_image(e: &image_service::Error) -> Status {
     use image_service::Error as E;
     let code = match e {
+        E::Io { source, .. } if out_of_space(source) => Code::ResourceExhausted,
         E::NotFound(_) => Code::NotFound,
         E::InvalidReference(_) => Code::InvalidArgument,
         E::NoMatchingPlatform { .. } => Code::NotFound,

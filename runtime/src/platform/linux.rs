@@ -27,13 +27,32 @@ pub fn confine(
     let root = cstring(rootfs)?;
     let dir = cstring(cwd)?;
     let groups: Vec<libc::gid_t> = creds.groups.clone();
-    let (uid, gid) = (creds.uid, creds.gid);
+    let (uid, gid, nice) = (creds.uid, creds.gid, creds.nice);
+    let rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t)> = [
+        (libc::RLIMIT_NPROC, creds.nproc),
+        (libc::RLIMIT_NOFILE, creds.nofile),
+    ]
+    .into_iter()
+    .filter_map(|(r, v)| v.map(|v| (r, v as libc::rlim_t)))
+    .collect();
     cmd.process_group(0);
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (chroot, chdir, setgroups, setgid, setuid) on memory prepared before the fork;
-    // it allocates nothing.
+    // system calls (setpriority, setrlimit, chroot, chdir, setgroups, setgid, setuid) on memory
+    // prepared before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            if nice != 0 && libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for (resource, value) in &rlimits {
+                let limit = libc::rlimit {
+                    rlim_cur: *value,
+                    rlim_max: *value,
+                };
+                if libc::setrlimit(*resource, &limit) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if libc::chroot(root.as_ptr()) != 0 || libc::chdir(dir.as_ptr()) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -149,6 +168,84 @@ pub fn process_table() -> io::Result<Vec<ProcInfo>> {
         }
     }
     Ok(out)
+}
+
+pub fn children(pid: i32) -> Vec<i32> {
+    // Each thread lists the children it forked; a process's children are the union.
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+pub fn rss_bytes(pid: i32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    Some(pages * page)
+}
+
+pub fn set_nice(pid: i32, nice: i32) -> io::Result<()> {
+    // Linux priorities belong to threads: set every thread of the process.
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))?;
+    for task in tasks.flatten() {
+        let Some(tid) = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<libc::id_t>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: setpriority takes plain integers and touches no memory of ours.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn set_rlimits(pid: i32, nproc: Option<u64>, nofile: Option<u64>) -> io::Result<()> {
+    for (resource, value) in [(libc::RLIMIT_NPROC, nproc), (libc::RLIMIT_NOFILE, nofile)] {
+        let limit = match value {
+            Some(v) => libc::rlimit {
+                rlim_cur: v as libc::rlim_t,
+                rlim_max: v as libc::rlim_t,
+            },
+            None => continue,
+        };
+        // SAFETY: limit is a valid rlimit that outlives the call; old_limit may be null.
+        if unsafe { libc::prlimit(pid, resource, &limit, std::ptr::null_mut()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+pub fn processes_in_root(rootfs: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|r| r == rootfs))
+        .filter(|pid| process_info(*pid).is_some_and(|p| p.alive))
+        .collect()
 }
 
 /// An overlayfs over the read-only snapshot: creating a container root costs one mount, however

@@ -30,12 +30,36 @@ pub fn confine(
     let root = cstring(rootfs)?;
     let dir = cstring(cwd)?;
     let groups: Vec<libc::gid_t> = creds.groups.clone();
-    let (uid, gid) = (creds.uid, creds.gid);
+    let (uid, gid, nice) = (creds.uid, creds.gid, creds.nice);
+    let rlimits: Vec<(libc::c_int, libc::rlim_t)> = [
+        (libc::RLIMIT_NPROC, creds.nproc),
+        (libc::RLIMIT_NOFILE, creds.nofile),
+    ]
+    .into_iter()
+    .filter_map(|(r, v)| v.map(|v| (r, v as libc::rlim_t)))
+    .collect();
     cmd.process_group(0);
     // SAFETY: runs in the forked child before exec; only async-signal-safe calls on memory
     // prepared before the fork. chroot(2) requires System Integrity Protection to allow it.
     unsafe {
         cmd.pre_exec(move || {
+            if nice != 0 && libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if nice >= 19
+                && libc::setpriority(libc::PRIO_DARWIN_PROCESS, 0, libc::PRIO_DARWIN_BG) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            for (resource, value) in &rlimits {
+                let limit = libc::rlimit {
+                    rlim_cur: *value,
+                    rlim_max: *value,
+                };
+                if libc::setrlimit(*resource, &limit) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if libc::chroot(root.as_ptr()) != 0 || libc::chdir(dir.as_ptr()) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -171,6 +195,61 @@ impl image_service::TreeCloner for ClonefileCloner {
             _ => Err(err),
         }
     }
+}
+
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut pids = vec![0 as libc::pid_t; 4096];
+    let bytes = (pids.len() * std::mem::size_of::<libc::pid_t>()) as libc::c_int;
+    // SAFETY: pids is a writable buffer of `bytes` bytes; the call returns how many it filled.
+    let n = unsafe { libc::proc_listchildpids(pid, pids.as_mut_ptr().cast(), bytes) };
+    if n <= 0 {
+        return Vec::new();
+    }
+    pids.truncate(n as usize);
+    pids
+}
+
+pub fn rss_bytes(pid: i32) -> Option<u64> {
+    // SAFETY: proc_taskinfo is plain old data; zeroed is a valid value.
+    let mut info: libc::proc_taskinfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::proc_taskinfo>() as libc::c_int;
+    // SAFETY: info is a writable buffer of exactly `size` bytes.
+    let n = unsafe {
+        libc::proc_pidinfo(
+            pid,
+            libc::PROC_PIDTASKINFO,
+            0,
+            (&mut info as *mut libc::proc_taskinfo).cast(),
+            size,
+        )
+    };
+    (n == size).then_some(info.pti_resident_size)
+}
+
+pub fn set_nice(pid: i32, nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let bg = if nice >= 19 { libc::PRIO_DARWIN_BG } else { 0 };
+    // SAFETY: as above; PRIO_DARWIN_PROCESS moves the process in or out of the background class.
+    if unsafe { libc::setpriority(libc::PRIO_DARWIN_PROCESS, pid as libc::id_t, bg) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub fn set_rlimits(_pid: i32, _nproc: Option<u64>, _nofile: Option<u64>) -> io::Result<()> {
+    // macOS cannot change another process's rlimits; new processes get the new values.
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "rlimits of a running process cannot change on macOS",
+    ))
+}
+
+pub fn processes_in_root(_rootfs: &Path) -> Vec<i32> {
+    // macOS does not expose a process's root directory; the process tree and group are used.
+    Vec::new()
 }
 
 /// macOS has no layered filesystem a process can mount; APFS clones (`tree_cloner`) are its

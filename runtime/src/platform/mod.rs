@@ -39,6 +39,12 @@ pub struct Credentials {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
+    /// Scheduling priority, 0 to 19.
+    pub nice: i32,
+    /// RLIMIT_NPROC, where the OS has it.
+    pub nproc: Option<u64>,
+    /// RLIMIT_NOFILE.
+    pub nofile: Option<u64>,
 }
 
 /// Arranges for `cmd`, when spawned, to run with its root changed to `rootfs`, working directory
@@ -69,6 +75,50 @@ pub fn mounts_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     mounts.dedup();
     Ok(mounts)
+}
+
+/// Direct children of `pid`.
+pub fn children(pid: i32) -> Vec<i32> {
+    imp::children(pid)
+}
+
+/// Every live descendant of `root` (not including it), following child links: the cost grows
+/// with the size of the tree, not of the process table.
+pub fn tree(root: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut next = vec![root];
+    while let Some(pid) = next.pop() {
+        for child in children(pid) {
+            if !found.contains(&child) && found.len() < 1_000_000 {
+                found.push(child);
+                next.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// Resident memory of one process, in bytes.
+pub fn rss_bytes(pid: i32) -> Option<u64> {
+    imp::rss_bytes(pid)
+}
+
+/// Sets the scheduling priority of a running process (all its threads). On macOS the lowest
+/// priority also puts the process in the background QoS class.
+pub fn set_nice(pid: i32, nice: i32) -> std::io::Result<()> {
+    imp::set_nice(pid, nice)
+}
+
+/// Changes RLIMIT_NPROC and RLIMIT_NOFILE of a running process where the OS allows it (Linux
+/// prlimit); elsewhere only new processes get new rlimits.
+pub fn set_rlimits(pid: i32, nproc: Option<u64>, nofile: Option<u64>) -> std::io::Result<()> {
+    imp::set_rlimits(pid, nproc, nofile)
+}
+
+/// Live processes whose root directory is `rootfs`: every process of a container, even one that
+/// escaped its process group and its parent. Empty where the OS cannot tell (macOS).
+pub fn processes_in_root(rootfs: &Path) -> Vec<i32> {
+    imp::processes_in_root(rootfs)
 }
 
 /// Makes orphaned descendants of this process its children, so that the monitor can reap and
