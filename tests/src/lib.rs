@@ -181,8 +181,18 @@ pub fn busybox_layout(dir: &Path, name: &str) -> anyhow::Result<()> {
 pub async fn connect(
     socket: &Path,
 ) -> anyhow::Result<(RuntimeServiceClient<Channel>, ImageServiceClient<Channel>)> {
+    connect_with_window(socket, None).await
+}
+
+/// A client whose HTTP/2 stream window is `window` bytes: a small one makes a client that does
+/// not read its streams push back on the server quickly.
+pub async fn connect_with_window(
+    socket: &Path,
+    window: Option<u32>,
+) -> anyhow::Result<(RuntimeServiceClient<Channel>, ImageServiceClient<Channel>)> {
     let socket = socket.to_path_buf();
     let channel = Endpoint::try_from("http://[::]:50051")?
+        .initial_stream_window_size(window)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
             async move {
