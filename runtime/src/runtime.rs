@@ -78,6 +78,15 @@ pub struct ContainerEvent {
     pub created_at: i64,
 }
 
+/// What CreateContainer decided before touching the disk.
+#[derive(Debug)]
+struct Plan {
+    id: String,
+    dir: PathBuf,
+    log_path: Option<PathBuf>,
+    limits: crate::limits::Limits,
+}
+
 /// What ExecSync returns.
 #[derive(Debug, Clone, Default)]
 pub struct ExecOutput {
@@ -620,13 +629,18 @@ impl Runtime {
         let id = new_id();
         let dir = pod.dir.join("containers").join(&id);
         let rt = Arc::clone(self);
-        let (cdir, cid, cpod, cimage) = (dir.clone(), id.clone(), pod.clone(), image.clone());
-        let built = tokio::task::spawn_blocking(move || {
-            rt.build_container(&cdir, &cid, &cpod, spec, &cimage, log_path, limits)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))
-        .and_then(|r| r);
+        let plan = Plan {
+            id: id.clone(),
+            dir: dir.clone(),
+            log_path,
+            limits,
+        };
+        let (cpod, cimage) = (pod.clone(), image.clone());
+        let built =
+            tokio::task::spawn_blocking(move || rt.build_container(&plan, &cpod, spec, &cimage))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))
+                .and_then(|r| r);
         let result = built.and_then(|c| {
             self.store.put_container(&c)?;
             self.write_containers().insert(id.clone(), c);
@@ -646,14 +660,13 @@ impl Runtime {
     /// the process spec. Blocking; the caller removes `dir` if this fails.
     fn build_container(
         &self,
-        dir: &Path,
-        id: &str,
+        plan: &Plan,
         pod: &Pod,
         spec: ContainerSpec,
         image: &Image,
-        log_path: Option<PathBuf>,
-        limits: crate::limits::Limits,
     ) -> Result<Container> {
+        let (dir, id, limits) = (plan.dir.as_path(), plan.id.as_str(), plan.limits);
+        let log_path = plan.log_path.clone();
         let t0 = std::time::Instant::now();
         std::fs::create_dir_all(dir).at("creating", dir)?;
         let snapshot = self.images.lease(id, image)?;

@@ -244,6 +244,15 @@ impl Server {
     }
 
     pub async fn start_with(extra_args: Vec<String>) -> anyhow::Result<Server> {
+        Self::start_full(extra_args, None).await
+    }
+
+    /// A server whose root is a tmpfs of `bytes` bytes, to run out of space on purpose.
+    pub async fn start_on_tmpfs(bytes: u64) -> anyhow::Result<Server> {
+        Self::start_full(vec![], Some(bytes)).await
+    }
+
+    async fn start_full(extra_args: Vec<String>, tmpfs: Option<u64>) -> anyhow::Result<Server> {
         let dir = tempfile::Builder::new()
             .prefix("darwin-cri-test")
             .tempdir()?;
@@ -252,6 +261,17 @@ impl Server {
             child: None,
             extra_args,
         };
+        if let Some(bytes) = tmpfs {
+            let root = server.root();
+            std::fs::create_dir_all(&root)?;
+            nix::mount::mount(
+                Some("tmpfs"),
+                &root,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some(format!("size={bytes}").as_str()),
+            )?;
+        }
         let layout = server.dir.path().join("busybox-layout");
         busybox_layout(&layout, BUSYBOX)?;
         let out = Command::new(binary())

@@ -1,0 +1,404 @@
+//! Fault survival: a server killed mid-work, a monitor killed, processes that escape their group,
+//! a full disk, and a long run of pods that must leave no growth behind.
+
+use std::time::Duration;
+
+use darwin_cri_tests::v1 as cri;
+use darwin_cri_tests::*;
+use tonic::Code;
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Stops and removes everything, as kubelet's garbage collection would.
+async fn kubelet_cleanup(rt: &mut Rt) -> anyhow::Result<()> {
+    for c in rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await?
+        .into_inner()
+        .containers
+    {
+        rt.stop_container(cri::StopContainerRequest {
+            container_id: c.id.clone(),
+            timeout: 0,
+        })
+        .await?;
+        rt.remove_container(cri::RemoveContainerRequest { container_id: c.id })
+            .await?;
+    }
+    for p in rt
+        .list_pod_sandbox(cri::ListPodSandboxRequest::default())
+        .await?
+        .into_inner()
+        .items
+    {
+        rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: p.id.clone(),
+        })
+        .await?;
+        rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: p.id,
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+async fn assert_no_debris(server: &Server) -> anyhow::Result<()> {
+    wait_for(
+        Duration::from_secs(10),
+        "no container process left",
+        || async {
+            processes_under(&server.root().join("pods"))
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await?;
+    assert!(
+        mounts_under(&server.root()).is_empty(),
+        "{:?}",
+        mounts_under(&server.root())
+    );
+    assert_eq!(
+        std::fs::read_dir(server.root().join("pods"))?.count(),
+        0,
+        "pod directories left"
+    );
+    assert_eq!(
+        std::fs::read_dir(server.root().join("images/leases"))?.count(),
+        0,
+        "leases left"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_killed_during_concurrent_pod_cycles() -> anyhow::Result<()> {
+    let mut server = Server::start().await?;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (mut rt, _) = server.client().await?;
+        let logs = server.dir.path().join("logs");
+        tasks.push(tokio::spawn(async move {
+            for round in 0.. {
+                let name = format!("p{i}-{round}");
+                let Ok(pod) = rt
+                    .run_pod_sandbox(cri::RunPodSandboxRequest {
+                        config: Some(pod_config(&name, &logs.join(&name))),
+                        runtime_handler: String::new(),
+                    })
+                    .await
+                else {
+                    return;
+                };
+                let pod = pod.into_inner().pod_sandbox_id;
+                let script = if i % 2 == 0 { "sleep 1000" } else { "exit 3" };
+                let Ok(id) = create(&mut rt, &pod, container_config("c", script)).await else {
+                    return;
+                };
+                if start(&mut rt, &id).await.is_err() {
+                    return;
+                }
+                if round % 2 == 1 {
+                    let _ = rt
+                        .stop_container(cri::StopContainerRequest {
+                            container_id: id.clone(),
+                            timeout: 0,
+                        })
+                        .await;
+                    let _ = rt
+                        .remove_container(cri::RemoveContainerRequest { container_id: id })
+                        .await;
+                    let _ = rt
+                        .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                            pod_sandbox_id: pod.clone(),
+                        })
+                        .await;
+                    let _ = rt
+                        .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                            pod_sandbox_id: pod,
+                        })
+                        .await;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill();
+    for t in tasks {
+        let _ = t.await;
+    }
+    server.restart().await?;
+    let (mut rt, _) = server.client().await?;
+
+    // Every container is accounted for, and every process below the root belongs to one.
+    let containers = rt
+        .list_containers(cri::ListContainersRequest::default())
+        .await?
+        .into_inner()
+        .containers;
+    assert!(!containers.is_empty());
+    let mut running_pids = Vec::new();
+    for c in &containers {
+        let st = rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: c.id.clone(),
+                verbose: true,
+            })
+            .await?
+            .into_inner();
+        let s = st.status.expect("status");
+        let name = c
+            .labels
+            .get("io.kubernetes.container.name")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(name, "c");
+        if s.state == cri::ContainerState::ContainerExited as i32 {
+            assert!(
+                [3, 137, 143].contains(&s.exit_code) || s.reason == "StartError",
+                "{s:?}"
+            );
+        }
+        if s.state == cri::ContainerState::ContainerRunning as i32 {
+            let info: serde_json::Value = serde_json::from_str(&st.info["info"])?;
+            running_pids.push(info["pid"].as_i64().unwrap_or(0) as i32);
+            running_pids.push(info["monitorPid"].as_i64().unwrap_or(0) as i32);
+        }
+    }
+    for pid in processes_under(&server.root().join("pods")) {
+        assert!(
+            running_pids.contains(&pid),
+            "process {pid} belongs to no running container"
+        );
+    }
+    kubelet_cleanup(&mut rt).await?;
+    assert_no_debris(&server).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_monitor_ends_its_container_with_a_reason() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "orphan").await?;
+    let id = create(
+        &mut rt,
+        &pod,
+        container_config("c", "sleep 1000 & sleep 1000"),
+    )
+    .await?;
+    start(&mut rt, &id).await?;
+    let st = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await?
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"])?;
+    let monitor = info["monitorPid"].as_i64().expect("monitor pid") as i32;
+    wait_for(Duration::from_secs(5), "both sleeps", || async {
+        (processes_under(&server.root().join("pods")).len() >= 3).then_some(())
+    })
+    .await?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let s = wait_exited(&mut rt, &id, Duration::from_secs(10)).await?;
+    assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"));
+    assert!(s.message.contains("monitor"), "{}", s.message);
+    wait_for(
+        Duration::from_secs(5),
+        "the container's processes to die",
+        || async {
+            processes_under(&server.root().join("pods"))
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await?;
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await?;
+    assert_no_debris(&server).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_ends_processes_that_left_the_group_with_setsid_and_double_fork() -> anyhow::Result<()>
+{
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "escape").await?;
+    let script = "setsid sh -c 'sleep 1000 & exit 0'; setsid sh -c '(setsid sleep 1001 &) ; exit 0'; sleep 1002";
+    let id = create(&mut rt, &pod, container_config("c", script)).await?;
+    start(&mut rt, &id).await?;
+    wait_for(Duration::from_secs(5), "the escaped sleeps", || async {
+        let n = processes_under(&server.root().join("pods"))
+            .iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| c.starts_with(b"sleep"))
+                    .unwrap_or(false)
+            })
+            .count();
+        (n >= 3).then_some(())
+    })
+    .await?;
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 1,
+    })
+    .await?;
+    wait_for(Duration::from_secs(5), "every sleep to die", || async {
+        processes_under(&server.root().join("pods"))
+            .is_empty()
+            .then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_is_resource_exhausted_and_nothing_is_half_made() -> anyhow::Result<()> {
+    let server = Server::start_on_tmpfs(24 << 20).await?;
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "full").await?;
+    let pod_dir = server.root().join("pods").join(&pod).join("containers");
+    // Fill the disk.
+    let filler = server.root().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler)?;
+        let chunk = vec![0u8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+        while f.write_all(&chunk[..4096]).is_ok() {}
+    }
+    let mounts_before = mounts_under(&server.root());
+    let e = create(&mut rt, &pod, container_config("c", "true"))
+        .await
+        .expect_err("no space");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
+    assert_eq!(
+        std::fs::read_dir(&pod_dir)?.count(),
+        0,
+        "nothing half-created"
+    );
+    assert_eq!(mounts_under(&server.root()), mounts_before);
+    assert_eq!(
+        std::fs::read_dir(server.root().join("images/leases"))?.count(),
+        0
+    );
+    // The server keeps serving; with space again, the same create works.
+    rt.version(cri::VersionRequest::default()).await?;
+    std::fs::remove_file(&filler)?;
+    let id = create(&mut rt, &pod, container_config("c", "echo fine")).await?;
+    start(&mut rt, &id).await?;
+    assert_eq!(
+        wait_exited(&mut rt, &id, Duration::from_secs(10))
+            .await?
+            .exit_code,
+        0
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_log_disk_loses_output_but_not_the_container() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let logs = server.dir.path().join("logs/tiny");
+    std::fs::create_dir_all(&logs)?;
+    nix::mount::mount(
+        Some("tmpfs"),
+        &logs,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=64k"),
+    )?;
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("tiny", &logs)),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    let script =
+        "i=0; while [ $i -lt 3000 ]; do echo some output line $i; i=$((i+1)); done; exit 7";
+    let id = create(&mut rt, &pod, container_config("c", script)).await?;
+    start(&mut rt, &id).await?;
+    let s = wait_exited(&mut rt, &id, Duration::from_secs(30)).await?;
+    assert_eq!(
+        (s.exit_code, s.reason.as_str()),
+        (7, "Error"),
+        "the real exit code despite a full log disk"
+    );
+    assert!(std::fs::metadata(&s.log_path)?.len() > 0);
+    rt.version(cri::VersionRequest::default()).await?;
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await?;
+    nix::mount::umount(&logs)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_thousand_pods_leave_no_growth_in_fds_or_memory() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let pid = server.child.as_ref().map(|c| c.id()).expect("server pid");
+    let (mut rt, _) = server.client().await?;
+    let cycle = |i: usize| {
+        let mut rt = rt.clone();
+        let server = &server;
+        async move {
+            let pod = run_pod(&mut rt, server, &format!("p{i}")).await?;
+            let id = create(&mut rt, &pod, container_config("c", "exit 0")).await?;
+            start(&mut rt, &id).await?;
+            rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: pod,
+            })
+            .await?;
+            anyhow::Ok(())
+        }
+    };
+    // Warm up: thread pools, allocator arenas, the store's pages.
+    for i in 0..100 {
+        cycle(i).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (fds, rss) = (fd_count(pid), rss_kib(pid));
+    for i in 100..1100 {
+        cycle(i).await?;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (fds_after, rss_after) = (fd_count(pid), rss_kib(pid));
+    assert!(fds_after <= fds + 2, "fds grew from {fds} to {fds_after}");
+    assert!(
+        rss_after <= rss + 4096,
+        "RSS grew from {rss} KiB to {rss_after} KiB"
+    );
+    assert!(
+        rt.list_pod_sandbox(cri::ListPodSandboxRequest::default())
+            .await?
+            .into_inner()
+            .items
+            .is_empty()
+    );
+    assert_no_debris(&server).await
+}
