@@ -324,6 +324,7 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
     let mut oom: Option<String> = None;
     let interval = Duration::from_millis(spec.limit_interval_ms.max(10));
     let mut next_check = Instant::now() + interval;
+    let mut meter = Meter::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         if exited.is_some() && streams.is_empty() {
@@ -337,8 +338,9 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
         };
         let timeout = match wake_at {
             Some(at) => {
+                // Rounded up: a timeout rounded down to 0 ms would spin until the deadline.
                 let left = at.saturating_duration_since(Instant::now());
-                PollTimeout::try_from(left.as_millis().min(60_000) as i32)
+                PollTimeout::try_from(left.as_micros().div_ceil(1000).min(60_000) as i32)
                     .unwrap_or(PollTimeout::NONE)
             }
             None => PollTimeout::NONE,
@@ -412,7 +414,7 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
         if watching && Instant::now() >= next_check {
             next_check = Instant::now() + interval;
             if let Some(limit) = spec.limits.memory_bytes {
-                let used = tree_rss(main);
+                let used = meter.measure(main);
                 if used > limit {
                     oom = Some(format!(
                         "the container's processes used {used} bytes of memory, over its limit of {limit}; they were killed"
@@ -447,13 +449,40 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
 }
 
 /// Resident memory of the container: every process below this monitor.
-fn tree_rss(main: Pid) -> u64 {
-    let me = std::process::id() as i32;
-    let mut pids = platform::tree(me);
-    if !pids.contains(&main.as_raw()) {
-        pids.push(main.as_raw());
+/// Measures the resident memory of the container: every process below this monitor. Walking
+/// the tree costs several reads per process; it is redone every `WALK_EVERY` measurements (and
+/// whenever a known process is gone), while in between only each known process's RSS is read,
+/// so a check costs a few reads per process.
+#[derive(Debug, Default)]
+struct Meter {
+    pids: Vec<i32>,
+    count: u32,
+}
+
+const WALK_EVERY: u32 = 4;
+
+impl Meter {
+    fn measure(&mut self, main: Pid) -> u64 {
+        if self.count % WALK_EVERY == 0 || self.pids.is_empty() {
+            self.walk(main);
+        }
+        self.count = self.count.wrapping_add(1);
+        let mut total = 0;
+        for pid in &self.pids {
+            match platform::rss_bytes(*pid) {
+                Some(rss) => total += rss,
+                None => self.count = 0,
+            }
+        }
+        total
     }
-    pids.iter().filter_map(|p| platform::rss_bytes(*p)).sum()
+
+    fn walk(&mut self, main: Pid) {
+        self.pids = platform::tree(std::process::id() as i32);
+        if !self.pids.contains(&main.as_raw()) {
+            self.pids.push(main.as_raw());
+        }
+    }
 }
 
 /// The control socket: one command per connection, one line each way.
