@@ -82,9 +82,13 @@ pub fn open_images(config: &Config) -> anyhow::Result<Arc<ImageStore>> {
     Ok(Arc::new(images))
 }
 
-pub async fn serve(config: Config) -> anyhow::Result<()> {
-    for dir in [&config.root, &config.state_dir] {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+pub async fn serve(mut config: Config) -> anyhow::Result<()> {
+    for dir in [&mut config.root, &mut config.state_dir] {
+        std::fs::create_dir_all(&*dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Real paths only: mounts are found by comparing with the mount table's real paths.
+        *dir = dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", dir.display()))?;
     }
     let _root_lock = lock(
         &config.root.join("darwin-cri.lock"),

@@ -80,6 +80,9 @@ pub struct ContainerSpec {
     pub metadata: Option<ContainerMetadata>,
     /// The image as kubelet names it (an id or a reference).
     pub image: String,
+    /// The image as the pod spec names it (kubelet's user_specified_image), for status.
+    #[serde(default)]
+    pub user_specified_image: String,
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub working_dir: String,
@@ -145,6 +148,9 @@ pub struct Container {
     pub spec: ContainerSpec,
     pub image_id: String,
     pub image_ref: String,
+    /// The image's first name (repo tag) when the container was created, for status.
+    #[serde(default)]
+    pub image_name: String,
     pub process: ProcessSpec,
     pub dir: PathBuf,
     /// Host paths of the mounts made inside the rootfs, in the order they were made.
@@ -159,6 +165,9 @@ pub struct Container {
     pub pid: i32,
     pub monitor_pid: i32,
     pub monitor_start_time: u64,
+    /// Start time of the container process, to tell it from a process that reuses its pid.
+    #[serde(default)]
+    pub pid_start_time: u64,
 }
 
 impl Container {

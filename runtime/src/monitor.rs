@@ -37,6 +37,9 @@ pub const EXIT_FILE: &str = "exit.json";
 /// Held (flock) by the monitor for its whole life: the server's test of whether it still runs,
 /// immune to pid reuse, and a guard against two monitors for one container.
 pub const LOCK_FILE: &str = "monitor.lock";
+/// Space for the exit record, reserved at start: a full disk at exit cannot lose the exit code.
+const EXIT_PENDING_FILE: &str = "exit.json.pending";
+const EXIT_RECORD_SPACE: usize = 4096;
 
 /// How long output held open by leftovers is still read after the main process exits.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
@@ -46,6 +49,10 @@ const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Started {
     pub pid: i32,
+    /// The container process's start time (platform units), to tell it from a later process
+    /// that reuses its pid (after a reboot, say).
+    #[serde(default)]
+    pub start_time: u64,
     pub started_at: i64,
     pub monitor_pid: i32,
     pub monitor_start_time: u64,
@@ -243,15 +250,37 @@ fn start(bundle: &Path) -> Result<Running, String> {
     let me = std::process::id() as i32;
     let started = Started {
         pid: child.id() as i32,
+        start_time: platform::process_info(child.id() as i32)
+            .map(|p| p.start_time)
+            .unwrap_or(0),
         started_at: now_nanos(),
         monitor_pid: me,
         monitor_start_time: platform::process_info(me)
             .map(|p| p.start_time)
             .unwrap_or(0),
     };
-    let bytes = serde_json::to_vec(&started).map_err(|e| e.to_string())?;
-    write_atomic(&bundle_file(bundle, STARTED_FILE), &bytes)
-        .map_err(|e| format!("recording the start: {e}"))?;
+    // From here on a failure must not leave the container running untracked.
+    let mut child = child;
+    let recorded = serde_json::to_vec(&started)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            write_atomic(&bundle_file(bundle, STARTED_FILE), &bytes)
+                .map_err(|e| format!("recording the start: {e}"))
+        })
+        .and_then(|()| {
+            // Room for the exit record now, while there may still be space on the disk.
+            std::fs::write(
+                bundle_file(bundle, EXIT_PENDING_FILE),
+                [b' '; EXIT_RECORD_SPACE],
+            )
+            .map_err(|e| format!("reserving the exit record: {e}"))
+        });
+    if let Err(e) = recorded {
+        let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
     Ok(Running {
         child,
         started,
@@ -442,10 +471,24 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
         reason: oom.as_ref().map(|_| "OOMKilled".to_string()),
         message: oom,
     };
-    write_atomic(
-        &bundle_file(bundle, EXIT_FILE),
-        &serde_json::to_vec(&exit).map_err(std::io::Error::other)?,
-    )
+    record_exit(bundle, &exit)
+}
+
+/// Writes the exit record: atomically through a new file, or, when the disk is full, into the
+/// space reserved at start, renamed into place once complete.
+fn record_exit(bundle: &Path, exit: &Exit) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(exit).map_err(std::io::Error::other)?;
+    let target = bundle_file(bundle, EXIT_FILE);
+    let pending = bundle_file(bundle, EXIT_PENDING_FILE);
+    if write_atomic(&target, &bytes).is_ok() {
+        let _ = std::fs::remove_file(&pending);
+        return Ok(());
+    }
+    bytes.truncate(EXIT_RECORD_SPACE);
+    let mut f = std::fs::OpenOptions::new().write(true).open(&pending)?;
+    f.write_all(&bytes)?;
+    drop(f);
+    std::fs::rename(&pending, &target)
 }
 
 /// Resident memory of the container: every process below this monitor.
@@ -463,7 +506,7 @@ const WALK_EVERY: u32 = 4;
 
 impl Meter {
     fn measure(&mut self, main: Pid) -> u64 {
-        if self.count % WALK_EVERY == 0 || self.pids.is_empty() {
+        if self.count.is_multiple_of(WALK_EVERY) || self.pids.is_empty() {
             self.walk(main);
         }
         self.count = self.count.wrapping_add(1);

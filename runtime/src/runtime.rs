@@ -24,8 +24,9 @@ use crate::user::{self, UserRequest};
 use crate::{Error, Result};
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Output ExecSync keeps per stream; more is dropped (kubelet keeps far less of a probe's output).
-const EXEC_OUTPUT_LIMIT: usize = 16 << 20;
+/// Output ExecSync keeps per stream; more is read and dropped. kubelet's CRI client accepts
+/// messages up to 16 MiB, so both streams together stay below that.
+const EXEC_OUTPUT_LIMIT: usize = 7 << 20;
 /// How often a monitor that this server did not start (it survived a restart) is checked.
 const ADOPTED_MONITOR_POLL: Duration = Duration::from_millis(100);
 /// The pod's termination grace period, which kubelet records on every container.
@@ -111,6 +112,22 @@ pub struct Runtime {
     exits: Mutex<HashMap<String, watch::Receiver<bool>>>,
     /// GetContainerEvents subscribers, each with a bounded queue.
     subscribers: Mutex<Vec<tokio::sync::mpsc::Sender<ContainerEvent>>>,
+    /// Containers whose StartContainer is under way: a second start or a removal waits its turn.
+    starting: Mutex<HashSet<String>>,
+}
+
+/// Marks a container as starting for as long as it lives.
+struct Starting<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.set.lock() {
+            set.remove(&self.id);
+        }
+    }
 }
 
 fn new_id() -> String {
@@ -272,6 +289,7 @@ impl Runtime {
             names: Mutex::new(names),
             exits: Mutex::new(HashMap::new()),
             subscribers: Mutex::new(Vec::new()),
+            starting: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -468,9 +486,11 @@ impl Runtime {
         let Some(pod) = self.find_pod(id) else {
             return Ok(());
         };
+        // kubelet stops containers with their grace period before it stops the pod; what still
+        // runs gets the grace period kubelet recorded on it (else none), all at once, so the
+        // whole stop takes the longest grace period, not their sum.
+        let mut stops = tokio::task::JoinSet::new();
         for cid in self.pod_container_ids(&pod.id) {
-            // kubelet stops containers with their grace period before it stops the pod; what
-            // still runs gets the grace period kubelet recorded on the container, else none.
             let grace = self
                 .find_container(&cid)
                 .and_then(|c| {
@@ -480,7 +500,11 @@ impl Runtime {
                         .and_then(|g| g.parse::<i64>().ok())
                 })
                 .unwrap_or(0);
-            self.stop_container(&cid, grace).await?;
+            let rt = Arc::clone(self);
+            stops.spawn(async move { rt.stop_container(&cid, grace).await });
+        }
+        while let Some(done) = stops.join_next().await {
+            done.map_err(|e| Error::Internal(e.to_string()))??;
         }
         // Nothing of a stopped pod stays mounted: container roots and kubelet's volumes.
         let dir = pod.dir.clone();
@@ -824,6 +848,7 @@ impl Runtime {
             attempt: meta.attempt,
             image_id: image.id.clone(),
             image_ref: image.id.clone(),
+            image_name: image.repo_tags.first().cloned().unwrap_or_default(),
             spec,
             process,
             dir: dir.to_path_buf(),
@@ -838,6 +863,7 @@ impl Runtime {
             pid: 0,
             monitor_pid: 0,
             monitor_start_time: 0,
+            pid_start_time: 0,
         })
     }
 
@@ -871,6 +897,23 @@ impl Runtime {
                 c.id
             )));
         }
+        let newly = self
+            .starting
+            .lock()
+            .map(|mut s| s.insert(c.id.clone()))
+            .unwrap_or(false);
+        if !newly {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is already starting",
+                c.id
+            )));
+        }
+        let _starting = Starting {
+            set: &self.starting,
+            id: c.id.clone(),
+        };
+        // The state may have changed while this call waited for the guard.
+        let c = self.container(&c.id)?;
         if c.state != ContainerState::Created {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is {:?}, not Created: it cannot be started (again)",
@@ -909,6 +952,7 @@ impl Runtime {
                 self.update_container(&c.id, |c| {
                     c.state = ContainerState::Running;
                     c.pid = s.pid;
+                    c.pid_start_time = s.start_time;
                     c.started_at = s.started_at;
                     c.monitor_pid = s.monitor_pid;
                     c.monitor_start_time = s.monitor_start_time;
@@ -936,6 +980,13 @@ impl Runtime {
                     }
                 };
                 let _ = child.wait().await;
+                // A monitor that started the container but reported too late: end the container.
+                if let Some(s) = monitor::read_started(&c.dir) {
+                    let mut started = c.clone();
+                    started.pid = s.pid;
+                    started.pid_start_time = s.start_time;
+                    Self::kill_tree(&started, Signal::SIGKILL);
+                }
                 self.update_container(&c.id, |c| {
                     c.state = ContainerState::Exited;
                     c.exit_code = 128;
@@ -982,6 +1033,10 @@ impl Runtime {
                 )
             }
         };
+        // What ExecSync started in the container does not outlive it.
+        for pid in platform::processes_in_root(&c.process.rootfs) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
         if let Err(e) = self.update_container(id, |c| {
             c.state = ContainerState::Exited;
             c.exit_code = code;
@@ -998,16 +1053,22 @@ impl Runtime {
         let _ = tx.send(true);
     }
 
-    /// Signals every process of the container: its process group, the trees below its main
-    /// process and its monitor, and (where the OS tells) every process whose root is the
-    /// container's, which catches those that left both group and parent (setsid + double fork).
+    /// Signals every process of the container: its process group and the tree below its main
+    /// process (only while that pid still names the container's process, not a later one that
+    /// reuses it), the tree below its monitor while the monitor lives, and (where the OS tells)
+    /// every process whose root is the container's, which catches those that left both group
+    /// and parent (setsid + double fork) and ExecSync's processes.
     fn kill_tree(c: &Container, sig: Signal) {
-        if c.pid <= 0 {
-            return;
+        let mut pids = Vec::new();
+        let main_alive = c.pid > 0
+            && platform::process_info(c.pid).is_some_and(|p| {
+                p.alive && (c.pid_start_time == 0 || p.start_time == c.pid_start_time)
+            });
+        if main_alive {
+            let _ = killpg(Pid::from_raw(c.pid), sig);
+            pids.push(c.pid);
+            pids.extend(platform::tree(c.pid));
         }
-        let _ = killpg(Pid::from_raw(c.pid), sig);
-        let _ = kill(Pid::from_raw(c.pid), sig);
-        let mut pids = platform::tree(c.pid);
         if c.monitor_pid > 0 && monitor::is_running(&c.dir) {
             pids.extend(platform::tree(c.monitor_pid));
         }
@@ -1055,9 +1116,22 @@ impl Runtime {
         let Some(c) = self.find_container(id) else {
             return Ok(());
         };
+        if self
+            .starting
+            .lock()
+            .map(|s| s.contains(&c.id))
+            .unwrap_or(false)
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is starting; remove it once StartContainer has returned",
+                c.id
+            )));
+        }
         if c.state == ContainerState::Running {
             self.stop_container(&c.id, 0).await?;
         }
+        // Nothing of it may outlive it, whatever state it is in.
+        Self::kill_tree(&c, Signal::SIGKILL);
         let dir = c.dir.clone();
         tokio::task::spawn_blocking(move || remove_tree(&dir))
             .await
@@ -1099,24 +1173,56 @@ impl Runtime {
             .spawn()
             .map_err(|e| Error::io(format!("exec {:?} in container {}", cmd[0], c.id), e))?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        // Output goes into shared buffers, so that what was printed can be returned even when
+        // a reader is still blocked on a pipe that an escaped process holds open. Past the
+        // limit, output is read and dropped: a command must never block on a full pipe.
         let read = |r: Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>| {
-            tokio::spawn(async move {
-                let mut out = Vec::new();
-                if let Some(r) = r {
-                    let _ = r.take(EXEC_OUTPUT_LIMIT as u64).read_to_end(&mut out).await;
+            let buf = Arc::new(Mutex::new(Vec::new()));
+            let sink = Arc::clone(&buf);
+            let task = tokio::spawn(async move {
+                let Some(mut r) = r else { return };
+                let mut chunk = vec![0u8; 64 * 1024];
+                while let Ok(n) = r.read(&mut chunk).await {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut out) = sink.lock() {
+                        let room = EXEC_OUTPUT_LIMIT.saturating_sub(out.len());
+                        out.extend_from_slice(&chunk[..n.min(room)]);
+                    }
                 }
-                out
-            })
+            });
+            (buf, task)
         };
-        let out_task = read(child.stdout.take().map(|s| Box::new(s) as _));
-        let err_task = read(child.stderr.take().map(|s| Box::new(s) as _));
+        let (out_buf, out_task) = read(child.stdout.take().map(|s| Box::new(s) as _));
+        let (err_buf, err_task) = read(child.stderr.take().map(|s| Box::new(s) as _));
         let kill_all = move || {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            if let Ok(table) = platform::process_table() {
-                for d in platform::descendants(&table, pid) {
-                    let _ = kill(Pid::from_raw(d), Signal::SIGKILL);
-                }
+            for d in platform::tree(pid) {
+                let _ = kill(Pid::from_raw(d), Signal::SIGKILL);
             }
+        };
+        // Waits (bounded) for the readers to reach the end of output, then takes what they got.
+        let collect = |out_task: tokio::task::JoinHandle<()>,
+                       err_task: tokio::task::JoinHandle<()>| async move {
+            let both = async {
+                let _ = out_task.await;
+                let _ = err_task.await;
+            };
+            if tokio::time::timeout(Duration::from_secs(1), both)
+                .await
+                .is_err()
+            {
+                // Something that left the tree still holds a pipe: end the whole container's
+                // share of this exec and stop waiting.
+                kill_all();
+            }
+            let take = |b: &Arc<Mutex<Vec<u8>>>| {
+                b.lock()
+                    .map(|mut v| std::mem::take(&mut *v))
+                    .unwrap_or_default()
+            };
+            (take(&out_buf), take(&err_buf))
         };
         let waited = match timeout {
             Some(t) => tokio::time::timeout(t, child.wait()).await.ok(),
@@ -1127,8 +1233,7 @@ impl Runtime {
             None => {
                 kill_all();
                 let _ = child.wait().await;
-                let stdout = out_task.await.unwrap_or_default();
-                let stderr = err_task.await.unwrap_or_default();
+                let (stdout, stderr) = collect(out_task, err_task).await;
                 return Err(Error::DeadlineExceeded(format!(
                     "command {:?} timed out after {:?} and was killed; stdout so far: {:?}; stderr so far: {:?}",
                     cmd,
@@ -1138,22 +1243,7 @@ impl Runtime {
                 )));
             }
         };
-        // Leftover background processes may hold the pipes open: give them a moment, then end them.
-        let collect = async {
-            (
-                out_task.await.unwrap_or_default(),
-                err_task.await.unwrap_or_default(),
-            )
-        };
-        tokio::pin!(collect);
-        let (stdout, stderr) =
-            match tokio::time::timeout(Duration::from_secs(1), &mut collect).await {
-                Ok(v) => v,
-                Err(_) => {
-                    kill_all();
-                    collect.await
-                }
-            };
+        let (stdout, stderr) = collect(out_task, err_task).await;
         use std::os::unix::process::ExitStatusExt;
         let exit_code = status
             .code()
@@ -1247,6 +1337,7 @@ impl Runtime {
                 self.update_container(&c.id, |c| {
                     c.state = ContainerState::Running;
                     c.pid = s.pid;
+                    c.pid_start_time = s.start_time;
                     c.started_at = s.started_at;
                     c.monitor_pid = s.monitor_pid;
                     c.monitor_start_time = s.monitor_start_time;

@@ -202,9 +202,10 @@ pub async fn connect_with_window(
             }
         }))
         .await?;
+    // kubelet's CRI client accepts messages up to 16 MiB.
     Ok((
-        RuntimeServiceClient::new(channel.clone()),
-        ImageServiceClient::new(channel),
+        RuntimeServiceClient::new(channel.clone()).max_decoding_message_size(16 << 20),
+        ImageServiceClient::new(channel).max_decoding_message_size(16 << 20),
     ))
 }
 

@@ -230,6 +230,26 @@ async fn exec_sync_exit_codes_users_and_timeout() -> anyhow::Result<()> {
     .await?;
     assert_eq!(r.exit_code, 0);
 
+    // Output past the 7 MiB limit is dropped, and the command is not blocked by it.
+    let r = exec(
+        &mut rt,
+        &cid,
+        &["dd", "if=/dev/zero", "bs=1M", "count=20"],
+        0,
+    )
+    .await?;
+    assert_eq!((r.stdout.len(), r.exit_code), (7 << 20, 0));
+
+    // A process an exec left behind, detached from everything, ends with the container.
+    let r = exec(
+        &mut rt,
+        &cid,
+        &["sh", "-c", "setsid sleep 999 >/dev/null 2>&1 </dev/null &"],
+        10,
+    )
+    .await?;
+    assert_eq!(r.exit_code, 0);
+
     // A command that is not there.
     let err = exec(&mut rt, &cid, &["no-such-command"], 10)
         .await
@@ -266,6 +286,26 @@ async fn exec_sync_exit_codes_users_and_timeout() -> anyhow::Result<()> {
     // The main container is still there.
     let s = status(&mut rt, &cid).await?;
     assert_eq!(s.state, cri::ContainerState::ContainerRunning as i32);
+    let image = s.image.clone().unwrap_or_default();
+    assert_eq!(
+        (image.image.as_str(), image.user_specified_image.as_str()),
+        (BUSYBOX, BUSYBOX)
+    );
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: cid.clone(),
+        timeout: 0,
+    })
+    .await?;
+    wait_for(
+        Duration::from_secs(5),
+        "the exec'd daemon to end with its container",
+        || async {
+            processes_under(&server.root().join("pods"))
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await?;
     let user = s.user.and_then(|u| u.linux).expect("user");
     assert_eq!((user.uid, user.gid), (1000, 1000));
     Ok(())

@@ -21,6 +21,7 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Sta
             name: m.name,
             attempt: m.attempt,
         }),
+        user_specified_image: image.user_specified_image,
         image: image.image,
         command: config.command,
         args: config.args,
@@ -118,10 +119,19 @@ fn metadata(c: &Container) -> cri::ContainerMetadata {
     }
 }
 
+/// The image as containerd reports it: its name (first repo tag) where it has one, and the
+/// name the pod spec used.
 fn image_spec(c: &Container) -> cri::ImageSpec {
+    let or = |a: &str, b: &str| {
+        if a.is_empty() {
+            b.to_string()
+        } else {
+            a.to_string()
+        }
+    };
     cri::ImageSpec {
-        image: c.spec.image.clone(),
-        user_specified_image: c.spec.image.clone(),
+        image: or(&c.image_name, &c.spec.image),
+        user_specified_image: or(&c.spec.user_specified_image, &c.spec.image),
         ..Default::default()
     }
 }

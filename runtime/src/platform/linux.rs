@@ -148,8 +148,9 @@ fn parse_stat(pid: i32, text: &str) -> Option<ProcInfo> {
 }
 
 pub fn process_info(pid: i32) -> Option<ProcInfo> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(pid, &text)
+    // Read as bytes: a command name may be any bytes, even a UTF-8 sequence cut at 15 bytes.
+    let bytes = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(pid, &String::from_utf8_lossy(&bytes))
 }
 
 pub fn process_table() -> io::Result<Vec<ProcInfo>> {
