@@ -334,3 +334,42 @@ async fn a_subscriber_that_falls_behind_is_dropped_without_slowing_anyone() -> a
     assert!(started.elapsed() < Duration::from_secs(60));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disconnected_subscribers_are_cleaned_up() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let subscribers = |rt: Rt| async move {
+        let mut rt = rt;
+        let st = rt
+            .status(cri::StatusRequest { verbose: true })
+            .await
+            .ok()?
+            .into_inner();
+        let config: serde_json::Value = serde_json::from_str(st.info.get("config")?).ok()?;
+        config["eventSubscribers"].as_u64()
+    };
+    let kept = rt
+        .get_container_events(cri::GetEventsRequest {})
+        .await?
+        .into_inner();
+    {
+        let (mut other, _) = server.client().await?;
+        let _gone = other
+            .get_container_events(cri::GetEventsRequest {})
+            .await?
+            .into_inner();
+        assert_eq!(subscribers(rt.clone()).await, Some(2));
+    }
+    // The next event finds the closed subscription and forgets it.
+    let pod = run_pod(&mut rt, &server, "gone").await?;
+    create(&mut rt, &pod, container_config("c", "true")).await?;
+    let rt2 = rt.clone();
+    wait_for(Duration::from_secs(5), "one subscriber", || {
+        let rt = rt2.clone();
+        async move { (subscribers(rt).await == Some(1)).then_some(()) }
+    })
+    .await?;
+    drop(kept);
+    Ok(())
+}

@@ -51,6 +51,7 @@ pub fn status(svc: &Cri, verbose: bool) -> cri::StatusResponse {
                 "nodeIP": svc.runtime.node_ip(),
                 "network": "host: pods share the node's network (macOS has no network namespaces)",
                 "platform": svc.platform,
+                "eventSubscribers": svc.runtime.subscriber_count(),
             })
             .to_string(),
         );
