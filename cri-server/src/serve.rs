@@ -148,11 +148,16 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         "darwin-cri serving CRI v1"
     );
 
+    let events = Arc::clone(&rt);
     let svc = Cri::new(rt, platform(&config)?.to_string());
     let result = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(svc.clone()))
         .add_service(ImageServiceServer::new(svc))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            shutdown_signal().await;
+            // Open GetContainerEvents streams would hold the graceful shutdown forever.
+            events.close_subscribers();
+        })
         .await;
     let _ = std::fs::remove_file(&config.socket);
     result.context("serving gRPC")?;

@@ -69,7 +69,7 @@ pub fn parse_quantity_milli(s: &str) -> Option<u128> {
         int.parse::<u128>().ok()?.checked_mul(1000)?
     };
     for (i, d) in frac.chars().take(3).enumerate() {
-        milli += u128::from(d.to_digit(10)?) * 10u128.pow(2 - i as u32);
+        milli = milli.checked_add(u128::from(d.to_digit(10)?) * 10u128.pow(2 - i as u32))?;
     }
     if frac.chars().skip(3).any(|c| !c.is_ascii_digit()) {
         return None;
@@ -122,7 +122,7 @@ pub fn nice_for_cpu_millis(millis: u64) -> i32 {
 
 /// kubelet's cpu shares are 1024 per CPU requested (2 for BestEffort pods).
 fn shares_to_millis(shares: i64) -> u64 {
-    (shares.max(2) as u64 * 1000) / 1024
+    (shares.max(2) as u64).saturating_mul(1000) / 1024
 }
 
 fn annotation<'a>(
@@ -189,7 +189,7 @@ pub fn apply_linux(limits: &mut Limits, r: &LinuxResources) -> Result<()> {
         limits.memory_bytes = Some(r.memory_limit_in_bytes as u64);
     }
     let from_quota = (r.cpu_quota > 0 && r.cpu_period > 0)
-        .then(|| (r.cpu_quota as u64 * 1000) / r.cpu_period as u64);
+        .then(|| (r.cpu_quota as u64).saturating_mul(1000) / r.cpu_period as u64);
     let from_shares = (r.cpu_shares > 0).then(|| shares_to_millis(r.cpu_shares));
     // The smaller allowance decides: a quota caps a container however many shares it has.
     let millis = match (from_quota, from_shares) {
@@ -218,9 +218,29 @@ mod tests {
         assert_eq!(parse_quantity_milli("1.5"), Some(1500));
         assert_eq!(parse_quantity_milli("2e3"), Some(2_000_000));
         assert_eq!(parse_quantity_milli("0.25Gi"), Some((1u128 << 30) * 250));
-        for bad in ["", "abc", "12Q", "-5", "1..2", "."] {
+        for bad in [
+            "",
+            "abc",
+            "12Q",
+            "-5",
+            "1..2",
+            ".",
+            "999999999999999999999999999999999999999",
+        ] {
             assert_eq!(parse_quantity_milli(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn huge_values_do_not_overflow() {
+        let r = LinuxResources {
+            cpu_shares: i64::MAX,
+            cpu_quota: i64::MAX,
+            cpu_period: 1,
+            memory_limit_in_bytes: i64::MAX,
+        };
+        let l = resolve("c", Some(&r), &BTreeMap::new(), &BTreeMap::new()).expect("limits");
+        assert_eq!((l.nice, l.memory_bytes), (0, Some(i64::MAX as u64)));
     }
 
     #[test]

@@ -202,6 +202,7 @@ struct Running {
     stdout: OwnedFd,
     stderr: OwnedFd,
     spec: ProcessSpec,
+    control: Option<UnixListener>,
     _lock: Flock<std::fs::File>,
 }
 
@@ -237,6 +238,9 @@ fn start(bundle: &Path) -> Result<Running, String> {
         eprintln!("cannot become a subreaper: {e}");
     }
     let spec = read_spec(bundle)?;
+    // Listening before the start is reported: once the server knows the container runs, log
+    // reopening and limit updates work.
+    let control = bind_control(&spec.control_socket);
     let mut cmd = command_for(&spec, &spec.args)?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
@@ -287,6 +291,7 @@ fn start(bundle: &Path) -> Result<Running, String> {
         stdout: out_r,
         stderr: err_r,
         spec,
+        control,
         _lock: lock,
     })
 }
@@ -309,6 +314,7 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
         stdout,
         stderr,
         mut spec,
+        control,
         _lock,
         ..
     } = running;
@@ -325,7 +331,6 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
     let main = Pid::from_raw(child.id() as i32);
     // std's Child is not used to wait: the waiter thread reaps every child (orphans included).
     drop(child);
-    let control = bind_control(&spec.control_socket);
 
     let (wake_r, wake_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     std::thread::spawn(move || {
@@ -353,7 +358,6 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
     let mut oom: Option<String> = None;
     let interval = Duration::from_millis(spec.limit_interval_ms.max(10));
     let mut next_check = Instant::now() + interval;
-    let mut meter = Meter::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         if exited.is_some() && streams.is_empty() {
@@ -443,7 +447,7 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
         if watching && Instant::now() >= next_check {
             next_check = Instant::now() + interval;
             if let Some(limit) = spec.limits.memory_bytes {
-                let used = meter.measure(main);
+                let used = tree_memory(main);
                 if used > limit {
                     oom = Some(format!(
                         "the container's processes used {used} bytes of memory, over its limit of {limit}; they were killed"
@@ -491,41 +495,14 @@ fn record_exit(bundle: &Path, exit: &Exit) -> std::io::Result<()> {
     std::fs::rename(&pending, &target)
 }
 
-/// Resident memory of the container: every process below this monitor.
-/// Measures the resident memory of the container: every process below this monitor. Walking
-/// the tree costs several reads per process; it is redone every `WALK_EVERY` measurements (and
-/// whenever a known process is gone), while in between only each known process's RSS is read,
-/// so a check costs a few reads per process.
-#[derive(Debug, Default)]
-struct Meter {
-    pids: Vec<i32>,
-    count: u32,
-}
-
-const WALK_EVERY: u32 = 4;
-
-impl Meter {
-    fn measure(&mut self, main: Pid) -> u64 {
-        if self.count.is_multiple_of(WALK_EVERY) || self.pids.is_empty() {
-            self.walk(main);
-        }
-        self.count = self.count.wrapping_add(1);
-        let mut total = 0;
-        for pid in &self.pids {
-            match platform::rss_bytes(*pid) {
-                Some(rss) => total += rss,
-                None => self.count = 0,
-            }
-        }
-        total
+/// Memory the container holds: every process below this monitor (orphans come to it as a
+/// subreaper), plus the main process.
+fn tree_memory(main: Pid) -> u64 {
+    let mut pids = platform::tree(std::process::id() as i32);
+    if !pids.contains(&main.as_raw()) {
+        pids.push(main.as_raw());
     }
-
-    fn walk(&mut self, main: Pid) {
-        self.pids = platform::tree(std::process::id() as i32);
-        if !self.pids.contains(&main.as_raw()) {
-            self.pids.push(main.as_raw());
-        }
-    }
+    pids.iter().filter_map(|p| platform::rss_bytes(*p)).sum()
 }
 
 /// The control socket: one command per connection, one line each way.

@@ -31,6 +31,9 @@ const EXEC_OUTPUT_LIMIT: usize = 7 << 20;
 const ADOPTED_MONITOR_POLL: Duration = Duration::from_millis(100);
 /// The pod's termination grace period, which kubelet records on every container.
 const GRACE_ANNOTATION: &str = "io.kubernetes.pod.terminationGracePeriod";
+/// StopPodSandbox gives what still runs at most this long: kubelet has already spent the grace
+/// period in StopContainer, and must get an answer within its runtime request timeout.
+const POD_STOP_GRACE_CAP_SECS: i64 = 30;
 
 /// Settings of the runtime, from the server's configuration.
 #[derive(Debug, Clone)]
@@ -356,6 +359,13 @@ impl Runtime {
         rx
     }
 
+    /// Ends every subscription (the server is shutting down: open streams must end).
+    pub fn close_subscribers(&self) {
+        if let Ok(mut subs) = self.subscribers.lock() {
+            subs.clear();
+        }
+    }
+
     pub fn subscriber_count(&self) -> usize {
         self.subscribers.lock().map(|s| s.len()).unwrap_or(0)
     }
@@ -499,12 +509,22 @@ impl Runtime {
                         .get(GRACE_ANNOTATION)
                         .and_then(|g| g.parse::<i64>().ok())
                 })
-                .unwrap_or(0);
+                .unwrap_or(0)
+                .clamp(0, POD_STOP_GRACE_CAP_SECS);
             let rt = Arc::clone(self);
             stops.spawn(async move { rt.stop_container(&cid, grace).await });
         }
+        let mut first_error = None;
         while let Some(done) = stops.join_next().await {
-            done.map_err(|e| Error::Internal(e.to_string()))??;
+            let result = done
+                .map_err(|e| Error::Internal(e.to_string()))
+                .and_then(|r| r);
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         // Nothing of a stopped pod stays mounted: container roots and kubelet's volumes.
         let dir = pod.dir.clone();
@@ -904,7 +924,7 @@ impl Runtime {
             .unwrap_or(false);
         if !newly {
             return Err(Error::FailedPrecondition(format!(
-                "container {} is already starting",
+                "container {} is already starting or being removed",
                 c.id
             )));
         }
@@ -945,25 +965,34 @@ impl Runtime {
             Ok(Handshake::Started(s)) => {
                 tracing::debug!(container = id, elapsed = ?t0.elapsed(), "monitor reported the start");
                 let (tx, rx) = watch::channel(false);
-                self.exits
-                    .lock()
-                    .map_err(|_| Error::Internal("exit table poisoned".into()))?
-                    .insert(c.id.clone(), rx);
-                self.update_container(&c.id, |c| {
+                if let Ok(mut exits) = self.exits.lock() {
+                    exits.insert(c.id.clone(), rx);
+                }
+                // The watcher exists before anything below can fail, so the exit is always
+                // recorded; it waits for `recorded` so that it never runs before the start is.
+                let (recorded, start_recorded) = tokio::sync::oneshot::channel::<()>();
+                let rt = Arc::clone(self);
+                let cid = c.id.clone();
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                    let _ = start_recorded.await;
+                    rt.monitor_exited(&cid, tx);
+                });
+                let update = self.update_container(&c.id, |c| {
                     c.state = ContainerState::Running;
                     c.pid = s.pid;
                     c.pid_start_time = s.start_time;
                     c.started_at = s.started_at;
                     c.monitor_pid = s.monitor_pid;
                     c.monitor_start_time = s.monitor_start_time;
-                })?;
-                self.emit(&c.id, &c.pod_id, EventKind::Started);
-                let rt = Arc::clone(self);
-                let cid = c.id.clone();
-                tokio::spawn(async move {
-                    let _ = child.wait().await;
-                    rt.monitor_exited(&cid, tx);
                 });
+                if let Err(e) = update {
+                    // The container runs and the runtime knows it; the store catches up at the
+                    // next write, or recovery reads the monitor's started.json after a crash.
+                    tracing::error!(container = id, error = %e, "recording the start failed");
+                }
+                self.emit(&c.id, &c.pod_id, EventKind::Started);
+                let _ = recorded.send(());
                 Ok(())
             }
             outcome => {
@@ -1092,41 +1121,46 @@ impl Runtime {
         if timeout_secs > 0 {
             let _ = kill(Pid::from_raw(c.pid), signal_by_name(&c.process.stop_signal));
             let wait = Duration::from_secs(timeout_secs as u64);
-            if tokio::time::timeout(wait, rx.wait_for(|v| *v))
-                .await
-                .is_ok()
-            {
+            if matches!(
+                tokio::time::timeout(wait, rx.wait_for(|v| *v)).await,
+                Ok(Ok(_))
+            ) {
                 return Ok(());
             }
         }
         Self::kill_tree(&c, Signal::SIGKILL);
-        if tokio::time::timeout(self.opts.kill_timeout, rx.wait_for(|v| *v))
-            .await
-            .is_err()
-        {
-            return Err(Error::DeadlineExceeded(format!(
+        match tokio::time::timeout(self.opts.kill_timeout, rx.wait_for(|v| *v)).await {
+            Ok(Ok(_)) => Ok(()),
+            // No watcher any more: the monitor's lock says whether anything still runs.
+            Ok(Err(_)) if !monitor::is_running(&c.dir) => Ok(()),
+            _ => Err(Error::DeadlineExceeded(format!(
                 "container {} did not exit within {:?} of SIGKILL",
                 c.id, self.opts.kill_timeout
-            )));
+            ))),
         }
-        Ok(())
     }
 
     pub async fn remove_container(self: &Arc<Self>, id: &str) -> Result<()> {
         let Some(c) = self.find_container(id) else {
             return Ok(());
         };
-        if self
+        // Held for the whole removal: a StartContainer meanwhile is refused, not run in a
+        // directory being deleted.
+        let newly = self
             .starting
             .lock()
-            .map(|s| s.contains(&c.id))
-            .unwrap_or(false)
-        {
+            .map(|mut s| s.insert(c.id.clone()))
+            .unwrap_or(false);
+        if !newly {
             return Err(Error::FailedPrecondition(format!(
-                "container {} is starting; remove it once StartContainer has returned",
+                "container {} is starting or being removed; retry once that has returned",
                 c.id
             )));
         }
+        let _busy = Starting {
+            set: &self.starting,
+            id: c.id.clone(),
+        };
         if c.state == ContainerState::Running {
             self.stop_container(&c.id, 0).await?;
         }
@@ -1173,6 +1207,16 @@ impl Runtime {
             .spawn()
             .map_err(|e| Error::io(format!("exec {:?} in container {}", cmd[0], c.id), e))?;
         let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        // The container may have ended between the check above and the spawn: then this
+        // process must not outlive it.
+        if self.find_container(&c.id).map(|c| c.state) != Some(ContainerState::Running) {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = child.wait().await;
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                c.id
+            )));
+        }
         // Output goes into shared buffers, so that what was printed can be returned even when
         // a reader is still blocked on a pipe that an escaped process holds open. Past the
         // limit, output is read and dropped: a command must never block on a full pipe.
@@ -1279,11 +1323,14 @@ impl Runtime {
         self.monitor_command(&c, "reopen").await
     }
 
-    /// New CPU and memory limits for a container, applied at once if it runs.
+    /// New limits for a container (from kubelet's Linux resources, or from re-read annotations
+    /// when `resources` is `None`), applied at once if it runs. The new limits are recorded only
+    /// once the monitor has applied them.
     pub async fn update_resources(
         &self,
         id: &str,
-        resources: &crate::limits::LinuxResources,
+        resources: Option<&crate::limits::LinuxResources>,
+        annotations: &std::collections::BTreeMap<String, String>,
     ) -> Result<()> {
         let c = self.container(id)?;
         if c.state == ContainerState::Exited {
@@ -1292,21 +1339,39 @@ impl Runtime {
                 c.id
             )));
         }
-        let mut limits = c.process.limits;
-        crate::limits::apply_linux(&mut limits, resources)?;
-        let mut process = c.process.clone();
-        process.limits = limits;
-        let bytes =
-            serde_json::to_vec_pretty(&process).map_err(|e| Error::Internal(e.to_string()))?;
+        let limits = match resources {
+            Some(r) => {
+                let mut limits = c.process.limits;
+                crate::limits::apply_linux(&mut limits, r)?;
+                limits
+            }
+            None if annotations.is_empty() => return Ok(()),
+            None => {
+                let pod = self.pod(&c.pod_id)?;
+                crate::limits::resolve(&c.name, None, annotations, &pod.spec.annotations)?
+            }
+        };
         let path = c.dir.join(monitor::PROCESS_FILE);
-        write_atomic(&path, &bytes).at("writing", &path)?;
-        let updated = self.update_container(&c.id, |c| {
-            c.process.limits = limits;
-            c.spec.linux_resources = Some(*resources);
-        })?;
-        if let Some(c) = updated.filter(|c| c.state == ContainerState::Running) {
-            self.monitor_command(&c, "limits").await?;
+        let write = |limits: crate::limits::Limits| -> Result<()> {
+            let mut process = c.process.clone();
+            process.limits = limits;
+            let bytes =
+                serde_json::to_vec_pretty(&process).map_err(|e| Error::Internal(e.to_string()))?;
+            write_atomic(&path, &bytes).at("writing", &path)
+        };
+        write(limits)?;
+        if c.state == ContainerState::Running
+            && let Err(e) = self.monitor_command(&c, "limits").await
+        {
+            let _ = write(c.process.limits);
+            return Err(e);
         }
+        self.update_container(&c.id, |c| {
+            c.process.limits = limits;
+            if let Some(r) = resources {
+                c.spec.linux_resources = Some(*r);
+            }
+        })?;
         Ok(())
     }
 

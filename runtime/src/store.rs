@@ -10,25 +10,60 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::Result;
 use crate::model::{Container, Pod};
+use crate::{Error, Result};
 
 const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
 const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
 
 #[derive(Debug)]
 pub(crate) struct Store {
-    db: Database,
+    path: std::path::PathBuf,
+    /// redb refuses all further writes after an I/O error (a full disk, say) until the
+    /// database is reopened; `None` only while it is being reopened.
+    db: std::sync::RwLock<Option<Database>>,
+}
+
+fn open_db(path: &Path) -> Result<Database> {
+    let db = Database::create(path)?;
+    let txn = db.begin_write()?;
+    txn.open_table(PODS)?;
+    txn.open_table(CONTAINERS)?;
+    txn.commit()?;
+    Ok(db)
 }
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
-        let db = Database::create(path)?;
-        let txn = db.begin_write()?;
-        txn.open_table(PODS)?;
-        txn.open_table(CONTAINERS)?;
-        txn.commit()?;
-        Ok(Store { db })
+        Ok(Store {
+            path: path.to_path_buf(),
+            db: std::sync::RwLock::new(Some(open_db(path)?)),
+        })
+    }
+
+    /// Runs a write transaction; after an I/O error the database is reopened and the write
+    /// tried once more, so that a disk that was full for a while does not end all writes.
+    fn write(&self, f: impl Fn(&Database) -> std::result::Result<(), redb::Error>) -> Result<()> {
+        let first = {
+            let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+            match guard.as_ref() {
+                Some(db) => f(db),
+                None => Err(redb::Error::PreviousIo),
+            }
+        };
+        match first {
+            Ok(()) => Ok(()),
+            Err(redb::Error::PreviousIo | redb::Error::Io(_)) => {
+                let mut guard = self.db.write().unwrap_or_else(|p| p.into_inner());
+                // The old handle holds the file lock: it must go before the new one opens.
+                drop(guard.take());
+                let db = open_db(&self.path)?;
+                let retried = f(&db);
+                *guard = Some(db);
+                retried.map_err(Error::from)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn put<T: Serialize>(
@@ -37,22 +72,30 @@ impl Store {
         id: &str,
         value: &T,
     ) -> Result<()> {
-        let bytes = serde_json::to_vec(value).map_err(|e| crate::Error::Store(e.to_string()))?;
-        let txn = self.db.begin_write()?;
-        txn.open_table(table)?.insert(id, bytes.as_slice())?;
-        txn.commit()?;
-        Ok(())
+        let bytes = serde_json::to_vec(value).map_err(|e| Error::Store(e.to_string()))?;
+        self.write(|db| {
+            let txn = db.begin_write()?;
+            txn.open_table(table)?.insert(id, bytes.as_slice())?;
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     fn delete(&self, table: TableDefinition<&str, &[u8]>, id: &str) -> Result<()> {
-        let txn = self.db.begin_write()?;
-        txn.open_table(table)?.remove(id)?;
-        txn.commit()?;
-        Ok(())
+        self.write(|db| {
+            let txn = db.begin_write()?;
+            txn.open_table(table)?.remove(id)?;
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     fn all<T: DeserializeOwned>(&self, table: TableDefinition<&str, &[u8]>) -> Result<Vec<T>> {
-        let txn = self.db.begin_read()?;
+        let guard = self.db.read().unwrap_or_else(|p| p.into_inner());
+        let db = guard
+            .as_ref()
+            .ok_or_else(|| Error::Store("the metadata store is being reopened".into()))?;
+        let txn = db.begin_read()?;
         let table = txn.open_table(table)?;
         let mut out = Vec::new();
         for row in table.iter()? {

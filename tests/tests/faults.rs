@@ -270,6 +270,38 @@ async fn stop_ends_processes_that_left_the_group_with_setsid_and_double_fork() -
             .then_some(())
     })
     .await?;
+
+    // The same escapees, but the monitor dies first: the server still finds them by their root.
+    let id = create(&mut rt, &pod, container_config("c2", script)).await?;
+    start(&mut rt, &id).await?;
+    let st = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await?
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"])?;
+    let monitor = info["monitorPid"].as_i64().expect("monitor pid") as i32;
+    wait_for(Duration::from_secs(5), "the escaped sleeps", || async {
+        (processes_under(&server.root().join("pods")).len() >= 4).then_some(())
+    })
+    .await?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(monitor),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    wait_exited(&mut rt, &id, Duration::from_secs(10)).await?;
+    wait_for(
+        Duration::from_secs(5),
+        "every escaped sleep to die",
+        || async {
+            processes_under(&server.root().join("pods"))
+                .is_empty()
+                .then_some(())
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -279,6 +311,15 @@ async fn a_full_disk_is_resource_exhausted_and_nothing_is_half_made() -> anyhow:
     let (mut rt, _) = server.client().await?;
     let pod = run_pod(&mut rt, &server, "full").await?;
     let pod_dir = server.root().join("pods").join(&pod).join("containers");
+    // A container that ends while the disk is full: its exit code must survive that.
+    let survivor = create(
+        &mut rt,
+        &pod,
+        container_config("survivor", "sleep 2; exit 5"),
+    )
+    .await?;
+    start(&mut rt, &survivor).await?;
+    let survivor_dir = pod_dir.join(&survivor);
     // Fill the disk.
     let filler = server.root().join("filler");
     {
@@ -295,14 +336,22 @@ async fn a_full_disk_is_resource_exhausted_and_nothing_is_half_made() -> anyhow:
     assert_eq!(e.code(), Code::ResourceExhausted, "{}", e.message());
     assert_eq!(
         std::fs::read_dir(&pod_dir)?.count(),
-        0,
+        1,
         "nothing half-created"
     );
     assert_eq!(mounts_under(&server.root()), mounts_before);
     assert_eq!(
         std::fs::read_dir(server.root().join("images/leases"))?.count(),
-        0
+        1,
+        "only the survivor's"
     );
+    let s = wait_exited(&mut rt, &survivor, Duration::from_secs(10)).await?;
+    assert_eq!(
+        (s.exit_code, s.reason.as_str()),
+        (5, "Error"),
+        "the exit record on a full disk"
+    );
+    assert!(survivor_dir.join("exit.json").exists());
     // The server keeps serving; with space again, the same create works.
     rt.version(cri::VersionRequest::default()).await?;
     std::fs::remove_file(&filler)?;

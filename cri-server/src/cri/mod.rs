@@ -47,6 +47,16 @@ fn non_empty<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
     }
 }
 
+/// Runs `work` to its end even if the RPC is cancelled (kubelet's deadline passed, or it went
+/// away): a half-done create or start must still clean up or record what it did.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = T> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))
+}
+
 /// Runs blocking image-store work off the async workers.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
@@ -81,9 +91,10 @@ impl RuntimeService for Cri {
         req: Request<cri::StopPodSandboxRequest>,
     ) -> Reply<cri::StopPodSandboxResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        self.runtime
-            .stop_pod(non_empty(&id, "pod_sandbox_id")?)
-            .await
+        non_empty(&id, "pod_sandbox_id")?;
+        let rt = Arc::clone(&self.runtime);
+        detached(async move { rt.stop_pod(&id).await })
+            .await?
             .map_err(from_runtime)?;
         ok(cri::StopPodSandboxResponse {})
     }
@@ -93,9 +104,10 @@ impl RuntimeService for Cri {
         req: Request<cri::RemovePodSandboxRequest>,
     ) -> Reply<cri::RemovePodSandboxResponse> {
         let id = req.into_inner().pod_sandbox_id;
-        self.runtime
-            .remove_pod(non_empty(&id, "pod_sandbox_id")?)
-            .await
+        non_empty(&id, "pod_sandbox_id")?;
+        let rt = Arc::clone(&self.runtime);
+        detached(async move { rt.remove_pod(&id).await })
+            .await?
             .map_err(from_runtime)?;
         ok(cri::RemovePodSandboxResponse {})
     }
@@ -127,12 +139,11 @@ impl RuntimeService for Cri {
         req: Request<cri::CreateContainerRequest>,
     ) -> Reply<cri::CreateContainerResponse> {
         let req = req.into_inner();
-        let pod_id = non_empty(&req.pod_sandbox_id, "pod_sandbox_id")?;
+        let pod_id = non_empty(&req.pod_sandbox_id, "pod_sandbox_id")?.to_string();
         let spec = container::container_spec(req.config.ok_or_else(|| required("config"))?)?;
-        let container_id = self
-            .runtime
-            .create_container(pod_id, spec)
-            .await
+        let rt = Arc::clone(&self.runtime);
+        let container_id = detached(async move { rt.create_container(&pod_id, spec).await })
+            .await?
             .map_err(from_runtime)?;
         ok(cri::CreateContainerResponse { container_id })
     }
@@ -142,9 +153,10 @@ impl RuntimeService for Cri {
         req: Request<cri::StartContainerRequest>,
     ) -> Reply<cri::StartContainerResponse> {
         let id = req.into_inner().container_id;
-        self.runtime
-            .start_container(non_empty(&id, "container_id")?)
-            .await
+        non_empty(&id, "container_id")?;
+        let rt = Arc::clone(&self.runtime);
+        detached(async move { rt.start_container(&id).await })
+            .await?
             .map_err(from_runtime)?;
         ok(cri::StartContainerResponse {})
     }
@@ -154,10 +166,10 @@ impl RuntimeService for Cri {
         req: Request<cri::StopContainerRequest>,
     ) -> Reply<cri::StopContainerResponse> {
         let req = req.into_inner();
-        let id = non_empty(&req.container_id, "container_id")?;
-        self.runtime
-            .stop_container(id, req.timeout)
-            .await
+        non_empty(&req.container_id, "container_id")?;
+        let rt = Arc::clone(&self.runtime);
+        detached(async move { rt.stop_container(&req.container_id, req.timeout).await })
+            .await?
             .map_err(from_runtime)?;
         ok(cri::StopContainerResponse {})
     }
@@ -167,9 +179,10 @@ impl RuntimeService for Cri {
         req: Request<cri::RemoveContainerRequest>,
     ) -> Reply<cri::RemoveContainerResponse> {
         let id = req.into_inner().container_id;
-        self.runtime
-            .remove_container(non_empty(&id, "container_id")?)
-            .await
+        non_empty(&id, "container_id")?;
+        let rt = Arc::clone(&self.runtime);
+        detached(async move { rt.remove_container(&id).await })
+            .await?
             .map_err(from_runtime)?;
         ok(cri::RemoveContainerResponse {})
     }
@@ -201,20 +214,18 @@ impl RuntimeService for Cri {
         req: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Reply<cri::UpdateContainerResourcesResponse> {
         let req = req.into_inner();
-        let id = non_empty(&req.container_id, "container_id")?;
-        let resources = req
-            .linux
-            .as_ref()
-            .map(container::linux_resources)
-            .ok_or_else(|| {
-                Status::invalid_argument(
-                    "linux resources are required (darwin-cri enforces cpu and memory from them)",
-                )
-            })?;
-        self.runtime
-            .update_resources(id, &resources)
-            .await
-            .map_err(from_runtime)?;
+        let id = non_empty(&req.container_id, "container_id")?.to_string();
+        // A darwin kubelet sends no Linux resources: the darwin-cri.io/ annotations of the
+        // request then say the new limits (none: nothing changes).
+        let resources = req.linux.as_ref().map(container::linux_resources);
+        let annotations = req.annotations.into_iter().collect();
+        let rt = Arc::clone(&self.runtime);
+        detached(async move {
+            rt.update_resources(&id, resources.as_ref(), &annotations)
+                .await
+        })
+        .await?
+        .map_err(from_runtime)?;
         ok(cri::UpdateContainerResourcesResponse {})
     }
 

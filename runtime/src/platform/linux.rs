@@ -189,13 +189,19 @@ pub fn children(pid: i32) -> Vec<i32> {
 }
 
 pub fn rss_bytes(pid: i32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .unwrap_or(4096) as u64;
-    Some(pages * page)
+    // PSS: a page shared by several processes (a fork's copy-on-write pages, libraries) is
+    // divided among them instead of counted once per process, so a tree's sum is what it
+    // really holds, close to what a memory cgroup charges.
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 pub fn set_nice(pid: i32, nice: i32) -> io::Result<()> {

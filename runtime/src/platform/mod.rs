@@ -102,7 +102,8 @@ pub fn tree(root: i32) -> Vec<i32> {
     found
 }
 
-/// Resident memory of one process, in bytes.
+/// Memory one process holds, in bytes, shared pages counted in proportion (Linux: PSS; macOS:
+/// the physical footprint).
 pub fn rss_bytes(pid: i32) -> Option<u64> {
     imp::rss_bytes(pid)
 }
