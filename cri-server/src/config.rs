@@ -48,6 +48,7 @@ pub struct RuntimeConfig {
     pub rootfs: RootfsMode,
     pub limit_check_interval_ms: u64,
     pub event_buffer: usize,
+    pub stats_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -84,6 +85,7 @@ impl Default for RuntimeConfig {
             rootfs: RootfsMode::Auto,
             limit_check_interval_ms: 250,
             event_buffer: 1024,
+            stats_interval_ms: 1000,
         }
     }
 }

@@ -129,6 +129,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         state_dir: config.state_dir.clone(),
         limit_interval: Duration::from_millis(config.runtime.limit_check_interval_ms.max(10)),
         event_buffer: config.runtime.event_buffer.max(1),
+        stats_interval: Duration::from_millis(config.runtime.stats_interval_ms),
     };
     let rt = Runtime::open(opts, images).context("opening the runtime state")?;
     rt.recover()

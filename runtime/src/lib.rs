@@ -16,6 +16,7 @@ pub mod model;
 pub mod monitor;
 pub mod platform;
 mod runtime;
+pub mod stats;
 mod store;
 pub mod user;
 

@@ -63,6 +63,8 @@ pub struct RuntimeOptions {
     pub limit_interval: Duration,
     /// Events a GetContainerEvents subscriber may have pending before it is dropped.
     pub event_buffer: usize,
+    /// How long one statistics sample serves every caller.
+    pub stats_interval: Duration,
 }
 
 /// What happened to a container, for GetContainerEvents.
@@ -117,6 +119,8 @@ pub struct Runtime {
     subscribers: Mutex<Vec<tokio::sync::mpsc::Sender<ContainerEvent>>>,
     /// Containers whose StartContainer is under way: a second start or a removal waits its turn.
     starting: Mutex<HashSet<String>>,
+    /// The shared statistics sample.
+    sampler: tokio::sync::Mutex<crate::stats::Sampler>,
 }
 
 /// Marks a container as starting for as long as it lives.
@@ -293,6 +297,7 @@ impl Runtime {
             exits: Mutex::new(HashMap::new()),
             subscribers: Mutex::new(Vec::new()),
             starting: Mutex::new(HashSet::new()),
+            sampler: tokio::sync::Mutex::new(crate::stats::Sampler::default()),
         }))
     }
 
@@ -1297,6 +1302,27 @@ impl Runtime {
             stderr,
             exit_code,
         })
+    }
+
+    // ----- statistics -------------------------------------------------------------------------
+
+    /// Usage of every container, from a sample at most `stats_interval` old. Concurrent callers
+    /// wait for one sample instead of each walking the process table.
+    pub async fn usage(self: &Arc<Self>) -> Arc<HashMap<String, crate::stats::Usage>> {
+        let mut sampler = self.sampler.lock().await;
+        if let Some(fresh) = sampler.fresh(self.opts.stats_interval) {
+            return fresh;
+        }
+        let containers = self.list_containers();
+        let mut taken = std::mem::take(&mut *sampler);
+        let (taken, usage) = tokio::task::spawn_blocking(move || {
+            let usage = taken.sample(&containers);
+            (taken, usage)
+        })
+        .await
+        .unwrap_or_default();
+        *sampler = taken;
+        usage
     }
 
     // ----- logs and resources -------------------------------------------------------------------

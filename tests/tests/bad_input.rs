@@ -281,9 +281,9 @@ async fn unknown_ids_duplicates_missing_images_and_bad_mounts() -> anyhow::Resul
     assert_eq!(e.code(), Code::Unimplemented);
     assert!(e.message().contains("streaming"), "{}", e.message());
     let e = rt
-        .list_container_stats(cri::ListContainerStatsRequest::default())
+        .port_forward(cri::PortForwardRequest::default())
         .await
-        .expect_err("stats");
+        .expect_err("port-forward streaming");
     assert_eq!(e.code(), Code::Unimplemented);
 
     // The server is still healthy.

@@ -5,6 +5,7 @@ mod container;
 mod image;
 mod info;
 mod sandbox;
+mod stats;
 mod status;
 
 use std::pin::Pin;
@@ -30,6 +31,11 @@ pub struct Cri {
 impl Cri {
     pub fn new(runtime: Arc<Runtime>, platform: String) -> Cri {
         Cri { runtime, platform }
+    }
+
+    /// The filesystem that holds container roots, as stats name it.
+    fn mountpoint(&self) -> String {
+        self.runtime.root().join("pods").display().to_string()
     }
 }
 
@@ -286,30 +292,75 @@ impl RuntimeService for Cri {
 
     async fn container_stats(
         &self,
-        _: Request<cri::ContainerStatsRequest>,
+        req: Request<cri::ContainerStatsRequest>,
     ) -> Reply<cri::ContainerStatsResponse> {
-        Err(unimplemented("ContainerStats", "stats and metrics"))
+        let id = req.into_inner().container_id;
+        let c = self
+            .runtime
+            .container(non_empty(&id, "container_id")?)
+            .map_err(from_runtime)?;
+        let usage = self.runtime.usage().await;
+        let u = usage.get(&c.id).copied().unwrap_or_default();
+        ok(cri::ContainerStatsResponse {
+            stats: Some(stats::container_stats(&c, &u, &self.mountpoint())),
+        })
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<cri::ListContainerStatsRequest>,
+        req: Request<cri::ListContainerStatsRequest>,
     ) -> Reply<cri::ListContainerStatsResponse> {
-        Err(unimplemented("ListContainerStats", "stats and metrics"))
+        let filter = req.into_inner().filter;
+        let usage = self.runtime.usage().await;
+        let containers = self.runtime.list_containers();
+        ok(cri::ListContainerStatsResponse {
+            stats: stats::list_container_stats(
+                &containers,
+                &usage,
+                filter.as_ref(),
+                &self.mountpoint(),
+            ),
+        })
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<cri::PodSandboxStatsRequest>,
+        req: Request<cri::PodSandboxStatsRequest>,
     ) -> Reply<cri::PodSandboxStatsResponse> {
-        Err(unimplemented("PodSandboxStats", "stats and metrics"))
+        let id = req.into_inner().pod_sandbox_id;
+        let pod = self
+            .runtime
+            .pod(non_empty(&id, "pod_sandbox_id")?)
+            .map_err(from_runtime)?;
+        let usage = self.runtime.usage().await;
+        let containers = self.runtime.list_containers();
+        ok(cri::PodSandboxStatsResponse {
+            stats: Some(stats::pod_stats(
+                &pod,
+                &containers,
+                &usage,
+                &self.mountpoint(),
+            )),
+        })
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<cri::ListPodSandboxStatsRequest>,
+        req: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Reply<cri::ListPodSandboxStatsResponse> {
-        Err(unimplemented("ListPodSandboxStats", "stats and metrics"))
+        let filter = req.into_inner().filter.unwrap_or_default();
+        let usage = self.runtime.usage().await;
+        let containers = self.runtime.list_containers();
+        let mountpoint = self.mountpoint();
+        let stats = self
+            .runtime
+            .list_pods()
+            .iter()
+            .filter(|p| filter.id.is_empty() || p.id.starts_with(&filter.id))
+            .filter(|p| sandbox::labels_match(&p.spec.labels, &filter.label_selector))
+            .map(|p| stats::pod_stats(p, &containers, &usage, &mountpoint))
+            .collect();
+        ok(cri::ListPodSandboxStatsResponse { stats })
     }
 
     async fn update_runtime_config(

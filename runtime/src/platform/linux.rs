@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use nix::mount::{MntFlags, MsFlags};
 
-use super::{Credentials, ProcInfo};
+use super::{Credentials, ProcInfo, ProcUsage};
 
 fn cstring(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
@@ -145,6 +145,54 @@ fn parse_stat(pid: i32, text: &str) -> Option<ProcInfo> {
         alive: state != "Z" && state != "X",
         start_time: fields.get(19)?.parse().ok()?,
     })
+}
+
+fn parse_usage(text: &str) -> Option<ProcUsage> {
+    let rest = &text[text.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let num = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    let tick_ns = 1_000_000_000 / clock_ticks();
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .unwrap_or(4096) as u64;
+    Some(ProcUsage {
+        cpu_ns: (num(11)? + num(12)?) * tick_ns,
+        children_cpu_ns: (num(13)? + num(14)?) * tick_ns,
+        rss_bytes: num(21)? * page,
+        minor_faults: num(7)?,
+        major_faults: num(9)?,
+    })
+}
+
+fn clock_ticks() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)
+        .unwrap_or(100) as u64
+}
+
+pub fn process_usage_table() -> io::Result<Vec<(ProcInfo, ProcUsage)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(bytes) = std::fs::read(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        if let (Some(info), Some(usage)) = (parse_stat(pid, &text), parse_usage(&text)) {
+            out.push((info, usage));
+        }
+    }
+    Ok(out)
 }
 
 pub fn process_info(pid: i32) -> Option<ProcInfo> {

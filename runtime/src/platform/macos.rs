@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use super::{Credentials, ProcInfo};
+use super::{Credentials, ProcInfo, ProcUsage};
 
 fn cstring(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
@@ -155,6 +155,40 @@ pub fn process_info(pid: i32) -> Option<ProcInfo> {
         alive: info.pbi_status != SZOMB,
         start_time: info.pbi_start_tvsec * 1_000_000 + info.pbi_start_tvusec,
     })
+}
+
+/// Mach absolute time units to nanoseconds (1:1 on Intel, 125/3 on Apple silicon).
+fn mach_to_ns(t: u64) -> u64 {
+    let mut base = libc::mach_timebase_info { numer: 1, denom: 1 };
+    // SAFETY: base is a valid, writable mach_timebase_info.
+    if unsafe { libc::mach_timebase_info(&mut base) } != 0 || base.denom == 0 {
+        return t;
+    }
+    ((t as u128 * base.numer as u128) / base.denom as u128) as u64
+}
+
+fn usage(pid: i32) -> Option<ProcUsage> {
+    // SAFETY: rusage_info_v2 is plain old data; zeroed is a valid value.
+    let mut info: libc::rusage_info_v2 = unsafe { std::mem::zeroed() };
+    let mut buffer = (&mut info as *mut libc::rusage_info_v2).cast::<libc::c_void>();
+    // SAFETY: buffer points to a writable rusage_info_v2, the struct RUSAGE_INFO_V2 fills.
+    if unsafe { libc::proc_pid_rusage(pid, libc::RUSAGE_INFO_V2, &mut buffer) } != 0 {
+        return None;
+    }
+    Some(ProcUsage {
+        cpu_ns: mach_to_ns(info.ri_user_time + info.ri_system_time),
+        children_cpu_ns: mach_to_ns(info.ri_child_user_time + info.ri_child_system_time),
+        rss_bytes: info.ri_resident_size,
+        minor_faults: 0,
+        major_faults: info.ri_pageins,
+    })
+}
+
+pub fn process_usage_table() -> io::Result<Vec<(ProcInfo, ProcUsage)>> {
+    Ok(process_table()?
+        .into_iter()
+        .filter_map(|p| usage(p.pid).map(|u| (p, u)))
+        .collect())
 }
 
 pub fn process_table() -> io::Result<Vec<ProcInfo>> {

@@ -33,6 +33,18 @@ pub struct ProcInfo {
     pub start_time: u64,
 }
 
+/// What one process has used, as the process table tells it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcUsage {
+    /// User and system CPU time of the process itself.
+    pub cpu_ns: u64,
+    /// CPU time of its exited children that it waited for (they are gone from the table).
+    pub children_cpu_ns: u64,
+    pub rss_bytes: u64,
+    pub minor_faults: u64,
+    pub major_faults: u64,
+}
+
 /// What a process is started as inside a container root.
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -135,6 +147,11 @@ pub fn become_subreaper() -> std::io::Result<()> {
 /// The whole process table.
 pub fn process_table() -> std::io::Result<Vec<ProcInfo>> {
     imp::process_table()
+}
+
+/// The whole process table with each process's usage: one walk for every container's stats.
+pub fn process_usage_table() -> std::io::Result<Vec<(ProcInfo, ProcUsage)>> {
+    imp::process_usage_table()
 }
 
 /// One process, or `None` if there is no such pid.

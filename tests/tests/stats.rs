@@ -1,0 +1,193 @@
+//! Statistics from the CRI: CPU, memory, processes and writable layer per container tree, summed
+//! per pod.
+
+use std::time::Duration;
+
+use darwin_cri_tests::v1 as cri;
+use darwin_cri_tests::*;
+
+async fn container_stats(rt: &mut Rt, id: &str) -> anyhow::Result<cri::ContainerStats> {
+    rt.container_stats(cri::ContainerStatsRequest {
+        container_id: id.into(),
+    })
+    .await?
+    .into_inner()
+    .stats
+    .ok_or_else(|| anyhow::anyhow!("no stats"))
+}
+
+fn cpu_ns(s: &cri::ContainerStats) -> u64 {
+    s.cpu
+        .as_ref()
+        .and_then(|c| c.usage_core_nano_seconds.as_ref())
+        .map(|v| v.value)
+        .unwrap_or(0)
+}
+
+fn working_set(s: &cri::ContainerStats) -> u64 {
+    s.memory
+        .as_ref()
+        .and_then(|m| m.working_set_bytes.as_ref())
+        .map(|v| v.value)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_memory_processes_and_pod_sums() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "stats").await?;
+    // CPU in a child, not in the main process: the whole tree counts.
+    let burner = create(
+        &mut rt,
+        &pod,
+        container_config("burn", "(while true; do :; done) & wait"),
+    )
+    .await?;
+    // 64 MiB held by dd's buffer.
+    let holder = create(
+        &mut rt,
+        &pod,
+        container_config(
+            "hold",
+            "dd if=/dev/zero of=/dev/null bs=64M count=1000000000",
+        ),
+    )
+    .await?;
+    for id in [&burner, &holder] {
+        start(&mut rt, id).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let first = container_stats(&mut rt, &burner).await?;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let second = container_stats(&mut rt, &burner).await?;
+    let spent = cpu_ns(&second) - cpu_ns(&first);
+    let elapsed = (second.cpu.as_ref().map(|c| c.timestamp).unwrap_or(0)
+        - first.cpu.as_ref().map(|c| c.timestamp).unwrap_or(0)) as u64;
+    assert!(
+        spent > elapsed / 4,
+        "a busy loop used {spent} ns of CPU in {elapsed} ns"
+    );
+    let nano_cores = second
+        .cpu
+        .as_ref()
+        .and_then(|c| c.usage_nano_cores.as_ref())
+        .map(|v| v.value)
+        .unwrap_or(0);
+    assert!(nano_cores > 250_000_000, "usage_nano_cores {nano_cores}");
+    let attrs = second.attributes.as_ref().expect("attributes");
+    assert_eq!(
+        attrs.metadata.as_ref().map(|m| m.name.as_str()),
+        Some("burn")
+    );
+
+    let held = container_stats(&mut rt, &holder).await?;
+    assert!(
+        working_set(&held) >= 64 << 20,
+        "working set {}",
+        working_set(&held)
+    );
+    let writable = held.writable_layer.as_ref().expect("writable layer");
+    assert!(writable.inodes_used.as_ref().map(|v| v.value).unwrap_or(0) >= 1);
+
+    // The pod is the sum of its containers, from the same sample.
+    let list = rt
+        .list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest {
+            filter: Some(cri::PodSandboxStatsFilter {
+                id: pod.clone(),
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .stats;
+    assert_eq!(list.len(), 1);
+    let linux = list[0].linux.as_ref().expect("linux stats");
+    assert_eq!(linux.containers.len(), 2);
+    let sum_cpu: u64 = linux.containers.iter().map(cpu_ns).sum();
+    let sum_mem: u64 = linux.containers.iter().map(working_set).sum();
+    assert_eq!(
+        linux
+            .cpu
+            .as_ref()
+            .and_then(|c| c.usage_core_nano_seconds.as_ref())
+            .map(|v| v.value),
+        Some(sum_cpu)
+    );
+    assert_eq!(
+        linux
+            .memory
+            .as_ref()
+            .and_then(|m| m.working_set_bytes.as_ref())
+            .map(|v| v.value),
+        Some(sum_mem)
+    );
+    let processes = linux
+        .process
+        .as_ref()
+        .and_then(|p| p.process_count.as_ref())
+        .map(|v| v.value)
+        .unwrap_or(0);
+    assert!(processes >= 3, "sh + busy loop + dd: {processes}");
+
+    // ListContainerStats filters by pod and by label.
+    let all = rt
+        .list_container_stats(cri::ListContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                pod_sandbox_id: pod.clone(),
+                label_selector: [(
+                    "io.kubernetes.container.name".to_string(),
+                    "hold".to_string(),
+                )]
+                .into_iter()
+                .collect(),
+                ..Default::default()
+            }),
+        })
+        .await?
+        .into_inner()
+        .stats;
+    assert_eq!(all.len(), 1);
+
+    // A stopped container keeps its CPU total, and holds no memory.
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: burner.clone(),
+        timeout: 0,
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let stopped = container_stats(&mut rt, &burner).await?;
+    assert!(cpu_ns(&stopped) >= cpu_ns(&second), "CPU is monotonic");
+    assert_eq!(working_set(&stopped), 0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        cpu_ns(&container_stats(&mut rt, &burner).await?),
+        cpu_ns(&stopped),
+        "and stays put"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_of_exited_children_is_kept() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "kept").await?;
+    // Short-lived busy children, one after another: their CPU must not vanish as they exit.
+    let script =
+        "for i in 1 2 3 4 5 6; do timeout 0.5 sh -c 'while true; do :; done'; done; sleep 1000";
+    let id = create(&mut rt, &pod, container_config("c", script)).await?;
+    start(&mut rt, &id).await?;
+    let mut last = 0;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let now = cpu_ns(&container_stats(&mut rt, &id).await?);
+        assert!(now >= last, "CPU went back from {last} to {now}");
+        last = now;
+    }
+    assert!(
+        last > 1_000_000_000,
+        "3 s of busy children counted as {last} ns"
+    );
+    Ok(())
+}
