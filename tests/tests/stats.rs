@@ -149,6 +149,55 @@ async fn cpu_memory_processes_and_pod_sums() -> anyhow::Result<()> {
         .stats;
     assert_eq!(all.len(), 1);
 
+    // The same figures as cAdvisor metrics, for kubelet's /metrics/cadvisor.
+    let descriptors = rt
+        .list_metric_descriptors(cri::ListMetricDescriptorsRequest {})
+        .await?
+        .into_inner()
+        .descriptors;
+    let names: Vec<&str> = descriptors.iter().map(|d| d.name.as_str()).collect();
+    for wanted in [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_memory_rss",
+        "container_fs_usage_bytes",
+        "container_processes",
+        "container_start_time_seconds",
+    ] {
+        assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
+    }
+    let pods = rt
+        .list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {})
+        .await?
+        .into_inner()
+        .pod_metrics;
+    let mine = pods
+        .iter()
+        .find(|p| p.pod_sandbox_id == pod)
+        .expect("pod metrics");
+    let hold = mine
+        .container_metrics
+        .iter()
+        .find(|c| c.container_id == holder)
+        .expect("holder metrics");
+    let keys = &descriptors[0].label_keys;
+    for m in &hold.metrics {
+        assert_eq!(m.label_values.len(), keys.len(), "{}", m.name);
+        let container = keys
+            .iter()
+            .position(|k| k == "container")
+            .expect("container label");
+        assert_eq!(m.label_values[container], "hold");
+    }
+    let ws = hold
+        .metrics
+        .iter()
+        .find(|m| m.name == "container_memory_working_set_bytes")
+        .and_then(|m| m.value.as_ref())
+        .map(|v| v.value)
+        .unwrap_or(0);
+    assert!(ws >= 64 << 20, "working set metric {ws}");
+
     // A stopped container keeps its CPU total, and holds no memory.
     rt.stop_container(cri::StopContainerRequest {
         container_id: burner.clone(),

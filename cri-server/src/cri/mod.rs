@@ -411,14 +411,24 @@ impl RuntimeService for Cri {
         &self,
         _: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Reply<cri::ListMetricDescriptorsResponse> {
-        Err(unimplemented("ListMetricDescriptors", "stats and metrics"))
+        ok(cri::ListMetricDescriptorsResponse {
+            descriptors: stats::descriptors(),
+        })
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Reply<cri::ListPodSandboxMetricsResponse> {
-        Err(unimplemented("ListPodSandboxMetrics", "stats and metrics"))
+        let usage = self.runtime.usage().await;
+        let containers = self.runtime.list_containers();
+        let pod_metrics = self
+            .runtime
+            .list_pods()
+            .iter()
+            .map(|p| stats::pod_metrics(p, &containers, &usage))
+            .collect();
+        ok(cri::ListPodSandboxMetricsResponse { pod_metrics })
     }
 
     async fn runtime_config(

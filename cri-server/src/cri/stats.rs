@@ -131,3 +131,120 @@ pub fn pod_stats(
         windows: None,
     }
 }
+
+/// The cAdvisor metrics ListPodSandboxMetrics reports, so that kubelet's /metrics/cadvisor keeps
+/// its meaning on darwin nodes: name, help, type. CRI metric values are unsigned integers, so
+/// the seconds of `*_seconds*` metrics are whole seconds.
+const METRICS: [(&str, &str, cri::MetricType); 8] = [
+    (
+        "container_cpu_usage_seconds_total",
+        "Cumulative cpu time consumed in seconds.",
+        cri::MetricType::Counter,
+    ),
+    (
+        "container_memory_working_set_bytes",
+        "Current working set in bytes.",
+        cri::MetricType::Gauge,
+    ),
+    (
+        "container_memory_rss",
+        "Size of RSS in bytes.",
+        cri::MetricType::Gauge,
+    ),
+    (
+        "container_memory_usage_bytes",
+        "Current memory usage in bytes, including all memory regardless of when it was accessed.",
+        cri::MetricType::Gauge,
+    ),
+    (
+        "container_spec_memory_limit_bytes",
+        "Memory limit for the container.",
+        cri::MetricType::Gauge,
+    ),
+    (
+        "container_fs_usage_bytes",
+        "Number of bytes that are consumed by the container on this filesystem.",
+        cri::MetricType::Gauge,
+    ),
+    (
+        "container_processes",
+        "Number of processes running inside the container.",
+        cri::MetricType::Gauge,
+    ),
+    (
+        "container_start_time_seconds",
+        "Start time of the container since unix epoch in seconds.",
+        cri::MetricType::Gauge,
+    ),
+];
+
+/// cAdvisor's labels for container series.
+const LABELS: [&str; 6] = ["container", "id", "image", "name", "namespace", "pod"];
+
+pub fn descriptors() -> Vec<cri::MetricDescriptor> {
+    METRICS
+        .iter()
+        .map(|(name, help, _)| cri::MetricDescriptor {
+            name: name.to_string(),
+            help: help.to_string(),
+            label_keys: LABELS.iter().map(|l| l.to_string()).collect(),
+        })
+        .collect()
+}
+
+pub fn pod_metrics(
+    pod: &Pod,
+    containers: &[Container],
+    usage: &HashMap<String, Usage>,
+) -> cri::PodSandboxMetrics {
+    let m = &pod.spec.metadata;
+    let container_metrics = containers
+        .iter()
+        .filter(|c| c.pod_id == pod.id && c.state == runtime::ContainerState::Running)
+        .filter_map(|c| {
+            let u = usage.get(&c.id)?;
+            let labels = vec![
+                c.name.clone(),
+                c.id.clone(),
+                if c.image_name.is_empty() {
+                    c.image_id.clone()
+                } else {
+                    c.image_name.clone()
+                },
+                c.id.clone(),
+                m.namespace.clone(),
+                m.name.clone(),
+            ];
+            let values = [
+                u.cpu_ns / 1_000_000_000,
+                u.working_set_bytes,
+                u.rss_bytes,
+                u.working_set_bytes,
+                c.process.limits.memory_bytes.unwrap_or(0),
+                u.writable_bytes,
+                u.processes,
+                (c.started_at / 1_000_000_000).max(0) as u64,
+            ];
+            let metrics = METRICS
+                .iter()
+                .zip(values)
+                .map(|((name, _, kind), v)| cri::Metric {
+                    name: name.to_string(),
+                    timestamp: u.timestamp,
+                    metric_type: *kind as i32,
+                    label_values: labels.clone(),
+                    value: value(v),
+                })
+                .collect();
+            Some(cri::ContainerMetrics {
+                container_id: c.id.clone(),
+                metrics,
+            })
+        })
+        .collect();
+    cri::PodSandboxMetrics {
+        pod_sandbox_id: pod.id.clone(),
+        metrics: vec![],
+        container_metrics,
+    }
+}
