@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
-# Installs what building and testing darwin-cri needs on a fresh Debian machine, as root:
-# protoc (the CRI types are generated at build time) and a static busybox (the test image).
+# Installs what building darwin-cri needs on a fresh Debian machine, as root: protoc (the CRI
+# types are generated at build time). With --tests, also what the tests need: a static busybox
+# (the test image) and Prometheus with promtool (the metrics endpoint's checks).
 set -euo pipefail
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
-[ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
+if [ "${1:-}" = "--tests" ]; then
+  [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
+  command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing ${need[*]}: run as root, or install them with apt-get" >&2
     exit 1
+  fi
+  # Packages with services (prometheus) must not start them here: the tests start their own.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod +x "$policy"
+    trap 'rm -f "$policy"' EXIT
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

@@ -4,7 +4,7 @@
 # end-to-end tests start, then runs the whole workspace's tests and sums up their results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --tests
 cargo build --locked --bin darwin-cri
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

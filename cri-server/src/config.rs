@@ -20,6 +20,14 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     #[serde(default)]
     pub image: ImageConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub address: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -137,6 +145,7 @@ mod tests {
         assert_eq!(c.log, LogConfig::default());
         assert_eq!(c.runtime, RuntimeConfig::default());
         assert_eq!(c.image, ImageConfig::default());
+        assert_eq!(c.metrics, MetricsConfig::default());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod config;
 mod cri;
+mod metrics;
 mod serve;
 
 use std::path::PathBuf;

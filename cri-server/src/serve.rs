@@ -149,9 +149,23 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         "darwin-cri serving CRI v1"
     );
 
+    let metrics = if config.metrics.address.is_empty() {
+        None
+    } else {
+        let address = config
+            .metrics
+            .address
+            .parse()
+            .with_context(|| format!("metrics.address {:?}", config.metrics.address))?;
+        let m = crate::metrics::Metrics::new(Arc::clone(&rt));
+        let bound = crate::metrics::serve(address, Arc::clone(&m)).await?;
+        tracing::info!(address = %bound, "serving Prometheus metrics on /metrics");
+        Some(m)
+    };
     let events = Arc::clone(&rt);
     let svc = Cri::new(rt, platform(&config)?.to_string());
     let result = tonic::transport::Server::builder()
+        .layer(crate::metrics::GrpcMetricsLayer(metrics))
         .add_service(RuntimeServiceServer::new(svc.clone()))
         .add_service(ImageServiceServer::new(svc))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {

@@ -121,6 +121,9 @@ pub struct Runtime {
     starting: Mutex<HashSet<String>>,
     /// The shared statistics sample.
     sampler: tokio::sync::Mutex<crate::stats::Sampler>,
+    /// Containers killed for their memory limit, and monitors that died without an exit record.
+    oom_kills: std::sync::atomic::AtomicU64,
+    monitor_deaths: std::sync::atomic::AtomicU64,
 }
 
 /// Marks a container as starting for as long as it lives.
@@ -298,6 +301,8 @@ impl Runtime {
             subscribers: Mutex::new(Vec::new()),
             starting: Mutex::new(HashSet::new()),
             sampler: tokio::sync::Mutex::new(crate::stats::Sampler::default()),
+            oom_kills: std::sync::atomic::AtomicU64::new(0),
+            monitor_deaths: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -369,6 +374,15 @@ impl Runtime {
         if let Ok(mut subs) = self.subscribers.lock() {
             subs.clear();
         }
+    }
+
+    /// OOM kills and monitor deaths since the server started.
+    pub fn kill_counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.oom_kills.load(Relaxed),
+            self.monitor_deaths.load(Relaxed),
+        )
     }
 
     pub fn subscriber_count(&self) -> usize {
@@ -1042,7 +1056,16 @@ impl Runtime {
             let _ = tx.send(true);
             return;
         };
-        let (code, finished_at, reason, message) = match monitor::read_exit(&c.dir) {
+        let exit = monitor::read_exit(&c.dir);
+        let counter = match &exit {
+            Some(e) if e.reason.as_deref() == Some("OOMKilled") => Some(&self.oom_kills),
+            Some(_) => None,
+            None => Some(&self.monitor_deaths),
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let (code, finished_at, reason, message) = match exit {
             Some(exit) => (
                 exit.exit_code,
                 exit.finished_at,
