@@ -34,6 +34,11 @@ struct Rpc {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct State {
     state: String,
 }
@@ -54,6 +59,10 @@ pub struct Metrics {
     latency: Family<Rpc, Histogram>,
     containers: Family<State, Gauge>,
     pods: Family<State, Gauge>,
+    pulls: Counter,
+    pull_failures: Family<Reason, Counter>,
+    pull_bytes: Counter,
+    pull_seconds: Histogram,
     oom_kills: Counter,
     monitor_deaths: Counter,
     cpu_seconds: Counter<f64, AtomicU64>,
@@ -83,6 +92,32 @@ impl Metrics {
             "Time to answer a CRI call (to the response headers for streams)",
             Unit::Seconds,
             latency.clone(),
+        );
+        let pulls = Counter::default();
+        registry.register(
+            "image_pulls",
+            "PullImage calls that succeeded",
+            pulls.clone(),
+        );
+        let pull_failures = Family::<Reason, Counter>::default();
+        registry.register(
+            "image_pull_failures",
+            "PullImage calls that failed, by reason",
+            pull_failures.clone(),
+        );
+        let pull_bytes = Counter::default();
+        registry.register_with_unit(
+            "image_pull",
+            "Bytes fetched from registries by PullImage (none until registry pulls land)",
+            Unit::Bytes,
+            pull_bytes.clone(),
+        );
+        let pull_seconds = Histogram::new(exponential_buckets(0.001, 4.0, 12));
+        registry.register_with_unit(
+            "image_pull_duration",
+            "Time PullImage took",
+            Unit::Seconds,
+            pull_seconds.clone(),
         );
         let containers = Family::<State, Gauge>::default();
         registry.register("containers", "Containers by state.", containers.clone());
@@ -148,6 +183,10 @@ impl Metrics {
             latency,
             containers,
             pods,
+            pulls,
+            pull_failures,
+            pull_bytes,
+            pull_seconds,
             oom_kills,
             monitor_deaths,
             cpu_seconds,
@@ -171,6 +210,21 @@ impl Metrics {
                 rpc: rpc.to_string(),
             })
             .observe(seconds);
+    }
+
+    /// One PullImage: `outcome` names the result (a failure's reason), `bytes` were fetched.
+    pub fn record_pull(&self, outcome: &str, succeeded: bool, bytes: u64, seconds: f64) {
+        if succeeded {
+            self.pulls.inc();
+        } else {
+            self.pull_failures
+                .get_or_create(&Reason {
+                    reason: outcome.to_string(),
+                })
+                .inc();
+        }
+        self.pull_bytes.inc_by(bytes);
+        self.pull_seconds.observe(seconds);
     }
 
     /// Reads the runtime and the process, then renders everything.

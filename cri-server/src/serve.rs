@@ -163,7 +163,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         Some(m)
     };
     let events = Arc::clone(&rt);
-    let svc = Cri::new(rt, platform(&config)?.to_string());
+    let svc = Cri::new(rt, platform(&config)?.to_string(), metrics.clone());
     let result = tonic::transport::Server::builder()
         .layer(crate::metrics::GrpcMetricsLayer(metrics))
         .add_service(RuntimeServiceServer::new(svc.clone()))

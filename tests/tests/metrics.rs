@@ -70,6 +70,25 @@ async fn metrics_pass_promtool_and_prometheus_scrapes_them() -> anyhow::Result<(
     let s = wait_exited(&mut rt, &hog, Duration::from_secs(20)).await?;
     assert_eq!(s.reason, "OOMKilled");
 
+    let (_, mut img) = server.client().await?;
+    img.pull_image(cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: BUSYBOX.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await?;
+    let _ = img
+        .pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: "registry.example/absent:1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+
     let body = http_get(port, "/metrics")?;
     for wanted in [
         "darwin_cri_grpc_requests_total{rpc=\"Version\",code=\"Ok\"} ",
@@ -85,6 +104,10 @@ async fn metrics_pass_promtool_and_prometheus_scrapes_them() -> anyhow::Result<(
         "darwin_cri_process_open_fds ",
         "darwin_cri_process_start_time_seconds ",
         "darwin_cri_build_info{",
+        "darwin_cri_image_pulls_total 1",
+        "darwin_cri_image_pull_failures_total{reason=\"not_present\"} 1",
+        "darwin_cri_image_pull_bytes_total 0",
+        "darwin_cri_image_pull_duration_seconds_count 2",
     ] {
         assert!(body.contains(wanted), "{wanted:?} missing from:\n{body}");
     }

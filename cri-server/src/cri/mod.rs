@@ -26,11 +26,21 @@ pub struct Cri {
     runtime: Arc<Runtime>,
     /// The platform images are selected for, for Status's verbose info.
     platform: String,
+    /// The Prometheus metrics, when the endpoint is on.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Cri {
-    pub fn new(runtime: Arc<Runtime>, platform: String) -> Cri {
-        Cri { runtime, platform }
+    pub fn new(
+        runtime: Arc<Runtime>,
+        platform: String,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Cri {
+        Cri {
+            runtime,
+            platform,
+            metrics,
+        }
     }
 
     /// The filesystem that holds container roots, as stats name it.
@@ -486,19 +496,26 @@ impl ImageService for Cri {
     ) -> Reply<cri::PullImageResponse> {
         let reference = req.into_inner().image.map(|i| i.image).unwrap_or_default();
         non_empty(&reference, "image.image")?;
+        let started = std::time::Instant::now();
         let store = Arc::clone(self.runtime.images());
         let r = reference.clone();
-        match blocking(move || store.resolve(&r))
-            .await?
-            .map_err(|e| from_image(&e))?
-        {
+        let found = blocking(move || store.resolve(&r)).await?;
+        let (result, reply) = match found {
             // Present already (imported): nothing to fetch.
-            Some(i) => ok(cri::PullImageResponse { image_ref: i.id }),
-            None => Err(Status::unimplemented(format!(
-                "image {reference:?} is not present and registry pulls are not implemented yet (image service work); \
-                 import it with `darwin-cri image import <oci-layout-dir>`"
-            ))),
+            Ok(Some(i)) => ("present", ok(cri::PullImageResponse { image_ref: i.id })),
+            Ok(None) => (
+                "not_present",
+                Err(Status::unimplemented(format!(
+                    "image {reference:?} is not present and registry pulls are not implemented yet (image service work); \
+                     import it with `darwin-cri image import <oci-layout-dir>`"
+                ))),
+            ),
+            Err(e) => ("invalid_reference", Err(from_image(&e))),
+        };
+        if let Some(m) = &self.metrics {
+            m.record_pull(result, reply.is_ok(), 0, started.elapsed().as_secs_f64());
         }
+        reply
     }
 
     async fn remove_image(
