@@ -260,9 +260,7 @@ impl Metrics {
             .set(pods.len() as i64 - ready);
 
         let me = std::process::id() as i32;
-        let own = runtime::platform::process_usage_table()
-            .ok()
-            .and_then(|t| t.into_iter().find(|(p, _)| p.pid == me).map(|(_, u)| u));
+        let own = runtime::platform::process_usage(me);
         let (ooms, deaths) = self.runtime.kill_counts();
         if let Ok(mut seen) = self.seen.lock() {
             self.oom_kills.inc_by(ooms.saturating_sub(seen.0));

@@ -173,6 +173,11 @@ fn clock_ticks() -> u64 {
         .unwrap_or(100) as u64
 }
 
+pub fn process_usage(pid: i32) -> Option<ProcUsage> {
+    let bytes = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_usage(&String::from_utf8_lossy(&bytes))
+}
+
 pub fn process_usage_table() -> io::Result<Vec<(ProcInfo, ProcUsage)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc")? {

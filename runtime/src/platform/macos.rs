@@ -167,6 +167,10 @@ fn mach_to_ns(t: u64) -> u64 {
     ((t as u128 * base.numer as u128) / base.denom as u128) as u64
 }
 
+pub fn process_usage(pid: i32) -> Option<ProcUsage> {
+    usage(pid)
+}
+
 fn usage(pid: i32) -> Option<ProcUsage> {
     // SAFETY: rusage_info_v2 is plain old data; zeroed is a valid value.
     let mut info: libc::rusage_info_v2 = unsafe { std::mem::zeroed() };

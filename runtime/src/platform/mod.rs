@@ -154,6 +154,11 @@ pub fn process_usage_table() -> std::io::Result<Vec<(ProcInfo, ProcUsage)>> {
     imp::process_usage_table()
 }
 
+/// One process's usage.
+pub fn process_usage(pid: i32) -> Option<ProcUsage> {
+    imp::process_usage(pid)
+}
+
 /// One process, or `None` if there is no such pid.
 pub fn process_info(pid: i32) -> Option<ProcInfo> {
     imp::process_info(pid)
