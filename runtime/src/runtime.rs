@@ -592,6 +592,25 @@ impl Runtime {
 
     // ----- containers -------------------------------------------------------------------------
 
+    /// Marks a container busy (starting or being removed) until the guard is dropped; a second
+    /// claim meanwhile is refused.
+    fn claim(&self, id: &str) -> Result<Starting<'_>> {
+        let newly = self
+            .starting
+            .lock()
+            .map(|mut s| s.insert(id.to_string()))
+            .unwrap_or(false);
+        if !newly {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is starting or being removed; retry once that has returned"
+            )));
+        }
+        Ok(Starting {
+            set: &self.starting,
+            id: id.to_string(),
+        })
+    }
+
     fn find_container(&self, id: &str) -> Option<Container> {
         let containers = self.read_containers();
         if let Some(c) = containers.get(id) {
@@ -936,21 +955,7 @@ impl Runtime {
                 c.id
             )));
         }
-        let newly = self
-            .starting
-            .lock()
-            .map(|mut s| s.insert(c.id.clone()))
-            .unwrap_or(false);
-        if !newly {
-            return Err(Error::FailedPrecondition(format!(
-                "container {} is already starting or being removed",
-                c.id
-            )));
-        }
-        let _starting = Starting {
-            set: &self.starting,
-            id: c.id.clone(),
-        };
+        let _busy = self.claim(&c.id)?;
         // The state may have changed while this call waited for the guard.
         let c = self.container(&c.id)?;
         if c.state != ContainerState::Created {
@@ -1174,21 +1179,7 @@ impl Runtime {
         };
         // Held for the whole removal: a StartContainer meanwhile is refused, not run in a
         // directory being deleted.
-        let newly = self
-            .starting
-            .lock()
-            .map(|mut s| s.insert(c.id.clone()))
-            .unwrap_or(false);
-        if !newly {
-            return Err(Error::FailedPrecondition(format!(
-                "container {} is starting or being removed; retry once that has returned",
-                c.id
-            )));
-        }
-        let _busy = Starting {
-            set: &self.starting,
-            id: c.id.clone(),
-        };
+        let _busy = self.claim(&c.id)?;
         if c.state == ContainerState::Running {
             self.stop_container(&c.id, 0).await?;
         }

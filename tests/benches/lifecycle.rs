@@ -26,37 +26,6 @@ fn report(name: &str, mut samples: Vec<Duration>) {
     );
 }
 
-/// A `/proc/PID/status` memory field, in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| {
-            v.trim_start_matches(':')
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
-}
-
-/// Proportional set size: shared pages divided among the processes that map them.
-fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS")
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let iterations: usize = std::env::var("BENCH_ITERATIONS")
@@ -67,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
     let (mut rt, _) = server.client().await?;
     let server_pid = server.child.as_ref().map(|c| c.id()).unwrap_or(0);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss = rss_kib(server_pid);
+    let idle_rss = status_kib_rss(server_pid);
 
     let sleeper = |name: &str| {
         let mut config = container_config(name, "");
@@ -129,13 +98,13 @@ async fn main() -> anyhow::Result<()> {
         let info: serde_json::Value = serde_json::from_str(&st.info["info"])?;
         let pid = info["monitorPid"].as_u64().unwrap_or(0) as u32;
         monitor_rss.push((
-            rss_kib(pid),
+            status_kib_rss(pid),
             status_kib(pid, "RssAnon"),
             status_kib(pid, "RssFile"),
             pss_kib(pid),
         ));
     }
-    let busy_rss = rss_kib(server_pid);
+    let busy_rss = status_kib_rss(server_pid);
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
         pod_sandbox_id: pod,
     })
@@ -161,6 +130,10 @@ async fn main() -> anyhow::Result<()> {
         monitor_rss.last().map(|m| m.0).unwrap_or(0)
     );
     Ok(())
+}
+
+fn status_kib_rss(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
 }
 
 fn num_cpus() -> usize {

@@ -9,15 +9,6 @@ use std::time::Duration;
 use darwin_cri_tests::v1 as cri;
 use darwin_cri_tests::*;
 
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit(')').next().unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the command.
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-}
-
 fn limited(name: &str, script: &str, limit: &str) -> cri::ContainerConfig {
     let mut c = container_config(name, script);
     c.annotations = [("darwin-cri.io/memory-limit".to_string(), limit.to_string())]

@@ -11,14 +11,6 @@ use std::time::{Duration, Instant};
 use darwin_cri_tests::v1 as cri;
 use darwin_cri_tests::*;
 
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit(')').next().unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-}
-
 fn scrape(port: u16) -> anyhow::Result<usize> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     write!(s, "GET /metrics HTTP/1.0\r\n\r\n")?;
@@ -64,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let mut lat = Vec::new();
-        let before = cpu_ticks(pid);
+        let before = cpu_ticks(pid as i32);
         for _ in 0..calls {
             let t = Instant::now();
             let n = rt
@@ -76,14 +68,14 @@ async fn main() -> anyhow::Result<()> {
             lat.push(t.elapsed());
             anyhow::ensure!(n == target, "{n} stats for {target} containers");
         }
-        let sample_ms = (cpu_ticks(pid) - before) as f64 / hz * 1000.0 / calls as f64;
+        let sample_ms = (cpu_ticks(pid as i32) - before) as f64 / hz * 1000.0 / calls as f64;
         lat.sort();
-        let before = cpu_ticks(pid);
+        let before = cpu_ticks(pid as i32);
         let mut bytes = 0;
         for _ in 0..calls {
             bytes = scrape(port)?;
         }
-        let scrape_ms = (cpu_ticks(pid) - before) as f64 / hz * 1000.0 / calls as f64;
+        let scrape_ms = (cpu_ticks(pid as i32) - before) as f64 / hz * 1000.0 / calls as f64;
         println!(
             "{target} running containers: ListContainerStats (fresh sample each) p50 {:.2} ms, p90 {:.2} ms; \
              server CPU {sample_ms:.2} ms per sample; /metrics scrape {scrape_ms:.2} ms CPU ({bytes} bytes)",

@@ -7,21 +7,6 @@ use darwin_cri_tests::v1 as cri;
 use darwin_cri_tests::*;
 use tonic::Code;
 
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Stops and removes everything, as kubelet's garbage collection would.
 async fn kubelet_cleanup(rt: &mut Rt) -> anyhow::Result<()> {
     for c in rt
@@ -431,12 +416,12 @@ async fn a_thousand_pods_leave_no_growth_in_fds_or_memory() -> anyhow::Result<()
         cycle(i).await?;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (fds, rss) = (fd_count(pid), rss_kib(pid));
+    let (fds, rss) = (fd_count(pid), status_kib(pid, "VmRSS"));
     for i in 100..1100 {
         cycle(i).await?;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (fds_after, rss_after) = (fd_count(pid), rss_kib(pid));
+    let (fds_after, rss_after) = (fd_count(pid), status_kib(pid, "VmRSS"));
     assert!(fds_after <= fds + 2, "fds grew from {fds} to {fds_after}");
     assert!(
         rss_after <= rss + 4096,

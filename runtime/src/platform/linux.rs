@@ -178,26 +178,21 @@ pub fn process_usage(pid: i32) -> Option<ProcUsage> {
     parse_usage(&String::from_utf8_lossy(&bytes))
 }
 
+/// Every pid in /proc.
+fn pids() -> io::Result<impl Iterator<Item = i32>> {
+    Ok(std::fs::read_dir("/proc")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok())))
+}
+
 pub fn process_usage_table() -> io::Result<Vec<(ProcInfo, ProcUsage)>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc")? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(bytes) = std::fs::read(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&bytes);
-        if let (Some(info), Some(usage)) = (parse_stat(pid, &text), parse_usage(&text)) {
-            out.push((info, usage));
-        }
-    }
-    Ok(out)
+    Ok(pids()?
+        .filter_map(|pid| {
+            let bytes = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+            let text = String::from_utf8_lossy(&bytes);
+            Some((parse_stat(pid, &text)?, parse_usage(&text)?))
+        })
+        .collect())
 }
 
 pub fn process_info(pid: i32) -> Option<ProcInfo> {
@@ -207,21 +202,7 @@ pub fn process_info(pid: i32) -> Option<ProcInfo> {
 }
 
 pub fn process_table() -> io::Result<Vec<ProcInfo>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc")? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if let Some(info) = process_info(pid) {
-            out.push(info);
-        }
-    }
-    Ok(out)
+    Ok(pids()?.filter_map(process_info).collect())
 }
 
 pub fn children(pid: i32) -> Vec<i32> {
@@ -297,13 +278,8 @@ pub fn set_rlimits(pid: i32, nproc: Option<u64>, nofile: Option<u64>) -> io::Res
 }
 
 pub fn processes_in_root(rootfs: &Path) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
-        .filter(|pid| std::fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|r| r == rootfs))
+    let Ok(pids) = pids() else { return Vec::new() };
+    pids.filter(|pid| std::fs::read_link(format!("/proc/{pid}/root")).is_ok_and(|r| r == rootfs))
         .filter(|pid| process_info(*pid).is_some_and(|p| p.alive))
         .collect()
 }
