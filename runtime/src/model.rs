@@ -168,6 +168,9 @@ pub struct Container {
     /// Start time of the container process, to tell it from a process that reuses its pid.
     #[serde(default)]
     pub pid_start_time: u64,
+    /// CPU time of the whole tree, as the monitor counted it when the container ended.
+    #[serde(default)]
+    pub final_cpu_ns: u64,
 }
 
 impl Container {

@@ -76,6 +76,9 @@ pub struct Exit {
     pub reason: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
+    /// CPU time of every process the monitor reaped (the container's whole tree).
+    #[serde(default)]
+    pub cpu_ns: u64,
 }
 
 pub fn bundle_file(bundle: &Path, name: &str) -> PathBuf {
@@ -474,8 +477,23 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
         finished_at: now_nanos(),
         reason: oom.as_ref().map(|_| "OOMKilled".to_string()),
         message: oom,
+        cpu_ns: reaped_cpu_ns(),
     };
     record_exit(bundle, &exit)
+}
+
+/// CPU time of the children this process has waited for: here, the container's whole tree
+/// (its processes' own waits fold their children in).
+fn reaped_cpu_ns() -> u64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_CHILDREN)
+        .map(|u| {
+            let ns = |t: nix::sys::time::TimeVal| {
+                t.tv_sec() as u64 * 1_000_000_000 + t.tv_usec() as u64 * 1000
+            };
+            ns(u.user_time()) + ns(u.system_time())
+        })
+        .unwrap_or(0)
 }
 
 /// Writes the exit record: atomically through a new file, or, when the disk is full, into the

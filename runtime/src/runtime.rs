@@ -120,7 +120,9 @@ pub struct Runtime {
     /// Containers whose StartContainer is under way: a second start or a removal waits its turn.
     starting: Mutex<HashSet<String>>,
     /// The shared statistics sample.
-    sampler: tokio::sync::Mutex<crate::stats::Sampler>,
+    sampler: Arc<Mutex<crate::stats::Sampler>>,
+    /// Callers wait here for one sample instead of each walking the process table.
+    sample_gate: tokio::sync::Mutex<()>,
     /// Containers killed for their memory limit, and monitors that died without an exit record.
     oom_kills: std::sync::atomic::AtomicU64,
     monitor_deaths: std::sync::atomic::AtomicU64,
@@ -300,7 +302,8 @@ impl Runtime {
             exits: Mutex::new(HashMap::new()),
             subscribers: Mutex::new(Vec::new()),
             starting: Mutex::new(HashSet::new()),
-            sampler: tokio::sync::Mutex::new(crate::stats::Sampler::default()),
+            sampler: Arc::new(Mutex::new(crate::stats::Sampler::default())),
+            sample_gate: tokio::sync::Mutex::new(()),
             oom_kills: std::sync::atomic::AtomicU64::new(0),
             monitor_deaths: std::sync::atomic::AtomicU64::new(0),
         }))
@@ -586,6 +589,10 @@ impl Runtime {
             .at("removing", &pod.dir)?;
         self.store.delete_pod(&pod.id)?;
         self.write_pods().remove(&pod.id);
+        self.sampler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget_pod(&pod.id);
         self.release(&pod_key(&pod.spec.metadata));
         Ok(())
     }
@@ -922,6 +929,7 @@ impl Runtime {
             monitor_pid: 0,
             monitor_start_time: 0,
             pid_start_time: 0,
+            final_cpu_ns: 0,
         })
     }
 
@@ -1070,6 +1078,7 @@ impl Runtime {
         if let Some(counter) = counter {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        let exit_cpu = exit.as_ref().map(|e| e.cpu_ns).unwrap_or(0);
         let (code, finished_at, reason, message) = match exit {
             Some(exit) => (
                 exit.exit_code,
@@ -1099,8 +1108,10 @@ impl Runtime {
         for pid in platform::processes_in_root(&c.process.rootfs) {
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
+        let final_cpu = exit_cpu;
         if let Err(e) = self.update_container(id, |c| {
             c.state = ContainerState::Exited;
+            c.final_cpu_ns = c.final_cpu_ns.max(final_cpu);
             c.exit_code = code;
             c.finished_at = finished_at;
             c.reason = reason;
@@ -1322,21 +1333,35 @@ impl Runtime {
 
     /// Usage of every container, from a sample at most `stats_interval` old. Concurrent callers
     /// wait for one sample instead of each walking the process table.
-    pub async fn usage(self: &Arc<Self>) -> Arc<HashMap<String, crate::stats::Usage>> {
-        let mut sampler = self.sampler.lock().await;
-        if let Some(fresh) = sampler.fresh(self.opts.stats_interval) {
+    pub async fn usage(self: &Arc<Self>) -> Arc<crate::stats::Sample> {
+        let _gate = self.sample_gate.lock().await;
+        let lock = |s: &Mutex<crate::stats::Sampler>| {
+            s.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .fresh(self.opts.stats_interval)
+        };
+        if let Some(fresh) = lock(&self.sampler) {
             return fresh;
         }
         let containers = self.list_containers();
-        let mut taken = std::mem::take(&mut *sampler);
-        let (taken, usage) = tokio::task::spawn_blocking(move || {
-            let usage = taken.sample(&containers);
-            (taken, usage)
+        let sampler = Arc::clone(&self.sampler);
+        // The sampler's state is only touched inside the blocking task, which runs to its end
+        // even if this caller goes away: a cancelled call cannot lose the CPU history.
+        let sampled = tokio::task::spawn_blocking(move || {
+            sampler
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .sample(&containers)
         })
-        .await
-        .unwrap_or_default();
-        *sampler = taken;
-        usage
+        .await;
+        match sampled {
+            Ok(sample) => sample,
+            Err(_) => self
+                .sampler
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .last(),
+        }
     }
 
     // ----- logs and resources -------------------------------------------------------------------

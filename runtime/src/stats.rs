@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::model::{Container, ContainerState, now_nanos};
@@ -40,21 +41,50 @@ pub struct Usage {
     pub writable_inodes: u64,
 }
 
+/// One statistics sample.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// Usage by container id.
+    pub containers: HashMap<String, Usage>,
+    /// By pod id: CPU of the pod's containers that have been removed, so that a pod's
+    /// cumulative CPU does not drop when kubelet garbage-collects a dead container.
+    pub removed_cpu_ns: HashMap<String, u64>,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Sampler {
     taken: Option<Instant>,
-    usage: std::sync::Arc<HashMap<String, Usage>>,
+    sample: Arc<Sample>,
+    /// The pod of each container seen, to credit a removed container's CPU to its pod.
+    pods: HashMap<String, String>,
+    /// CPU of removed containers by pod, until the pod goes.
+    removed_cpu_ns: HashMap<String, u64>,
     disk: HashMap<String, (Instant, u64, u64)>,
 }
 
 /// Bytes (allocated blocks) and inodes below `dir`, not following symlinks or crossing mounts.
-fn disk_usage(dir: &Path) -> (u64, u64) {
+/// With `changed_after` (nanoseconds), only entries whose status changed after that instant
+/// count: in a root cloned or copied from the image, those are what the container wrote.
+fn disk_usage(dir: &Path, changed_after: Option<i64>) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
     let Ok(top) = std::fs::symlink_metadata(dir) else {
         return (0, 0);
     };
     let dev = top.dev();
-    let (mut bytes, mut inodes) = (top.blocks() * 512, 1);
+    let counts = |m: &std::fs::Metadata| match changed_after {
+        Some(t) => {
+            m.ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(m.ctime_nsec())
+                > t
+        }
+        None => true,
+    };
+    let (mut bytes, mut inodes) = if counts(&top) {
+        (top.blocks() * 512, 1)
+    } else {
+        (0, 0)
+    };
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else {
@@ -65,8 +95,10 @@ fn disk_usage(dir: &Path) -> (u64, u64) {
             if m.dev() != dev {
                 continue;
             }
-            bytes += m.blocks() * 512;
-            inodes += 1;
+            if counts(&m) {
+                bytes += m.blocks() * 512;
+                inodes += 1;
+            }
             if m.is_dir() {
                 stack.push(e.path());
             }
@@ -76,14 +108,24 @@ fn disk_usage(dir: &Path) -> (u64, u64) {
 }
 
 impl Sampler {
-    pub fn fresh(&self, interval: Duration) -> Option<std::sync::Arc<HashMap<String, Usage>>> {
+    pub fn fresh(&self, interval: Duration) -> Option<Arc<Sample>> {
         self.taken
             .filter(|t| t.elapsed() < interval)
-            .map(|_| std::sync::Arc::clone(&self.usage))
+            .map(|_| Arc::clone(&self.sample))
+    }
+
+    /// A removed pod's history is no longer needed.
+    pub fn forget_pod(&mut self, pod_id: &str) {
+        self.removed_cpu_ns.remove(pod_id);
+        self.pods.retain(|_, pod| pod != pod_id);
+    }
+
+    pub fn last(&self) -> Arc<Sample> {
+        Arc::clone(&self.sample)
     }
 
     /// Takes a new sample of `containers`. Blocking (reads the process table).
-    pub fn sample(&mut self, containers: &[Container]) -> std::sync::Arc<HashMap<String, Usage>> {
+    pub fn sample(&mut self, containers: &[Container]) -> Arc<Sample> {
         let table = platform::process_usage_table().unwrap_or_default();
         let mut children: HashMap<i32, Vec<usize>> = HashMap::new();
         let mut index: HashMap<i32, usize> = HashMap::new();
@@ -92,46 +134,61 @@ impl Sampler {
             index.insert(p.pid, i);
         }
         let now = now_nanos();
-        let mut out = HashMap::with_capacity(containers.len());
+        // Rates use the monotonic clock: a wall-clock step must not distort them.
+        let elapsed = self.taken.map(|t| t.elapsed().as_nanos()).unwrap_or(0);
+        let prev = Arc::clone(&self.sample);
+        let mut out = Sample {
+            containers: HashMap::with_capacity(containers.len()),
+            removed_cpu_ns: HashMap::new(),
+        };
         for c in containers {
-            let prev = self.usage.get(&c.id).copied().unwrap_or_default();
+            self.pods.insert(c.id.clone(), c.pod_id.clone());
+            let last = prev.containers.get(&c.id).copied().unwrap_or_default();
             let mut u = Usage {
                 timestamp: now,
-                cpu_ns: prev.cpu_ns,
+                cpu_ns: last.cpu_ns.max(c.final_cpu_ns),
                 ..Default::default()
             };
             if c.state == ContainerState::Running {
                 measure_tree(c, &table, &children, &index, &mut u);
                 // Never below the last sample: a process between exit and reaping may be
                 // briefly out of every count.
-                u.cpu_ns = u.cpu_ns.max(prev.cpu_ns);
-                if prev.timestamp > 0 && now > prev.timestamp {
-                    let spent = (u.cpu_ns - prev.cpu_ns) as u128;
-                    u.nano_cores = (spent * 1_000_000_000 / (now - prev.timestamp) as u128) as u64;
+                u.cpu_ns = u.cpu_ns.max(last.cpu_ns);
+                if last.timestamp > 0 && elapsed > 0 {
+                    let spent = (u.cpu_ns - last.cpu_ns) as u128;
+                    u.nano_cores = (spent * 1_000_000_000 / elapsed) as u64;
                 }
             }
-            let writable = c.dir.join("upper");
-            let writable = if writable.is_dir() {
-                writable
+            let upper = c.dir.join("upper");
+            let (dir, changed_after) = if upper.is_dir() {
+                (upper, None)
             } else {
-                c.process.rootfs.clone()
+                (c.process.rootfs.clone(), Some(c.created_at))
             };
             let (bytes, inodes) = match self.disk.get(&c.id) {
                 Some((at, b, i)) if at.elapsed() < DISK_TTL => (*b, *i),
                 _ => {
-                    let (b, i) = disk_usage(&writable);
+                    let (b, i) = disk_usage(&dir, changed_after);
                     self.disk.insert(c.id.clone(), (Instant::now(), b, i));
                     (b, i)
                 }
             };
             u.writable_bytes = bytes;
             u.writable_inodes = inodes;
-            out.insert(c.id.clone(), u);
+            out.containers.insert(c.id.clone(), u);
         }
-        self.disk.retain(|id, _| out.contains_key(id));
-        self.usage = std::sync::Arc::new(out);
+        for (id, usage) in &prev.containers {
+            if !out.containers.contains_key(id)
+                && let Some(pod) = self.pods.remove(id)
+            {
+                *self.removed_cpu_ns.entry(pod).or_default() += usage.cpu_ns;
+            }
+        }
+        out.removed_cpu_ns = self.removed_cpu_ns.clone();
+        self.disk.retain(|id, _| out.containers.contains_key(id));
+        self.sample = Arc::new(out);
         self.taken = Some(Instant::now());
-        std::sync::Arc::clone(&self.usage)
+        Arc::clone(&self.sample)
     }
 }
 

@@ -240,3 +240,52 @@ async fn cpu_of_exited_children_is_kept() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+fn pod_cpu(stats: &cri::PodSandboxStats) -> u64 {
+    stats
+        .linux
+        .as_ref()
+        .and_then(|l| l.cpu.as_ref())
+        .and_then(|c| c.usage_core_nano_seconds.as_ref())
+        .map(|v| v.value)
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_survives_an_exit_before_any_sample_and_the_containers_removal() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "job").await?;
+    // A job that burns a second of CPU and ends before anyone asks for stats.
+    let job = create(
+        &mut rt,
+        &pod,
+        container_config("job", "timeout 1 sh -c 'while true; do :; done'; exit 0"),
+    )
+    .await?;
+    start(&mut rt, &job).await?;
+    wait_exited(&mut rt, &job, Duration::from_secs(10)).await?;
+    let spent = cpu_ns(&container_stats(&mut rt, &job).await?);
+    assert!(spent > 500_000_000, "the job's CPU was lost: {spent} ns");
+    let pod_stats = |rt: Rt| {
+        let pod = pod.clone();
+        async move {
+            let mut rt = rt;
+            let r = rt
+                .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                    pod_sandbox_id: pod,
+                })
+                .await?;
+            anyhow::Ok(r.into_inner().stats.expect("pod stats"))
+        }
+    };
+    let before = pod_cpu(&pod_stats(rt.clone()).await?);
+    assert!(before >= spent);
+    // kubelet garbage-collects the dead container; the pod's cumulative CPU must not drop.
+    rt.remove_container(cri::RemoveContainerRequest { container_id: job })
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let after = pod_cpu(&pod_stats(rt.clone()).await?);
+    assert!(after >= before, "pod CPU went from {before} to {after} ns");
+    Ok(())
+}

@@ -310,7 +310,7 @@ impl RuntimeService for Cri {
             .container(non_empty(&id, "container_id")?)
             .map_err(from_runtime)?;
         let usage = self.runtime.usage().await;
-        let u = usage.get(&c.id).copied().unwrap_or_default();
+        let u = usage.containers.get(&c.id).copied().unwrap_or_default();
         ok(cri::ContainerStatsResponse {
             stats: Some(stats::container_stats(&c, &u, &self.mountpoint())),
         })
@@ -344,13 +344,10 @@ impl RuntimeService for Cri {
             .map_err(from_runtime)?;
         let usage = self.runtime.usage().await;
         let containers = self.runtime.list_containers();
+        let mine: Vec<&runtime::Container> =
+            containers.iter().filter(|c| c.pod_id == pod.id).collect();
         ok(cri::PodSandboxStatsResponse {
-            stats: Some(stats::pod_stats(
-                &pod,
-                &containers,
-                &usage,
-                &self.mountpoint(),
-            )),
+            stats: Some(stats::pod_stats(&pod, &mine, &usage, &self.mountpoint())),
         })
     }
 
@@ -362,13 +359,20 @@ impl RuntimeService for Cri {
         let usage = self.runtime.usage().await;
         let containers = self.runtime.list_containers();
         let mountpoint = self.mountpoint();
+        let by_pod = stats::by_pod(&containers);
         let stats = self
             .runtime
             .list_pods()
             .iter()
             .filter(|p| filter.id.is_empty() || p.id.starts_with(&filter.id))
             .filter(|p| sandbox::labels_match(&p.spec.labels, &filter.label_selector))
-            .map(|p| stats::pod_stats(p, &containers, &usage, &mountpoint))
+            .map(|p| {
+                let mine = by_pod
+                    .get(p.id.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                stats::pod_stats(p, mine, &usage, &mountpoint)
+            })
             .collect();
         ok(cri::ListPodSandboxStatsResponse { stats })
     }
@@ -432,11 +436,18 @@ impl RuntimeService for Cri {
     ) -> Reply<cri::ListPodSandboxMetricsResponse> {
         let usage = self.runtime.usage().await;
         let containers = self.runtime.list_containers();
+        let by_pod = stats::by_pod(&containers);
         let pod_metrics = self
             .runtime
             .list_pods()
             .iter()
-            .map(|p| stats::pod_metrics(p, &containers, &usage))
+            .map(|p| {
+                let mine = by_pod
+                    .get(p.id.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                stats::pod_metrics(p, mine, &usage)
+            })
             .collect();
         ok(cri::ListPodSandboxMetricsResponse { pod_metrics })
     }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use k8s_cri::v1 as cri;
-use runtime::stats::Usage;
+use runtime::stats::{Sample, Usage};
 use runtime::{Container, Pod};
 
 use super::sandbox::{hash, labels_match};
@@ -62,7 +62,7 @@ pub fn container_stats(c: &Container, u: &Usage, mountpoint: &str) -> cri::Conta
 
 pub fn list_container_stats(
     containers: &[Container],
-    usage: &HashMap<String, Usage>,
+    usage: &Sample,
     filter: Option<&cri::ContainerStatsFilter>,
     mountpoint: &str,
 ) -> Vec<cri::ContainerStats> {
@@ -76,25 +76,41 @@ pub fn list_container_stats(
                     && labels_match(&c.spec.labels, &f.label_selector)
             }
         })
-        .filter_map(|c| usage.get(&c.id).map(|u| container_stats(c, u, mountpoint)))
+        .filter_map(|c| {
+            usage
+                .containers
+                .get(&c.id)
+                .map(|u| container_stats(c, u, mountpoint))
+        })
         .collect()
 }
 
-/// A pod's usage is the sum of its containers'.
+/// The containers of each pod, grouped once per call.
+pub fn by_pod(containers: &[Container]) -> HashMap<&str, Vec<&Container>> {
+    let mut map: HashMap<&str, Vec<&Container>> = HashMap::new();
+    for c in containers {
+        map.entry(c.pod_id.as_str()).or_default().push(c);
+    }
+    map
+}
+
+/// A pod's usage is the sum of its containers', plus the CPU its removed containers used.
 pub fn pod_stats(
     pod: &Pod,
-    containers: &[Container],
-    usage: &HashMap<String, Usage>,
+    mine: &[&Container],
+    usage: &Sample,
     mountpoint: &str,
 ) -> cri::PodSandboxStats {
-    let mine: Vec<&Container> = containers.iter().filter(|c| c.pod_id == pod.id).collect();
     let mut total = Usage {
         timestamp: runtime::now_nanos(),
+        cpu_ns: usage.removed_cpu_ns.get(&pod.id).copied().unwrap_or(0),
         ..Default::default()
     };
     let mut stats = Vec::new();
     for c in mine {
-        let Some(u) = usage.get(&c.id) else { continue };
+        let Some(u) = usage.containers.get(&c.id) else {
+            continue;
+        };
         total.timestamp = u.timestamp;
         total.cpu_ns += u.cpu_ns;
         total.nano_cores += u.nano_cores;
@@ -192,17 +208,13 @@ pub fn descriptors() -> Vec<cri::MetricDescriptor> {
         .collect()
 }
 
-pub fn pod_metrics(
-    pod: &Pod,
-    containers: &[Container],
-    usage: &HashMap<String, Usage>,
-) -> cri::PodSandboxMetrics {
+pub fn pod_metrics(pod: &Pod, mine: &[&Container], usage: &Sample) -> cri::PodSandboxMetrics {
     let m = &pod.spec.metadata;
-    let container_metrics = containers
+    let container_metrics = mine
         .iter()
-        .filter(|c| c.pod_id == pod.id && c.state == runtime::ContainerState::Running)
+        .filter(|c| c.state == runtime::ContainerState::Running)
         .filter_map(|c| {
-            let u = usage.get(&c.id)?;
+            let u = usage.containers.get(&c.id)?;
             let labels = vec![
                 c.name.clone(),
                 c.id.clone(),

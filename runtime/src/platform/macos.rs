@@ -157,14 +157,25 @@ pub fn process_info(pid: i32) -> Option<ProcInfo> {
     })
 }
 
-/// Mach absolute time units to nanoseconds (1:1 on Intel, 125/3 on Apple silicon).
+/// Mach absolute time units to nanoseconds (1:1 on Intel, 125/3 on Apple silicon). The
+/// timebase never changes while the system runs: it is asked once.
 fn mach_to_ns(t: u64) -> u64 {
-    let mut base = libc::mach_timebase_info { numer: 1, denom: 1 };
-    // SAFETY: base is a valid, writable mach_timebase_info.
-    if unsafe { libc::mach_timebase_info(&mut base) } != 0 || base.denom == 0 {
-        return t;
-    }
-    ((t as u128 * base.numer as u128) / base.denom as u128) as u64
+    static TIMEBASE: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    let (numer, denom) = *TIMEBASE.get_or_init(|| {
+        // libc marks the binding deprecated in favour of the mach2 crate; the call is the
+        // documented one.
+        #[allow(deprecated)]
+        let mut base = libc::mach_timebase_info { numer: 1, denom: 1 };
+        // SAFETY: base is a valid, writable mach_timebase_info.
+        #[allow(deprecated)]
+        let rc = unsafe { libc::mach_timebase_info(&mut base) };
+        if rc != 0 || base.denom == 0 {
+            (1, 1)
+        } else {
+            (base.numer, base.denom)
+        }
+    });
+    ((t as u128 * numer as u128) / denom as u128) as u64
 }
 
 pub fn process_usage(pid: i32) -> Option<ProcUsage> {
