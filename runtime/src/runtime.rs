@@ -152,6 +152,16 @@ fn new_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Records what the monitor reported at start.
+fn mark_running(c: &mut Container, s: &monitor::Started) {
+    c.state = ContainerState::Running;
+    c.pid = s.pid;
+    c.pid_start_time = s.start_time;
+    c.started_at = s.started_at;
+    c.monitor_pid = s.monitor_pid;
+    c.monitor_start_time = s.monitor_start_time;
+}
+
 fn pod_key(m: &PodMetadata) -> String {
     format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)
 }
@@ -1010,14 +1020,7 @@ impl Runtime {
                     let _ = start_recorded.await;
                     rt.monitor_exited(&cid, tx);
                 });
-                let update = self.update_container(&c.id, |c| {
-                    c.state = ContainerState::Running;
-                    c.pid = s.pid;
-                    c.pid_start_time = s.start_time;
-                    c.started_at = s.started_at;
-                    c.monitor_pid = s.monitor_pid;
-                    c.monitor_start_time = s.monitor_start_time;
-                });
+                let update = self.update_container(&c.id, |c| mark_running(c, &s));
                 if let Err(e) = update {
                     // The container runs and the runtime knows it; the store catches up at the
                     // next write, or recovery reads the monitor's started.json after a crash.
@@ -1044,8 +1047,7 @@ impl Runtime {
                 // A monitor that started the container but reported too late: end the container.
                 if let Some(s) = monitor::read_started(&c.dir) {
                     let mut started = c.clone();
-                    started.pid = s.pid;
-                    started.pid_start_time = s.start_time;
+                    mark_running(&mut started, &s);
                     Self::kill_tree(&started, Signal::SIGKILL);
                 }
                 self.update_container(&c.id, |c| {
@@ -1464,14 +1466,7 @@ impl Runtime {
                 None
             };
             if let Some(s) = started {
-                self.update_container(&c.id, |c| {
-                    c.state = ContainerState::Running;
-                    c.pid = s.pid;
-                    c.pid_start_time = s.start_time;
-                    c.started_at = s.started_at;
-                    c.monitor_pid = s.monitor_pid;
-                    c.monitor_start_time = s.monitor_start_time;
-                })?;
+                self.update_container(&c.id, |c| mark_running(c, &s))?;
             }
             let Some(c) = self.find_container(&c.id) else {
                 continue;

@@ -623,3 +623,20 @@ pub fn fd_count(pid: u32) -> usize {
         .map(|d| d.count())
         .unwrap_or(0)
 }
+
+/// The pid of a container's monitor, from ContainerStatus's verbose info.
+pub async fn monitor_pid(rt: &mut Rt, id: &str) -> anyhow::Result<i32> {
+    let st = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await?
+        .into_inner();
+    let info: serde_json::Value =
+        serde_json::from_str(st.info.get("info").map(String::as_str).unwrap_or("{}"))?;
+    info["monitorPid"]
+        .as_i64()
+        .map(|p| p as i32)
+        .ok_or_else(|| anyhow::anyhow!("no monitor pid for {id}"))
+}

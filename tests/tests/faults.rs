@@ -186,15 +186,7 @@ async fn a_killed_monitor_ends_its_container_with_a_reason() -> anyhow::Result<(
     )
     .await?;
     start(&mut rt, &id).await?;
-    let st = rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: true,
-        })
-        .await?
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&st.info["info"])?;
-    let monitor = info["monitorPid"].as_i64().expect("monitor pid") as i32;
+    let monitor = monitor_pid(&mut rt, &id).await?;
     wait_for(Duration::from_secs(5), "both sleeps", || async {
         (processes_under(&server.root().join("pods")).len() >= 3).then_some(())
     })
@@ -259,15 +251,7 @@ async fn stop_ends_processes_that_left_the_group_with_setsid_and_double_fork() -
     // The same escapees, but the monitor dies first: the server still finds them by their root.
     let id = create(&mut rt, &pod, container_config("c2", script)).await?;
     start(&mut rt, &id).await?;
-    let st = rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: true,
-        })
-        .await?
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&st.info["info"])?;
-    let monitor = info["monitorPid"].as_i64().expect("monitor pid") as i32;
+    let monitor = monitor_pid(&mut rt, &id).await?;
     wait_for(Duration::from_secs(5), "the escaped sleeps", || async {
         (processes_under(&server.root().join("pods")).len() >= 4).then_some(())
     })
