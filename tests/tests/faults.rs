@@ -78,6 +78,9 @@ async fn server_killed_during_concurrent_pod_cycles() -> anyhow::Result<()> {
         let (mut rt, _) = server.client().await?;
         let logs = server.dir.path().join("logs");
         tasks.push(tokio::spawn(async move {
+            // Containers that started and were never asked to stop: after the restart each must
+            // still run (or, for `exit 3`, have exited with 3).
+            let mut untouched = Vec::new();
             for round in 0.. {
                 let name = format!("p{i}-{round}");
                 let Ok(pod) = rt
@@ -87,15 +90,18 @@ async fn server_killed_during_concurrent_pod_cycles() -> anyhow::Result<()> {
                     })
                     .await
                 else {
-                    return;
+                    return untouched;
                 };
                 let pod = pod.into_inner().pod_sandbox_id;
                 let script = if i % 2 == 0 { "sleep 1000" } else { "exit 3" };
                 let Ok(id) = create(&mut rt, &pod, container_config("c", script)).await else {
-                    return;
+                    return untouched;
                 };
                 if start(&mut rt, &id).await.is_err() {
-                    return;
+                    return untouched;
+                }
+                if round % 2 == 0 {
+                    untouched.push((id.clone(), i % 2 == 0));
                 }
                 if round % 2 == 1 {
                     let _ = rt
@@ -119,15 +125,41 @@ async fn server_killed_during_concurrent_pod_cycles() -> anyhow::Result<()> {
                         .await;
                 }
             }
+            untouched
         }));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.kill();
+    let mut untouched = Vec::new();
     for t in tasks {
-        let _ = t.await;
+        untouched.extend(t.await.unwrap_or_default());
     }
     server.restart().await?;
     let (mut rt, _) = server.client().await?;
+
+    // What was started and never stopped survived the crash as it was.
+    assert!(!untouched.is_empty());
+    for (id, sleeps) in &untouched {
+        let s = rt
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            })
+            .await?
+            .into_inner()
+            .status
+            .expect("status");
+        if *sleeps {
+            assert_eq!(
+                s.state,
+                cri::ContainerState::ContainerRunning as i32,
+                "{id} was lost: {s:?}"
+            );
+        } else {
+            let s = wait_exited(&mut rt, id, Duration::from_secs(10)).await?;
+            assert_eq!(s.exit_code, 3, "{id}: {s:?}");
+        }
+    }
 
     // Every container is accounted for, and every process below the root belongs to one.
     let containers = rt
