@@ -345,6 +345,17 @@ impl Server {
         }
     }
 
+    /// Waits (up to 10 s) until no process runs below the server's pod directories.
+    pub async fn wait_no_container_processes(&self) -> anyhow::Result<()> {
+        let pods = self.root().join("pods");
+        wait_for(
+            Duration::from_secs(10),
+            "no container process left",
+            || async { processes_under(&pods).is_empty().then_some(()) },
+        )
+        .await
+    }
+
     pub async fn client(
         &self,
     ) -> anyhow::Result<(RuntimeServiceClient<Channel>, ImageServiceClient<Channel>)> {

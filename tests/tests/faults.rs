@@ -42,16 +42,7 @@ async fn kubelet_cleanup(rt: &mut Rt) -> anyhow::Result<()> {
 }
 
 async fn assert_no_debris(server: &Server) -> anyhow::Result<()> {
-    wait_for(
-        Duration::from_secs(10),
-        "no container process left",
-        || async {
-            processes_under(&server.root().join("pods"))
-                .is_empty()
-                .then_some(())
-        },
-    )
-    .await?;
+    server.wait_no_container_processes().await?;
     assert!(
         mounts_under(&server.root()).is_empty(),
         "{:?}",
@@ -230,16 +221,7 @@ async fn a_killed_monitor_ends_its_container_with_a_reason() -> anyhow::Result<(
     let s = wait_exited(&mut rt, &id, Duration::from_secs(10)).await?;
     assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"));
     assert!(s.message.contains("monitor"), "{}", s.message);
-    wait_for(
-        Duration::from_secs(5),
-        "the container's processes to die",
-        || async {
-            processes_under(&server.root().join("pods"))
-                .is_empty()
-                .then_some(())
-        },
-    )
-    .await?;
+    server.wait_no_container_processes().await?;
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
         pod_sandbox_id: pod,
     })
@@ -273,12 +255,7 @@ async fn stop_ends_processes_that_left_the_group_with_setsid_and_double_fork() -
         timeout: 1,
     })
     .await?;
-    wait_for(Duration::from_secs(5), "every sleep to die", || async {
-        processes_under(&server.root().join("pods"))
-            .is_empty()
-            .then_some(())
-    })
-    .await?;
+    server.wait_no_container_processes().await?;
 
     // The same escapees, but the monitor dies first: the server still finds them by their root.
     let id = create(&mut rt, &pod, container_config("c2", script)).await?;
@@ -293,16 +270,7 @@ async fn stop_ends_processes_that_left_the_group_with_setsid_and_double_fork() -
         nix::sys::signal::Signal::SIGKILL,
     )?;
     wait_exited(&mut rt, &id, Duration::from_secs(10)).await?;
-    wait_for(
-        Duration::from_secs(5),
-        "every escaped sleep to die",
-        || async {
-            processes_under(&server.root().join("pods"))
-                .is_empty()
-                .then_some(())
-        },
-    )
-    .await?;
+    server.wait_no_container_processes().await?;
     Ok(())
 }
 

@@ -296,16 +296,7 @@ async fn exec_sync_exit_codes_users_and_timeout() -> anyhow::Result<()> {
         timeout: 0,
     })
     .await?;
-    wait_for(
-        Duration::from_secs(5),
-        "the exec'd daemon to end with its container",
-        || async {
-            processes_under(&server.root().join("pods"))
-                .is_empty()
-                .then_some(())
-        },
-    )
-    .await?;
+    server.wait_no_container_processes().await?;
     let user = s.user.and_then(|u| u.linux).expect("user");
     assert_eq!((user.uid, user.gid), (1000, 1000));
     Ok(())
@@ -337,12 +328,7 @@ async fn stop_kills_the_whole_tree_after_the_grace_period() -> anyhow::Result<()
     let s = status(&mut rt, &cid).await?;
     assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
     assert_eq!((s.exit_code, s.reason.as_str()), (137, "Error"));
-    wait_for(Duration::from_secs(5), "the tree to be gone", || async {
-        processes_under(&server.root().join("pods"))
-            .is_empty()
-            .then_some(())
-    })
-    .await?;
+    server.wait_no_container_processes().await?;
 
     // A container that exits on SIGTERM gets 143 and no wait.
     let cid = create(&mut rt, &pod, container_config("polite", "exec sleep 1000")).await?;
@@ -555,12 +541,7 @@ async fn server_killed_and_restarted_keeps_containers_and_their_exit_codes() -> 
         pod_sandbox_id: pod,
     })
     .await?;
-    wait_for(Duration::from_secs(5), "no process left", || async {
-        processes_under(&server.root().join("pods"))
-            .is_empty()
-            .then_some(())
-    })
-    .await?;
+    server.wait_no_container_processes().await?;
     assert!(
         std::fs::read_dir(server.root().join("pods"))?
             .next()
