@@ -1,5 +1,6 @@
 //! Configuration: an optional TOML file over embedded defaults, then command-line flags.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -66,10 +67,65 @@ pub enum RootfsMode {
     Copy,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImageConfig {
     pub platform: String,
+    pub max_concurrent_downloads: usize,
+    pub ca_files: Vec<PathBuf>,
+    pub docker_config: String,
+    pub request_attempts: u32,
+    pub registries: BTreeMap<String, RegistryHostConfig>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryHostConfig {
+    pub mirrors: Vec<String>,
+    pub insecure: bool,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            platform: String::new(),
+            max_concurrent_downloads: 3,
+            ca_files: Vec::new(),
+            docker_config: String::new(),
+            request_attempts: 4,
+            registries: BTreeMap::new(),
+        }
+    }
+}
+
+impl ImageConfig {
+    /// The registry client's settings.
+    pub fn registry(&self) -> image_service::registry::RegistryConfig {
+        use image_service::registry::{DockerConfig, HostConfig, RegistryConfig};
+        RegistryConfig {
+            hosts: self
+                .registries
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        HostConfig {
+                            mirrors: v.mirrors.clone(),
+                            insecure: v.insecure,
+                        },
+                    )
+                })
+                .collect(),
+            ca_files: self.ca_files.clone(),
+            docker_config: if self.docker_config.is_empty() {
+                DockerConfig::default_path()
+            } else {
+                Some(PathBuf::from(&self.docker_config))
+            },
+            attempts: self.request_attempts.max(1),
+            ..RegistryConfig::default()
+        }
+    }
 }
 
 impl Default for LogConfig {

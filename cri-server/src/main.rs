@@ -3,6 +3,7 @@
 
 mod config;
 mod cri;
+mod image_cli;
 mod metrics;
 mod serve;
 
@@ -65,6 +66,29 @@ enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 enum ImageCommand {
+    /// Pull an image from its registry (or a configured mirror) into the store.
+    Pull {
+        reference: String,
+        /// Platform to select from an index, `os/arch[/variant]` (default: image.platform).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Registry credentials `USER[:PASSWORD]`; without `:PASSWORD` it is read from
+        /// DARWIN_CRI_REGISTRY_PASSWORD. Default: docker config.json, else anonymous.
+        #[arg(long)]
+        user: Option<String>,
+        /// No progress bar or summary; print only the image id.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// List images.
+    #[command(alias = "list")]
+    Ls,
+    /// Remove images: a tag of an image with other tags is untagged; otherwise the image goes.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        references: Vec<String>,
+    },
     /// Import an OCI image layout directory (index.json, blobs/sha256) into the store.
     Import {
         dir: PathBuf,
@@ -126,20 +150,28 @@ fn main() -> anyhow::Result<()> {
             println!("{:#?}", load(&cli)?);
             Ok(())
         }
-        Command::Image {
-            command: ImageCommand::Import { dir, name },
-        } => {
+        Command::Image { command } => {
             let config = load(&cli)?;
             init_logging(&config);
-            let images = serve::open_images(&config)?;
-            let image = images
-                .import_oci_layout(dir, name.as_deref())
-                .with_context(|| format!("importing {}", dir.display()))?;
-            println!("{}", image.id);
-            for tag in &image.repo_tags {
-                println!("{tag}");
+            match command {
+                ImageCommand::Pull {
+                    reference,
+                    platform,
+                    user,
+                    quiet,
+                } => image_cli::pull(
+                    &config,
+                    reference,
+                    platform.as_deref(),
+                    user.as_deref(),
+                    *quiet,
+                ),
+                ImageCommand::Ls => image_cli::list(&config),
+                ImageCommand::Rm { references } => image_cli::remove(&config, references),
+                ImageCommand::Import { dir, name } => {
+                    image_cli::import(&config, dir, name.as_deref())
+                }
             }
-            Ok(())
         }
         Command::Serve => {
             let config = load(&cli)?;

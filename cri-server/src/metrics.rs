@@ -108,7 +108,7 @@ impl Metrics {
         let pull_bytes = Counter::default();
         registry.register_with_unit(
             "image_pull",
-            "Bytes fetched from registries by PullImage (none until registry pulls land)",
+            "Bytes fetched from registries by PullImage",
             Unit::Bytes,
             pull_bytes.clone(),
         );

@@ -163,7 +163,14 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         Some(m)
     };
     let events = Arc::clone(&rt);
-    let svc = Cri::new(rt, platform(&config)?.to_string(), metrics.clone());
+    let registry = image_service::registry::Registry::new(config.image.registry())
+        .context("setting up the registry client")?;
+    let puller = image_service::Puller::new(
+        Arc::clone(rt.images()),
+        registry,
+        config.image.max_concurrent_downloads,
+    );
+    let svc = Cri::new(rt, platform(&config)?.to_string(), metrics.clone(), puller);
     let result = tonic::transport::Server::builder()
         .layer(crate::metrics::GrpcMetricsLayer(metrics))
         .add_service(RuntimeServiceServer::new(svc.clone()))

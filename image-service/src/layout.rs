@@ -11,15 +11,15 @@ use crate::{Error, Result, sha256_hex};
 pub(crate) const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 pub(crate) const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 
-const INDEX_TYPES: &[&str] = &[
+pub(crate) const INDEX_TYPES: &[&str] = &[
     "application/vnd.oci.image.index.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
 ];
-const MANIFEST_TYPES: &[&str] = &[
+pub(crate) const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ];
-const CONFIG_TYPES: &[&str] = &[
+pub(crate) const CONFIG_TYPES: &[&str] = &[
     "application/vnd.oci.image.config.v1+json",
     "application/vnd.docker.container.image.v1+json",
 ];
@@ -160,11 +160,7 @@ pub(crate) fn layer_compression(media_type: &str) -> Result<Compression> {
         | "application/vnd.docker.image.rootfs.diff.tar.gzip"
         | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(Compression::Gzip),
         "application/vnd.oci.image.layer.v1.tar+zstd"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => {
-            Err(Error::InvalidLayout(
-                "zstd layers not supported yet (issue: image service)".to_string(),
-            ))
-        }
+        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Ok(Compression::Zstd),
         other => Err(Error::InvalidLayout(format!(
             "unsupported layer media type {other:?}"
         ))),

@@ -13,18 +13,23 @@
 //! processes (the server and the `darwin-cri image import` CLI) can share a store.
 
 pub mod reference;
+pub mod registry;
 pub mod safe_path;
 pub mod tree;
 
 mod content;
 mod layout;
+mod platform;
+mod pull;
 mod store;
 mod unpack;
 
 #[cfg(test)]
 mod testutil;
 
-pub use store::{FsUsage, Image, ImageConfig, ImageStore, Platform};
+pub use platform::Platform;
+pub use pull::{PullEvent, PullOptions, Puller};
+pub use store::{FsUsage, Image, ImageConfig, ImageStore};
 pub use tree::{CopyCloner, TreeCloner};
 
 /// Result type of this crate.
@@ -63,6 +68,15 @@ pub enum Error {
     /// A layer entry that would escape the snapshot or is otherwise unsafe.
     #[error("unsafe layer entry: {0}")]
     UnsafeLayerEntry(String),
+    /// The registry refused the credentials, or needs some and none were given.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The registry could not be reached or answered with an error.
+    #[error("registry: {0}")]
+    Registry(String),
+    /// The image is used by a container.
+    #[error("image {0} is in use by a container")]
+    InUse(String),
     /// An I/O error, with what was being done.
     #[error("{context}: {source}")]
     Io {

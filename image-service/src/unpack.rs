@@ -31,6 +31,7 @@ const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
 pub(crate) enum Compression {
     None,
     Gzip,
+    Zstd,
 }
 
 #[derive(Debug)]
@@ -53,6 +54,10 @@ pub(crate) fn apply_layer<R: Read>(
     let decoded: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(layer),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(layer)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::with_buffer(io::BufReader::with_capacity(128 << 10, layer))
+                .ctx(|| "start zstd decoder".to_string())?,
+        ),
     };
     let mut archive = tar::Archive::new(HashingReader::new(decoded));
     let mut state = LayerState {
@@ -632,6 +637,17 @@ mod tests {
             .build();
         apply(&e.root, &tar).unwrap();
         assert_eq!(fs::symlink_metadata(e.root.join("h")).unwrap().nlink(), 2);
+    }
+
+    #[test]
+    fn zstd_layers_unpack() {
+        let e = env();
+        let tar = LayerBuilder::new().file("etc/zz", b"zstd body", 0o644).build();
+        let compressed = zstd::encode_all(tar.as_slice(), 3).unwrap();
+        apply_layer(&e.root, compressed.as_slice(), Compression::Zstd, &sha(&tar)).unwrap();
+        assert_eq!(fs::read(e.root.join("etc/zz")).unwrap(), b"zstd body");
+        let err = apply_layer(&e.root, gzip(&tar).as_slice(), Compression::Zstd, &sha(&tar));
+        assert!(err.is_err(), "gzip data is not zstd");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! `darwin-cri` binary on a temporary socket and root, and a CRI client over the unix socket.
 #![forbid(unsafe_code)]
 
+pub mod registry;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

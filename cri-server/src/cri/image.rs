@@ -1,7 +1,101 @@
 //! ListImages, ImageStatus, PullImage, RemoveImage, ImageFsInfo.
 
-use image_service::Image;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use image_service::registry::Credentials;
+use image_service::{Error, Image, PullEvent, PullOptions, Puller};
 use k8s_cri::v1 as cri;
+use tonic::{Response, Status};
+
+use super::status::from_image;
+use crate::metrics::Metrics;
+
+/// kubelet's AuthConfig as registry credentials.
+pub fn credentials(auth: Option<&cri::AuthConfig>) -> Result<Credentials, Status> {
+    let Some(a) = auth else {
+        return Ok(Credentials::default());
+    };
+    Credentials::from_cri(
+        &a.username,
+        &a.password,
+        &a.auth,
+        &a.identity_token,
+        &a.registry_token,
+    )
+    .map_err(|e| from_image(&e))
+}
+
+/// The label a failed pull is counted under (never the message: it names the image).
+fn failure_reason(e: &Error) -> &'static str {
+    match e {
+        Error::Unauthenticated(_) => "unauthenticated",
+        Error::NotFound(_) => "not_found",
+        Error::NoMatchingPlatform { .. } => "no_matching_platform",
+        Error::InvalidReference(_) => "invalid_reference",
+        Error::DigestMismatch { .. } => "digest_mismatch",
+        Error::UnsafeLayerEntry(_) | Error::InvalidLayout(_) => "invalid_image",
+        Error::Registry(_) => "registry",
+        Error::Io { .. } | Error::InUse(_) => "io",
+    }
+}
+
+/// PullImage: fetch from the registry (or its mirrors). When the registry cannot be
+/// reached but the image is in the store (imported, or built with `image base`), the
+/// stored image answers, so offline farms keep running.
+pub async fn pull(
+    puller: Puller,
+    metrics: Option<Arc<Metrics>>,
+    reference: String,
+    credentials: Credentials,
+) -> Result<Response<cri::PullImageResponse>, Status> {
+    let started = Instant::now();
+    let bytes = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&bytes);
+    let opts = PullOptions {
+        credentials,
+        platform: None,
+        progress: Some(Arc::new(move |e| {
+            if let PullEvent::Progress { bytes, .. } = e {
+                counter.fetch_add(bytes, Ordering::Relaxed);
+            }
+        })),
+    };
+    let result = match puller.pull(&reference, opts).await {
+        Ok(image) => Ok(image),
+        Err(e @ (Error::Registry(_) | Error::NotFound(_))) => {
+            let store = Arc::clone(puller.store());
+            let r = reference.clone();
+            match tokio::task::spawn_blocking(move || store.resolve(&r)).await {
+                Ok(Ok(Some(local))) => {
+                    tracing::warn!(image = %reference, error = %e, "registry unavailable; using the stored image");
+                    Ok(local)
+                }
+                _ => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let fetched = bytes.load(Ordering::Relaxed);
+    match result {
+        Ok(image) => {
+            if let Some(m) = &metrics {
+                m.record_pull("pulled", true, fetched, seconds);
+            }
+            tracing::info!(image = %reference, id = %image.id, bytes = fetched, seconds, "pulled");
+            Ok(Response::new(cri::PullImageResponse { image_ref: image.id }))
+        }
+        Err(e) => {
+            if let Some(m) = &metrics {
+                m.record_pull(failure_reason(&e), false, fetched, seconds);
+            }
+            tracing::warn!(image = %reference, error = %e, "pull failed");
+            Err(from_image(&e))
+        }
+    }
+}
 
 /// containerd's reading of the image's configured user: a numeric uid, or a user name.
 fn user_of(image: &Image) -> (Option<cri::Int64Value>, String) {

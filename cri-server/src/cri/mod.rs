@@ -28,6 +28,8 @@ pub struct Cri {
     platform: String,
     /// The Prometheus metrics, when the endpoint is on.
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Registry pulls into the runtime's image store.
+    puller: image_service::Puller,
 }
 
 impl Cri {
@@ -35,11 +37,13 @@ impl Cri {
         runtime: Arc<Runtime>,
         platform: String,
         metrics: Option<Arc<crate::metrics::Metrics>>,
+        puller: image_service::Puller,
     ) -> Cri {
         Cri {
             runtime,
             platform,
             metrics,
+            puller,
         }
     }
 
@@ -505,28 +509,13 @@ impl ImageService for Cri {
         &self,
         req: Request<cri::PullImageRequest>,
     ) -> Reply<cri::PullImageResponse> {
-        let reference = req.into_inner().image.map(|i| i.image).unwrap_or_default();
+        let req = req.into_inner();
+        let reference = req.image.map(|i| i.image).unwrap_or_default();
         non_empty(&reference, "image.image")?;
-        let started = std::time::Instant::now();
-        let store = Arc::clone(self.runtime.images());
-        let r = reference.clone();
-        let found = blocking(move || store.resolve(&r)).await?;
-        let (result, reply) = match found {
-            // Present already (imported): nothing to fetch.
-            Ok(Some(i)) => ("present", ok(cri::PullImageResponse { image_ref: i.id })),
-            Ok(None) => (
-                "not_present",
-                Err(Status::unimplemented(format!(
-                    "image {reference:?} is not present and registry pulls are not implemented yet (image service work); \
-                     import it with `darwin-cri image import <oci-layout-dir>`"
-                ))),
-            ),
-            Err(e) => ("invalid_reference", Err(from_image(&e))),
-        };
-        if let Some(m) = &self.metrics {
-            m.record_pull(result, reply.is_ok(), 0, started.elapsed().as_secs_f64());
-        }
-        reply
+        let credentials = image::credentials(req.auth.as_ref())?;
+        let (puller, metrics) = (self.puller.clone(), self.metrics.clone());
+        // A pull kubelet gave up on still completes: the next PullImage finds it done.
+        detached(image::pull(puller, metrics, reference, credentials)).await?
     }
 
     async fn remove_image(

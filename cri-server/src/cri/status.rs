@@ -29,7 +29,12 @@ pub fn from_image(e: &image_service::Error) -> Status {
         E::NotFound(_) => Code::NotFound,
         E::InvalidReference(_) => Code::InvalidArgument,
         E::NoMatchingPlatform { .. } => Code::NotFound,
-        _ => Code::Internal,
+        E::Unauthenticated(_) => Code::Unauthenticated,
+        E::Registry(_) => Code::Unavailable,
+        E::InUse(_) => Code::FailedPrecondition,
+        E::DigestMismatch { .. } => Code::DataLoss,
+        E::UnsafeLayerEntry(_) | E::InvalidLayout(_) => Code::InvalidArgument,
+        E::Io { .. } => Code::Internal,
     };
     Status::new(code, e.to_string())
 }

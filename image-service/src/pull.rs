@@ -1,0 +1,774 @@
+//! Pulling images from registries into the store.
+//!
+//! A pull resolves the reference on the first endpoint that answers (mirrors in order,
+//! then the origin), picks the node's platform from an index, and downloads layers in
+//! parallel while earlier layers unpack. Blobs stream through a verifying writer into
+//! `ingest/<hex>`, renamed into `blobs/sha256/` only once size and digest match; a
+//! dropped connection keeps the partial file and the download resumes with a `Range`
+//! request (in the same pull, or the next one after a crash). Concurrent pulls in one
+//! process share each blob download and each snapshot build.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::fcntl::{Flock, FlockArg};
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+use reqwest::StatusCode;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{OwnedMutexGuard, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::content::{MAX_JSON_SIZE, create_tmp_file, verify_bytes, write_atomic};
+use crate::layout::{self, CONFIG_TYPES, INDEX_TYPES, MANIFEST_TYPES};
+use crate::platform::{Offer, choose};
+use crate::registry::{Credentials, Endpoint, Registry, describe};
+use crate::store::{Commit, ImageStore, checked_chain_ids, offer_of_config};
+use crate::unpack::Compression;
+use crate::{Error, Image, IoContext, Platform, Result, reference, sha256_hex};
+
+/// What a pull reports as it goes (for progress bars and metrics).
+#[derive(Debug, Clone)]
+pub enum PullEvent {
+    /// The manifest is known: its digest and the layers (digest, compressed size).
+    Resolved {
+        /// Manifest digest.
+        manifest: String,
+        /// Layers in order.
+        layers: Vec<(String, u64)>,
+    },
+    /// `bytes` more bytes of blob `digest` arrived.
+    Progress {
+        /// Blob digest.
+        digest: String,
+        /// Bytes since the last event.
+        bytes: u64,
+    },
+    /// Blob `digest` is in the store (downloaded or already present).
+    BlobDone {
+        /// Blob digest.
+        digest: String,
+        /// Whether it had to be downloaded.
+        downloaded: bool,
+    },
+    /// The layer's snapshot is built (or was already).
+    Unpacked {
+        /// Layer digest.
+        digest: String,
+    },
+}
+
+/// Receives [`PullEvent`]s.
+pub type Progress = Arc<dyn Fn(PullEvent) + Send + Sync>;
+
+/// How one pull is made.
+#[derive(Clone, Default)]
+pub struct PullOptions {
+    /// Credentials for the image's registry (kubelet's AuthConfig).
+    pub credentials: Credentials,
+    /// Overrides the store's platform.
+    pub platform: Option<Platform>,
+    /// Progress receiver.
+    pub progress: Option<Progress>,
+}
+
+impl std::fmt::Debug for PullOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullOptions")
+            .field("credentials", &self.credentials)
+            .field("platform", &self.platform)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Async mutexes by key (blob digest, ChainID).
+#[derive(Debug, Default)]
+struct KeyedLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl KeyedLocks {
+    async fn lock(&self, key: &str) -> OwnedMutexGuard<()> {
+        let m = {
+            let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            if map.len() > 256 {
+                map.retain(|_, m| Arc::strong_count(m) > 1);
+            }
+            map.entry(key.to_string()).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+}
+
+/// Pulls images into an [`ImageStore`].
+#[derive(Debug, Clone)]
+pub struct Puller {
+    inner: Arc<PullerInner>,
+}
+
+#[derive(Debug)]
+struct PullerInner {
+    store: Arc<ImageStore>,
+    registry: Registry,
+    downloads: usize,
+    blobs: KeyedLocks,
+    snapshots: KeyedLocks,
+}
+
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// Where a pull reads from, once resolved.
+struct Source<'a> {
+    ep: Endpoint,
+    repo: String,
+    creds: &'a Credentials,
+}
+
+fn emit(progress: &Option<Progress>, e: PullEvent) {
+    if let Some(p) = progress {
+        p(e);
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Io {
+        context: "background task".into(),
+        source: io::Error::other(e.to_string()),
+    })?
+}
+
+impl Puller {
+    /// A puller for `store` through `registry`, with at most `downloads` blob downloads
+    /// at once (per pull).
+    pub fn new(store: Arc<ImageStore>, registry: Registry, downloads: usize) -> Puller {
+        Puller {
+            inner: Arc::new(PullerInner {
+                store,
+                registry,
+                downloads: downloads.max(1),
+                blobs: KeyedLocks::default(),
+                snapshots: KeyedLocks::default(),
+            }),
+        }
+    }
+
+    /// The store pulled into.
+    pub fn store(&self) -> &Arc<ImageStore> {
+        &self.inner.store
+    }
+
+    /// Pulls `reference` and returns the stored image (its id is the config digest).
+    pub async fn pull(&self, reference: &str, opts: PullOptions) -> Result<Image> {
+        let parsed = reference::parse(reference)?;
+        let normalized = parsed.whole();
+        let registry = parsed.registry().to_string();
+        let repo = parsed.repository().to_string();
+        let target = match (parsed.digest(), parsed.tag()) {
+            (Some(d), _) => {
+                sha256_hex(d).map_err(|_| {
+                    Error::InvalidReference(format!("{reference:?}: only sha256 digests are supported"))
+                })?;
+                d.to_string()
+            }
+            (None, Some(t)) => t.to_string(),
+            (None, None) => "latest".to_string(),
+        };
+        let wanted = opts
+            .platform
+            .clone()
+            .unwrap_or_else(|| self.inner.store.platform().clone());
+
+        // Garbage collection waits (or is skipped) while any pull holds this.
+        let store = Arc::clone(&self.inner.store);
+        let _gc_guard = blocking(move || store.lock_shared()).await?;
+
+        // The first endpoint that has the manifest serves the whole pull.
+        let mut last_err = None;
+        let mut resolved = None;
+        for ep in self.inner.registry.endpoints(&registry) {
+            let src = Source {
+                ep: ep.clone(),
+                repo: repo.clone(),
+                creds: &opts.credentials,
+            };
+            match self.fetch_manifest(&src, &target).await {
+                Ok(m) => {
+                    resolved = Some((src, m));
+                    break;
+                }
+                Err(e) if ep.is_mirror => {
+                    tracing::info!(mirror = %ep.host, image = %normalized, error = %e, "mirror failed; trying the next endpoint");
+                    last_err = Some(e);
+                }
+                Err(e) => {
+                    last_err = Some(e);
+                    break;
+                }
+            }
+        }
+        let Some((src, (top_bytes, top_type, top_digest))) = resolved else {
+            return Err(last_err.unwrap_or_else(|| Error::Registry("no endpoint".into())));
+        };
+
+        // An index resolves to the node's platform (one level of nesting allowed).
+        let mut index_digest = None;
+        let (mut bytes, mut media_type, mut digest) = (top_bytes, top_type, top_digest);
+        let mut chosen_from_index = None;
+        for _ in 0..2 {
+            if !INDEX_TYPES.contains(&media_type.as_str()) {
+                break;
+            }
+            let index: ImageIndex = parse_json(&bytes, "image index")?;
+            if index_digest.is_none() {
+                index_digest = Some((digest.clone(), bytes.clone()));
+            }
+            let entries: Vec<_> = index
+                .manifests()
+                .iter()
+                .filter(|d| {
+                    let t = d.media_type().to_string();
+                    MANIFEST_TYPES.contains(&t.as_str()) || INDEX_TYPES.contains(&t.as_str())
+                })
+                .collect();
+            let offers: Vec<Offer> = entries
+                .iter()
+                .map(|d| match d.platform() {
+                    Some(p) => Offer {
+                        os: p.os().to_string(),
+                        architecture: p.architecture().to_string(),
+                        variant: p.variant().clone(),
+                        os_version: p.os_version().clone(),
+                    },
+                    None => Offer::default(),
+                })
+                .collect();
+            let i = choose(&wanted, &offers).map_err(|available| Error::NoMatchingPlatform {
+                wanted: wanted.to_string(),
+                reference: normalized.clone(),
+                available,
+            })?;
+            let child = entries[i];
+            let child_digest = child.digest().to_string();
+            let (b, t, d) = self.fetch_manifest(&src, &child_digest).await?;
+            if b.len() as u64 != child.size() {
+                return Err(Error::InvalidLayout(format!(
+                    "manifest {child_digest} has size {}, the index says {}",
+                    b.len(),
+                    child.size()
+                )));
+            }
+            chosen_from_index = Some(offers[i].to_string());
+            (bytes, media_type, digest) = (b, t, d);
+        }
+        if !MANIFEST_TYPES.contains(&media_type.as_str()) {
+            return Err(Error::InvalidLayout(format!(
+                "{normalized}: unsupported manifest media type {media_type:?}"
+            )));
+        }
+        let manifest: ImageManifest = parse_json(&bytes, "image manifest")?;
+        let config_desc = manifest.config().clone();
+        let config_type = config_desc.media_type().to_string();
+        if !CONFIG_TYPES.contains(&config_type.as_str()) {
+            return Err(Error::InvalidLayout(format!(
+                "unsupported config media type {config_type:?}"
+            )));
+        }
+        let config_digest = config_desc.digest().to_string();
+        sha256_hex(&config_digest)?;
+        if config_desc.size() > MAX_JSON_SIZE {
+            return Err(Error::InvalidLayout(format!(
+                "image config is larger than {MAX_JSON_SIZE} bytes"
+            )));
+        }
+        let config_bytes = src
+            .get_blob_small(&self.inner.registry, &config_digest, config_desc.size())
+            .await?;
+        let config: ImageConfiguration = parse_json(&config_bytes, "image config")?;
+        let offer = offer_of_config(&config);
+        if !wanted.matches(&offer.os, &offer.architecture, None) {
+            return Err(match &chosen_from_index {
+                Some(listed) => Error::InvalidLayout(format!(
+                    "manifest {digest} is listed as {listed} but its config says {offer}"
+                )),
+                None => Error::NoMatchingPlatform {
+                    wanted: wanted.to_string(),
+                    reference: normalized.clone(),
+                    available: vec![offer.to_string()],
+                },
+            });
+        }
+        let diff_ids = config.rootfs().diff_ids().clone();
+        if diff_ids.len() != manifest.layers().len() {
+            return Err(Error::InvalidLayout(format!(
+                "manifest has {} layers but config lists {} diff_ids",
+                manifest.layers().len(),
+                diff_ids.len()
+            )));
+        }
+        let chains = checked_chain_ids(&diff_ids)?;
+        let mut layers = Vec::with_capacity(manifest.layers().len());
+        for l in manifest.layers() {
+            let d = l.digest().to_string();
+            sha256_hex(&d)?;
+            layers.push((d, l.size(), layout::layer_compression(l.media_type().as_ref())?));
+        }
+        emit(
+            &opts.progress,
+            PullEvent::Resolved {
+                manifest: digest.clone(),
+                layers: layers.iter().map(|l| (l.0.clone(), l.1)).collect(),
+            },
+        );
+
+        self.fetch_layers(&src, &layers, &chains, &diff_ids, &opts.progress)
+            .await?;
+
+        // Small blobs last: an image's manifest in the store means it is complete.
+        let store = Arc::clone(&self.inner.store);
+        let mut small = vec![
+            (config_digest.clone(), config_bytes),
+            (digest.clone(), bytes),
+        ];
+        if let Some((d, b)) = &index_digest {
+            small.push((d.clone(), b.clone()));
+        }
+        let names = {
+            let repo_name = format!("{registry}/{repo}");
+            let mut n = Vec::new();
+            if let Some(t) = parsed.tag() {
+                n.push(format!("{repo_name}:{t}"));
+            } else if parsed.digest().is_none() {
+                n.push(format!("{repo_name}:latest"));
+            }
+            let top = index_digest.as_ref().map(|(d, _)| d.clone()).unwrap_or(digest.clone());
+            n.push(format!("{repo_name}@{top}"));
+            n
+        };
+        let platform = chosen_from_index.unwrap_or_else(|| offer.to_string());
+        let layer_list: Vec<(String, u64)> = layers.iter().map(|l| (l.0.clone(), l.1)).collect();
+        let index_d = index_digest.map(|(d, _)| d);
+        let config_size = config_desc.size();
+        blocking(move || {
+            for (d, b) in &small {
+                let dest = store.blobs_dir().join(sha256_hex(d)?);
+                if !dest.is_file() {
+                    write_atomic(&store.tmp_dir(), &dest, b)?;
+                }
+            }
+            store.commit(&Commit {
+                names,
+                manifest_digest: digest,
+                index_digest: index_d,
+                config_digest,
+                config_size,
+                config: &config,
+                layers: layer_list,
+                platform,
+            })
+        })
+        .await
+    }
+
+    /// GETs a manifest by tag or digest: (bytes, media type, digest). A digest
+    /// reference must match what arrives.
+    async fn fetch_manifest(&self, src: &Source<'_>, target: &str) -> Result<(Vec<u8>, String, String)> {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        let reply = self
+            .inner
+            .registry
+            .get(&src.ep, &src.repo, &format!("manifests/{target}"), h, src.creds)
+            .await?;
+        let content_type = reply
+            .header("content-type")
+            .map(|c| c.split(';').next().unwrap_or_default().trim().to_string())
+            .unwrap_or_default();
+        let bytes = reply.bytes_limited(MAX_JSON_SIZE, "manifest").await?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        if target.starts_with("sha256:") && digest != target {
+            return Err(Error::DigestMismatch {
+                expected: target.to_string(),
+                actual: digest,
+            });
+        }
+        // The body's own mediaType wins over a generic Content-Type.
+        #[derive(serde::Deserialize)]
+        struct Peek {
+            #[serde(rename = "mediaType", default)]
+            media_type: String,
+            #[serde(rename = "schemaVersion", default)]
+            schema_version: u32,
+            #[serde(default)]
+            manifests: Option<serde_json::Value>,
+        }
+        let peek: Peek = parse_json(&bytes, "manifest")?;
+        let media_type = if !peek.media_type.is_empty() {
+            peek.media_type
+        } else if INDEX_TYPES.contains(&content_type.as_str()) || MANIFEST_TYPES.contains(&content_type.as_str()) {
+            content_type
+        } else if peek.manifests.is_some() {
+            INDEX_TYPES[0].to_string()
+        } else if peek.schema_version == 2 {
+            MANIFEST_TYPES[0].to_string()
+        } else {
+            return Err(Error::InvalidLayout(format!(
+                "{}: schema {} manifests (docker v1) are not supported",
+                src.repo, peek.schema_version
+            )));
+        };
+        Ok((bytes, media_type, digest))
+    }
+
+    /// Downloads the layers (at most `downloads` at once) and builds each snapshot as
+    /// soon as its blob and its parent are there.
+    async fn fetch_layers(
+        &self,
+        src: &Source<'_>,
+        layers: &[(String, u64, Compression)],
+        chains: &[String],
+        diff_ids: &[String],
+        progress: &Option<Progress>,
+    ) -> Result<()> {
+        let store = &self.inner.store;
+        // A snapshot present for the top layer means nothing is to be unpacked; blobs
+        // are still completed so the content store holds the whole image.
+        let sem = Arc::new(Semaphore::new(self.inner.downloads));
+        let mut tasks: Vec<JoinHandle<Result<PathBuf>>> = Vec::with_capacity(layers.len());
+        for (digest, size, _) in layers {
+            let this = self.clone();
+            let sem = Arc::clone(&sem);
+            let (ep, repo, creds) = (src.ep.clone(), src.repo.clone(), src.creds.clone());
+            let (digest, size, progress) = (digest.clone(), *size, progress.clone());
+            tasks.push(tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await.map_err(|_| Error::Registry("closed".into()))?;
+                let src = Source {
+                    ep,
+                    repo,
+                    creds: &creds,
+                };
+                this.fetch_blob(&src, &digest, size, &progress).await
+            }));
+        }
+        struct AbortAll(Vec<tokio::task::AbortHandle>);
+        impl Drop for AbortAll {
+            fn drop(&mut self) {
+                for h in &self.0 {
+                    h.abort();
+                }
+            }
+        }
+        let _abort = AbortAll(tasks.iter().map(|t| t.abort_handle()).collect());
+        let mut parent: Option<String> = None;
+        for (i, task) in tasks.into_iter().enumerate() {
+            let path = task.await.map_err(|e| Error::Io {
+                context: "download task".into(),
+                source: io::Error::other(e.to_string()),
+            })??;
+            let chain = chains[i].clone();
+            let _g = self.inner.snapshots.lock(&chain).await;
+            let (store, diff_id, compression) = (Arc::clone(store), diff_ids[i].clone(), layers[i].2);
+            let p = parent.clone();
+            let c = chain.clone();
+            blocking(move || store.ensure_snapshot(p.as_deref(), &c, &path, compression, &diff_id)).await?;
+            emit(progress, PullEvent::Unpacked { digest: layers[i].0.clone() });
+            parent = Some(chain);
+        }
+        Ok(())
+    }
+
+    /// Brings blob `digest` into the store (shared with concurrent pulls), resuming a
+    /// partial download, retrying broken connections. Returns the blob's path.
+    async fn fetch_blob(&self, src: &Source<'_>, digest: &str, size: u64, progress: &Option<Progress>) -> Result<PathBuf> {
+        let _g = self.inner.blobs.lock(digest).await;
+        let store = &self.inner.store;
+        let dest = store.blobs_dir().join(sha256_hex(digest)?);
+        if dest.is_file() {
+            emit(progress, PullEvent::BlobDone { digest: digest.into(), downloaded: false });
+            return Ok(dest);
+        }
+        let partial_path = store.root().join("ingest").join(sha256_hex(digest)?);
+        let attempts = 4u32;
+        let mut delay = Duration::from_millis(250);
+        let mut restarted = false;
+        for attempt in 1..=attempts {
+            let (pp, tmp_dir) = (partial_path.clone(), store.tmp_dir());
+            let partial = blocking(move || Partial::open(&pp, &tmp_dir)).await?;
+            match self.download_into(src, digest, size, partial, progress).await {
+                Ok(DownloadEnd::Complete(partial)) => {
+                    let (dest2, digest2) = (dest.clone(), digest.to_string());
+                    let outcome = blocking(move || partial.finish(&digest2, size, &dest2)).await;
+                    match outcome {
+                        Ok(()) => {
+                            emit(progress, PullEvent::BlobDone { digest: digest.into(), downloaded: true });
+                            return Ok(dest);
+                        }
+                        // Resumed data that does not verify: once more from zero.
+                        Err(Error::DigestMismatch { .. }) if !restarted => {
+                            restarted = true;
+                            tracing::warn!(%digest, "resumed blob failed verification; downloading again");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(DownloadEnd::Broken(why)) if attempt < attempts => {
+                    tracing::info!(%digest, attempt, error = %why, "blob download broke; resuming");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Ok(DownloadEnd::Broken(why)) => return Err(Error::Registry(why)),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Registry(format!("blob {digest}: download did not complete")))
+    }
+
+    async fn download_into(
+        &self,
+        src: &Source<'_>,
+        digest: &str,
+        size: u64,
+        mut partial: Partial,
+        progress: &Option<Progress>,
+    ) -> Result<DownloadEnd> {
+        if partial.len > size {
+            partial = blocking(move || partial.reset()).await?;
+        }
+        if partial.len == size {
+            return Ok(DownloadEnd::Complete(partial));
+        }
+        let mut h = HeaderMap::new();
+        if partial.len > 0 {
+            let range = HeaderValue::from_str(&format!("bytes={}-", partial.len))
+                .map_err(|_| Error::Registry("range header".into()))?;
+            h.insert(header::RANGE, range);
+        }
+        let reply = self
+            .inner
+            .registry
+            .get(&src.ep, &src.repo, &format!("blobs/{digest}"), h, src.creds)
+            .await?;
+        let mut response = reply.response;
+        let resumed = response.status() == StatusCode::PARTIAL_CONTENT
+            && response
+                .headers()
+                .get(header::CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with(&format!("bytes {}-", partial.len)));
+        if !resumed && partial.len > 0 {
+            partial = blocking(move || partial.reset()).await?;
+        }
+        if let Some(p) = progress {
+            if partial.len > 0 {
+                p(PullEvent::Progress { digest: digest.into(), bytes: partial.len });
+            }
+        }
+        // A blocking writer hashes and writes; this task only moves chunks.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
+        let limit = size;
+        let d = digest.to_string();
+        let writer = tokio::task::spawn_blocking(move || -> Result<Partial> {
+            while let Some(chunk) = rx.blocking_recv() {
+                partial
+                    .write(&chunk)
+                    .ctx(|| format!("write blob {d} to {}", partial.path.display()))?;
+                if partial.len > limit {
+                    let _ = fs::remove_file(&partial.path);
+                    return Err(Error::InvalidLayout(format!(
+                        "blob {d} is larger than its descriptor says ({limit} bytes)"
+                    )));
+                }
+            }
+            Ok(partial)
+        });
+        let mut broken = None;
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let n = chunk.len() as u64;
+                    if tx.send(chunk).await.is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                    emit(progress, PullEvent::Progress { digest: digest.into(), bytes: n });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    broken = Some(describe(&e));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let partial = writer.await.map_err(|e| Error::Io {
+            context: "blob writer".into(),
+            source: io::Error::other(e.to_string()),
+        })??;
+        match broken {
+            Some(why) => {
+                partial.keep();
+                Ok(DownloadEnd::Broken(why))
+            }
+            None if partial.len < size => {
+                let why = format!(
+                    "blob {digest}: connection ended after {} of {size} bytes",
+                    partial.len
+                );
+                partial.keep();
+                Ok(DownloadEnd::Broken(why))
+            }
+            None => Ok(DownloadEnd::Complete(partial)),
+        }
+    }
+}
+
+enum DownloadEnd {
+    Complete(Partial),
+    Broken(String),
+}
+
+/// A download in progress: the file (locked against other processes), its hash state
+/// and length. Files of other processes' downloads are not touched: we then write a
+/// private temporary file instead.
+struct Partial {
+    file: PartialFile,
+    path: PathBuf,
+    hasher: Sha256,
+    len: u64,
+    /// Whether the file is the resumable `ingest/<hex>` (kept on failure).
+    resumable: bool,
+}
+
+enum PartialFile {
+    Locked(Flock<File>),
+    Private(File),
+}
+
+impl PartialFile {
+    fn file(&mut self) -> &mut File {
+        match self {
+            PartialFile::Locked(f) => f,
+            PartialFile::Private(f) => f,
+        }
+    }
+}
+
+impl Partial {
+    fn open(path: &std::path::Path, tmp_dir: &std::path::Path) -> Result<Partial> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .ctx(|| format!("open {}", path.display()))?;
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => {
+                let mut p = Partial {
+                    file: PartialFile::Locked(locked),
+                    path: path.to_path_buf(),
+                    hasher: Sha256::new(),
+                    len: 0,
+                    resumable: true,
+                };
+                // Hash what an earlier attempt left.
+                let file = p.file.file();
+                file.rewind().ctx(|| format!("read {}", path.display()))?;
+                let mut buf = vec![0u8; 256 << 10];
+                loop {
+                    let n = file.read(&mut buf).ctx(|| format!("read {}", path.display()))?;
+                    if n == 0 {
+                        break;
+                    }
+                    p.hasher.update(&buf[..n]);
+                    p.len += n as u64;
+                }
+                Ok(p)
+            }
+            Err(_) => {
+                let (tmp, f) = create_tmp_file(tmp_dir).ctx(|| format!("create temp file in {}", tmp_dir.display()))?;
+                Ok(Partial {
+                    file: PartialFile::Private(f),
+                    path: tmp,
+                    hasher: Sha256::new(),
+                    len: 0,
+                    resumable: false,
+                })
+            }
+        }
+    }
+
+    fn reset(mut self) -> Result<Partial> {
+        let f = self.file.file();
+        f.set_len(0).ctx(|| format!("truncate {}", self.path.display()))?;
+        f.rewind().ctx(|| format!("truncate {}", self.path.display()))?;
+        self.hasher = Sha256::new();
+        self.len = 0;
+        Ok(self)
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.file.file().write_all(chunk)?;
+        self.hasher.update(chunk);
+        self.len += chunk.len() as u64;
+        Ok(())
+    }
+
+    /// Keeps a resumable file for the next attempt; a private one goes.
+    fn keep(self) {
+        if !self.resumable {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+
+    /// Verifies size and digest, then publishes at `dest`. On a mismatch the file is
+    /// discarded.
+    fn finish(mut self, digest: &str, size: u64, dest: &std::path::Path) -> Result<()> {
+        let actual = format!("sha256:{}", hex::encode(self.hasher.clone().finalize()));
+        let verdict = if self.len != size {
+            Err(Error::InvalidLayout(format!(
+                "blob {digest} has size {}, descriptor says {size}",
+                self.len
+            )))
+        } else if actual != digest {
+            Err(Error::DigestMismatch {
+                expected: digest.to_string(),
+                actual,
+            })
+        } else {
+            Ok(())
+        };
+        if let Err(e) = verdict {
+            let _ = fs::remove_file(&self.path);
+            return Err(e);
+        }
+        self.file.file().sync_all().ctx(|| format!("fsync blob {digest}"))?;
+        fs::rename(&self.path, dest).ctx(|| format!("store blob {digest}"))?;
+        Ok(())
+    }
+}
+
+impl Source<'_> {
+    /// A small blob (config) read fully and verified.
+    async fn get_blob_small(&self, registry: &Registry, digest: &str, size: u64) -> Result<Vec<u8>> {
+        let reply = registry
+            .get(&self.ep, &self.repo, &format!("blobs/{digest}"), HeaderMap::new(), self.creds)
+            .await?;
+        let bytes = reply.bytes_limited(size, "image config").await?;
+        if bytes.len() as u64 != size {
+            return Err(Error::InvalidLayout(format!(
+                "blob {digest} has size {}, descriptor says {size}",
+                bytes.len()
+            )));
+        }
+        verify_bytes(&bytes, digest)?;
+        Ok(bytes)
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(data: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(data).map_err(|e| Error::InvalidLayout(format!("malformed {what}: {e}")))
+}
