@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # Installs what building darwin-cri needs on a fresh Debian machine, as root: protoc (the CRI
 # types are generated at build time). With --tests, also what the tests need: a static busybox
-# (the test image) and Prometheus with promtool (the metrics endpoint's checks).
+# (the test image), Prometheus with promtool (the metrics endpoint's checks), and
+# docker-registry, skopeo and htpasswd (the registry pull tests).
 set -euo pipefail
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 if [ "${1:-}" = "--tests" ]; then
   [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
   command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+  # The pull tests: a real registry, skopeo to push fixtures, htpasswd for basic auth.
+  [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+  command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+  command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing ${need[*]}: run as root, or install them with apt-get" >&2
     exit 1
   fi
-  # Packages with services (prometheus) must not start them here: the tests start their own.
+  # Packages with services (prometheus, docker-registry) must not start them here: the tests
+  # start their own.
   policy=/usr/sbin/policy-rc.d
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy"

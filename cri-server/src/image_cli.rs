@@ -45,7 +45,8 @@ pub fn pull(
     let platform = platform
         .map(|p| Platform::parse(p).with_context(|| format!("--platform {p:?}")))
         .transpose()?;
-    let registry = Registry::new(config.image.registry()).context("setting up the registry client")?;
+    let registry =
+        Registry::new(config.image.registry()).context("setting up the registry client")?;
     let puller = Puller::new(store, registry, config.image.max_concurrent_downloads);
 
     let bar = if quiet || !std::io::stderr().is_terminal() {
@@ -143,7 +144,11 @@ pub fn list(config: &Config) -> anyhow::Result<()> {
         } else {
             i.repo_tags.iter().map(|t| t.as_str()).collect()
         };
-        let names = if names.is_empty() { vec!["<none>"] } else { names };
+        let names = if names.is_empty() {
+            vec!["<none>"]
+        } else {
+            names
+        };
         for n in names {
             println!(
                 "{:<60} {:<13} {:>10}  {}",

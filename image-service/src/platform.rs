@@ -75,7 +75,6 @@ impl fmt::Display for Platform {
     }
 }
 
-
 /// The host's macOS version (`14.5`) from SystemVersion.plist; `None` elsewhere.
 fn host_os_version() -> Option<String> {
     if cfg!(target_os = "macos") {
@@ -115,14 +114,19 @@ impl fmt::Display for Offer {
 }
 
 fn version_parts(v: &str) -> Vec<u64> {
-    v.split('.').map(|p| p.trim().parse().unwrap_or(0)).collect()
+    v.split('.')
+        .map(|p| p.trim().parse().unwrap_or(0))
+        .collect()
 }
 
 /// Picks the offer for `wanted`: among those of its os/arch(/variant), when the wanted
 /// platform has an OS version (macOS hosts), the one with the same major version, else
 /// the newest not newer than the host, else one without a version; otherwise the first.
 /// `Err` lists what is available (deduplicated, in order).
-pub(crate) fn choose(wanted: &Platform, offers: &[Offer]) -> std::result::Result<usize, Vec<String>> {
+pub(crate) fn choose(
+    wanted: &Platform,
+    offers: &[Offer],
+) -> std::result::Result<usize, Vec<String>> {
     let matching: Vec<usize> = (0..offers.len())
         .filter(|&i| {
             let o = &offers[i];
@@ -191,7 +195,11 @@ mod tests {
         want.os_version = Some("14.5".into());
         assert_eq!(choose(&want, &offers), Ok(3), "same major");
         want.os_version = Some("14.1".into());
-        assert_eq!(choose(&want, &offers), Ok(3), "same major, even a newer minor");
+        assert_eq!(
+            choose(&want, &offers),
+            Ok(3),
+            "same major, even a newer minor"
+        );
         want.os_version = Some("16.0".into());
         assert_eq!(choose(&want, &offers), Ok(2), "newest not newer");
         want.os_version = Some("11.0".into());
@@ -213,14 +221,21 @@ mod tests {
             Err(vec!["linux/amd64".to_string(), "linux/arm64".to_string()])
         );
         let want = Platform::parse("linux/arm64/v8").unwrap();
-        assert_eq!(choose(&want, &offers), Ok(1), "variant unset in the offer matches");
+        assert_eq!(
+            choose(&want, &offers),
+            Ok(1),
+            "variant unset in the offer matches"
+        );
     }
 
     #[test]
     fn plist_version() {
         let p = "<dict>\n\t<key>ProductBuildVersion</key>\n\t<string>23F79</string>\n\t<key>ProductVersion</key>\n\t<string>14.5</string>\n</dict>";
         assert_eq!(plist_string(p, "ProductVersion").as_deref(), Some("14.5"));
-        assert_eq!(plist_string(p, "ProductBuildVersion").as_deref(), Some("23F79"));
+        assert_eq!(
+            plist_string(p, "ProductBuildVersion").as_deref(),
+            Some("23F79")
+        );
         assert_eq!(plist_string(p, "Missing"), None);
     }
 }

@@ -136,10 +136,12 @@ fn emit(progress: &Option<Progress>, e: PullEvent) {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Io {
-        context: "background task".into(),
-        source: io::Error::other(e.to_string()),
-    })?
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Io {
+            context: "background task".into(),
+            source: io::Error::other(e.to_string()),
+        })?
 }
 
 impl Puller {
@@ -171,7 +173,9 @@ impl Puller {
         let target = match (parsed.digest(), parsed.tag()) {
             (Some(d), _) => {
                 sha256_hex(d).map_err(|_| {
-                    Error::InvalidReference(format!("{reference:?}: only sha256 digests are supported"))
+                    Error::InvalidReference(format!(
+                        "{reference:?}: only sha256 digests are supported"
+                    ))
                 })?;
                 d.to_string()
             }
@@ -315,7 +319,11 @@ impl Puller {
         for l in manifest.layers() {
             let d = l.digest().to_string();
             sha256_hex(&d)?;
-            layers.push((d, l.size(), layout::layer_compression(l.media_type().as_ref())?));
+            layers.push((
+                d,
+                l.size(),
+                layout::layer_compression(l.media_type().as_ref())?,
+            ));
         }
         emit(
             &opts.progress,
@@ -345,7 +353,10 @@ impl Puller {
             } else if parsed.digest().is_none() {
                 n.push(format!("{repo_name}:latest"));
             }
-            let top = index_digest.as_ref().map(|(d, _)| d.clone()).unwrap_or(digest.clone());
+            let top = index_digest
+                .as_ref()
+                .map(|(d, _)| d.clone())
+                .unwrap_or(digest.clone());
             n.push(format!("{repo_name}@{top}"));
             n
         };
@@ -376,13 +387,23 @@ impl Puller {
 
     /// GETs a manifest by tag or digest: (bytes, media type, digest). A digest
     /// reference must match what arrives.
-    async fn fetch_manifest(&self, src: &Source<'_>, target: &str) -> Result<(Vec<u8>, String, String)> {
+    async fn fetch_manifest(
+        &self,
+        src: &Source<'_>,
+        target: &str,
+    ) -> Result<(Vec<u8>, String, String)> {
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
         let reply = self
             .inner
             .registry
-            .get(&src.ep, &src.repo, &format!("manifests/{target}"), h, src.creds)
+            .get(
+                &src.ep,
+                &src.repo,
+                &format!("manifests/{target}"),
+                h,
+                src.creds,
+            )
             .await?;
         let content_type = reply
             .header("content-type")
@@ -409,7 +430,9 @@ impl Puller {
         let peek: Peek = parse_json(&bytes, "manifest")?;
         let media_type = if !peek.media_type.is_empty() {
             peek.media_type
-        } else if INDEX_TYPES.contains(&content_type.as_str()) || MANIFEST_TYPES.contains(&content_type.as_str()) {
+        } else if INDEX_TYPES.contains(&content_type.as_str())
+            || MANIFEST_TYPES.contains(&content_type.as_str())
+        {
             content_type
         } else if peek.manifests.is_some() {
             INDEX_TYPES[0].to_string()
@@ -445,7 +468,10 @@ impl Puller {
             let (ep, repo, creds) = (src.ep.clone(), src.repo.clone(), src.creds.clone());
             let (digest, size, progress) = (digest.clone(), *size, progress.clone());
             tasks.push(tokio::spawn(async move {
-                let _permit = sem.acquire_owned().await.map_err(|_| Error::Registry("closed".into()))?;
+                let _permit = sem
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::Registry("closed".into()))?;
                 let src = Source {
                     ep,
                     repo,
@@ -471,11 +497,18 @@ impl Puller {
             })??;
             let chain = chains[i].clone();
             let _g = self.inner.snapshots.lock(&chain).await;
-            let (store, diff_id, compression) = (Arc::clone(store), diff_ids[i].clone(), layers[i].2);
+            let (store, diff_id, compression) =
+                (Arc::clone(store), diff_ids[i].clone(), layers[i].2);
             let p = parent.clone();
             let c = chain.clone();
-            blocking(move || store.ensure_snapshot(p.as_deref(), &c, &path, compression, &diff_id)).await?;
-            emit(progress, PullEvent::Unpacked { digest: layers[i].0.clone() });
+            blocking(move || store.ensure_snapshot(p.as_deref(), &c, &path, compression, &diff_id))
+                .await?;
+            emit(
+                progress,
+                PullEvent::Unpacked {
+                    digest: layers[i].0.clone(),
+                },
+            );
             parent = Some(chain);
         }
         Ok(())
@@ -483,12 +516,24 @@ impl Puller {
 
     /// Brings blob `digest` into the store (shared with concurrent pulls), resuming a
     /// partial download, retrying broken connections. Returns the blob's path.
-    async fn fetch_blob(&self, src: &Source<'_>, digest: &str, size: u64, progress: &Option<Progress>) -> Result<PathBuf> {
+    async fn fetch_blob(
+        &self,
+        src: &Source<'_>,
+        digest: &str,
+        size: u64,
+        progress: &Option<Progress>,
+    ) -> Result<PathBuf> {
         let _g = self.inner.blobs.lock(digest).await;
         let store = &self.inner.store;
         let dest = store.blobs_dir().join(sha256_hex(digest)?);
         if dest.is_file() {
-            emit(progress, PullEvent::BlobDone { digest: digest.into(), downloaded: false });
+            emit(
+                progress,
+                PullEvent::BlobDone {
+                    digest: digest.into(),
+                    downloaded: false,
+                },
+            );
             return Ok(dest);
         }
         let partial_path = store.root().join("ingest").join(sha256_hex(digest)?);
@@ -498,13 +543,22 @@ impl Puller {
         for attempt in 1..=attempts {
             let (pp, tmp_dir) = (partial_path.clone(), store.tmp_dir());
             let partial = blocking(move || Partial::open(&pp, &tmp_dir)).await?;
-            match self.download_into(src, digest, size, partial, progress).await {
+            match self
+                .download_into(src, digest, size, partial, progress)
+                .await
+            {
                 Ok(DownloadEnd::Complete(partial)) => {
                     let (dest2, digest2) = (dest.clone(), digest.to_string());
                     let outcome = blocking(move || partial.finish(&digest2, size, &dest2)).await;
                     match outcome {
                         Ok(()) => {
-                            emit(progress, PullEvent::BlobDone { digest: digest.into(), downloaded: true });
+                            emit(
+                                progress,
+                                PullEvent::BlobDone {
+                                    digest: digest.into(),
+                                    downloaded: true,
+                                },
+                            );
                             return Ok(dest);
                         }
                         // Resumed data that does not verify: once more from zero.
@@ -524,7 +578,9 @@ impl Puller {
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::Registry(format!("blob {digest}: download did not complete")))
+        Err(Error::Registry(format!(
+            "blob {digest}: download did not complete"
+        )))
     }
 
     async fn download_into(
@@ -562,10 +618,13 @@ impl Puller {
         if !resumed && partial.len > 0 {
             partial = blocking(move || partial.reset()).await?;
         }
-        if let Some(p) = progress {
-            if partial.len > 0 {
-                p(PullEvent::Progress { digest: digest.into(), bytes: partial.len });
-            }
+        if let Some(p) = progress
+            && partial.len > 0
+        {
+            p(PullEvent::Progress {
+                digest: digest.into(),
+                bytes: partial.len,
+            });
         }
         // A blocking writer hashes and writes; this task only moves chunks.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
@@ -593,7 +652,13 @@ impl Puller {
                     if tx.send(chunk).await.is_err() {
                         break; // the writer failed; its error is reported below
                     }
-                    emit(progress, PullEvent::Progress { digest: digest.into(), bytes: n });
+                    emit(
+                        progress,
+                        PullEvent::Progress {
+                            digest: digest.into(),
+                            bytes: n,
+                        },
+                    );
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -679,7 +744,9 @@ impl Partial {
                 file.rewind().ctx(|| format!("read {}", path.display()))?;
                 let mut buf = vec![0u8; 256 << 10];
                 loop {
-                    let n = file.read(&mut buf).ctx(|| format!("read {}", path.display()))?;
+                    let n = file
+                        .read(&mut buf)
+                        .ctx(|| format!("read {}", path.display()))?;
                     if n == 0 {
                         break;
                     }
@@ -689,7 +756,8 @@ impl Partial {
                 Ok(p)
             }
             Err(_) => {
-                let (tmp, f) = create_tmp_file(tmp_dir).ctx(|| format!("create temp file in {}", tmp_dir.display()))?;
+                let (tmp, f) = create_tmp_file(tmp_dir)
+                    .ctx(|| format!("create temp file in {}", tmp_dir.display()))?;
                 Ok(Partial {
                     file: PartialFile::Private(f),
                     path: tmp,
@@ -703,8 +771,10 @@ impl Partial {
 
     fn reset(mut self) -> Result<Partial> {
         let f = self.file.file();
-        f.set_len(0).ctx(|| format!("truncate {}", self.path.display()))?;
-        f.rewind().ctx(|| format!("truncate {}", self.path.display()))?;
+        f.set_len(0)
+            .ctx(|| format!("truncate {}", self.path.display()))?;
+        f.rewind()
+            .ctx(|| format!("truncate {}", self.path.display()))?;
         self.hasher = Sha256::new();
         self.len = 0;
         Ok(self)
@@ -745,7 +815,10 @@ impl Partial {
             let _ = fs::remove_file(&self.path);
             return Err(e);
         }
-        self.file.file().sync_all().ctx(|| format!("fsync blob {digest}"))?;
+        self.file
+            .file()
+            .sync_all()
+            .ctx(|| format!("fsync blob {digest}"))?;
         fs::rename(&self.path, dest).ctx(|| format!("store blob {digest}"))?;
         Ok(())
     }
@@ -753,9 +826,20 @@ impl Partial {
 
 impl Source<'_> {
     /// A small blob (config) read fully and verified.
-    async fn get_blob_small(&self, registry: &Registry, digest: &str, size: u64) -> Result<Vec<u8>> {
+    async fn get_blob_small(
+        &self,
+        registry: &Registry,
+        digest: &str,
+        size: u64,
+    ) -> Result<Vec<u8>> {
         let reply = registry
-            .get(&self.ep, &self.repo, &format!("blobs/{digest}"), HeaderMap::new(), self.creds)
+            .get(
+                &self.ep,
+                &self.repo,
+                &format!("blobs/{digest}"),
+                HeaderMap::new(),
+                self.creds,
+            )
             .await?;
         let bytes = reply.bytes_limited(size, "image config").await?;
         if bytes.len() as u64 != size {

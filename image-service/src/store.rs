@@ -212,7 +212,15 @@ impl ImageStore {
         platform: Platform,
         cloner: Arc<dyn TreeCloner>,
     ) -> Result<ImageStore> {
-        for sub in ["blobs/sha256", "snapshots", "meta", "refs", "tmp", "ingest", "leases"] {
+        for sub in [
+            "blobs/sha256",
+            "snapshots",
+            "meta",
+            "refs",
+            "tmp",
+            "ingest",
+            "leases",
+        ] {
             ensure_dir(&root.join(sub))?;
         }
         Ok(ImageStore {
@@ -414,13 +422,14 @@ impl ImageStore {
         let Some(image) = self.resolve(reference)? else {
             return Ok(false);
         };
-        if let Ok(name) = reference::normalize(reference) {
-            if image.repo_tags.contains(&name) && image.repo_tags.len() > 1 {
-                let path = self.refs_dir().join(ref_file_name(&name));
-                remove_path(&path).ctx(|| format!("remove {}", path.display()))?;
-                self.invalidate();
-                return Ok(true);
-            }
+        if let Ok(name) = reference::normalize(reference)
+            && image.repo_tags.contains(&name)
+            && image.repo_tags.len() > 1
+        {
+            let path = self.refs_dir().join(ref_file_name(&name));
+            remove_path(&path).ctx(|| format!("remove {}", path.display()))?;
+            self.invalidate();
+            return Ok(true);
         }
         let chain = sha256_hex(&image.chain_id)?;
         if let Some((holder, _)) = self.leases()?.into_iter().find(|(_, c)| c == chain) {

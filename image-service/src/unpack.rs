@@ -55,8 +55,11 @@ pub(crate) fn apply_layer<R: Read>(
         Compression::None => Box::new(layer),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(layer)),
         Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(io::BufReader::with_capacity(128 << 10, layer))
-                .ctx(|| "start zstd decoder".to_string())?,
+            zstd::stream::read::Decoder::with_buffer(io::BufReader::with_capacity(
+                128 << 10,
+                layer,
+            ))
+            .ctx(|| "start zstd decoder".to_string())?,
         ),
     };
     let mut archive = tar::Archive::new(HashingReader::new(decoded));
@@ -129,6 +132,12 @@ impl LayerState<'_> {
         let raw = entry.path_bytes().into_owned();
         let trailing_slash = raw.ends_with(b"/");
         let raw_path = PathBuf::from(OsString::from_vec(raw));
+        if escapes(&raw_path) {
+            return Err(unsafe_entry(
+                &raw_path,
+                "absolute path or one that climbs out of the layer",
+            ));
+        }
         let rel = clean_relative(&raw_path);
         let name = match rel.file_name() {
             Some(n) => n.to_os_string(),
@@ -168,7 +177,7 @@ impl LayerState<'_> {
 
         let mode = header
             .mode()
-            .ctx(|| format!("{}: bad mode", rel.display()))?
+            .map_err(|e| Error::InvalidLayout(format!("{}: bad mode: {e}", rel.display())))?
             & 0o7777;
         let uid = id_field(header.uid(), &rel)?;
         let gid = id_field(header.gid(), &rel)?;
@@ -372,8 +381,25 @@ impl LayerState<'_> {
     }
 }
 
+/// Whether an entry name is absolute or its `..` climb above the layer's root.
+fn escapes(path: &Path) -> bool {
+    let mut depth = 0usize;
+    for c in path.components() {
+        match c {
+            std::path::Component::RootDir | std::path::Component::Prefix(_) => return true,
+            std::path::Component::ParentDir => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return true,
+            },
+            std::path::Component::Normal(_) => depth += 1,
+            std::path::Component::CurDir => {}
+        }
+    }
+    false
+}
+
 fn id_field(v: io::Result<u64>, rel: &Path) -> Result<u32> {
-    let v = v.ctx(|| format!("{}: bad uid/gid", rel.display()))?;
+    let v = v.map_err(|e| Error::InvalidLayout(format!("{}: bad uid/gid: {e}", rel.display())))?;
     u32::try_from(v)
         .map_err(|_| Error::InvalidLayout(format!("{}: uid/gid {v} out of range", rel.display())))
 }
@@ -525,18 +551,24 @@ mod tests {
     }
 
     #[test]
-    fn dotdot_paths_stay_inside() {
+    fn escaping_and_absolute_paths_are_refused() {
+        for name in [
+            "../../evil",
+            "/abs/../../../x",
+            "./a/../../../../pwned",
+            "/etc/evil",
+        ] {
+            let e = env();
+            let tar = LayerBuilder::new().file(name, b"evil", 0o644).build();
+            let err = apply(&e.root, &tar).unwrap_err();
+            assert!(matches!(err, Error::UnsafeLayerEntry(_)), "{name}: {err}");
+            assert_outside_untouched(&e);
+        }
+        // Inner ".." that stays inside is ordinary.
         let e = env();
-        let tar = LayerBuilder::new()
-            .file("../../evil", b"evil", 0o644)
-            .file("/abs/../../../x", b"evil", 0o644)
-            .file("./a/../../../../pwned", b"evil", 0o644)
-            .build();
+        let tar = LayerBuilder::new().file("./a/b/../c", b"ok", 0o644).build();
         apply(&e.root, &tar).unwrap();
-        assert_outside_untouched(&e);
-        assert_eq!(fs::read(e.root.join("evil")).unwrap(), b"evil");
-        assert_eq!(fs::read(e.root.join("x")).unwrap(), b"evil");
-        assert_eq!(fs::read(e.root.join("pwned")).unwrap(), b"evil");
+        assert_eq!(fs::read(e.root.join("a/c")).unwrap(), b"ok");
     }
 
     #[test]
@@ -642,11 +674,24 @@ mod tests {
     #[test]
     fn zstd_layers_unpack() {
         let e = env();
-        let tar = LayerBuilder::new().file("etc/zz", b"zstd body", 0o644).build();
+        let tar = LayerBuilder::new()
+            .file("etc/zz", b"zstd body", 0o644)
+            .build();
         let compressed = zstd::encode_all(tar.as_slice(), 3).unwrap();
-        apply_layer(&e.root, compressed.as_slice(), Compression::Zstd, &sha(&tar)).unwrap();
+        apply_layer(
+            &e.root,
+            compressed.as_slice(),
+            Compression::Zstd,
+            &sha(&tar),
+        )
+        .unwrap();
         assert_eq!(fs::read(e.root.join("etc/zz")).unwrap(), b"zstd body");
-        let err = apply_layer(&e.root, gzip(&tar).as_slice(), Compression::Zstd, &sha(&tar));
+        let err = apply_layer(
+            &e.root,
+            gzip(&tar).as_slice(),
+            Compression::Zstd,
+            &sha(&tar),
+        );
         assert!(err.is_err(), "gzip data is not zstd");
     }
 

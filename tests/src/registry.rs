@@ -50,7 +50,9 @@ impl TestRegistry {
         if !bin.exists() {
             bail!("docker-registry is not installed (apt-get install docker-registry)");
         }
-        let dir = tempfile::Builder::new().prefix("darwin-cri-registry").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("darwin-cri-registry")
+            .tempdir()?;
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
         let mut config = format!(
@@ -58,9 +60,10 @@ impl TestRegistry {
             dir.path().join("data").display()
         );
         if let Some((u, p)) = &creds {
-            let out = Command::new("htpasswd").args(["-Bbn", u, p]).output().context(
-                "htpasswd is not installed (apt-get install apache2-utils)",
-            )?;
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", u, p])
+                .output()
+                .context("htpasswd is not installed (apt-get install apache2-utils)")?;
             if !out.status.success() {
                 bail!("htpasswd failed");
             }
@@ -107,13 +110,21 @@ impl TestRegistry {
     /// Pushes the OCI layout at `layout` as `repo:tag` (all manifests of an index).
     pub fn push(&self, layout: &Path, repo_tag: &str) -> anyhow::Result<()> {
         let mut cmd = Command::new("skopeo");
-        cmd.args(["--insecure-policy", "copy", "--quiet", "--all", "--dest-tls-verify=false"]);
+        cmd.args([
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--all",
+            "--dest-tls-verify=false",
+        ]);
         if let Some((u, p)) = &self.creds {
             cmd.arg(format!("--dest-creds={u}:{p}"));
         }
         cmd.arg(format!("oci:{}", layout.display()))
             .arg(format!("docker://{}/{repo_tag}", self.addr));
-        let out = cmd.output().context("skopeo is not installed (apt-get install skopeo)")?;
+        let out = cmd
+            .output()
+            .context("skopeo is not installed (apt-get install skopeo)")?;
         if !out.status.success() {
             bail!(
                 "skopeo copy to {repo_tag} failed: {}",
@@ -160,6 +171,8 @@ pub fn tar_layer(entries: &[(&str, &[u8])]) -> Vec<u8> {
             h.set_size(data.len() as u64);
         }
         h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_cksum();
         b.append_data(&mut h, path, *data).expect("tar entry");
     }
@@ -198,7 +211,9 @@ impl Layout {
     pub fn blob(&self, data: &[u8]) -> anyhow::Result<String> {
         let d = digest_of(data);
         std::fs::write(
-            self.dir.join("blobs/sha256").join(d.trim_start_matches("sha256:")),
+            self.dir
+                .join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
             data,
         )?;
         Ok(d)
@@ -303,7 +318,7 @@ pub struct Proxy {
     pub addr: String,
     pub mode: Arc<ProxyMode>,
     /// Requests seen (method, path, Range header).
-    pub seen: Arc<Mutex<Vec<(String, String, Option<String>)>>>,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
     pub hits: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -314,6 +329,9 @@ impl Drop for Proxy {
     }
 }
 
+/// A request the proxy saw: method, path and query, Range header.
+pub type Seen = (String, String, Option<String>);
+
 const TOKEN: &str = "test-token-0123456789";
 
 impl Proxy {
@@ -323,8 +341,9 @@ impl Proxy {
         let mode = Arc::new(mode);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let hits = Arc::new(AtomicUsize::new(0));
-        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build_http::<Full<Bytes>>();
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
         let ctx = Arc::new(ProxyCtx {
             upstream: upstream.to_string(),
             self_addr: addr.clone(),
@@ -370,7 +389,7 @@ struct ProxyCtx {
     upstream: String,
     self_addr: String,
     mode: Arc<ProxyMode>,
-    seen: Arc<Mutex<Vec<(String, String, Option<String>)>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     hits: Arc<AtomicUsize>,
     client: hyper_util::client::legacy::Client<
         hyper_util::client::legacy::connect::HttpConnector,
@@ -405,10 +424,11 @@ impl ProxyCtx {
             .get("range")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        self.seen
-            .lock()
-            .expect("seen")
-            .push((req.method().to_string(), path.clone(), range.clone()));
+        self.seen.lock().expect("seen").push((
+            req.method().to_string(),
+            path.clone(),
+            range.clone(),
+        ));
         if let Some((user, pass)) = &self.mode.bearer {
             if path.starts_with("/token") {
                 let expected = format!(
@@ -421,7 +441,9 @@ impl ProxyCtx {
                 return full(
                     StatusCode::OK,
                     &[("content-type", "application/json".into())],
-                    json!({"token": TOKEN, "expires_in": 300}).to_string().into_bytes(),
+                    json!({"token": TOKEN, "expires_in": 300})
+                        .to_string()
+                        .into_bytes(),
                 );
             }
             if auth.as_deref() != Some(&format!("Bearer {TOKEN}")) {
@@ -453,7 +475,12 @@ impl ProxyCtx {
         };
         let status = resp.status();
         let mut headers = Vec::new();
-        for name in ["content-type", "docker-content-digest", "content-range", "location"] {
+        for name in [
+            "content-type",
+            "docker-content-digest",
+            "content-range",
+            "location",
+        ] {
             if let Some(v) = resp.headers().get(name).and_then(|v| v.to_str().ok()) {
                 headers.push((name, v.to_string()));
             }
@@ -476,7 +503,11 @@ impl ProxyCtx {
         let slice = ((rate / 10) as usize).max(1);
         tokio::spawn(async move {
             for chunk in body.chunks(slice) {
-                if tx.send(Ok(Frame::data(Bytes::copy_from_slice(chunk)))).await.is_err() {
+                if tx
+                    .send(Ok(Frame::data(Bytes::copy_from_slice(chunk))))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

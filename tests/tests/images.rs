@@ -70,8 +70,8 @@ async fn imported_images_list_resolve_and_remove() -> anyhow::Result<()> {
             ..Default::default()
         })
         .await
-        .expect_err("registry pulls are later work");
-    assert_eq!(e.code(), tonic::Code::Unimplemented);
+        .expect_err("no network to ghcr.io here");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
 
     let fs = img
         .image_fs_info(cri::ImageFsInfoRequest {})
@@ -106,6 +106,18 @@ async fn imported_images_list_resolve_and_remove() -> anyhow::Result<()> {
         1
     );
 
+    // Used by containers: refused until they are gone.
+    let e = img
+        .remove_image(cri::RemoveImageRequest {
+            image: spec("busybox"),
+        })
+        .await
+        .expect_err("image in use");
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await?;
     img.remove_image(cri::RemoveImageRequest {
         image: spec("busybox"),
     })

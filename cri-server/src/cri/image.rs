@@ -85,7 +85,9 @@ pub async fn pull(
                 m.record_pull("pulled", true, fetched, seconds);
             }
             tracing::info!(image = %reference, id = %image.id, bytes = fetched, seconds, "pulled");
-            Ok(Response::new(cri::PullImageResponse { image_ref: image.id }))
+            Ok(Response::new(cri::PullImageResponse {
+                image_ref: image.id,
+            }))
         }
         Err(e) => {
             if let Some(m) = &metrics {

@@ -200,10 +200,10 @@ fn lookup_in(path: &Path, host: &str) -> Result<Option<Credentials>> {
         .find(|(k, _)| auth_key_host(k) == host)
         .map(|(_, v)| v.clone())
         .or_else(|| (!file.creds_store.is_empty()).then(|| file.creds_store.clone()));
-    if let Some(helper) = helper {
-        if let Some(c) = run_helper(&helper, &host)? {
-            return Ok(Some(c));
-        }
+    if let Some(helper) = helper
+        && let Some(c) = run_helper(&helper, &host)?
+    {
+        return Ok(Some(c));
     }
     let Some(a) = file
         .auths
@@ -225,7 +225,11 @@ fn lookup_in(path: &Path, host: &str) -> Result<Option<Credentials>> {
 
 /// Runs `docker-credential-<helper> get` with the server on stdin (docker's protocol).
 fn run_helper(helper: &str, host: &str) -> Result<Option<Credentials>> {
-    if helper.is_empty() || !helper.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if helper.is_empty()
+        || !helper
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err(Error::InvalidReference(format!(
             "credential helper name {helper:?} is not valid"
         )));
@@ -295,7 +299,11 @@ pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
         Some(i) => (&header[..i], header[i..].trim_start()),
         None => (header, ""),
     };
-    if scheme.is_empty() || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
         return None;
     }
     let mut params = BTreeMap::new();
@@ -400,7 +408,10 @@ mod tests {
         assert_eq!(c.username, "user");
         assert_eq!(c.password, "s3cret:x");
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("s3cret") && !dbg.contains("user"), "{dbg}");
+        assert!(
+            !dbg.contains("s3cret") && !dbg.contains("\"user\""),
+            "{dbg}"
+        );
         assert!(Credentials::from_cri("", "", "%%%", "", "").is_err());
         assert_ne!(
             c.fingerprint(),
@@ -423,7 +434,10 @@ mod tests {
         .unwrap();
         let cfg = DockerConfig::new(Some(path.clone()));
         let hub = cfg.lookup("docker.io").unwrap();
-        assert_eq!((hub.username.as_str(), hub.password.as_str()), ("hub", "pw"));
+        assert_eq!(
+            (hub.username.as_str(), hub.password.as_str()),
+            ("hub", "pw")
+        );
         assert_eq!(cfg.lookup("127.0.0.1:5000").unwrap().password, "p");
         assert_eq!(cfg.lookup("tok.example").unwrap().identity_token, "refresh");
         assert!(cfg.lookup("ghcr.io").is_none());

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 
-pub use auth::{Credentials, DockerConfig};
 use auth::{Challenge, basic_header, parse_challenge};
+pub use auth::{Credentials, DockerConfig};
 
 use crate::{Error, Result};
 
@@ -76,6 +76,9 @@ pub(crate) struct Endpoint {
     pub is_mirror: bool,
 }
 
+/// (endpoint base, scope, credential fingerprint).
+type TokenKey = (String, String, String);
+
 /// The registry client. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -88,7 +91,7 @@ struct Inner {
     config: RegistryConfig,
     docker: DockerConfig,
     /// `Authorization` values by (endpoint base, scope, credential fingerprint).
-    tokens: Mutex<HashMap<(String, String, String), (String, Instant)>>,
+    tokens: Mutex<HashMap<TokenKey, (String, Instant)>>,
 }
 
 /// The reply to a successful GET, with the body still to read.
@@ -109,7 +112,9 @@ impl Reply {
     /// Reads the whole body, refusing more than `limit` bytes.
     pub async fn bytes_limited(mut self, limit: u64, what: &str) -> Result<Vec<u8>> {
         if self.response.content_length().is_some_and(|l| l > limit) {
-            return Err(Error::Registry(format!("{what} is larger than {limit} bytes")));
+            return Err(Error::Registry(format!(
+                "{what} is larger than {limit} bytes"
+            )));
         }
         let mut out = Vec::new();
         while let Some(chunk) = self
@@ -119,7 +124,9 @@ impl Reply {
             .map_err(|e| Error::Registry(format!("reading {what}: {}", describe(&e))))?
         {
             if out.len() as u64 + chunk.len() as u64 > limit {
-                return Err(Error::Registry(format!("{what} is larger than {limit} bytes")));
+                return Err(Error::Registry(format!(
+                    "{what} is larger than {limit} bytes"
+                )));
             }
             out.extend_from_slice(&chunk);
         }
@@ -176,19 +183,18 @@ impl Registry {
             .read_timeout(config.read_timeout)
             .redirect(reqwest::redirect::Policy::limited(10))
             .no_proxy();
-        if let Ok(proxy) = std::env::var("HTTPS_PROXY").or_else(|_| std::env::var("https_proxy")) {
-            if let Ok(p) = reqwest::Proxy::https(&proxy) {
-                builder = builder.proxy(p);
-            }
+        if let Ok(proxy) = std::env::var("HTTPS_PROXY").or_else(|_| std::env::var("https_proxy"))
+            && let Ok(p) = reqwest::Proxy::https(&proxy)
+        {
+            builder = builder.proxy(p);
         }
         for path in &config.ca_files {
             let pem = std::fs::read(path).map_err(|e| Error::Io {
                 context: format!("read CA file {}", path.display()),
                 source: e,
             })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::Registry(format!("CA file {}: {e}", path.display()))
-            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::Registry(format!("CA file {}: {e}", path.display())))?;
             for c in certs {
                 builder = builder.add_root_certificate(c);
             }
@@ -233,8 +239,12 @@ impl Registry {
             let host = Url::parse(&base)
                 .ok()
                 .and_then(|u| {
-                    u.host_str()
-                        .map(|h| format!("{h}{}", u.port().map(|p| format!(":{p}")).unwrap_or_default()))
+                    u.host_str().map(|h| {
+                        format!(
+                            "{h}{}",
+                            u.port().map(|p| format!(":{p}")).unwrap_or_default()
+                        )
+                    })
                 })
                 .unwrap_or_else(|| m.to_string());
             out.push(Endpoint {
@@ -320,7 +330,12 @@ impl Registry {
     }
 
     /// Sends one request with retries on connection errors and 5xx.
-    async fn send(&self, method: Method, url: &str, headers: HeaderMap) -> Result<reqwest::Response> {
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+    ) -> Result<reqwest::Response> {
         let attempts = self.inner.config.attempts.max(1);
         let mut delay = self.inner.config.retry_delay;
         let mut last = String::new();
@@ -352,7 +367,7 @@ impl Registry {
         Err(Error::Registry(last))
     }
 
-    fn cached_token(&self, key: &(String, String, String)) -> Option<String> {
+    fn cached_token(&self, key: &TokenKey) -> Option<String> {
         let mut t = self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner());
         match t.get(key) {
             Some((v, exp)) if *exp > Instant::now() => Some(v.clone()),
@@ -364,7 +379,7 @@ impl Registry {
         }
     }
 
-    fn store_token(&self, key: (String, String, String), value: String, ttl: Duration) {
+    fn store_token(&self, key: TokenKey, value: String, ttl: Duration) {
         let mut t = self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner());
         if t.len() > 1024 {
             let now = Instant::now();
@@ -407,7 +422,9 @@ impl Registry {
         default_scope: &str,
     ) -> Result<(String, Duration)> {
         let realm = challenge.params.get("realm").cloned().unwrap_or_default();
-        let realm_url = Url::parse(&realm).ok().filter(|u| matches!(u.scheme(), "http" | "https"));
+        let realm_url = Url::parse(&realm)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"));
         let Some(realm_url) = realm_url else {
             return Err(Error::Unauthenticated(format!(
                 "{} sent a bearer challenge without a usable realm",
@@ -438,7 +455,10 @@ impl Registry {
             let mut r = http.get(realm_url.clone()).query(&q);
             if !creds.username.is_empty() || !creds.password.is_empty() {
                 let mut v = HeaderValue::from_str(&basic_header(creds)).map_err(|_| {
-                    Error::Unauthenticated(format!("{}: credentials are not valid header text", ep.host))
+                    Error::Unauthenticated(format!(
+                        "{}: credentials are not valid header text",
+                        ep.host
+                    ))
                 })?;
                 v.set_sensitive(true);
                 r = r.header(header::AUTHORIZATION, v);
@@ -453,7 +473,11 @@ impl Registry {
             return Err(Error::Unauthenticated(format!(
                 "{}: the token service refused {} ({status})",
                 ep.host,
-                if creds.is_empty() { "anonymous access" } else { "the credentials" }
+                if creds.is_empty() {
+                    "anonymous access"
+                } else {
+                    "the credentials"
+                }
             )));
         }
         if !status.is_success() {
@@ -477,7 +501,11 @@ impl Registry {
         let t: TokenReply = serde_json::from_slice(&body).map_err(|_| {
             Error::Registry(format!("token endpoint of {} sent malformed JSON", ep.host))
         })?;
-        let token = if t.token.is_empty() { t.access_token } else { t.token };
+        let token = if t.token.is_empty() {
+            t.access_token
+        } else {
+            t.token
+        };
         if token.is_empty() {
             return Err(Error::Unauthenticated(format!(
                 "token endpoint of {} sent no token",
@@ -497,13 +525,23 @@ fn host_of(url: &str) -> String {
         .unwrap_or_default()
 }
 
-fn status_error(status: StatusCode, ep: &Endpoint, repo: &str, path: &str, had_creds: bool) -> Error {
+fn status_error(
+    status: StatusCode,
+    ep: &Endpoint,
+    repo: &str,
+    path: &str,
+    had_creds: bool,
+) -> Error {
     let what = path.split('/').next().unwrap_or(path);
     match status {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Error::Unauthenticated(format!(
             "{} refused {} to {repo} ({status})",
             ep.host,
-            if had_creds { "the credentials" } else { "anonymous access" }
+            if had_creds {
+                "the credentials"
+            } else {
+                "anonymous access"
+            }
         )),
         StatusCode::NOT_FOUND => Error::NotFound(format!(
             "{}/{repo}: {what} {} not found",
@@ -549,11 +587,18 @@ mod tests {
         let bases: Vec<_> = eps.iter().map(|e| e.base.as_str()).collect();
         assert_eq!(
             bases,
-            ["https://mirror.local:5000", "http://10.0.0.5:5001", "https://registry-1.docker.io"]
+            [
+                "https://mirror.local:5000",
+                "http://10.0.0.5:5001",
+                "https://registry-1.docker.io"
+            ]
         );
         assert_eq!(eps[1].host, "10.0.0.5:5001");
         assert!(eps[0].is_mirror && !eps[2].is_mirror);
-        assert_eq!(r.endpoints("127.0.0.1:5000")[0].base, "http://127.0.0.1:5000");
+        assert_eq!(
+            r.endpoints("127.0.0.1:5000")[0].base,
+            "http://127.0.0.1:5000"
+        );
         assert_eq!(r.endpoints("ghcr.io")[0].base, "https://ghcr.io");
     }
 

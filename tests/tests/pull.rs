@@ -1,0 +1,686 @@
+//! PullImage against a real registry (Debian's docker-registry on a free loopback port),
+//! with fixtures pushed by skopeo, and a proxy that adds bearer auth, corruption and
+//! throttling.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use darwin_cri_tests::registry::{
+    Compression, Layout, Proxy, ProxyMode, TestRegistry, free_port, tar_layer, verify_store,
+};
+use darwin_cri_tests::*;
+use k8s_cri::v1 as cri;
+use tonic::Code;
+
+fn spec(image: &str) -> Option<cri::ImageSpec> {
+    Some(cri::ImageSpec {
+        image: image.into(),
+        ..Default::default()
+    })
+}
+
+/// A config file listing `insecure` registries and mirrors: (host, mirrors, insecure).
+fn config_file(dir: &Path, hosts: &[(&str, Vec<String>, bool)]) -> anyhow::Result<PathBuf> {
+    let mut toml = String::from("[image]\nrequest_attempts = 2\n");
+    for (host, mirrors, insecure) in hosts {
+        let mirrors: Vec<String> = mirrors.iter().map(|m| format!("{m:?}")).collect();
+        toml.push_str(&format!(
+            "[image.registries.{host:?}]\nmirrors = [{}]\ninsecure = {insecure}\n",
+            mirrors.join(", ")
+        ));
+    }
+    let path = dir.join("config.toml");
+    std::fs::write(&path, toml)?;
+    Ok(path)
+}
+
+async fn server_with(config: &Path) -> anyhow::Result<Server> {
+    Server::start_with(vec!["--config".into(), config.display().to_string()]).await
+}
+
+fn pull_req(image: &str, auth: Option<cri::AuthConfig>) -> cri::PullImageRequest {
+    cri::PullImageRequest {
+        image: spec(image),
+        auth,
+        sandbox_config: None,
+    }
+}
+
+fn basic(user: &str, password: &str) -> Option<cri::AuthConfig> {
+    Some(cri::AuthConfig {
+        username: user.into(),
+        password: password.into(),
+        ..Default::default()
+    })
+}
+
+fn host_arch() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    }
+}
+
+/// The snapshot directory of an image, from ImageStatus' verbose chainID.
+async fn snapshot_of(server: &Server, image: &str) -> anyhow::Result<PathBuf> {
+    let (_, mut img) = server.client().await?;
+    let st = img
+        .image_status(cri::ImageStatusRequest {
+            image: spec(image),
+            verbose: true,
+        })
+        .await?
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"])?;
+    let chain = info["chainID"].as_str().unwrap_or_default();
+    Ok(server
+        .root()
+        .join("images/snapshots")
+        .join(chain.trim_start_matches("sha256:")))
+}
+
+#[tokio::test]
+async fn single_platform_pull_metadata_and_insecure_only_when_configured() -> anyhow::Result<()> {
+    let reg = TestRegistry::start()?;
+    let work = tempfile::tempdir()?;
+    let mut layout = Layout::new(&work.path().join("app"))?;
+    let l1 = tar_layer(&[("etc/", b""), ("etc/one", b"gzip layer")]);
+    let l2 = tar_layer(&[("etc/two", b"second layer")]);
+    layout.image(
+        "linux",
+        host_arch(),
+        None,
+        &[l1.clone(), l2.clone()],
+        Compression::Gzip,
+    )?;
+    let manifest = layout.finish()?;
+    reg.push(&layout.dir, "team/app:1.0")?;
+    let mut zl = Layout::new(&work.path().join("zst"))?;
+    zl.image("linux", host_arch(), None, &[l1, l2], Compression::Zstd)?;
+    zl.finish()?;
+    reg.push(&zl.dir, "team/zst:1")?;
+    let name = format!("{}/team/app:1.0", reg.addr);
+
+    // Not listed as insecure: no plain HTTP, the pull fails (TLS to a plain-HTTP port).
+    let plain = server_with(&config_file(work.path(), &[])?).await?;
+    let (_, mut img) = plain.client().await?;
+    let e = img
+        .pull_image(pull_req(&name, None))
+        .await
+        .expect_err("https only");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    drop(plain);
+
+    let cfg = config_file(work.path(), &[(&reg.addr, vec![], true)])?;
+    let server = server_with(&cfg).await?;
+    let (_, mut img) = server.client().await?;
+    let pulled = img.pull_image(pull_req(&name, None)).await?.into_inner();
+    let listed = img
+        .list_images(cri::ListImagesRequest::default())
+        .await?
+        .into_inner()
+        .images;
+    let image = listed
+        .iter()
+        .find(|i| i.repo_tags.contains(&name))
+        .expect("pulled image listed");
+    assert_eq!(
+        pulled.image_ref, image.id,
+        "image_ref is the id ListImages reports"
+    );
+    assert_eq!(
+        image.repo_digests,
+        vec![format!("{}/team/app@{manifest}", reg.addr)]
+    );
+    assert_eq!(image.uid.as_ref().map(|u| u.value), Some(1000));
+    assert!(image.size > 0);
+    for r in [&name, &image.repo_digests[0], &image.id] {
+        let st = img
+            .image_status(cri::ImageStatusRequest {
+                image: spec(r),
+                verbose: false,
+            })
+            .await?
+            .into_inner();
+        assert_eq!(st.image.map(|i| i.id), Some(image.id.clone()), "{r}");
+    }
+    let snap = snapshot_of(&server, &name).await?;
+    assert_eq!(std::fs::read(snap.join("etc/one"))?, b"gzip layer");
+    assert_eq!(std::fs::read(snap.join("etc/two"))?, b"second layer");
+
+    // zstd layers unpack to the same tree (and the same snapshots: same DiffIDs).
+    let z = img
+        .pull_image(pull_req(&format!("{}/team/zst:1", reg.addr), None))
+        .await?
+        .into_inner();
+    assert_eq!(z.image_ref, image.id, "same config, same image id");
+
+    // Pulling again is cheap and gives the same answer; the store verifies.
+    let again = img.pull_image(pull_req(&name, None)).await?.into_inner();
+    assert_eq!(again.image_ref, pulled.image_ref);
+    assert!(verify_store(&server.root())? >= 6);
+
+    // A missing tag is NotFound.
+    let e = img
+        .pull_image(pull_req(&format!("{}/team/app:nope", reg.addr), None))
+        .await
+        .expect_err("missing tag");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+
+    // Used by a container: removal refused; then untag one name, then remove.
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "pulled").await?;
+    let mut cfg = container_config("c", "true");
+    cfg.image = spec(&name);
+    let cid = rt
+        .create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod,
+            config: Some(cfg),
+            sandbox_config: None,
+        })
+        .await?
+        .into_inner()
+        .container_id;
+    let e = img
+        .remove_image(cri::RemoveImageRequest {
+            image: spec(&image.id),
+        })
+        .await
+        .expect_err("in use");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    rt.remove_container(cri::RemoveContainerRequest { container_id: cid })
+        .await?;
+    let zname = format!("{}/team/zst:1", reg.addr);
+    img.remove_image(cri::RemoveImageRequest {
+        image: spec(&zname),
+    })
+    .await?;
+    let st = img
+        .image_status(cri::ImageStatusRequest {
+            image: spec(&name),
+            verbose: false,
+        })
+        .await?
+        .into_inner();
+    let left = st.image.expect("untagging one name keeps the image");
+    assert!(!left.repo_tags.contains(&zname));
+    img.remove_image(cri::RemoveImageRequest { image: spec(&name) })
+        .await?;
+    let st = img
+        .image_status(cri::ImageStatusRequest {
+            image: spec(&image.id),
+            verbose: false,
+        })
+        .await?
+        .into_inner();
+    assert!(st.image.is_none(), "the last tag took the image");
+    Ok(())
+}
+
+#[tokio::test]
+async fn platform_index_choice_override_and_clear_mismatch() -> anyhow::Result<()> {
+    let reg = TestRegistry::start()?;
+    let work = tempfile::tempdir()?;
+    let mut multi = Layout::new(&work.path().join("multi"))?;
+    multi.image(
+        "linux",
+        host_arch(),
+        None,
+        &[tar_layer(&[("marker", b"linux")])],
+        Compression::Gzip,
+    )?;
+    multi.image(
+        "darwin",
+        "arm64",
+        Some("14.5"),
+        &[tar_layer(&[("marker", b"darwin")])],
+        Compression::Gzip,
+    )?;
+    let index = multi.finish()?;
+    reg.push(&multi.dir, "farm/tool:2")?;
+    let mut mac = Layout::new(&work.path().join("mac"))?;
+    mac.image(
+        "darwin",
+        "arm64",
+        None,
+        &[tar_layer(&[("m", b"x")])],
+        Compression::Gzip,
+    )?;
+    mac.finish()?;
+    reg.push(&mac.dir, "farm/maconly:1")?;
+
+    let cfg = config_file(work.path(), &[(&reg.addr, vec![], true)])?;
+    let server = server_with(&cfg).await?;
+    let (_, mut img) = server.client().await?;
+    let name = format!("{}/farm/tool:2", reg.addr);
+    img.pull_image(pull_req(&name, None)).await?;
+    assert_eq!(
+        std::fs::read(snapshot_of(&server, &name).await?.join("marker"))?,
+        b"linux"
+    );
+    let st = img
+        .image_status(cri::ImageStatusRequest {
+            image: spec(&format!("{}/farm/tool@{index}", reg.addr)),
+            verbose: false,
+        })
+        .await?
+        .into_inner();
+    assert!(st.image.is_some(), "the repo digest is the index digest");
+
+    let e = img
+        .pull_image(pull_req(&format!("{}/farm/maconly:1", reg.addr), None))
+        .await
+        .expect_err("darwin-only on linux");
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(
+        e.message().contains(&format!(
+            "no manifest for linux/{} in {}/farm/maconly:1; available: darwin/arm64",
+            host_arch(),
+            reg.addr
+        )),
+        "{}",
+        e.message()
+    );
+
+    // The override picks the other entry (the CLI, into the same store).
+    let out = std::process::Command::new(binary())
+        .args(server.args())
+        .args(["image", "pull", "--quiet", "--platform", "darwin/arm64"])
+        .arg(format!("{}/farm/tool:2", reg.addr))
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout)?.trim().to_string();
+    let st = img
+        .image_status(cri::ImageStatusRequest {
+            image: spec(&id),
+            verbose: true,
+        })
+        .await?
+        .into_inner();
+    assert!(st.info["info"].contains("darwin/arm64"), "{:?}", st.info);
+    assert_eq!(
+        std::fs::read(snapshot_of(&server, &id).await?.join("marker"))?,
+        b"darwin"
+    );
+    let ls = std::process::Command::new(binary())
+        .args(server.args())
+        .args(["image", "ls"])
+        .output()?;
+    let ls = String::from_utf8(ls.stdout)?;
+    assert!(ls.contains(&name) && ls.contains("darwin/arm64"), "{ls}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn basic_and_bearer_auth() -> anyhow::Result<()> {
+    let reg = TestRegistry::start_with_basic_auth("builder", "s3cret-pw")?;
+    let work = tempfile::tempdir()?;
+    let mut layout = Layout::new(&work.path().join("app"))?;
+    layout.image(
+        "linux",
+        host_arch(),
+        None,
+        &[tar_layer(&[("f", b"auth")])],
+        Compression::Gzip,
+    )?;
+    layout.finish()?;
+    reg.push(&layout.dir, "private/app:1")?;
+    let plain = TestRegistry::start()?;
+    plain.push(&layout.dir, "private/app:1")?;
+    let proxy = Proxy::start(
+        &plain.addr,
+        ProxyMode {
+            bearer: Some(("robot".into(), "t0ken-pw".into())),
+            ..Default::default()
+        },
+    )
+    .await?;
+
+    let cfg = config_file(
+        work.path(),
+        &[(&reg.addr, vec![], true), (&proxy.addr, vec![], true)],
+    )?;
+    let server = server_with(&cfg).await?;
+    let (_, mut img) = server.client().await?;
+    for (addr, user, pass) in [
+        (&reg.addr, "builder", "s3cret-pw"),
+        (&proxy.addr, "robot", "t0ken-pw"),
+    ] {
+        let name = format!("{addr}/private/app:1");
+        let e = img
+            .pull_image(pull_req(&name, None))
+            .await
+            .expect_err("anonymous");
+        assert_eq!(e.code(), Code::Unauthenticated, "{addr}: {e:?}");
+        let e = img
+            .pull_image(pull_req(&name, basic(user, "wrong-password")))
+            .await
+            .expect_err("wrong password");
+        assert_eq!(e.code(), Code::Unauthenticated, "{addr}: {e:?}");
+        assert!(!e.message().contains("wrong-password"), "{}", e.message());
+        img.pull_image(pull_req(&name, basic(user, pass))).await?;
+        // kubelet's `auth` form (base64 user:password) works the same.
+        let auth = Some(cri::AuthConfig {
+            auth: b64(&format!("{user}:{pass}")),
+            ..Default::default()
+        });
+        img.pull_image(pull_req(&name, auth)).await?;
+    }
+    let log = server.log();
+    for secret in ["s3cret-pw", "t0ken-pw", "test-token-0123456789"] {
+        assert!(!log.contains(secret), "{secret} in the server log");
+    }
+    Ok(())
+}
+
+fn b64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let d = s.as_bytes();
+    let mut out = String::new();
+    for c in d.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            out.push(if i <= c.len() {
+                T[((n >> (18 - 6 * i)) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn mirrors_first_then_origin_and_corrupt_blobs_refused() -> anyhow::Result<()> {
+    let reg = TestRegistry::start()?;
+    let work = tempfile::tempdir()?;
+    let mut layout = Layout::new(&work.path().join("app"))?;
+    layout.image(
+        "linux",
+        host_arch(),
+        None,
+        &[tar_layer(&[("f", b"mirror")])],
+        Compression::Gzip,
+    )?;
+    layout.finish()?;
+    reg.push(&layout.dir, "lib/app:1")?;
+    let mirror = Proxy::start(&reg.addr, ProxyMode::default()).await?;
+    let dead = format!("http://127.0.0.1:{}", free_port()?);
+
+    // A dead mirror, then a live one: the live mirror serves the pull.
+    let cfg = config_file(
+        work.path(),
+        &[(
+            &reg.addr,
+            vec![dead, format!("http://{}", mirror.addr)],
+            true,
+        )],
+    )?;
+    let server = server_with(&cfg).await?;
+    let (_, mut img) = server.client().await?;
+    let name = format!("{}/lib/app:1", reg.addr);
+    img.pull_image(pull_req(&name, None)).await?;
+    let seen = mirror.seen.lock().expect("seen").clone();
+    assert!(
+        seen.iter().any(|(_, p, _)| p.contains("/manifests/1")),
+        "mirror not used: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|(_, p, _)| p.contains("/blobs/")),
+        "{seen:?}"
+    );
+    drop(server);
+
+    // A mirror that corrupts blobs: refused, nothing of it kept.
+    let bad = Proxy::start(&reg.addr, ProxyMode::default()).await?;
+    bad.mode.corrupt_blobs.store(true, Ordering::Relaxed);
+    let cfg = config_file(work.path(), &[(&bad.addr, vec![], true)])?;
+    let server = server_with(&cfg).await?;
+    let (_, mut img) = server.client().await?;
+    let e = img
+        .pull_image(pull_req(&format!("{}/lib/app:1", bad.addr), None))
+        .await
+        .expect_err("corrupt blob");
+    assert_eq!(e.code(), Code::DataLoss, "{e:?}");
+    assert!(e.message().contains("digest mismatch"), "{}", e.message());
+    let listed = img
+        .list_images(cri::ListImagesRequest::default())
+        .await?
+        .into_inner()
+        .images;
+    assert_eq!(listed.len(), 1, "only the fixture busybox");
+    verify_store(&server.root())?;
+    assert_eq!(
+        std::fs::read_dir(server.root().join("images/ingest"))?.count(),
+        0
+    );
+    Ok(())
+}
+
+/// A tar with raw entry names (no `..` checks): (name, kind, link target, data).
+fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, link, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(data.len() as u64);
+        let old = h.as_old_mut();
+        old.name = [0; 100];
+        old.name[..name.len()].copy_from_slice(name.as_bytes());
+        old.linkname = [0; 100];
+        old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_cksum();
+        b.append(&h, *data).expect("entry");
+    }
+    b.into_inner().expect("tar")
+}
+
+#[tokio::test]
+async fn hostile_layers_write_nothing_outside() -> anyhow::Result<()> {
+    use tar::EntryType::{Directory, Link, Regular, Symlink};
+    let reg = TestRegistry::start()?;
+    let work = tempfile::tempdir()?;
+    let outside = tempfile::Builder::new()
+        .prefix("darwin-cri-outside")
+        .tempdir()?;
+    let out = outside.path().display().to_string();
+    std::fs::write(outside.path().join("target"), b"original")?;
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        (
+            "traversal",
+            raw_tar(&[("../../../../../../pwned-traversal", Regular, "", b"x")]),
+            false,
+        ),
+        (
+            "absolute",
+            raw_tar(&[(&format!("{out}/pwned-abs"), Regular, "", b"x")]),
+            false,
+        ),
+        (
+            "hardlink",
+            raw_tar(&[
+                ("etc/", Directory, "", b""),
+                ("etc/h", Link, &format!("{out}/target"), b""),
+            ]),
+            false,
+        ),
+        (
+            "hardlink-rel",
+            raw_tar(&[("h", Link, "../../../../../../etc/passwd", b"")]),
+            false,
+        ),
+        // A symlink out, then a file through it: lands inside the snapshot.
+        (
+            "symlink-abs",
+            raw_tar(&[
+                ("link", Symlink, &out, b""),
+                ("link/pwned-sym", Regular, "", b"x"),
+            ]),
+            true,
+        ),
+        (
+            "symlink-rel",
+            raw_tar(&[
+                ("d/", Directory, "", b""),
+                ("d/up", Symlink, "../../../../../../../..", b""),
+                (&format!("d/up{out}/pwned-rel"), Regular, "", b"x"),
+            ]),
+            true,
+        ),
+        (
+            "whiteout-dotdot",
+            raw_tar(&[("etc/.wh...", Regular, "", b"")]),
+            false,
+        ),
+    ];
+    let cfg = config_file(work.path(), &[(&reg.addr, vec![], true)])?;
+    let server = server_with(&cfg).await?;
+    let (_, mut img) = server.client().await?;
+    for (name, layer, contained) in cases {
+        let mut l = Layout::new(&work.path().join(name))?;
+        l.image("linux", host_arch(), None, &[layer], Compression::None)?;
+        l.finish()?;
+        reg.push(&l.dir, &format!("hostile/{name}:1"))?;
+        let r = img
+            .pull_image(pull_req(&format!("{}/hostile/{name}:1", reg.addr), None))
+            .await;
+        match (contained, r) {
+            (false, Err(e)) => assert_eq!(e.code(), Code::InvalidArgument, "{name}: {e:?}"),
+            (false, Ok(_)) => panic!("{name}: hostile layer accepted"),
+            (true, r) => {
+                r.map_err(|e| anyhow::anyhow!("{name}: {e:?}"))?;
+            }
+        }
+        let names: Vec<_> = std::fs::read_dir(outside.path())?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(names, vec![std::ffi::OsString::from("target")], "{name}");
+        assert_eq!(
+            std::fs::read(outside.path().join("target"))?,
+            b"original",
+            "{name}"
+        );
+        for p in ["/pwned-traversal", "/tmp/pwned-traversal"] {
+            assert!(!Path::new(p).exists(), "{name}: {p}");
+        }
+        assert!(std::fs::read_to_string("/etc/passwd")?.contains("root"));
+    }
+    verify_store(&server.root())?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_pulls_share_downloads_and_a_killed_pull_resumes() -> anyhow::Result<()> {
+    let reg = TestRegistry::start()?;
+    let work = tempfile::tempdir()?;
+    // 6 MB of incompressible data in the big layer.
+    let mut big = vec![0u8; 6 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in big.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let mut layout = Layout::new(&work.path().join("big"))?;
+    layout.image(
+        "linux",
+        host_arch(),
+        None,
+        &[tar_layer(&[("small", b"s")]), tar_layer(&[("big", &big)])],
+        Compression::Gzip,
+    )?;
+    layout.finish()?;
+    reg.push(&layout.dir, "big/app:1")?;
+    let proxy = Proxy::start(&reg.addr, ProxyMode::default()).await?;
+    let cfg = config_file(work.path(), &[(&proxy.addr, vec![], true)])?;
+    let name = format!("{}/big/app:1", proxy.addr);
+
+    // Ten concurrent pulls: one id, each blob fetched once.
+    let server = server_with(&cfg).await?;
+    let mut handles = Vec::new();
+    for _ in 0..10 {
+        let (_, mut img) = server.client().await?;
+        let n = name.clone();
+        handles.push(tokio::spawn(async move {
+            img.pull_image(pull_req(&n, None)).await
+        }));
+    }
+    let mut ids = Vec::new();
+    for h in handles {
+        ids.push(h.await??.into_inner().image_ref);
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let blob_gets = |proxy: &Proxy| {
+        let seen = proxy.seen.lock().expect("seen");
+        let mut counts = std::collections::BTreeMap::new();
+        for (m, p, _) in seen.iter() {
+            if m == "GET" && p.contains("/blobs/") {
+                *counts.entry(p.clone()).or_insert(0) += 1;
+            }
+        }
+        counts
+    };
+    let counts = blob_gets(&proxy);
+    assert_eq!(counts.len(), 3, "config and two layers: {counts:?}");
+    let layer_gets: Vec<_> = counts.values().copied().collect();
+    assert!(
+        layer_gets.iter().filter(|&&c| c == 1).count() >= 2,
+        "layers downloaded once each: {counts:?}"
+    );
+    drop(server);
+
+    // A pull killed midway (throttled to 1 MB/s), then the server restarted: the next
+    // pull resumes the partial blob with a Range request and the store verifies.
+    let mut server = server_with(&cfg).await?;
+    proxy.mode.throttle.store(1 << 20, Ordering::Relaxed);
+    proxy.seen.lock().expect("seen").clear();
+    let (_, mut img) = server.client().await?;
+    let n = name.clone();
+    let pending = tokio::spawn(async move { img.pull_image(pull_req(&n, None)).await });
+    let ingest = server.root().join("images/ingest");
+    wait_for(Duration::from_secs(30), "a partial download", || {
+        let ingest = ingest.clone();
+        async move {
+            std::fs::read_dir(&ingest)
+                .ok()?
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .any(|m| m.len() > (1 << 20))
+                .then_some(())
+        }
+    })
+    .await?;
+    server.kill();
+    let _ = pending.await;
+    proxy.mode.throttle.store(0, Ordering::Relaxed);
+    server.restart().await?;
+    let (_, mut img) = server.client().await?;
+    let id = img
+        .pull_image(pull_req(&name, None))
+        .await?
+        .into_inner()
+        .image_ref;
+    assert_eq!(id, ids[0]);
+    let ranged = proxy.seen.lock().expect("seen").iter().any(|(_, _, r)| {
+        r.as_deref()
+            .is_some_and(|r| r.starts_with("bytes=") && r != "bytes=0-")
+    });
+    assert!(ranged, "the second pull resumed with a Range request");
+    verify_store(&server.root())?;
+    assert_eq!(std::fs::read_dir(&ingest)?.count(), 0, "no partial left");
+    let snap = snapshot_of(&server, &name).await?;
+    assert_eq!(std::fs::read(snap.join("big"))?.len(), big.len());
+    Ok(())
+}
