@@ -6,7 +6,8 @@
 //! - `snapshots/<chainid hex>/`: fully unpacked rootfs per layer ChainID;
 //! - `meta/<image id hex>.json`: image records (without names);
 //! - `refs/<sha256(name) hex>.json`: one file per tag / repo digest, `{"name", "id"}`;
-//! - `tmp/`: work in progress (blob downloads, snapshot builds);
+//! - `ingest/<hex>`: partial blob downloads, resumed by the next pull (kept a day);
+//! - `tmp/`: work in progress (snapshot builds, atomic writes);
 //! - `gc.lock`: imports hold a shared `flock`, garbage collection an exclusive one.
 //!
 //! Every file is written atomically (temporary file, fsync, rename) so several
@@ -28,6 +29,8 @@ mod unpack;
 mod testutil;
 
 pub use platform::Platform;
+#[doc(hidden)]
+pub use pull::fuzzing;
 pub use pull::{PullEvent, PullOptions, Puller};
 pub use store::{FsUsage, Image, ImageConfig, ImageStore};
 pub use tree::{CopyCloner, TreeCloner};

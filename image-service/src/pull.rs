@@ -417,33 +417,8 @@ impl Puller {
                 actual: digest,
             });
         }
-        // The body's own mediaType wins over a generic Content-Type.
-        #[derive(serde::Deserialize)]
-        struct Peek {
-            #[serde(rename = "mediaType", default)]
-            media_type: String,
-            #[serde(rename = "schemaVersion", default)]
-            schema_version: u32,
-            #[serde(default)]
-            manifests: Option<serde_json::Value>,
-        }
-        let peek: Peek = parse_json(&bytes, "manifest")?;
-        let media_type = if !peek.media_type.is_empty() {
-            peek.media_type
-        } else if INDEX_TYPES.contains(&content_type.as_str())
-            || MANIFEST_TYPES.contains(&content_type.as_str())
-        {
-            content_type
-        } else if peek.manifests.is_some() {
-            INDEX_TYPES[0].to_string()
-        } else if peek.schema_version == 2 {
-            MANIFEST_TYPES[0].to_string()
-        } else {
-            return Err(Error::InvalidLayout(format!(
-                "{}: schema {} manifests (docker v1) are not supported",
-                src.repo, peek.schema_version
-            )));
-        };
+        let media_type = media_type_of(&bytes, &content_type)
+            .map_err(|e| Error::InvalidLayout(format!("{}: {e}", src.repo)))?;
         Ok((bytes, media_type, digest))
     }
 
@@ -850,6 +825,98 @@ impl Source<'_> {
         }
         verify_bytes(&bytes, digest)?;
         Ok(bytes)
+    }
+}
+
+/// The media type of a manifest document: its own `mediaType` wins over a generic
+/// Content-Type; without either, the shape decides (docker v1 schemas are refused).
+pub(crate) fn media_type_of(bytes: &[u8], content_type: &str) -> Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        #[serde(rename = "mediaType", default)]
+        media_type: String,
+        #[serde(rename = "schemaVersion", default)]
+        schema_version: u32,
+        #[serde(default)]
+        manifests: Option<serde_json::Value>,
+    }
+    let peek: Peek = parse_json(bytes, "manifest")?;
+    Ok(if !peek.media_type.is_empty() {
+        peek.media_type
+    } else if INDEX_TYPES.contains(&content_type) || MANIFEST_TYPES.contains(&content_type) {
+        content_type.to_string()
+    } else if peek.manifests.is_some() {
+        INDEX_TYPES[0].to_string()
+    } else if peek.schema_version == 2 {
+        MANIFEST_TYPES[0].to_string()
+    } else {
+        return Err(Error::InvalidLayout(format!(
+            "schema {} manifests (docker v1) are not supported",
+            peek.schema_version
+        )));
+    })
+}
+
+/// Entry points for the fuzz targets (`image-service/fuzz`): the parsing a pull does on
+/// untrusted documents, and layer unpacking.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Classifies and parses a manifest or index as a pull does, choosing a platform from
+    /// an index and checking every digest and media type of a manifest.
+    pub fn manifest_document(data: &[u8]) {
+        let Ok(media_type) = media_type_of(data, "") else {
+            return;
+        };
+        if INDEX_TYPES.contains(&media_type.as_str()) {
+            let Ok(index) = parse_json::<ImageIndex>(data, "index") else {
+                return;
+            };
+            let offers: Vec<Offer> = index
+                .manifests()
+                .iter()
+                .map(|d| match d.platform() {
+                    Some(p) => Offer {
+                        os: p.os().to_string(),
+                        architecture: p.architecture().to_string(),
+                        variant: p.variant().clone(),
+                        os_version: p.os_version().clone(),
+                    },
+                    None => Offer::default(),
+                })
+                .collect();
+            let mut wanted = Platform {
+                os: "darwin".into(),
+                architecture: "arm64".into(),
+                variant: None,
+                os_version: Some("14.5".into()),
+            };
+            let _ = choose(&wanted, &offers);
+            wanted.os = "linux".into();
+            wanted.os_version = None;
+            let _ = choose(&wanted, &offers);
+        } else if let Ok(m) = parse_json::<ImageManifest>(data, "manifest") {
+            let _ = sha256_hex(m.config().digest().as_ref());
+            for l in m.layers() {
+                let _ = sha256_hex(l.digest().as_ref());
+                let _ = layout::layer_compression(l.media_type().as_ref());
+            }
+        } else if let Ok(c) = parse_json::<ImageConfiguration>(data, "config") {
+            let _ = offer_of_config(&c);
+            let _ = checked_chain_ids(c.rootfs().diff_ids());
+        }
+    }
+
+    /// Unpacks `data` (compression chosen by the first byte) into `root`.
+    pub fn layer(root: &std::path::Path, data: &[u8]) -> Result<()> {
+        let (first, rest) = data.split_first().unwrap_or((&0, &[]));
+        let compression = match first % 3 {
+            0 => Compression::None,
+            1 => Compression::Gzip,
+            _ => Compression::Zstd,
+        };
+        crate::unpack::apply_layer(root, rest, compression, "sha256:0")
     }
 }
 

@@ -105,6 +105,9 @@ struct Cache {
 /// (coarse filesystem timestamps), so such a cache is reloaded on the next call.
 const RACY_WINDOW: Duration = Duration::from_secs(2);
 
+/// How long a partial download waits for a pull to resume it.
+const INGEST_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
 /// The image store. Cheap to share between threads (`Arc<ImageStore>`).
 #[derive(Debug)]
 pub struct ImageStore {
@@ -501,6 +504,21 @@ impl ImageStore {
         sweep(self.blobs_dir(), &blobs)?;
         // No import runs (we hold the exclusive lock): anything in tmp/ is a leftover.
         sweep(self.tmp_dir(), &HashSet::new())?;
+        // Partial downloads are kept for the next pull to resume, for a day.
+        let ingest = self.root.join("ingest");
+        if let Ok(entries) = fs::read_dir(&ingest) {
+            for e in entries.flatten() {
+                let stale = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_none_or(|age| age > INGEST_MAX_AGE);
+                if stale {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         drop(lock);
         Ok(())
     }

@@ -1,0 +1,156 @@
+//! Pull benchmark: a ~200 MB multi-layer image from a local docker-registry, pulled and
+//! unpacked by `darwin-cri image pull` (a fresh store each run), beside `skopeo copy` of the
+//! same image to a directory (download only, no unpacking), alternated in one run.
+//!
+//! Run: `cargo build --release --bin darwin-cri && cargo bench -p darwin-cri-tests --bench pull`
+//! (as root, with docker-registry and skopeo installed). BENCH_RUNS (default 3) sets the
+//! runs per tool; BENCH_MB (default 200) the image size.
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Instant;
+
+use darwin_cri_tests::registry::{Compression, Layout, TestRegistry};
+use darwin_cri_tests::*;
+
+/// A layer of `files` files of `file_mb` MB each: half random, half repeated text, so
+/// gzip works about as hard as on real binaries.
+fn layer(seed: u64, files: usize, file_mb: usize) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut x = seed | 1;
+    for f in 0..files {
+        let mut data = vec![0u8; file_mb << 20];
+        for (i, chunk) in data.chunks_mut(4096).enumerate() {
+            if i % 2 == 0 {
+                for byte in chunk.iter_mut() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *byte = x as u8;
+                }
+            } else {
+                for (j, byte) in chunk.iter_mut().enumerate() {
+                    *byte = b"darwin-cri pull benchmark "[j % 26];
+                }
+            }
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append_data(&mut h, format!("layer{seed}/file{f}"), data.as_slice())
+            .expect("tar entry");
+    }
+    b.into_inner().expect("tar")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let total_mb: usize = std::env::var("BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let reg = TestRegistry::start()?;
+    let work = tempfile::Builder::new()
+        .prefix("darwin-cri-pullbench")
+        .tempdir()?;
+    let mut layout = Layout::new(&work.path().join("layout"))?;
+    // Uncompressed sizes chosen so the compressed image is about total_mb.
+    let per_layer_mb = (total_mb * 2 / 5).max(2);
+    let layers: Vec<Vec<u8>> = (1..=5).map(|s| layer(s, per_layer_mb / 2, 2)).collect();
+    let arch = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    layout.image("linux", arch, None, &layers, Compression::Gzip)?;
+    layout.finish()?;
+    drop(layers);
+    let compressed: u64 = std::fs::read_dir(layout.dir.join("blobs/sha256"))?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    reg.push(&layout.dir, "bench/big:1")?;
+    let name = format!("{}/bench/big:1", reg.addr);
+    let config = work.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[image]\nmax_concurrent_downloads = 3\n[image.registries.\"{}\"]\ninsecure = true\n",
+            reg.addr
+        ),
+    )?;
+    println!(
+        "image: 5 gzip layers, {:.1} MB compressed, {} MB uncompressed",
+        compressed as f64 / 1e6,
+        5 * per_layer_mb
+    );
+
+    let (mut ours, mut skopeo) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let root = work.path().join(format!("root{run}"));
+        let t = Instant::now();
+        let out = Command::new(binary())
+            .arg("--config")
+            .arg(&config)
+            .arg("--root")
+            .arg(&root)
+            .args(["image", "pull", "--quiet", &name])
+            .output()?;
+        let secs = t.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            out.status.success(),
+            "darwin-cri pull failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ours.push(secs);
+        std::fs::remove_dir_all(&root)?;
+
+        let dest = work.path().join(format!("skopeo{run}"));
+        let t = Instant::now();
+        let out = Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+            ])
+            .arg(format!("docker://{name}"))
+            .arg(format!("dir:{}", dest.display()))
+            .output()?;
+        let secs = t.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            out.status.success(),
+            "skopeo copy failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        skopeo.push(secs);
+        std::fs::remove_dir_all(&dest)?;
+        println!(
+            "run {run}: darwin-cri pull+unpack {:.2} s, skopeo copy {:.2} s",
+            ours[run], skopeo[run]
+        );
+        std::io::stdout().flush()?;
+    }
+    let mb = compressed as f64 / 1e6;
+    let (o, s) = (median(ours), median(skopeo));
+    println!(
+        "median: darwin-cri pull+unpack {o:.2} s ({:.0} MB/s), skopeo copy {s:.2} s ({:.0} MB/s); ratio {:.2}x",
+        mb / o,
+        mb / s,
+        s / o
+    );
+    Ok(())
+}
