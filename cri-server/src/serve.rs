@@ -76,7 +76,7 @@ pub fn open_images(config: &Config) -> anyhow::Result<Arc<ImageStore>> {
     let images = ImageStore::open(
         &config.root.join("images"),
         platform(config)?,
-        runtime::platform::tree_cloner(),
+        runtime::platform::snapshot_cloner(),
     )
     .with_context(|| format!("opening the image store under {}", config.root.display()))?;
     Ok(Arc::new(images))

@@ -26,6 +26,33 @@ impl TreeCloner for CopyCloner {
     fn clone_tree(&self, src: &Path, dst: &Path) -> io::Result<()> {
         let meta = fs::symlink_metadata(src)?;
         let mut copy = Copy {
+            link_files: false,
+            links: HashMap::new(),
+            owner: (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
+        };
+        copy.entry(src, dst, &meta)
+    }
+}
+
+/// [`TreeCloner`] for image snapshots where no copy-on-write clone exists: directories,
+/// symlinks and special files are copied, regular files are hard links to the parent
+/// snapshot's (a copy when linking fails: another filesystem, too many links).
+///
+/// Only valid because snapshots are never written in place: the unpacker replaces a file by
+/// unlinking it and creating a new one, and container roots are overlays over snapshots or
+/// real copies of them ([`CopyCloner`]). Building a snapshot then costs a walk of the parent
+/// instead of a copy of its data.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LinkCloner;
+
+impl TreeCloner for LinkCloner {
+    fn clone_tree(&self, src: &Path, dst: &Path) -> io::Result<()> {
+        let meta = fs::symlink_metadata(src)?;
+        let mut copy = Copy {
+            link_files: true,
             links: HashMap::new(),
             owner: (
                 nix::unistd::geteuid().as_raw(),
@@ -38,6 +65,8 @@ impl TreeCloner for CopyCloner {
 
 /// One tree copy in progress.
 struct Copy {
+    /// Hard-link regular files to the source instead of copying them.
+    link_files: bool,
     /// First copy of each multiply-linked inode, to link the others to.
     links: HashMap<(u64, u64), PathBuf>,
     /// Who new entries belong to: ownership is only changed where it differs, since on some
@@ -82,8 +111,16 @@ impl Copy {
             filetime::set_symlink_file_times(dst, atime, mtime)?;
             return Ok(());
         }
+        if self.link_files && ft.is_file() {
+            match fs::hard_link(src, dst) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(path = %src.display(), error = %e, "cannot link; copying")
+                }
+            }
+        }
         let links = &mut self.links;
-        if !ft.is_symlink() && meta.nlink() > 1 {
+        if !ft.is_symlink() && meta.nlink() > 1 && !self.link_files {
             let key = (meta.dev(), meta.ino());
             if let Some(first) = links.get(&key) {
                 return fs::hard_link(first, dst);
@@ -136,6 +173,36 @@ impl Copy {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn link_cloner_shares_files_and_copies_the_rest() {
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("sub/f"), b"data").unwrap();
+        fs::set_permissions(src.join("sub"), fs::Permissions::from_mode(0o750)).unwrap();
+        symlink("sub/f", src.join("l")).unwrap();
+        let dst = d.path().join("dst");
+        LinkCloner.clone_tree(&src, &dst).unwrap();
+        let (a, b) = (
+            fs::metadata(src.join("sub/f")).unwrap(),
+            fs::metadata(dst.join("sub/f")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino(), "regular files are shared");
+        assert_ne!(
+            fs::metadata(src.join("sub")).unwrap().ino(),
+            fs::metadata(dst.join("sub")).unwrap().ino()
+        );
+        assert_eq!(
+            fs::metadata(dst.join("sub")).unwrap().mode() & 0o7777,
+            0o750
+        );
+        assert_eq!(fs::read_link(dst.join("l")).unwrap(), Path::new("sub/f"));
+        // Replacing the file in the clone (as the unpacker does) leaves the source alone.
+        fs::remove_file(dst.join("sub/f")).unwrap();
+        fs::write(dst.join("sub/f"), b"new").unwrap();
+        assert_eq!(fs::read(src.join("sub/f")).unwrap(), b"data");
+    }
 
     #[test]
     fn copies_types_modes_links() {

@@ -4,7 +4,8 @@
 //!
 //! Run: `cargo build --release --bin darwin-cri && cargo bench -p darwin-cri-tests --bench pull`
 //! (as root, with docker-registry and skopeo installed). BENCH_RUNS (default 3) sets the
-//! runs per tool; BENCH_MB (default 200) the image size.
+//! runs per tool; BENCH_MB (default 200) the image size; BENCH_WRAP a profiler command line
+//! that darwin-cri's pull runs under.
 
 use std::io::Write;
 use std::process::Command;
@@ -102,7 +103,12 @@ fn main() -> anyhow::Result<()> {
     for run in 0..runs {
         let root = work.path().join(format!("root{run}"));
         let t = Instant::now();
-        let out = Command::new(binary())
+        // BENCH_WRAP (e.g. "perf record -g -o /tmp/pull.perf") runs the pull under a profiler.
+        let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
+        let mut words: Vec<String> = wrap.split_whitespace().map(str::to_string).collect();
+        words.push(binary().display().to_string());
+        let out = Command::new(&words[0])
+            .args(&words[1..])
             .arg("--config")
             .arg(&config)
             .arg("--root")

@@ -327,6 +327,12 @@ pub fn tree_cloner() -> Arc<dyn image_service::TreeCloner> {
     Arc::new(image_service::CopyCloner)
 }
 
+pub fn snapshot_cloner() -> Arc<dyn image_service::TreeCloner> {
+    // Snapshots are read-only once built (containers get overlays or copies of them), so a
+    // layer's snapshot can share its parent's files instead of copying their data.
+    Arc::new(image_service::LinkCloner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -337,3 +337,8 @@ pub fn layer_rootfs(_lower: &Path, _dir: &Path, _rootfs: &Path) -> io::Result<()
 pub fn tree_cloner() -> Arc<dyn image_service::TreeCloner> {
     Arc::new(ClonefileCloner)
 }
+
+pub fn snapshot_cloner() -> Arc<dyn image_service::TreeCloner> {
+    // One clonefile(2) per tree is already free of data copies.
+    tree_cloner()
+}

@@ -219,6 +219,12 @@ pub fn tree_cloner() -> std::sync::Arc<dyn image_service::TreeCloner> {
     imp::tree_cloner()
 }
 
+/// Clones an image snapshot into the next layer's snapshot (never written in place
+/// afterwards): APFS clones on macOS, hard-linked files on Linux.
+pub fn snapshot_cloner() -> std::sync::Arc<dyn image_service::TreeCloner> {
+    imp::snapshot_cloner()
+}
+
 /// Makes `dir/rootfs` a writable root whose initial content is `snapshot`'s, and returns it.
 ///
 /// Where the OS offers a copy-on-write layer that needs no copy at all (overlayfs on Linux) it
