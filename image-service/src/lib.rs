@@ -74,7 +74,10 @@ pub enum Error {
     /// The registry refused the credentials, or needs some and none were given.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
-    /// The registry could not be reached or answered with an error.
+    /// No answer from the registry: connection refused, DNS, TLS handshake, timeout.
+    #[error("registry unreachable: {0}")]
+    Unreachable(String),
+    /// The registry answered with an error.
     #[error("registry: {0}")]
     Registry(String),
     /// The image is used by a container.

@@ -258,6 +258,7 @@ impl Puller {
             })?;
             let child = entries[i];
             let child_digest = child.digest().to_string();
+            sha256_hex(&child_digest)?;
             let (b, t, d) = self.fetch_manifest(&src, &child_digest).await?;
             if b.len() as u64 != child.size() {
                 return Err(Error::InvalidLayout(format!(
@@ -578,18 +579,36 @@ impl Puller {
                 .map_err(|_| Error::Registry("range header".into()))?;
             h.insert(header::RANGE, range);
         }
-        let reply = self
+        let ranged = partial.len > 0;
+        let reply = match self
             .inner
             .registry
             .get(&src.ep, &src.repo, &format!("blobs/{digest}"), h, src.creds)
-            .await?;
+            .await
+        {
+            Ok(r) => r,
+            // A registry that refuses the range (416, ...): start over without one.
+            Err(Error::Registry(why)) if ranged => {
+                blocking(move || partial.reset().map(Partial::keep)).await?;
+                return Ok(DownloadEnd::Broken(why));
+            }
+            Err(e) => return Err(e),
+        };
         let mut response = reply.response;
-        let resumed = response.status() == StatusCode::PARTIAL_CONTENT
+        let status = response.status();
+        let resumed = status == StatusCode::PARTIAL_CONTENT
             && response
                 .headers()
                 .get(header::CONTENT_RANGE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with(&format!("bytes {}-", partial.len)));
+        if status == StatusCode::PARTIAL_CONTENT && !resumed {
+            // Some other range than asked for: unusable; the next attempt starts over.
+            blocking(move || partial.reset().map(Partial::keep)).await?;
+            return Ok(DownloadEnd::Broken(format!(
+                "blob {digest}: the registry answered another range than requested"
+            )));
+        }
         if !resumed && partial.len > 0 {
             partial = blocking(move || partial.reset()).await?;
         }
@@ -680,6 +699,17 @@ struct Partial {
     len: u64,
     /// Whether the file is the resumable `ingest/<hex>` (kept on failure).
     resumable: bool,
+    /// Renamed into the blob store.
+    published: bool,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        // A private download dies with its attempt; a resumable one waits for the next.
+        if !self.resumable && !self.published {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 enum PartialFile {
@@ -713,6 +743,7 @@ impl Partial {
                     hasher: Sha256::new(),
                     len: 0,
                     resumable: true,
+                    published: false,
                 };
                 // Hash what an earlier attempt left.
                 let file = p.file.file();
@@ -739,6 +770,7 @@ impl Partial {
                     hasher: Sha256::new(),
                     len: 0,
                     resumable: false,
+                    published: false,
                 })
             }
         }
@@ -762,12 +794,8 @@ impl Partial {
         Ok(())
     }
 
-    /// Keeps a resumable file for the next attempt; a private one goes.
-    fn keep(self) {
-        if !self.resumable {
-            let _ = fs::remove_file(&self.path);
-        }
-    }
+    /// Ends the attempt: a resumable file stays for the next one, a private one goes.
+    fn keep(self) {}
 
     /// Verifies size and digest, then publishes at `dest`. On a mismatch the file is
     /// discarded.
@@ -795,6 +823,7 @@ impl Partial {
             .sync_all()
             .ctx(|| format!("fsync blob {digest}"))?;
         fs::rename(&self.path, dest).ctx(|| format!("store blob {digest}"))?;
+        self.published = true;
         Ok(())
     }
 }
@@ -920,6 +949,18 @@ pub mod fuzzing {
     }
 }
 
+/// Parses untrusted JSON; the error names the kind and position, never echoes the document.
 fn parse_json<T: serde::de::DeserializeOwned>(data: &[u8], what: &str) -> Result<T> {
-    serde_json::from_slice(data).map_err(|e| Error::InvalidLayout(format!("malformed {what}: {e}")))
+    serde_json::from_slice(data).map_err(|e| {
+        let mut msg = e.to_string();
+        if msg.len() > 200 {
+            let mut cut = 200;
+            while !msg.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            msg.truncate(cut);
+            msg.push_str("...");
+        }
+        Error::InvalidLayout(format!("malformed {what}: {msg}"))
+    })
 }

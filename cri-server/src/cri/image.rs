@@ -37,13 +37,14 @@ fn failure_reason(e: &Error) -> &'static str {
         Error::DigestMismatch { .. } => "digest_mismatch",
         Error::UnsafeLayerEntry(_) | Error::InvalidLayout(_) => "invalid_image",
         Error::Registry(_) => "registry",
+        Error::Unreachable(_) => "unreachable",
         Error::Io { .. } | Error::InUse(_) => "io",
     }
 }
 
-/// PullImage: fetch from the registry (or its mirrors). When the registry cannot be
-/// reached but the image is in the store (imported, or built with `image base`), the
-/// stored image answers, so offline farms keep running.
+/// PullImage: fetch from the registry (or its mirrors). When no registry endpoint answers
+/// at all but the image is in the store (imported, or pulled before), the stored image
+/// answers, so farms cut off from their registry keep running.
 pub async fn pull(
     puller: Puller,
     metrics: Option<Arc<Metrics>>,
@@ -64,7 +65,9 @@ pub async fn pull(
     };
     let result = match puller.pull(&reference, opts).await {
         Ok(image) => Ok(image),
-        Err(e @ (Error::Registry(_) | Error::NotFound(_))) => {
+        // Only when nothing answered: a registry that refuses or no longer has the image
+        // must not be bypassed with a copy pulled earlier under someone else's credentials.
+        Err(e @ Error::Unreachable(_)) => {
             let store = Arc::clone(puller.store());
             let r = reference.clone();
             match tokio::task::spawn_blocking(move || store.resolve(&r)).await {

@@ -191,8 +191,15 @@ fn lookup_in(path: &Path, host: &str) -> Result<Option<Credentials>> {
             });
         }
     };
-    let file: DockerConfigFile = serde_json::from_slice(&data)
-        .map_err(|e| Error::InvalidReference(format!("malformed docker config: {e}")))?;
+    // The error names the position only: serde's message could quote a secret.
+    let file: DockerConfigFile = serde_json::from_slice(&data).map_err(|e| {
+        Error::InvalidReference(format!(
+            "malformed docker config ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })?;
     let host = auth_key_host(host);
     let helper = file
         .cred_helpers
@@ -200,10 +207,13 @@ fn lookup_in(path: &Path, host: &str) -> Result<Option<Credentials>> {
         .find(|(k, _)| auth_key_host(k) == host)
         .map(|(_, v)| v.clone())
         .or_else(|| (!file.creds_store.is_empty()).then(|| file.creds_store.clone()));
-    if let Some(helper) = helper
-        && let Some(c) = run_helper(&helper, &host)?
-    {
-        return Ok(Some(c));
+    if let Some(helper) = helper {
+        match run_helper(&helper, &host) {
+            Ok(Some(c)) => return Ok(Some(c)),
+            Ok(None) => {}
+            // A broken helper does not hide the static entries.
+            Err(e) => tracing::warn!(registry = %host, error = %e, "credential helper failed"),
+        }
     }
     let Some(a) = file
         .auths

@@ -268,11 +268,17 @@ impl Registry {
         out
     }
 
-    fn credentials_for(&self, ep: &Endpoint, given: &Credentials) -> Credentials {
+    async fn credentials_for(&self, ep: &Endpoint, given: &Credentials) -> Credentials {
         if !ep.is_mirror && !given.is_empty() {
             return given.clone();
         }
-        self.inner.docker.lookup(&ep.host).unwrap_or_default()
+        // Reading config.json and running a credential helper block: off the async workers.
+        let (docker, host) = (self.inner.docker.clone(), ep.host.clone());
+        tokio::task::spawn_blocking(move || docker.lookup(&host))
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     }
 
     /// GETs `path` (below `/v2/<repo>/`) from `ep`, authenticating as the registry asks.
@@ -286,7 +292,7 @@ impl Registry {
         creds: &Credentials,
     ) -> Result<Reply> {
         let url = format!("{}/v2/{repo}/{path}", ep.base);
-        let creds = self.credentials_for(ep, creds);
+        let creds = self.credentials_for(ep, creds).await;
         let scope = format!("repository:{repo}:pull");
         let key = (ep.base.clone(), scope.clone(), creds.fingerprint());
         let mut authorization = self.cached_token(&key);
@@ -338,7 +344,7 @@ impl Registry {
     ) -> Result<reqwest::Response> {
         let attempts = self.inner.config.attempts.max(1);
         let mut delay = self.inner.config.retry_delay;
-        let mut last = String::new();
+        let mut last = format!("{} did not answer", host_of(url));
         for attempt in 1..=attempts {
             let res = self
                 .inner
@@ -349,7 +355,7 @@ impl Registry {
                 .await;
             match res {
                 Ok(r) if r.status().is_server_error() && attempt < attempts => {
-                    last = format!("{} answered {}", host_of(url), r.status());
+                    tracing::debug!(host = %host_of(url), status = %r.status(), "registry error; retrying");
                 }
                 Ok(r) => return Ok(r),
                 Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
@@ -364,7 +370,7 @@ impl Registry {
             tokio::time::sleep(delay).await;
             delay = delay.saturating_mul(2).min(Duration::from_secs(8));
         }
-        Err(Error::Registry(last))
+        Err(Error::Unreachable(last))
     }
 
     fn cached_token(&self, key: &TokenKey) -> Option<String> {
@@ -422,9 +428,12 @@ impl Registry {
         default_scope: &str,
     ) -> Result<(String, Duration)> {
         let realm = challenge.params.get("realm").cloned().unwrap_or_default();
+        // Credentials go to the token service over TLS, unless the registry itself is
+        // configured as plain HTTP.
+        let plain_ok = ep.base.starts_with("http://");
         let realm_url = Url::parse(&realm)
             .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"));
+            .filter(|u| u.scheme() == "https" || (plain_ok && u.scheme() == "http"));
         let Some(realm_url) = realm_url else {
             return Err(Error::Unauthenticated(format!(
                 "{} sent a bearer challenge without a usable realm",
