@@ -522,7 +522,8 @@ impl ProxyCtx {
     }
 }
 
-fn base64_encode(data: &[u8]) -> String {
+/// Standard base64 with padding (for basic-auth headers and kubelet's `auth` field).
+pub fn base64_encode(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for c in data.chunks(3) {

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use darwin_cri_tests::registry::{
-    Compression, Layout, Proxy, ProxyMode, TestRegistry, free_port, tar_layer, verify_store,
+    Compression, Layout, Proxy, ProxyMode, TestRegistry, base64_encode, free_port, tar_layer,
+    verify_store,
 };
 use darwin_cri_tests::*;
 use k8s_cri::v1 as cri;
@@ -367,7 +368,7 @@ async fn basic_and_bearer_auth() -> anyhow::Result<()> {
         img.pull_image(pull_req(&name, basic(user, pass))).await?;
         // kubelet's `auth` form (base64 user:password) works the same.
         let auth = Some(cri::AuthConfig {
-            auth: b64(&format!("{user}:{pass}")),
+            auth: base64_encode(format!("{user}:{pass}").as_bytes()),
             ..Default::default()
         });
         img.pull_image(pull_req(&name, auth)).await?;
@@ -377,24 +378,6 @@ async fn basic_and_bearer_auth() -> anyhow::Result<()> {
         assert!(!log.contains(secret), "{secret} in the server log");
     }
     Ok(())
-}
-
-fn b64(s: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let d = s.as_bytes();
-    let mut out = String::new();
-    for c in d.chunks(3) {
-        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= c.len() {
-                T[((n >> (18 - 6 * i)) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
 }
 
 #[tokio::test]
