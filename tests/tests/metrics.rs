@@ -105,7 +105,7 @@ async fn metrics_pass_promtool_and_prometheus_scrapes_them() -> anyhow::Result<(
         "darwin_cri_process_start_time_seconds ",
         "darwin_cri_build_info{",
         "darwin_cri_image_pulls_total 1",
-        "darwin_cri_image_pull_failures_total{reason=\"not_present\"} 1",
+        "darwin_cri_image_pull_failures_total{reason=\"unreachable\"} 1",
         "darwin_cri_image_pull_bytes_total 0",
         "darwin_cri_image_pull_duration_seconds_count 2",
     ] {
