@@ -27,7 +27,7 @@ use crate::content::{MAX_JSON_SIZE, create_tmp_file, verify_bytes, write_atomic}
 use crate::layout::{self, CONFIG_TYPES, INDEX_TYPES, MANIFEST_TYPES};
 use crate::platform::{Offer, choose};
 use crate::registry::{Credentials, Endpoint, Registry, describe};
-use crate::store::{Commit, ImageStore, checked_chain_ids, offer_of_config};
+use crate::store::{Commit, ImageStore, checked_chain_ids, offer_of_config, offer_of_descriptor};
 use crate::unpack::Compression;
 use crate::{Error, Image, IoContext, Platform, Result, reference, sha256_hex};
 
@@ -241,15 +241,7 @@ impl Puller {
                 .collect();
             let offers: Vec<Offer> = entries
                 .iter()
-                .map(|d| match d.platform() {
-                    Some(p) => Offer {
-                        os: p.os().to_string(),
-                        architecture: p.architecture().to_string(),
-                        variant: p.variant().clone(),
-                        os_version: p.os_version().clone(),
-                    },
-                    None => Offer::default(),
-                })
+                .map(|d| offer_of_descriptor(d).unwrap_or_default())
                 .collect();
             let i = choose(&wanted, &offers).map_err(|available| Error::NoMatchingPlatform {
                 wanted: wanted.to_string(),
@@ -905,15 +897,7 @@ pub mod fuzzing {
             let offers: Vec<Offer> = index
                 .manifests()
                 .iter()
-                .map(|d| match d.platform() {
-                    Some(p) => Offer {
-                        os: p.os().to_string(),
-                        architecture: p.architecture().to_string(),
-                        variant: p.variant().clone(),
-                        os_version: p.os_version().clone(),
-                    },
-                    None => Offer::default(),
-                })
+                .map(|d| offer_of_descriptor(d).unwrap_or_default())
                 .collect();
             let mut wanted = Platform {
                 os: "darwin".into(),

@@ -169,6 +169,16 @@ pub(crate) fn checked_chain_ids(diff_ids: &[String]) -> Result<Vec<String>> {
     Ok(chain_ids(diff_ids))
 }
 
+/// What an index entry says it is built for, if it says.
+pub(crate) fn offer_of_descriptor(d: &oci_spec::image::Descriptor) -> Option<Offer> {
+    d.platform().as_ref().map(|p| Offer {
+        os: p.os().to_string(),
+        architecture: p.architecture().to_string(),
+        variant: p.variant().clone(),
+        os_version: p.os_version().clone(),
+    })
+}
+
 /// What a config says it is built for.
 pub(crate) fn offer_of_config(cfg: &oci_spec::image::ImageConfiguration) -> Offer {
     Offer {
@@ -779,13 +789,8 @@ impl ImageStore {
         let wanted = &self.platform;
         let mut offers = Vec::with_capacity(candidates.len());
         for c in candidates {
-            offers.push(match c.desc.platform() {
-                Some(p) => Offer {
-                    os: p.os().to_string(),
-                    architecture: p.architecture().to_string(),
-                    variant: p.variant().clone(),
-                    os_version: p.os_version().clone(),
-                },
+            offers.push(match offer_of_descriptor(&c.desc) {
+                Some(o) => o,
                 None => offer_of_config(&layout::load(dir, c)?.1.config),
             });
         }
