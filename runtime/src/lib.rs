@@ -8,7 +8,9 @@
 //! This crate knows nothing of gRPC: `cri-server` adapts CRI requests to the domain types here.
 #![deny(unsafe_code)]
 
+pub mod attach;
 mod error;
+pub mod exec;
 mod fsutil;
 pub mod limits;
 pub mod logs;

@@ -118,7 +118,15 @@ pub struct ProcessSpec {
     pub log_path: Option<PathBuf>,
     /// Lines longer than this are split into partial (`P`) records.
     pub max_log_line: usize,
+    /// The container's stdio is a pty (output to the log as stdout).
     pub tty: bool,
+    /// The container's stdin is held open by the monitor for attach clients; otherwise it is
+    /// /dev/null.
+    #[serde(default)]
+    pub stdin: bool,
+    /// The container's stdin closes when the first attach client's stdin ends.
+    #[serde(default)]
+    pub stdin_once: bool,
     pub stop_signal: String,
     /// What the monitor enforces over the container's process tree.
     #[serde(default)]

@@ -140,8 +140,9 @@ pub fn find_executable(
         .ok_or_else(|| format!("exec: {name:?}: executable file not found in $PATH ({path})"))
 }
 
-/// Builds the command for `spec`'s process (or `args` instead of its own), confined to its root.
-pub fn command_for(spec: &ProcessSpec, args: &[String]) -> Result<Command, String> {
+/// Builds the command for `spec`'s process (or `args` instead of its own), confined to its root;
+/// with `terminal`, as a session leader whose stdin is its controlling terminal.
+pub fn command_for(spec: &ProcessSpec, args: &[String], terminal: bool) -> Result<Command, String> {
     let program = find_executable(
         &spec.rootfs,
         &spec.cwd,
@@ -163,6 +164,7 @@ pub fn command_for(spec: &ProcessSpec, args: &[String]) -> Result<Command, Strin
         nice: spec.limits.nice,
         nproc: spec.limits.pids,
         nofile: spec.limits.nofile,
+        terminal,
     };
     platform::confine(&mut cmd, &spec.rootfs, Path::new(&spec.cwd), &creds)
         .map_err(|e| e.to_string())?;
@@ -203,7 +205,12 @@ struct Running {
     child: std::process::Child,
     started: Started,
     stdout: OwnedFd,
-    stderr: OwnedFd,
+    /// `None` with a TTY: the terminal carries both streams.
+    stderr: Option<OwnedFd>,
+    /// Where attach clients' input goes: the stdin pipe, or the terminal. `None` without stdin.
+    input: Option<OwnedFd>,
+    /// The terminal's controlling side, for resizes.
+    terminal: Option<OwnedFd>,
     spec: ProcessSpec,
     control: Option<UnixListener>,
     _lock: Flock<std::fs::File>,
@@ -244,12 +251,35 @@ fn start(bundle: &Path) -> Result<Running, String> {
     // Listening before the start is reported: once the server knows the container runs, log
     // reopening and limit updates work.
     let control = bind_control(&spec.control_socket);
-    let mut cmd = command_for(&spec, &spec.args)?;
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w));
+    let mut cmd = command_for(&spec, &spec.args, spec.tty)?;
+    let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("dup: {e}"));
+    let (stdout, stderr, input, terminal) = if spec.tty {
+        let (master, slave) =
+            platform::open_pty().map_err(|e| format!("opening a pseudo-terminal: {e}"))?;
+        cmd.stdin(Stdio::from(dup(&slave)?))
+            .stdout(Stdio::from(dup(&slave)?))
+            .stderr(Stdio::from(slave));
+        let input = if spec.stdin {
+            Some(dup(&master)?)
+        } else {
+            None
+        };
+        let terminal = Some(dup(&master)?);
+        (master, None, input, terminal)
+    } else {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let input = if spec.stdin {
+            let (in_r, in_w) = pipe()?;
+            cmd.stdin(Stdio::from(in_r));
+            Some(in_w)
+        } else {
+            cmd.stdin(Stdio::null());
+            None
+        };
+        cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+        (out_r, Some(err_r), input, None)
+    };
     let child = cmd
         .spawn()
         .map_err(|e| format!("starting {:?}: {e}", spec.args.first()))?;
@@ -291,8 +321,10 @@ fn start(bundle: &Path) -> Result<Running, String> {
     Ok(Running {
         child,
         started,
-        stdout: out_r,
-        stderr: err_r,
+        stdout,
+        stderr,
+        input,
+        terminal,
         spec,
         control,
         _lock: lock,
@@ -316,6 +348,8 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
         child,
         stdout,
         stderr,
+        input,
+        terminal,
         mut spec,
         control,
         _lock,
@@ -351,10 +385,11 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
         }
     });
 
-    let mut streams: Vec<(std::fs::File, Stream)> = vec![
-        (stdout.into(), Stream::Stdout),
-        (stderr.into(), Stream::Stderr),
-    ];
+    let mut streams: Vec<(std::fs::File, Stream)> = vec![(stdout.into(), Stream::Stdout)];
+    if let Some(stderr) = stderr {
+        streams.push((stderr.into(), Stream::Stderr));
+    }
+    let mut stdio = AttachedStdio::new(input, terminal, spec.stdin_once);
     let mut wake = std::fs::File::from(wake_r);
     let mut exited: Option<(i32, Option<i32>)> = None;
     let mut deadline: Option<Instant> = None;
@@ -381,17 +416,35 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
             }
             None => PollTimeout::NONE,
         };
-        let (ready, wake_ready, control_ready) = {
+        let (ready, wake_ready, control_ready, client_ready, input_ready) = {
             let mut fds: Vec<PollFd> = streams
                 .iter()
                 .map(|(f, _)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
                 .collect();
             let n = fds.len();
+            let wake_at = fds.len();
             if exited.is_none() {
                 fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
             }
+            let control_at = fds.len();
             if let Some(l) = control.as_ref() {
                 fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            }
+            let clients_at = fds.len();
+            let accepting = stdio.accepting_input();
+            for c in &stdio.clients {
+                let mut flags = PollFlags::empty();
+                if accepting {
+                    flags |= PollFlags::POLLIN;
+                }
+                if !c.out.is_empty() {
+                    flags |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(c.conn.as_fd(), flags));
+            }
+            let input_at = fds.len();
+            if let Some(input) = stdio.input.as_ref().filter(|_| !stdio.pending.is_empty()) {
+                fds.push(PollFd::new(input.as_fd(), PollFlags::POLLOUT));
             }
             match poll(&mut fds, timeout) {
                 Ok(_) => {}
@@ -400,10 +453,16 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
             }
             let any = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
             let ready: Vec<bool> = fds[..n].iter().map(any).collect();
-            let wake_ready = exited.is_none() && fds.get(n).is_some_and(any);
-            let control_ready = control.is_some() && fds.last().is_some_and(any);
-            (ready, wake_ready, control_ready)
+            let wake_ready = exited.is_none() && fds.get(wake_at).is_some_and(any);
+            let control_ready = control.is_some() && fds.get(control_at).is_some_and(any);
+            let client_ready: Vec<bool> = fds[clients_at..input_at].iter().map(any).collect();
+            let input_ready = fds.get(input_at).is_some_and(any);
+            (ready, wake_ready, control_ready, client_ready, input_ready)
         };
+        stdio.serve_clients(&client_ready);
+        if input_ready {
+            stdio.write_input();
+        }
         let mut closed = Vec::new();
         for (i, is_ready) in ready.into_iter().enumerate() {
             if !is_ready {
@@ -415,7 +474,10 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
                     closed.push(i);
                     log.close(*stream)
                 }
-                Ok(n) => log.write(*stream, &buf[..n]),
+                Ok(n) => {
+                    stdio.broadcast(*stream, &buf[..n]);
+                    log.write(*stream, &buf[..n])
+                }
             };
             if let Err(e) = result {
                 log_errors += 1;
@@ -444,7 +506,9 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
         }
         if control_ready && let Some(listener) = control.as_ref() {
             while let Ok((conn, _)) = listener.accept() {
-                handle_command(bundle, conn, &mut log, &mut spec);
+                if let Some(client) = handle_command(bundle, conn, &mut log, &mut spec) {
+                    stdio.add_client(client);
+                }
             }
         }
         if watching && Instant::now() >= next_check {
@@ -466,6 +530,8 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
     for (_, stream) in &streams {
         let _ = log.close(*stream);
     }
+    // Attached clients get what is left of the output; closing them tells them it ended.
+    stdio.finish();
     if let Some(l) = control {
         drop(l);
         let _ = std::fs::remove_file(&spec.control_socket);
@@ -544,7 +610,14 @@ fn bind_control(path: &Path) -> Option<UnixListener> {
     }
 }
 
-fn handle_command(bundle: &Path, conn: UnixStream, log: &mut LogWriter, spec: &mut ProcessSpec) {
+/// Serves one control command. An `attach` connection is returned, past its handshake, to be
+/// served with the container's stdio.
+fn handle_command(
+    bundle: &Path,
+    conn: UnixStream,
+    log: &mut LogWriter,
+    spec: &mut ProcessSpec,
+) -> Option<UnixStream> {
     let _ = conn.set_nonblocking(false);
     let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
     let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
@@ -566,10 +639,49 @@ fn handle_command(bundle: &Path, conn: UnixStream, log: &mut LogWriter, spec: &m
                 }
                 Err(e) => format!("error {e}"),
             },
+            "attach" => {
+                if (&conn).write_all(b"ok\n").is_ok() && conn.set_nonblocking(true).is_ok() {
+                    return Some(conn);
+                }
+                return None;
+            }
             other => format!("error unknown command {other:?}"),
         },
     };
     let _ = (&conn).write_all(format!("{reply}\n").as_bytes());
+    None
+}
+
+/// Connects to a container's stdio through the monitor behind `socket`: past the handshake,
+/// the connection carries [`crate::attach`] frames.
+pub fn open_attach(socket: &Path) -> std::io::Result<UnixStream> {
+    let mut conn = UnixStream::connect(socket)?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(5)))?;
+    conn.write_all(b"attach\n")?;
+    // Byte by byte: frames follow the answer line at once.
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while reply.len() < 256 {
+        match conn.read(&mut byte)? {
+            0 => break,
+            _ if byte[0] == b'\n' => break,
+            _ => reply.push(byte[0]),
+        }
+    }
+    match String::from_utf8_lossy(&reply).trim() {
+        "ok" => {
+            conn.set_read_timeout(None)?;
+            conn.set_write_timeout(None)?;
+            Ok(conn)
+        }
+        "" => Err(std::io::Error::other(
+            "the monitor closed the connection without answering",
+        )),
+        other => Err(std::io::Error::other(
+            other.trim_start_matches("error ").to_string(),
+        )),
+    }
 }
 
 /// Applies changed CPU and rlimit settings to every process of the running container.
@@ -620,4 +732,199 @@ fn kill_leftovers(main: Pid) {
     for pid in platform::tree(std::process::id() as i32) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
+}
+
+/// Output an attach client may have queued before it is dropped as too slow.
+const CLIENT_BACKLOG: usize = 4 << 20;
+/// Input queued for the container's stdin before clients are read no more.
+const INPUT_BACKLOG: usize = 1 << 20;
+
+/// One attach connection.
+struct Client {
+    conn: UnixStream,
+    decoder: crate::attach::Decoder,
+    out: Vec<u8>,
+    stdin_done: bool,
+}
+
+/// The container's stdio as attach clients see it: output goes to every client, input from any
+/// of them goes to the container's stdin (non-blocking, so a container that does not read its
+/// stdin never stalls the monitor).
+struct AttachedStdio {
+    clients: Vec<Client>,
+    input: Option<std::fs::File>,
+    pending: Vec<u8>,
+    close_input: bool,
+    terminal: Option<OwnedFd>,
+    stdin_once: bool,
+}
+
+impl AttachedStdio {
+    fn new(input: Option<OwnedFd>, terminal: Option<OwnedFd>, stdin_once: bool) -> Self {
+        let input = input.map(std::fs::File::from).filter(|f| {
+            use nix::fcntl::{FcntlArg, OFlag, fcntl};
+            fcntl(f, FcntlArg::F_GETFL)
+                .and_then(|flags| {
+                    fcntl(
+                        f,
+                        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+                    )
+                })
+                .is_ok()
+        });
+        AttachedStdio {
+            clients: Vec::new(),
+            input,
+            pending: Vec::new(),
+            close_input: false,
+            terminal,
+            stdin_once,
+        }
+    }
+
+    fn add_client(&mut self, conn: UnixStream) {
+        self.clients.push(Client {
+            conn,
+            decoder: Default::default(),
+            out: Vec::new(),
+            stdin_done: false,
+        });
+    }
+
+    /// Whether clients' input is read now: not while the container's stdin has a backlog.
+    fn accepting_input(&self) -> bool {
+        self.pending.len() < INPUT_BACKLOG
+    }
+
+    fn broadcast(&mut self, stream: Stream, bytes: &[u8]) {
+        if self.clients.is_empty() {
+            return;
+        }
+        let frame = match stream {
+            Stream::Stdout => crate::attach::Frame::Stdout(bytes.to_vec()),
+            Stream::Stderr => crate::attach::Frame::Stderr(bytes.to_vec()),
+        };
+        for c in &mut self.clients {
+            frame.encode_into(&mut c.out);
+            flush_client(c);
+        }
+        self.clients.retain(|c| c.out.len() <= CLIENT_BACKLOG);
+    }
+
+    /// Reads and writes every client `ready` marks.
+    fn serve_clients(&mut self, ready: &[bool]) {
+        let mut gone = Vec::new();
+        let mut buf = [0u8; 64 * 1024];
+        for (i, c) in self.clients.iter_mut().enumerate() {
+            if !ready.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            if !flush_client(c) {
+                gone.push(i);
+                continue;
+            }
+            match (&c.conn).read(&mut buf) {
+                Ok(0) => gone.push(i),
+                Ok(n) => {
+                    c.decoder.push(&buf[..n]);
+                    loop {
+                        match c.decoder.next_frame() {
+                            Ok(Some(frame)) => {
+                                use crate::attach::Frame;
+                                match frame {
+                                    Frame::Stdin(bytes) if !c.stdin_done => {
+                                        if self.input.is_some() && !self.close_input {
+                                            self.pending.extend_from_slice(&bytes);
+                                        }
+                                    }
+                                    Frame::StdinClosed => {
+                                        c.stdin_done = true;
+                                        self.close_input |= self.stdin_once;
+                                    }
+                                    Frame::Resize { rows, cols } => {
+                                        if let Some(t) = self.terminal.as_ref() {
+                                            let _ =
+                                                platform::set_window_size(t.as_fd(), rows, cols);
+                                        }
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(_) => {
+                                gone.push(i);
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => gone.push(i),
+            }
+        }
+        gone.dedup();
+        for i in gone.into_iter().rev() {
+            self.clients.remove(i);
+            // With stdin_once, the first client's departure ends the container's input.
+            self.close_input |= self.stdin_once;
+        }
+        self.write_input();
+    }
+
+    /// Moves queued input into the container's stdin as far as it takes it.
+    fn write_input(&mut self) {
+        let Some(input) = self.input.as_mut() else {
+            self.pending.clear();
+            return;
+        };
+        while !self.pending.is_empty() {
+            match input.write(&self.pending) {
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // The container closed its stdin: what it would not read is dropped.
+                Err(_) => {
+                    self.pending.clear();
+                    self.input = None;
+                    return;
+                }
+            }
+        }
+        if self.close_input {
+            // A terminal has no end of input but the EOF character; a pipe is closed.
+            if self.terminal.is_some() {
+                let _ = input.write(&[4]);
+            }
+            self.input = None;
+        }
+    }
+
+    /// Gives every client what is left of the output (bounded by a timeout), then closes it.
+    fn finish(&mut self) {
+        for c in &mut self.clients {
+            let _ = c.conn.set_nonblocking(false);
+            let _ = c.conn.set_write_timeout(Some(Duration::from_secs(1)));
+            let _ = (&c.conn).write_all(&c.out);
+            let _ = c.conn.shutdown(std::net::Shutdown::Both);
+        }
+        self.clients.clear();
+    }
+}
+
+/// Writes what the client's connection takes now; false when the client is gone.
+fn flush_client(c: &mut Client) -> bool {
+    while !c.out.is_empty() {
+        match (&c.conn).write(&c.out) {
+            Ok(0) => return false,
+            Ok(n) => {
+                c.out.drain(..n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
 }

@@ -898,6 +898,8 @@ impl Runtime {
             log_path,
             max_log_line: self.opts.max_log_line,
             tty: spec.tty,
+            stdin: spec.stdin,
+            stdin_once: spec.stdin_once,
             stop_signal: image.config.stop_signal.clone(),
             limits,
             limit_interval_ms: self.opts.limit_interval.as_millis() as u64,
@@ -1211,13 +1213,14 @@ impl Runtime {
         Ok(())
     }
 
-    /// Runs `cmd` in a running container's root as its user, with its environment.
-    pub async fn exec_sync(
+    /// The command for a process started in running container `id`: in its root, as its user,
+    /// with its environment.
+    fn exec_command(
         &self,
         id: &str,
         cmd: &[String],
-        timeout: Option<Duration>,
-    ) -> Result<ExecOutput> {
+        terminal: bool,
+    ) -> Result<(Container, std::process::Command)> {
         let c = self.container(id)?;
         if c.state != ContainerState::Running {
             return Err(Error::FailedPrecondition(format!(
@@ -1228,27 +1231,114 @@ impl Runtime {
         if cmd.is_empty() {
             return Err(Error::InvalidArgument("exec needs a command".into()));
         }
-        let mut std_cmd =
-            monitor::command_for(&c.process, cmd).map_err(Error::FailedPrecondition)?;
-        std_cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let std_cmd =
+            monitor::command_for(&c.process, cmd, terminal).map_err(Error::FailedPrecondition)?;
+        Ok((c, std_cmd))
+    }
+
+    /// Spawns an exec'd process; one that would outlive its container is killed instead.
+    async fn spawn_exec(
+        &self,
+        c: &Container,
+        cmd: &[String],
+        std_cmd: std::process::Command,
+    ) -> Result<tokio::process::Child> {
         let mut child = tokio::process::Command::from(std_cmd)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| Error::io(format!("exec {:?} in container {}", cmd[0], c.id), e))?;
-        let pid = child.id().map(|p| p as i32).unwrap_or(0);
-        // The container may have ended between the check above and the spawn: then this
-        // process must not outlive it.
+        // The container may have ended between the state check and the spawn.
         if self.find_container(&c.id).map(|c| c.state) != Some(ContainerState::Running) {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = killpg(
+                Pid::from_raw(child.id().map(|p| p as i32).unwrap_or(0)),
+                Signal::SIGKILL,
+            );
             let _ = child.wait().await;
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not running",
                 c.id
             )));
         }
+        Ok(child)
+    }
+
+    /// Starts a process in running container `id` whose stdio the caller streams: pipes for the
+    /// requested streams, or a pseudo-terminal in TTY mode.
+    pub async fn exec(
+        &self,
+        id: &str,
+        req: &crate::exec::ExecRequest,
+    ) -> Result<crate::exec::ExecProcess> {
+        let (c, mut std_cmd) = self.exec_command(id, &req.cmd, req.tty)?;
+        let pipe = |wanted: bool| {
+            if wanted {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            }
+        };
+        let terminal = if req.tty {
+            let (master, slave) =
+                platform::open_pty().map_err(|e| Error::io("opening a pseudo-terminal", e))?;
+            let copy = |fd: &std::os::fd::OwnedFd| {
+                fd.try_clone()
+                    .map_err(|e| Error::io("duplicating the terminal", e))
+            };
+            std_cmd
+                .stdin(Stdio::from(copy(&slave)?))
+                .stdout(Stdio::from(copy(&slave)?))
+                .stderr(Stdio::from(slave));
+            Some(master)
+        } else {
+            std_cmd
+                .stdin(pipe(req.stdin))
+                .stdout(pipe(req.stdout))
+                .stderr(pipe(req.stderr));
+            None
+        };
+        let child = self.spawn_exec(&c, &req.cmd, std_cmd).await?;
+        crate::exec::ExecProcess::new(child, terminal, req)
+            .map_err(|e| Error::io("preparing the pseudo-terminal", e))
+    }
+
+    /// Connects to running container `id`'s stdio through its monitor (see [`crate::attach`]).
+    /// Returns the connection, past the handshake, and whether the container has a TTY.
+    pub async fn attach(&self, id: &str) -> Result<(std::os::unix::net::UnixStream, bool)> {
+        let c = self.container(id)?;
+        if c.state != ContainerState::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is {:?}, not running: cannot attach to it",
+                c.id, c.state
+            )));
+        }
+        let socket = c.process.control_socket.clone();
+        let tty = c.process.tty;
+        let conn = tokio::task::spawn_blocking(move || monitor::open_attach(&socket))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| {
+                Error::FailedPrecondition(format!(
+                    "attaching to container {}: its monitor did not answer: {e}",
+                    c.id
+                ))
+            })?;
+        Ok((conn, tty))
+    }
+
+    /// Runs `cmd` in a running container's root as its user, with its environment.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Option<Duration>,
+    ) -> Result<ExecOutput> {
+        let (c, mut std_cmd) = self.exec_command(id, cmd, false)?;
+        std_cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = self.spawn_exec(&c, cmd, std_cmd).await?;
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
         // Output goes into shared buffers, so that what was printed can be returned even when
         // a reader is still blocked on a pipe that an escaped process holds open. Past the
         // limit, output is read and dropped: a command must never block on a full pipe.
@@ -1272,12 +1362,7 @@ impl Runtime {
         };
         let (out_buf, out_task) = read(child.stdout.take().map(|s| Box::new(s) as _));
         let (err_buf, err_task) = read(child.stderr.take().map(|s| Box::new(s) as _));
-        let kill_all = move || {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-            for d in platform::tree(pid) {
-                let _ = kill(Pid::from_raw(d), Signal::SIGKILL);
-            }
-        };
+        let kill_all = move || crate::exec::kill_exec_tree(pid);
         // Waits (bounded) for the readers to reach the end of output, then takes what they got.
         let collect = |out_task: tokio::task::JoinHandle<()>,
                        err_task: tokio::task::JoinHandle<()>| async move {

@@ -35,12 +35,20 @@ pub fn confine(
     .into_iter()
     .filter_map(|(r, v)| v.map(|v| (r, v as libc::rlim_t)))
     .collect();
-    cmd.process_group(0);
+    let terminal = creds.terminal;
+    if !terminal {
+        cmd.process_group(0);
+    }
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (setpriority, setrlimit, chroot, chdir, setgroups, setgid, setuid) on memory
-    // prepared before the fork; it allocates nothing.
+    // system calls (setsid, ioctl, setpriority, setrlimit, chroot, chdir, setgroups, setgid,
+    // setuid) on memory prepared before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            // A new session (and group) with stdin, the pty's terminal side, as its controlling
+            // terminal; std's own setpgid is skipped above, as setsid refuses a group leader.
+            if terminal && (libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0) {
+                return Err(io::Error::last_os_error());
+            }
             if nice != 0 && libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -354,4 +362,20 @@ mod tests {
         assert_eq!(unescape_octal(r"/a\040b\011c"), b"/a b\tc".to_vec());
         assert_eq!(unescape_octal(r"/x\04"), b"/x\\04".to_vec());
     }
+}
+
+pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which is valid for the call; the fd
+    // is borrowed, so it stays open meanwhile.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ as _, &size) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -57,10 +57,15 @@ pub struct Credentials {
     pub nproc: Option<u64>,
     /// RLIMIT_NOFILE.
     pub nofile: Option<u64>,
+    /// Start the process as the leader of a new session whose controlling terminal is its stdin
+    /// (a pty's terminal side), as a TTY session needs for job control and window-size signals.
+    /// Otherwise it starts in a new process group.
+    pub terminal: bool,
 }
 
 /// Arranges for `cmd`, when spawned, to run with its root changed to `rootfs`, working directory
-/// `cwd` (inside the root) and the given credentials, in a new process group whose id is its pid.
+/// `cwd` (inside the root) and the given credentials, in a new process group whose id is its pid
+/// (a new session too, with `creds.terminal`).
 pub fn confine(
     cmd: &mut std::process::Command,
     rootfs: &Path,
@@ -68,6 +73,29 @@ pub fn confine(
     creds: &Credentials,
 ) -> std::io::Result<()> {
     imp::confine(cmd, rootfs, cwd, creds)
+}
+
+/// Sets the window size of the terminal behind `fd` (a pty), which signals SIGWINCH to the
+/// terminal's foreground process group.
+pub fn set_window_size(
+    fd: std::os::fd::BorrowedFd<'_>,
+    rows: u16,
+    cols: u16,
+) -> std::io::Result<()> {
+    imp::set_window_size(fd, rows, cols)
+}
+
+/// A new pseudo-terminal: (controlling side, terminal side), both close-on-exec. The terminal
+/// side becomes a TTY process's stdin, stdout and stderr.
+pub fn open_pty() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    let pty = nix::pty::openpty(None, None)?;
+    // openpty(3) has no close-on-exec flag; until these calls a concurrent fork elsewhere in
+    // the server could inherit the pair, which costs nothing worse than a late EOF there.
+    for fd in [&pty.master, &pty.slave] {
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    }
+    Ok((pty.master, pty.slave))
 }
 
 /// Makes `source` visible at `target` (which exists, a directory or a file like `source`).
