@@ -23,6 +23,46 @@ pub struct Config {
     pub image: ImageConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub streaming: StreamingConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    pub address: String,
+    pub port: u16,
+    pub token_ttl_seconds: u64,
+    pub idle_timeout_seconds: u64,
+    pub stream_creation_timeout_seconds: u64,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            address: "127.0.0.1".into(),
+            port: 0,
+            token_ttl_seconds: 60,
+            idle_timeout_seconds: 4 * 3600,
+            stream_creation_timeout_seconds: 30,
+        }
+    }
+}
+
+impl StreamingConfig {
+    pub fn options(&self) -> anyhow::Result<crate::streaming::Options> {
+        let ip: std::net::IpAddr = self
+            .address
+            .parse()
+            .with_context(|| format!("streaming.address {:?}", self.address))?;
+        let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
+        Ok(crate::streaming::Options {
+            address: std::net::SocketAddr::new(ip, self.port),
+            token_ttl: secs(self.token_ttl_seconds),
+            idle_timeout: secs(self.idle_timeout_seconds),
+            stream_creation_timeout: secs(self.stream_creation_timeout_seconds),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

@@ -6,6 +6,7 @@ mod cri;
 mod image_cli;
 mod metrics;
 mod serve;
+mod streaming;
 
 use std::path::PathBuf;
 

@@ -170,7 +170,19 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         registry,
         config.image.max_concurrent_downloads,
     );
-    let svc = Cri::new(rt, platform(&config)?.to_string(), metrics.clone(), puller);
+    let streaming =
+        crate::streaming::Server::start(Arc::clone(&rt), config.streaming.options()?).await?;
+    tracing::info!(
+        url = streaming.base_url(),
+        "serving exec, attach and port-forward"
+    );
+    let svc = Cri::new(
+        rt,
+        platform(&config)?.to_string(),
+        metrics.clone(),
+        puller,
+        streaming,
+    );
     let result = tonic::transport::Server::builder()
         .layer(crate::metrics::GrpcMetricsLayer(metrics))
         .add_service(RuntimeServiceServer::new(svc.clone()))

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod registry;
+pub mod streaming;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

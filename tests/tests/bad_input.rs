@@ -270,21 +270,22 @@ async fn unknown_ids_duplicates_missing_images_and_bad_mounts() -> anyhow::Resul
         .expect_err("no image spec");
     assert_eq!(e.code(), Code::InvalidArgument);
 
-    // Later-issue RPCs answer Unimplemented with the area named.
+    // Streaming requests for what does not exist, or with nothing to stream.
     let e = rt
         .exec(cri::ExecRequest {
             container_id: missing.into(),
+            cmd: vec!["true".into()],
+            stdout: true,
             ..Default::default()
         })
         .await
-        .expect_err("exec streaming");
-    assert_eq!(e.code(), Code::Unimplemented);
-    assert!(e.message().contains("streaming"), "{}", e.message());
+        .expect_err("exec in a missing container");
+    assert_eq!(e.code(), Code::NotFound, "{}", e.message());
     let e = rt
         .port_forward(cri::PortForwardRequest::default())
         .await
-        .expect_err("port-forward streaming");
-    assert_eq!(e.code(), Code::Unimplemented);
+        .expect_err("port-forward without a pod");
+    assert_eq!(e.code(), Code::InvalidArgument);
 
     // The server is still healthy.
     rt.version(cri::VersionRequest::default()).await?;

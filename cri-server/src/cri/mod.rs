@@ -7,6 +7,7 @@ mod info;
 mod sandbox;
 mod stats;
 mod status;
+mod streaming;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use runtime::Runtime;
 use tonic::{Request, Response, Status};
 
-use status::{from_image, from_runtime, required, unimplemented};
+use status::{from_image, from_runtime, required};
 
 /// Both CRI services over one runtime.
 #[derive(Debug, Clone)]
@@ -30,6 +31,8 @@ pub struct Cri {
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Registry pulls into the runtime's image store.
     puller: image_service::Puller,
+    /// Serves the URLs Exec, Attach and PortForward return.
+    streaming: Arc<crate::streaming::Server>,
 }
 
 impl Cri {
@@ -38,12 +41,14 @@ impl Cri {
         platform: String,
         metrics: Option<Arc<crate::metrics::Metrics>>,
         puller: image_service::Puller,
+        streaming: Arc<crate::streaming::Server>,
     ) -> Cri {
         Cri {
             runtime,
             platform,
             metrics,
             puller,
+            streaming,
         }
     }
 
@@ -280,28 +285,19 @@ impl RuntimeService for Cri {
         })
     }
 
-    async fn exec(&self, _: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
-        Err(unimplemented(
-            "Exec",
-            "streaming (exec, attach, port-forward)",
-        ))
+    async fn exec(&self, req: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
+        ok(self.exec_url(req.into_inner())?)
     }
 
-    async fn attach(&self, _: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
-        Err(unimplemented(
-            "Attach",
-            "streaming (exec, attach, port-forward)",
-        ))
+    async fn attach(&self, req: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
+        ok(self.attach_url(req.into_inner())?)
     }
 
     async fn port_forward(
         &self,
-        _: Request<cri::PortForwardRequest>,
+        req: Request<cri::PortForwardRequest>,
     ) -> Reply<cri::PortForwardResponse> {
-        Err(unimplemented(
-            "PortForward",
-            "streaming (exec, attach, port-forward)",
-        ))
+        ok(self.port_forward_url(req.into_inner())?)
     }
 
     async fn container_stats(

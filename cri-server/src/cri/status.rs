@@ -39,12 +39,6 @@ pub fn from_image(e: &image_service::Error) -> Status {
     Status::new(code, e.to_string())
 }
 
-pub fn unimplemented(rpc: &str, area: &str) -> Status {
-    Status::unimplemented(format!(
-        "{rpc} is not implemented yet in darwin-cri; it arrives with the {area} work"
-    ))
-}
-
 pub fn required(field: &str) -> Status {
     Status::invalid_argument(format!("{field} is required"))
 }
