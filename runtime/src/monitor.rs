@@ -832,10 +832,12 @@ impl AttachedStdio {
                             Ok(Some(frame)) => {
                                 use crate::attach::Frame;
                                 match frame {
-                                    Frame::Stdin(bytes) if !c.stdin_done => {
-                                        if self.input.is_some() && !self.close_input {
-                                            self.pending.extend_from_slice(&bytes);
-                                        }
+                                    Frame::Stdin(bytes)
+                                        if !c.stdin_done
+                                            && self.input.is_some()
+                                            && !self.close_input =>
+                                    {
+                                        self.pending.extend_from_slice(&bytes);
                                     }
                                     Frame::StdinClosed => {
                                         c.stdin_done = true;

@@ -215,11 +215,10 @@ async fn serve<IO>(
                 continue;
             }
             match senders.get(&channel) {
-                Some(tx) => {
-                    if !data.is_empty() {
-                        let _ = tx.send(data).await;
-                    }
+                Some(tx) if !data.is_empty() => {
+                    let _ = tx.send(data).await;
                 }
+                Some(_) => {}
                 // Data for a channel the client may not write: a broken client.
                 None if !server_channel(channel, port_count) => break,
                 None => {}

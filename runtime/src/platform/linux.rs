@@ -341,6 +341,22 @@ pub fn snapshot_cloner() -> Arc<dyn image_service::TreeCloner> {
     Arc::new(image_service::LinkCloner)
 }
 
+pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which is valid for the call; the fd
+    // is borrowed, so it stays open meanwhile.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ as _, &size) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,20 +378,4 @@ mod tests {
         assert_eq!(unescape_octal(r"/a\040b\011c"), b"/a b\tc".to_vec());
         assert_eq!(unescape_octal(r"/x\04"), b"/x\\04".to_vec());
     }
-}
-
-pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let size = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which is valid for the call; the fd
-    // is borrowed, so it stays open meanwhile.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ as _, &size) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
