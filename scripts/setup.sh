@@ -2,7 +2,8 @@
 # Installs what building darwin-cri needs on a fresh Debian machine, as root: protoc (the CRI
 # types are generated at build time). With --tests, also what the tests need: a static busybox
 # (the test image), Prometheus with promtool (the metrics endpoint's checks), and
-# docker-registry, skopeo and htpasswd (the registry pull tests).
+# docker-registry, skopeo and htpasswd (the registry pull tests), and kubectl (the streaming
+# interop test; Debian's kubernetes-client when no kubectl is installed).
 set -euo pipefail
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
@@ -13,6 +14,7 @@ if [ "${1:-}" = "--tests" ]; then
   [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
   command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
   command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
+  command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::Request;
 use super::channel::{Sink, Source};
 use super::spdy::frame::{header, rst};
-use super::spdy::session::IncomingStream;
+use super::spdy::session::{IncomingStream, StreamWriter};
 
 /// SPDY subprotocols, preferred first.
 pub const SPDY_PROTOCOLS: &[&str] = &[
@@ -53,6 +53,9 @@ pub struct Channels {
     pub stderr: Option<Sink>,
     pub error: Option<Sink>,
     pub resize: Option<Source>,
+    /// This side of the streams it only reads, kept open until the session ends: client-go
+    /// takes the end of the server's side of stdin as the end of the session and stops sending.
+    pub held_open: Vec<StreamWriter>,
 }
 
 /// The streams a session of `request` in `protocol` has, by `streamType` name.
@@ -98,6 +101,7 @@ pub async fn spdy_channels(
         stderr: None,
         error: None,
         resize: None,
+        held_open: Vec::new(),
     };
     let deadline = tokio::time::Instant::now() + timeout;
     while !wanted.is_empty() {
@@ -121,8 +125,14 @@ pub async fn spdy_channels(
             "error" => ch.error = Some(Sink::Spdy(stream.writer)),
             "stdout" => ch.stdout = Some(Sink::Spdy(stream.writer)),
             "stderr" => ch.stderr = Some(Sink::Spdy(stream.writer)),
-            "stdin" => ch.stdin = Some(stream.data),
-            _ => ch.resize = Some(stream.data),
+            "stdin" => {
+                ch.stdin = Some(stream.data);
+                ch.held_open.push(stream.writer);
+            }
+            _ => {
+                ch.resize = Some(stream.data);
+                ch.held_open.push(stream.writer);
+            }
         }
     }
     // Streams opened later have no place in the session.

@@ -19,7 +19,8 @@ use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::{Message, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, Role, WebSocketConfig};
 
 use super::channel::Sink;
 use super::remotecommand::{Channels, StatusFormat};
@@ -175,7 +176,14 @@ async fn serve<IO>(
                 return;
             }
         }
-        let _ = sink.send(Message::Close(None)).await;
+        // A normal closure (1000) is the end of the session; a close without a code reads as
+        // an error to client-go.
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            })))
+            .await;
     });
 
     // Inbound channels: the client's input.
@@ -277,6 +285,7 @@ async fn serve<IO>(
                 stderr: Some(sink_for(2)),
                 error: Some(sink_for(3)),
                 resize: receivers.remove(&4),
+                held_open: Vec::new(),
             };
             super::remotecommand::serve(&server.runtime, other, channels, gone).await;
         }
