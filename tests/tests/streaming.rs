@@ -702,3 +702,103 @@ async fn fifty_concurrent_execs_leave_nothing_behind() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_to_a_tty_container_resizes_its_terminal() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let mut config = container_config("c", "read x; stty size; echo done:$x");
+    config.stdin = true;
+    config.tty = true;
+    let (_pod, id) = running(&mut rt, &server, "ttyattach", config).await?;
+    let url = rt
+        .attach(cri::AttachRequest {
+            container_id: id.clone(),
+            stdin: true,
+            stdout: true,
+            stderr: false,
+            tty: true,
+        })
+        .await?
+        .into_inner()
+        .url;
+    let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;
+    c.open(&[("streamType", "error")], true);
+    let stdin = c.open(&[("streamType", "stdin")], false);
+    let stdout = c.open(&[("streamType", "stdout")], true);
+    let resize = c.open(&[("streamType", "resize")], false);
+    c.send_all(resize, br#"{"Width":90,"Height":30}"#, false);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.send_all(stdin, b"go\n", false);
+    let (data, _) = c.collect(Duration::from_secs(20)).await?;
+    let out = String::from_utf8_lossy(data.get(&stdout).map(Vec::as_slice).unwrap_or_default())
+        .into_owned();
+    assert!(out.contains("30 90"), "{out:?}");
+    assert!(out.contains("done:go"), "{out:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_expire_and_idle_sessions_close() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("streaming.toml");
+    std::fs::write(
+        &config,
+        "[streaming]\ntoken_ttl_seconds = 1\nidle_timeout_seconds = 2\n",
+    )?;
+    let server = Server::start_with(vec!["--config".into(), config.display().to_string()]).await?;
+    let (mut rt, _) = server.client().await?;
+    let (pod, id) = running(
+        &mut rt,
+        &server,
+        "idle",
+        container_config("c", "sleep 3600"),
+    )
+    .await?;
+
+    let url = exec_url(&mut rt, &id, &["true"], false, false).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (code, head, ..) = upgrade(
+        &url,
+        &[
+            ("Upgrade", "SPDY/3.1"),
+            ("X-Stream-Protocol-Version", "v4.channel.k8s.io"),
+        ],
+    )
+    .await?;
+    assert_eq!(code, 404, "an expired token: {head}");
+
+    // A session with no traffic either way ends, and its process with it.
+    let rootfs = server
+        .root()
+        .join("pods")
+        .join(&pod)
+        .join("containers")
+        .join(&id)
+        .join("rootfs");
+    let before = processes_in(&rootfs);
+    let url = exec_url(&mut rt, &id, &["sleep", "1000"], true, false).await?;
+    let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;
+    c.open(&[("streamType", "error")], true);
+    c.open(&[("streamType", "stdin")], false);
+    c.open(&[("streamType", "stdout")], true);
+    c.open(&[("streamType", "stderr")], true);
+    let started = std::time::Instant::now();
+    let (_, frames) = c.collect(Duration::from_secs(20)).await?;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        frames.iter().any(|f| matches!(f, Frame::GoAway { .. })),
+        "{frames:?}"
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the idle session's process to be killed",
+        || async { (processes_in(&rootfs) == before).then_some(()) },
+    )
+    .await?;
+    Ok(())
+}
