@@ -30,6 +30,9 @@ pub type Output = Box<dyn AsyncRead + Send + Unpin>;
 /// what it started.
 pub struct ExecProcess {
     pid: i32,
+    /// Waited for: the pid may name another process by now, the group id may not (it stays
+    /// reserved while the group has members).
+    reaped: bool,
     child: tokio::process::Child,
     /// The process's stdin (the terminal in TTY mode); `None` unless requested.
     pub stdin: Option<Input>,
@@ -76,6 +79,7 @@ impl ExecProcess {
         };
         Ok(ExecProcess {
             pid,
+            reaped: false,
             child,
             stdin,
             stdout,
@@ -92,14 +96,22 @@ impl ExecProcess {
     pub async fn wait(&mut self) -> io::Result<i32> {
         use std::os::unix::process::ExitStatusExt;
         let status = self.child.wait().await?;
+        self.reaped = true;
         Ok(status
             .code()
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
     }
 
-    /// Kills the process, its process group (its session in TTY mode) and its descendants.
+    /// Kills the process, its process group (its session in TTY mode) and its descendants;
+    /// once it was waited for, only what is left of its group.
     pub fn kill(&self) {
-        kill_exec_tree(self.pid);
+        if self.reaped {
+            if self.pid > 0 {
+                let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
+            }
+        } else {
+            kill_exec_tree(self.pid);
+        }
     }
 }
 

@@ -455,7 +455,10 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
             let ready: Vec<bool> = fds[..n].iter().map(any).collect();
             let wake_ready = exited.is_none() && fds.get(wake_at).is_some_and(any);
             let control_ready = control.is_some() && fds.get(control_at).is_some_and(any);
-            let client_ready: Vec<bool> = fds[clients_at..input_at].iter().map(any).collect();
+            let client_ready: Vec<PollFlags> = fds[clients_at..input_at]
+                .iter()
+                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                .collect();
             let input_ready = fds.get(input_at).is_some_and(any);
             (ready, wake_ready, control_ready, client_ready, input_ready)
         };
@@ -745,6 +748,8 @@ struct Client {
     decoder: crate::attach::Decoder,
     out: Vec<u8>,
     stdin_done: bool,
+    /// It brought stdin (sent any input): with stdin_once, its departure ends the input.
+    uses_stdin: bool,
 }
 
 /// The container's stdio as attach clients see it: output goes to every client, input from any
@@ -788,6 +793,7 @@ impl AttachedStdio {
             decoder: Default::default(),
             out: Vec::new(),
             stdin_done: false,
+            uses_stdin: false,
         });
     }
 
@@ -811,16 +817,20 @@ impl AttachedStdio {
         self.clients.retain(|c| c.out.len() <= CLIENT_BACKLOG);
     }
 
-    /// Reads and writes every client `ready` marks.
-    fn serve_clients(&mut self, ready: &[bool]) {
+    /// Serves every client by the events poll reported for it: its queued output when it
+    /// takes more, its input only while the container's stdin has room (or to see it hang up).
+    fn serve_clients(&mut self, events: &[PollFlags]) {
         let mut gone = Vec::new();
         let mut buf = [0u8; 64 * 1024];
+        let accepting = self.accepting_input();
         for (i, c) in self.clients.iter_mut().enumerate() {
-            if !ready.get(i).copied().unwrap_or(false) {
+            let ev = events.get(i).copied().unwrap_or(PollFlags::empty());
+            if ev.contains(PollFlags::POLLOUT) && !flush_client(c) {
+                gone.push(i);
                 continue;
             }
-            if !flush_client(c) {
-                gone.push(i);
+            let hung_up = ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR);
+            if !(hung_up || (accepting && ev.contains(PollFlags::POLLIN))) {
                 continue;
             }
             match (&c.conn).read(&mut buf) {
@@ -828,30 +838,24 @@ impl AttachedStdio {
                 Ok(n) => {
                     c.decoder.push(&buf[..n]);
                     loop {
+                        use crate::attach::Frame;
                         match c.decoder.next_frame() {
-                            Ok(Some(frame)) => {
-                                use crate::attach::Frame;
-                                match frame {
-                                    Frame::Stdin(bytes)
-                                        if !c.stdin_done
-                                            && self.input.is_some()
-                                            && !self.close_input =>
-                                    {
-                                        self.pending.extend_from_slice(&bytes);
-                                    }
-                                    Frame::StdinClosed => {
-                                        c.stdin_done = true;
-                                        self.close_input |= self.stdin_once;
-                                    }
-                                    Frame::Resize { rows, cols } => {
-                                        if let Some(t) = self.terminal.as_ref() {
-                                            let _ =
-                                                platform::set_window_size(t.as_fd(), rows, cols);
-                                        }
-                                    }
-                                    _ => {}
+                            Ok(Some(Frame::Stdin(bytes))) => {
+                                c.uses_stdin = true;
+                                if !c.stdin_done && self.input.is_some() && !self.close_input {
+                                    self.pending.extend_from_slice(&bytes);
                                 }
                             }
+                            Ok(Some(Frame::StdinClosed)) => {
+                                c.stdin_done = true;
+                                self.close_input |= self.stdin_once;
+                            }
+                            Ok(Some(Frame::Resize { rows, cols })) => {
+                                if let Some(t) = self.terminal.as_ref() {
+                                    let _ = platform::set_window_size(t.as_fd(), rows, cols);
+                                }
+                            }
+                            Ok(Some(_)) => {}
                             Ok(None) => break,
                             Err(_) => {
                                 gone.push(i);
@@ -866,9 +870,9 @@ impl AttachedStdio {
         }
         gone.dedup();
         for i in gone.into_iter().rev() {
-            self.clients.remove(i);
-            // With stdin_once, the first client's departure ends the container's input.
-            self.close_input |= self.stdin_once;
+            let c = self.clients.remove(i);
+            // With stdin_once, the first stdin client's departure ends the container's input.
+            self.close_input |= self.stdin_once && c.uses_stdin;
         }
         self.write_input();
     }
@@ -903,12 +907,33 @@ impl AttachedStdio {
         }
     }
 
-    /// Gives every client what is left of the output (bounded by a timeout), then closes it.
+    /// Gives every client what is left of the output (within one second in all), then closes
+    /// it.
     fn finish(&mut self) {
-        for c in &mut self.clients {
-            let _ = c.conn.set_nonblocking(false);
-            let _ = c.conn.set_write_timeout(Some(Duration::from_secs(1)));
-            let _ = (&c.conn).write_all(&c.out);
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            self.clients
+                .retain_mut(|c| !c.out.is_empty() && flush_client(c));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.clients.is_empty() || left.is_zero() {
+                break;
+            }
+            let mut fds: Vec<PollFd> = self
+                .clients
+                .iter()
+                .map(|c| PollFd::new(c.conn.as_fd(), PollFlags::POLLOUT))
+                .collect();
+            let ms = left.as_millis().clamp(1, 1000) as i32;
+            if poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::NONE),
+            )
+            .is_err()
+            {
+                break;
+            }
+        }
+        for c in &self.clients {
             let _ = c.conn.shutdown(std::net::Shutdown::Both);
         }
         self.clients.clear();

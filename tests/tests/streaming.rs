@@ -187,6 +187,29 @@ async fn exec_over_spdy() -> anyhow::Result<()> {
         || async { (processes_in(&rootfs) == before).then_some(()) },
     )
     .await?;
+
+    // The same for a client that sent megabytes the process never read.
+    let url = exec_url(&mut rt, &id, &["sleep", "1000"], true, false).await?;
+    let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;
+    c.open(&[("streamType", "error")], true);
+    let stdin = c.open(&[("streamType", "stdin")], false);
+    c.open(&[("streamType", "stdout")], true);
+    c.open(&[("streamType", "stderr")], true);
+    c.send_all(stdin, &vec![b'y'; 2 << 20], false);
+    wait_for(
+        Duration::from_secs(10),
+        "the exec'd sleep to start",
+        || async { (processes_in(&rootfs) > before).then_some(()) },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(c);
+    wait_for(
+        Duration::from_secs(10),
+        "the flooded exec's sleep to be killed",
+        || async { (processes_in(&rootfs) == before).then_some(()) },
+    )
+    .await?;
     Ok(())
 }
 
@@ -307,6 +330,17 @@ async fn exec_over_websocket() -> anyhow::Result<()> {
     }
     assert_eq!(out, "hi\n");
     assert!(err.contains("exit status 3"), "{err}");
+
+    // A text message whose first character is not ASCII ends that session, not the server.
+    let url = exec_url(&mut rt, &id, &["sleep", "5"], true, false).await?;
+    let mut ws = ws_connect(&url, "base64.channel.k8s.io").await?;
+    ws.send(Message::text("\u{e9}aGk=")).await?;
+    while let Some(Ok(m)) = tokio::time::timeout(Duration::from_secs(20), ws.next()).await? {
+        if matches!(m, Message::Close(_)) {
+            break;
+        }
+    }
+    rt.version(cri::VersionRequest::default()).await?;
     Ok(())
 }
 
@@ -800,5 +834,48 @@ async fn tokens_expire_and_idle_sessions_close() -> anyhow::Result<()> {
         || async { (processes_in(&rootfs) == before).then_some(()) },
     )
     .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stdin_once_waits_for_a_client_with_stdin() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let mut config = container_config("c", "read line; echo got:$line");
+    config.stdin = true;
+    config.stdin_once = true;
+    let (_pod, id) = running(&mut rt, &server, "once", config).await?;
+    let attach = |stdin: bool| cri::AttachRequest {
+        container_id: id.clone(),
+        stdin,
+        stdout: true,
+        stderr: true,
+        tty: false,
+    };
+    // A client without stdin comes and goes: the container's stdin stays open.
+    let url = rt.attach(attach(false)).await?.into_inner().url;
+    let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;
+    c.open(&[("streamType", "error")], true);
+    c.open(&[("streamType", "stdout")], true);
+    c.open(&[("streamType", "stderr")], true);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        status(&mut rt, &id).await?.state,
+        cri::ContainerState::ContainerRunning as i32
+    );
+    // The first client with stdin gets the read.
+    let url = rt.attach(attach(true)).await?.into_inner().url;
+    let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;
+    c.open(&[("streamType", "error")], true);
+    let stdin = c.open(&[("streamType", "stdin")], false);
+    let stdout = c.open(&[("streamType", "stdout")], true);
+    c.open(&[("streamType", "stderr")], true);
+    c.send_all(stdin, b"x\n", true);
+    let (data, _) = c.collect(Duration::from_secs(20)).await?;
+    let out = String::from_utf8_lossy(data.get(&stdout).map(Vec::as_slice).unwrap_or_default())
+        .into_owned();
+    assert!(out.contains("got:x"), "{out:?}");
     Ok(())
 }

@@ -35,3 +35,14 @@ impl Sink {
         }
     }
 }
+
+/// Resolves, through [`Gone::wait`], once the client can send nothing more (it closed the
+/// connection, went away, idled out or broke the protocol).
+#[derive(Debug, Clone)]
+pub struct Gone(pub tokio::sync::watch::Receiver<bool>);
+
+impl Gone {
+    pub async fn wait(mut self) {
+        let _ = self.0.wait_for(|gone| *gone).await;
+    }
+}

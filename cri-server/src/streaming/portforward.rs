@@ -48,10 +48,12 @@ pub async fn serve_spdy(
     }
     let mut halves: HashMap<String, Half> = HashMap::new();
     let mut forwards = tokio::task::JoinSet::new();
+    let mut sweep = tokio::time::interval(timeout.min(Duration::from_secs(1)));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next = tokio::select! {
             s = streams.recv() => s,
-            _ = tokio::time::sleep(timeout.min(Duration::from_secs(1))), if !halves.is_empty() => {
+            _ = sweep.tick(), if !halves.is_empty() => {
                 halves.retain(|_, h| {
                     let keep = h.since.is_some_and(|t| t.elapsed() < timeout);
                     if !keep {

@@ -3,7 +3,6 @@
 //! to an exec'd process or to a container's stdio through its monitor.
 
 use std::collections::BTreeSet;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::Request;
-use super::channel::{Sink, Source};
+use super::channel::{Gone, Sink, Source};
 use super::spdy::frame::{header, rst};
 use super::spdy::session::{IncomingStream, StreamWriter};
 
@@ -153,12 +152,7 @@ enum Outcome {
 /// Runs the exec or attach `request` against the client's `channels`, and reports how it
 /// ended on the error channel. `gone` resolves when the client disconnects: the exec'd process
 /// is then killed (an attach only detaches).
-pub async fn serve(
-    rt: &Arc<Runtime>,
-    request: Request,
-    mut ch: Channels,
-    gone: impl Future<Output = ()> + Send + 'static,
-) {
+pub async fn serve(rt: &Arc<Runtime>, request: Request, mut ch: Channels, gone: Gone) {
     let outcome = match request {
         Request::Exec { container_id, exec } => {
             run_exec(rt, &container_id, exec, &mut ch, gone).await
@@ -280,7 +274,7 @@ async fn run_exec(
     container_id: &str,
     exec: runtime::exec::ExecRequest,
     ch: &mut Channels,
-    gone: impl Future<Output = ()> + Send + 'static,
+    gone: Gone,
 ) -> Outcome {
     let mut process = match rt.exec(container_id, &exec).await {
         Ok(p) => p,
@@ -314,24 +308,31 @@ async fn run_exec(
     };
     let code = tokio::select! {
         code = process.wait() => code,
-        () = gone => {
+        () = gone.clone().wait() => {
             process.kill();
             let _ = process.wait().await;
             Err(std::io::Error::other("the client went away"))
         }
     };
-    // Output is read to its end; something that left the process's tree and still holds it
-    // open is killed after a grace second.
+    // Output is read to its end and delivered, however slowly the client reads. What still
+    // holds the output open a second after the exit (something the process started in its
+    // group) is killed, so the end comes.
     let drain = async {
         for o in &mut outputs {
             let _ = o.await;
         }
     };
-    if tokio::time::timeout(Duration::from_secs(1), drain)
-        .await
-        .is_err()
-    {
+    tokio::pin!(drain);
+    let drained = tokio::select! {
+        () = &mut drain => true,
+        () = tokio::time::sleep(Duration::from_secs(1)) => false,
+    };
+    if !drained {
         process.kill();
+        tokio::select! {
+            () = &mut drain => {}
+            () = gone.wait() => {}
+        }
     }
     for task in outputs.into_iter().chain(stdin_task).chain(resize_task) {
         task.abort();
@@ -346,7 +347,7 @@ async fn run_attach(
     rt: &Arc<Runtime>,
     container_id: &str,
     ch: &mut Channels,
-    gone: impl Future<Output = ()> + Send + 'static,
+    gone: Gone,
 ) -> Outcome {
     use runtime::attach::{Decoder, Frame};
     let conn = match rt.attach(container_id).await {
@@ -364,6 +365,16 @@ async fn run_attach(
     let mut stdin = ch.stdin.take();
     let mut resize = ch.resize.take();
     let input = tokio::spawn(async move {
+        // An empty first input marks this client as one that brings stdin: with stdin_once,
+        // its departure closes the container's stdin.
+        if stdin.is_some()
+            && to_monitor
+                .write_all(&Frame::Stdin(Vec::new()).encode())
+                .await
+                .is_err()
+        {
+            return;
+        }
         loop {
             let frame = tokio::select! {
                 bytes = async { stdin.as_mut()?.recv().await }, if stdin.is_some() => match bytes {
@@ -422,7 +433,7 @@ async fn run_attach(
     };
     let outcome = tokio::select! {
         o = output => o,
-        () = gone => Outcome::Detached,
+        () = gone.wait() => Outcome::Detached,
     };
     input.abort();
     outcome

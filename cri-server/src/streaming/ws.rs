@@ -79,6 +79,10 @@ pub fn upgrade(
             })
             .collect();
         match ports {
+            // Two channels per port, numbered from 0 in one byte.
+            Ok(p) if p.len() > 127 => {
+                return plain(StatusCode::BAD_REQUEST, "at most 127 ports per connection");
+            }
             Ok(p) if !p.is_empty() => p,
             Ok(_) => {
                 return plain(
@@ -199,15 +203,16 @@ async fn serve<IO>(
         senders.insert(ch, tx);
         receivers.insert(ch, rx);
     }
-    let (gone_tx, mut gone_rx) = tokio::sync::watch::channel(false);
+    let (gone_tx, gone_rx) = tokio::sync::watch::channel(false);
     let port_count = ports.len();
     let reader = tokio::spawn(async move {
         while let Some(Ok(message)) = stream.next().await {
             let (channel, data) = match message {
                 Message::Binary(b) if !b.is_empty() => (b[0], b.slice(1..)),
                 Message::Text(t) if base64 && !t.is_empty() => {
-                    let t = t.as_str();
-                    let channel = t.as_bytes()[0].wrapping_sub(b'0');
+                    // Bytes, not chars: the first may be any UTF-8 character.
+                    let t = t.as_bytes();
+                    let channel = t[0].wrapping_sub(b'0');
                     match base64::engine::general_purpose::STANDARD.decode(&t[1..]) {
                         Ok(d) => (channel, Bytes::from(d)),
                         Err(_) => break,
@@ -234,9 +239,7 @@ async fn serve<IO>(
         }
         let _ = gone_tx.send(true);
     });
-    let gone = async move {
-        let _ = gone_rx.wait_for(|g| *g).await;
-    };
+    let gone = super::channel::Gone(gone_rx);
     let sink_for = |channel: u8| Sink::WebSocket {
         channel,
         out: out_tx.clone(),
@@ -270,7 +273,7 @@ async fn serve<IO>(
             }
             tokio::select! {
                 _ = async { while forwards.join_next().await.is_some() {} } => {}
-                () = gone => forwards.shutdown().await,
+                () = gone.wait() => forwards.shutdown().await,
             }
         }
         other => {

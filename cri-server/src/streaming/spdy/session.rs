@@ -182,7 +182,10 @@ impl StreamWriter {
             let reset = shared
                 .flow
                 .lock()
-                .map(|f| f.reset.contains(&self.id))
+                .map(|mut f| {
+                    f.streams.remove(&self.id);
+                    f.reset.remove(&self.id)
+                })
                 .unwrap_or(true);
             if !reset {
                 shared.send(Frame::Data {
@@ -197,6 +200,10 @@ impl StreamWriter {
     /// Ends the stream abnormally.
     pub fn reset(mut self, status: u32) {
         self.finished = true;
+        if let Ok(mut f) = self.shared.0.flow.lock() {
+            f.streams.remove(&self.id);
+            f.reset.remove(&self.id);
+        }
         self.shared.0.send(Frame::RstStream {
             stream_id: self.id,
             status,
@@ -266,11 +273,8 @@ impl Session {
 
     /// Resolves once the client can send nothing more: it closed the connection, went away,
     /// idled out or broke the protocol.
-    pub fn client_gone(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut gone = self.gone.clone();
-        async move {
-            let _ = gone.wait_for(|g| *g).await;
-        }
+    pub fn client_gone(&self) -> crate::streaming::channel::Gone {
+        crate::streaming::channel::Gone(self.gone.clone())
     }
 
     /// Ends the session: GOAWAY with `status`, then, once what was queued is written (within
@@ -290,7 +294,16 @@ impl Session {
             writer.abort();
         }
         shared.mark_closed();
-        self.reader.abort();
+        // What the client still sends is read (to its end, for a second at most) rather than
+        // left unread, which would make the close a reset that can cut off the last frames on
+        // their way through kubelet's proxy.
+        let mut reader = self.reader;
+        if tokio::time::timeout(Duration::from_secs(1), &mut reader)
+            .await
+            .is_err()
+        {
+            reader.abort();
+        }
     }
 }
 
@@ -336,10 +349,72 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     shared.queued.close();
 }
 
-struct Inbound {
-    data: mpsc::Sender<Bytes>,
-    /// Bytes taken since the last WINDOW_UPDATE.
-    unacked: u32,
+/// Inbound data of one stream goes through a forwarder task, so the session's reader never
+/// waits for a handler: it goes on seeing WINDOW_UPDATE, RST_STREAM, PING and the end of the
+/// connection while a process does not read its stdin.
+type Inbound = mpsc::UnboundedSender<Bytes>;
+
+/// Received data not yet taken by handlers, across the session, before the reader stops
+/// decoding frames. A flow-controlling peer never gets near it (its windows are 64 KiB per
+/// stream); spdystream keeps no windows and is held back here.
+const PARKED_LIMIT: usize = 8 << 20;
+/// Bytes read ahead from the socket while decoding is held back, to notice a client that left.
+const READ_AHEAD: usize = 1 << 20;
+
+/// Moves one stream's data to its handler, acknowledging it with WINDOW_UPDATE once taken.
+fn forward_inbound(
+    stream_id: u32,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
+    handler: mpsc::Sender<Bytes>,
+    shared: Arc<Shared>,
+    parked: Arc<Parked>,
+) {
+    tokio::spawn(async move {
+        let mut unacked = 0u32;
+        let mut handler = Some(handler);
+        while let Some(data) = rx.recv().await {
+            let len = data.len();
+            if let Some(h) = handler.as_ref()
+                && h.send(data).await.is_err()
+            {
+                // The handler no longer reads this stream: the rest is dropped.
+                handler = None;
+            }
+            parked.release(len);
+            unacked = unacked.saturating_add(len as u32);
+            if unacked >= INITIAL_WINDOW / 2 {
+                for id in [stream_id, 0] {
+                    shared.send(Frame::WindowUpdate {
+                        stream_id: id,
+                        delta: unacked,
+                    });
+                }
+                unacked = 0;
+            }
+        }
+    });
+}
+
+/// The session's count of received, untaken bytes.
+#[derive(Default)]
+struct Parked {
+    bytes: std::sync::atomic::AtomicUsize,
+    taken: Notify,
+}
+
+impl Parked {
+    fn add(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::AcqRel);
+    }
+
+    fn release(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::AcqRel);
+        self.taken.notify_waiters();
+    }
+
+    fn over_limit(&self) -> bool {
+        self.bytes.load(Ordering::Acquire) > PARKED_LIMIT
+    }
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
@@ -352,9 +427,32 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut decoder = Decoder::new(config.limits);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut inbound: HashMap<u32, Inbound> = HashMap::new();
+    let parked = Arc::new(Parked::default());
     let mut last_id = 0u32;
-    let mut session_unacked = 0u32;
     let outcome: Result<(), FrameError> = 'session: loop {
+        // Handlers are behind: decode nothing more until they take some, but keep reading a
+        // little, so that a client that went away is noticed.
+        while parked.over_limit() {
+            let taken = parked.taken.notified();
+            tokio::pin!(taken);
+            taken.as_mut().enable();
+            if !parked.over_limit() {
+                break;
+            }
+            let idle_left = config.idle_timeout.saturating_sub(shared.idle_for());
+            tokio::select! {
+                () = &mut taken => {}
+                read = io.read_buf(&mut buf), if buf.len() < READ_AHEAD => match read {
+                    Ok(0) | Err(_) => break 'session Ok(()),
+                    Ok(_) => shared.touch(),
+                },
+                () = tokio::time::sleep(idle_left) => {
+                    if shared.idle_for() >= config.idle_timeout {
+                        break 'session Ok(());
+                    }
+                }
+            }
+        }
         let frame = loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(f)) => break f,
@@ -399,13 +497,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
                 let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
                 if flags & FLAG_FIN == 0 {
-                    inbound.insert(
+                    let (in_tx, in_rx) = mpsc::unbounded_channel();
+                    forward_inbound(
                         stream_id,
-                        Inbound {
-                            data: tx,
-                            unacked: 0,
-                        },
+                        in_rx,
+                        tx,
+                        Arc::clone(&shared),
+                        Arc::clone(&parked),
                     );
+                    inbound.insert(stream_id, in_tx);
                 }
                 if let Ok(mut flow) = shared.flow.lock() {
                     let initial = flow.initial;
@@ -439,8 +539,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 if stream_id == 0 {
                     break 'session Err(FrameError::Protocol("DATA on stream 0".into()));
                 }
-                let len = data.len() as u32;
-                let Some(entry) = inbound.get_mut(&stream_id) else {
+                let Some(entry) = inbound.get(&stream_id) else {
                     if stream_id > last_id {
                         shared.send(Frame::RstStream {
                             stream_id,
@@ -449,24 +548,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     }
                     continue;
                 };
-                if !data.is_empty() && entry.data.send(data).await.is_err() {
-                    // The handler no longer reads this stream: the data is dropped.
-                }
-                entry.unacked += len;
-                session_unacked += len;
-                if entry.unacked >= INITIAL_WINDOW / 2 {
-                    shared.send(Frame::WindowUpdate {
-                        stream_id,
-                        delta: entry.unacked,
-                    });
-                    entry.unacked = 0;
-                }
-                if session_unacked >= INITIAL_WINDOW / 2 {
-                    shared.send(Frame::WindowUpdate {
-                        stream_id: 0,
-                        delta: session_unacked,
-                    });
-                    session_unacked = 0;
+                if !data.is_empty() {
+                    parked.add(data.len());
+                    if let Err(unsent) = entry.send(data) {
+                        parked.release(unsent.0.len());
+                    }
                 }
                 if flags & FLAG_FIN != 0 {
                     inbound.remove(&stream_id);
@@ -474,9 +560,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             Frame::RstStream { stream_id, .. } => {
                 inbound.remove(&stream_id);
-                if let Ok(mut flow) = shared.flow.lock() {
+                if let Ok(mut flow) = shared.flow.lock()
+                    && flow.streams.remove(&stream_id).is_some()
+                {
                     flow.reset.insert(stream_id);
-                    flow.streams.remove(&stream_id);
                 }
                 shared.flow_changed.notify_waiters();
             }
