@@ -26,14 +26,16 @@ pub struct ExecRequest {
 pub type Input = Box<dyn AsyncWrite + Send + Unpin>;
 pub type Output = Box<dyn AsyncRead + Send + Unpin>;
 
-/// A running exec process. Dropping it kills the process; [`ExecProcess::kill`] also ends
-/// what it started.
+/// A running exec process: a child of the container's monitor (so its memory and CPU count
+/// with the container's and its limits apply), whose stdio this side holds. Dropping it before
+/// it exits kills it.
 pub struct ExecProcess {
     pid: i32,
     /// Waited for: the pid may name another process by now, the group id may not (it stays
     /// reserved while the group has members).
     reaped: bool,
-    child: tokio::process::Child,
+    /// The monitor's connection that reports the exit.
+    exit: tokio::net::UnixStream,
     /// The process's stdin (the terminal in TTY mode); `None` unless requested.
     pub stdin: Option<Input>,
     /// Its stdout (the terminal's output, stderr included, in TTY mode).
@@ -53,15 +55,96 @@ impl std::fmt::Debug for ExecProcess {
     }
 }
 
+/// This side of an exec'd process's stdio, made before the process.
+#[derive(Debug)]
+pub(crate) struct Stdio {
+    /// What the process gets: the terminal side of a pty, or stdin, stdout, stderr.
+    pub theirs: Vec<OwnedFd>,
+    ours: Ours,
+}
+
+#[derive(Debug)]
+enum Ours {
+    Terminal(OwnedFd),
+    Pipes {
+        stdin: Option<OwnedFd>,
+        stdout: Option<OwnedFd>,
+        stderr: Option<OwnedFd>,
+    },
+}
+
+fn nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+impl Stdio {
+    /// A pty in TTY mode; otherwise a pipe for each requested stream and /dev/null for the rest.
+    pub(crate) fn new(req: &ExecRequest) -> io::Result<Stdio> {
+        if req.tty {
+            let (master, slave) = platform::open_pty()?;
+            return Ok(Stdio {
+                theirs: vec![slave],
+                ours: Ours::Terminal(master),
+            });
+        }
+        let null = |write: bool| -> io::Result<OwnedFd> {
+            Ok(std::fs::OpenOptions::new()
+                .read(!write)
+                .write(write)
+                .open("/dev/null")?
+                .into())
+        };
+        let pipe = || -> io::Result<(OwnedFd, OwnedFd)> {
+            Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+        };
+        let (stdin_theirs, stdin) = if req.stdin {
+            let (r, w) = pipe()?;
+            (r, Some(w))
+        } else {
+            (null(false)?, None)
+        };
+        let out = |wanted: bool| -> io::Result<(OwnedFd, Option<OwnedFd>)> {
+            if wanted {
+                let (r, w) = pipe()?;
+                Ok((w, Some(r)))
+            } else {
+                Ok((null(true)?, None))
+            }
+        };
+        let (stdout_theirs, stdout) = out(req.stdout)?;
+        let (stderr_theirs, stderr) = out(req.stderr)?;
+        Ok(Stdio {
+            theirs: vec![stdin_theirs, stdout_theirs, stderr_theirs],
+            ours: Ours::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            },
+        })
+    }
+}
+
 impl ExecProcess {
+    /// The process `pid` the monitor started, `exit` the monitor's connection that reports its
+    /// exit, and this side of its stdio.
     pub(crate) fn new(
-        mut child: tokio::process::Child,
-        master: Option<OwnedFd>,
+        pid: i32,
+        exit: std::os::unix::net::UnixStream,
+        stdio: Stdio,
         req: &ExecRequest,
     ) -> io::Result<Self> {
-        let pid = child.id().map(|p| p as i32).unwrap_or(0);
-        let (stdin, stdout, stderr, terminal) = match master {
-            Some(master) => {
+        use tokio::net::unix::pipe;
+        exit.set_nonblocking(true)?;
+        let exit = tokio::net::UnixStream::from_std(exit)?;
+        let reader = |fd: OwnedFd| -> io::Result<Output> {
+            nonblocking(&fd)?;
+            Ok(Box::new(pipe::Receiver::from_owned_fd_unchecked(fd)?))
+        };
+        let (stdin, stdout, stderr, terminal) = match stdio.ours {
+            Ours::Terminal(master) => {
                 let (terminal, input, output) = Terminal::open(master)?;
                 (
                     req.stdin.then_some(input),
@@ -70,17 +153,26 @@ impl ExecProcess {
                     Some(Arc::new(terminal)),
                 )
             }
-            None => (
-                child.stdin.take().map(|s| Box::new(s) as Input),
-                child.stdout.take().map(|s| Box::new(s) as Output),
-                child.stderr.take().map(|s| Box::new(s) as Output),
+            Ours::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => (
+                stdin
+                    .map(|fd| -> io::Result<Input> {
+                        nonblocking(&fd)?;
+                        Ok(Box::new(pipe::Sender::from_owned_fd_unchecked(fd)?))
+                    })
+                    .transpose()?,
+                stdout.map(reader).transpose()?,
+                stderr.map(reader).transpose()?,
                 None,
             ),
         };
         Ok(ExecProcess {
             pid,
             reaped: false,
-            child,
+            exit,
             stdin,
             stdout,
             stderr,
@@ -92,14 +184,32 @@ impl ExecProcess {
         self.pid
     }
 
-    /// Waits for the process to exit: its exit code, 128 + the signal that killed it.
+    /// Waits for the process to exit: its exit code, 128 + the signal that killed it. An error
+    /// when the container ended first (its monitor went away).
     pub async fn wait(&mut self) -> io::Result<i32> {
-        use std::os::unix::process::ExitStatusExt;
-        let status = self.child.wait().await?;
-        self.reaped = true;
-        Ok(status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+        use tokio::io::AsyncReadExt;
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while line.len() < 64 {
+            match self.exit.read(&mut byte).await? {
+                0 => break,
+                _ if byte[0] == b'\n' => break,
+                _ => line.push(byte[0]),
+            }
+        }
+        let text = String::from_utf8_lossy(&line);
+        match text
+            .strip_prefix("exit ")
+            .and_then(|c| c.trim().parse().ok())
+        {
+            Some(code) => {
+                self.reaped = true;
+                Ok(code)
+            }
+            None => Err(io::Error::other(
+                "the container ended before the process did",
+            )),
+        }
     }
 
     /// Kills the process, its process group (its session in TTY mode) and its descendants;
@@ -110,6 +220,14 @@ impl ExecProcess {
                 let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
             }
         } else {
+            kill_exec_tree(self.pid);
+        }
+    }
+}
+
+impl Drop for ExecProcess {
+    fn drop(&mut self) {
+        if !self.reaped {
             kill_exec_tree(self.pid);
         }
     }

@@ -373,13 +373,14 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
     std::thread::spawn(move || {
         let mut wake = std::fs::File::from(wake_w);
         loop {
+            // Every exit is reported: the main process's, and those of processes exec'd
+            // through this monitor (the others, reaped orphans, are ignored there).
             match waitpid(None::<Pid>, None) {
-                Ok(status) if status.pid() == Some(main) => {
-                    if let Some((code, sig)) = exit_code(status) {
-                        let _ = writeln!(wake, "{code} {}", sig.unwrap_or(0));
+                Ok(status) => {
+                    if let (Some(pid), Some((code, sig))) = (status.pid(), exit_code(status)) {
+                        let _ = writeln!(wake, "{pid} {code} {}", sig.unwrap_or(0));
                     }
                 }
-                Ok(_) => {}
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
@@ -390,6 +391,8 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
         streams.push((stderr.into(), Stream::Stderr));
     }
     let mut stdio = AttachedStdio::new(input, terminal, spec.stdin_once);
+    // Processes exec'd through this monitor, by pid: the connection that hears their exit.
+    let mut execs: std::collections::HashMap<i32, UnixStream> = Default::default();
     let mut wake = std::fs::File::from(wake_r);
     let mut exited: Option<(i32, Option<i32>)> = None;
     let mut deadline: Option<Instant> = None;
@@ -501,16 +504,25 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
                 line.push(byte[0] as char);
             }
             let mut parts = line.split(' ').map(|p| p.parse::<i32>().unwrap_or(0));
+            let pid = parts.next().unwrap_or(0);
             let code = parts.next().unwrap_or(255);
             let sig = parts.next().filter(|s| *s != 0);
-            exited = Some((code, sig));
-            kill_leftovers(main);
-            deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+            if pid == main.as_raw() {
+                exited = Some((code, sig));
+                kill_leftovers(main);
+                deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+            } else if let Some(conn) = execs.remove(&pid) {
+                let _ = (&conn).write_all(format!("exit {code}\n").as_bytes());
+            }
         }
         if control_ready && let Some(listener) = control.as_ref() {
             while let Ok((conn, _)) = listener.accept() {
-                if let Some(client) = handle_command(bundle, conn, &mut log, &mut spec) {
-                    stdio.add_client(client);
+                match handle_command(bundle, conn, &mut log, &mut spec) {
+                    Some(Session::Attach(client)) => stdio.add_client(client),
+                    Some(Session::Exec(pid, conn)) => {
+                        execs.insert(pid, conn);
+                    }
+                    None => {}
                 }
             }
         }
@@ -613,14 +625,30 @@ fn bind_control(path: &Path) -> Option<UnixListener> {
     }
 }
 
-/// Serves one control command. An `attach` connection is returned, past its handshake, to be
-/// served with the container's stdio.
+/// A control connection that outlives its command.
+enum Session {
+    /// Served with the container's stdio.
+    Attach(UnixStream),
+    /// Told when the process it started exits.
+    Exec(i32, UnixStream),
+}
+
+/// What a server asks to exec: sent after `exec`, with the process's stdio as descriptors (one,
+/// the terminal, with `tty`; else stdin, stdout, stderr).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExecStart {
+    pub args: Vec<String>,
+    pub tty: bool,
+}
+
+/// Serves one control command. `attach` and `exec` connections are returned, past their
+/// handshake, to be served on.
 fn handle_command(
     bundle: &Path,
     conn: UnixStream,
     log: &mut LogWriter,
     spec: &mut ProcessSpec,
-) -> Option<UnixStream> {
+) -> Option<Session> {
     let _ = conn.set_nonblocking(false);
     let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
     let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
@@ -644,15 +672,137 @@ fn handle_command(
             },
             "attach" => {
                 if (&conn).write_all(b"ok\n").is_ok() && conn.set_nonblocking(true).is_ok() {
-                    return Some(conn);
+                    return Some(Session::Attach(conn));
                 }
                 return None;
+            }
+            "exec" => {
+                return match start_exec_here(&conn, spec) {
+                    Ok(pid) => {
+                        let _ = (&conn).write_all(format!("ok {pid}\n").as_bytes());
+                        Some(Session::Exec(pid, conn))
+                    }
+                    Err(e) => {
+                        let _ = (&conn).write_all(format!("error {e}\n").as_bytes());
+                        None
+                    }
+                };
             }
             other => format!("error unknown command {other:?}"),
         },
     };
     let _ = (&conn).write_all(format!("{reply}\n").as_bytes());
     None
+}
+
+/// Receives an [`ExecStart`] and its stdio on `conn` and starts the process in the container,
+/// as a child of this monitor: its memory and CPU count with the container's, its limits apply,
+/// and it ends with the container.
+fn start_exec_here(conn: &UnixStream, spec: &ProcessSpec) -> Result<i32, String> {
+    (&*conn)
+        .write_all(b"ready\n")
+        .map_err(|e| format!("answering: {e}"))?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let (n, mut fds) = platform::fdpass::recv_with_fds(conn, &mut buf)
+        .map_err(|e| format!("receiving the process's stdio: {e}"))?;
+    if n < 4 {
+        return Err("a short exec request".into());
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > buf.len() - 4 {
+        return Err(format!("an exec request of {len} bytes is too long"));
+    }
+    if n < 4 + len {
+        (&*conn)
+            .read_exact(&mut buf[n..4 + len])
+            .map_err(|e| format!("reading the exec request: {e}"))?;
+    }
+    let req: ExecStart = serde_json::from_slice(&buf[4..4 + len])
+        .map_err(|e| format!("parsing the exec request: {e}"))?;
+    let wanted = if req.tty { 1 } else { 3 };
+    if fds.len() != wanted {
+        return Err(format!("{} descriptors came, not {wanted}", fds.len()));
+    }
+    let mut cmd = command_for(spec, &req.args, req.tty)?;
+    let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("dup: {e}"));
+    if req.tty {
+        let term = fds.remove(0);
+        cmd.stdin(Stdio::from(dup(&term)?))
+            .stdout(Stdio::from(dup(&term)?))
+            .stderr(Stdio::from(term));
+    } else {
+        let mut fds = fds.into_iter();
+        let (Some(i), Some(o), Some(e)) = (fds.next(), fds.next(), fds.next()) else {
+            return Err("missing descriptors".into());
+        };
+        cmd.stdin(Stdio::from(i))
+            .stdout(Stdio::from(o))
+            .stderr(Stdio::from(e));
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("starting {:?}: {e}", req.args.first()))?;
+    // The waiter thread reaps it; its exit is reported on this connection.
+    Ok(child.id() as i32)
+}
+
+/// Starts `args` in the container behind the monitor at `socket`, with `stdio` (one terminal
+/// descriptor with `tty`, else stdin, stdout, stderr). Returns the connection that reports the
+/// exit (`exit CODE`) and the process's pid.
+pub fn start_exec(
+    socket: &Path,
+    args: &[String],
+    tty: bool,
+    stdio: &[std::os::fd::BorrowedFd<'_>],
+) -> std::io::Result<(UnixStream, i32)> {
+    let conn = UnixStream::connect(socket)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(10)))?;
+    (&conn).write_all(b"exec\n")?;
+    let line = read_line(&conn)?;
+    if line != "ready" {
+        return Err(std::io::Error::other(
+            line.trim_start_matches("error ").to_string(),
+        ));
+    }
+    let body = serde_json::to_vec(&ExecStart {
+        args: args.to_vec(),
+        tty,
+    })
+    .map_err(std::io::Error::other)?;
+    if body.len() > 60 * 1024 {
+        return Err(std::io::Error::other("the command is longer than 60 KiB"));
+    }
+    let mut msg = (body.len() as u32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    platform::fdpass::send_with_fds(&conn, &msg, stdio)?;
+    let line = read_line(&conn)?;
+    match line.strip_prefix("ok ").and_then(|p| p.parse::<i32>().ok()) {
+        Some(pid) => {
+            conn.set_read_timeout(None)?;
+            Ok((conn, pid))
+        }
+        None if line.is_empty() => Err(std::io::Error::other(
+            "the monitor closed the connection without answering",
+        )),
+        None => Err(std::io::Error::other(
+            line.trim_start_matches("error ").to_string(),
+        )),
+    }
+}
+
+/// One answer line, read byte by byte (nothing past it is consumed).
+fn read_line(conn: &UnixStream) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() < 4096 {
+        match (&*conn).read(&mut byte)? {
+            0 => break,
+            _ if byte[0] == b'\n' => break,
+            _ => line.push(byte[0]),
+        }
+    }
+    Ok(String::from_utf8_lossy(&line).trim().to_string())
 }
 
 /// Connects to a container's stdio through the monitor behind `socket`: past the handshake,
@@ -662,17 +812,8 @@ pub fn open_attach(socket: &Path) -> std::io::Result<UnixStream> {
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     conn.set_write_timeout(Some(Duration::from_secs(5)))?;
     conn.write_all(b"attach\n")?;
-    // Byte by byte: frames follow the answer line at once.
-    let mut reply = Vec::new();
-    let mut byte = [0u8; 1];
-    while reply.len() < 256 {
-        match conn.read(&mut byte)? {
-            0 => break,
-            _ if byte[0] == b'\n' => break,
-            _ => reply.push(byte[0]),
-        }
-    }
-    match String::from_utf8_lossy(&reply).trim() {
+    let reply = read_line(&conn)?;
+    match reply.as_str() {
         "ok" => {
             conn.set_read_timeout(None)?;
             conn.set_write_timeout(None)?;

@@ -1213,14 +1213,15 @@ impl Runtime {
         Ok(())
     }
 
-    /// The command for a process started in running container `id`: in its root, as its user,
-    /// with its environment.
-    fn exec_command(
+    /// Starts a process in running container `id` through its monitor (so it is the monitor's
+    /// child: in the container's stats and limits, and ended with it), in the container's root
+    /// as its user with its environment. Its stdio: pipes for the requested streams, or a
+    /// pseudo-terminal in TTY mode.
+    pub async fn exec(
         &self,
         id: &str,
-        cmd: &[String],
-        terminal: bool,
-    ) -> Result<(Container, std::process::Command)> {
+        req: &crate::exec::ExecRequest,
+    ) -> Result<crate::exec::ExecProcess> {
         let c = self.container(id)?;
         if c.state != ContainerState::Running {
             return Err(Error::FailedPrecondition(format!(
@@ -1228,77 +1229,25 @@ impl Runtime {
                 c.id, c.state
             )));
         }
-        if cmd.is_empty() {
+        if req.cmd.is_empty() {
             return Err(Error::InvalidArgument("exec needs a command".into()));
         }
-        let std_cmd =
-            monitor::command_for(&c.process, cmd, terminal).map_err(Error::FailedPrecondition)?;
-        Ok((c, std_cmd))
-    }
-
-    /// Spawns an exec'd process; one that would outlive its container is killed instead.
-    async fn spawn_exec(
-        &self,
-        c: &Container,
-        cmd: &[String],
-        std_cmd: std::process::Command,
-    ) -> Result<tokio::process::Child> {
-        let mut child = tokio::process::Command::from(std_cmd)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| Error::io(format!("exec {:?} in container {}", cmd[0], c.id), e))?;
-        // The container may have ended between the state check and the spawn.
-        if self.find_container(&c.id).map(|c| c.state) != Some(ContainerState::Running) {
-            let _ = killpg(
-                Pid::from_raw(child.id().map(|p| p as i32).unwrap_or(0)),
-                Signal::SIGKILL,
-            );
-            let _ = child.wait().await;
-            return Err(Error::FailedPrecondition(format!(
-                "container {} is not running",
-                c.id
-            )));
-        }
-        Ok(child)
-    }
-
-    /// Starts a process in running container `id` whose stdio the caller streams: pipes for the
-    /// requested streams, or a pseudo-terminal in TTY mode.
-    pub async fn exec(
-        &self,
-        id: &str,
-        req: &crate::exec::ExecRequest,
-    ) -> Result<crate::exec::ExecProcess> {
-        let (c, mut std_cmd) = self.exec_command(id, &req.cmd, req.tty)?;
-        let pipe = |wanted: bool| {
-            if wanted {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            }
-        };
-        let terminal = if req.tty {
-            let (master, slave) =
-                platform::open_pty().map_err(|e| Error::io("opening a pseudo-terminal", e))?;
-            let copy = |fd: &std::os::fd::OwnedFd| {
-                fd.try_clone()
-                    .map_err(|e| Error::io("duplicating the terminal", e))
-            };
-            std_cmd
-                .stdin(Stdio::from(copy(&slave)?))
-                .stdout(Stdio::from(copy(&slave)?))
-                .stderr(Stdio::from(slave));
-            Some(master)
-        } else {
-            std_cmd
-                .stdin(pipe(req.stdin))
-                .stdout(pipe(req.stdout))
-                .stderr(pipe(req.stderr));
-            None
-        };
-        let child = self.spawn_exec(&c, &req.cmd, std_cmd).await?;
-        crate::exec::ExecProcess::new(child, terminal, req)
-            .map_err(|e| Error::io("preparing the pseudo-terminal", e))
+        let stdio =
+            crate::exec::Stdio::new(req).map_err(|e| Error::io("making the exec's stdio", e))?;
+        let socket = c.process.control_socket.clone();
+        let (args, tty) = (req.cmd.clone(), req.tty);
+        let (stdio, started) = tokio::task::spawn_blocking(move || {
+            let fds: Vec<_> = stdio.theirs.iter().map(std::os::fd::AsFd::as_fd).collect();
+            let started = monitor::start_exec(&socket, &args, tty, &fds);
+            (stdio, started)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        let (conn, pid) = started.map_err(|e| {
+            Error::FailedPrecondition(format!("exec {:?} in container {}: {e}", req.cmd[0], c.id))
+        })?;
+        crate::exec::ExecProcess::new(pid, conn, stdio, req)
+            .map_err(|e| Error::io("preparing the exec's stdio", e))
     }
 
     /// Connects to running container `id`'s stdio through its monitor (see [`crate::attach`]).
@@ -1332,13 +1281,19 @@ impl Runtime {
         cmd: &[String],
         timeout: Option<Duration>,
     ) -> Result<ExecOutput> {
-        let (c, mut std_cmd) = self.exec_command(id, cmd, false)?;
-        std_cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = self.spawn_exec(&c, cmd, std_cmd).await?;
-        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        let mut process = self
+            .exec(
+                id,
+                &crate::exec::ExecRequest {
+                    cmd: cmd.to_vec(),
+                    tty: false,
+                    stdin: false,
+                    stdout: true,
+                    stderr: true,
+                },
+            )
+            .await?;
+        let pid = process.pid();
         // Output goes into shared buffers, so that what was printed can be returned even when
         // a reader is still blocked on a pipe that an escaped process holds open. Past the
         // limit, output is read and dropped: a command must never block on a full pipe.
@@ -1360,8 +1315,8 @@ impl Runtime {
             });
             (buf, task)
         };
-        let (out_buf, out_task) = read(child.stdout.take().map(|s| Box::new(s) as _));
-        let (err_buf, err_task) = read(child.stderr.take().map(|s| Box::new(s) as _));
+        let (out_buf, out_task) = read(process.stdout.take());
+        let (err_buf, err_task) = read(process.stderr.take());
         let kill_all = move || crate::exec::kill_exec_tree(pid);
         // Waits (bounded) for the readers to reach the end of output, then takes what they got.
         let collect = |out_task: tokio::task::JoinHandle<()>,
@@ -1386,14 +1341,16 @@ impl Runtime {
             (take(&out_buf), take(&err_buf))
         };
         let waited = match timeout {
-            Some(t) => tokio::time::timeout(t, child.wait()).await.ok(),
-            None => Some(child.wait().await),
+            Some(t) => tokio::time::timeout(t, process.wait()).await.ok(),
+            None => Some(process.wait().await),
         };
-        let status = match waited {
-            Some(s) => s.map_err(|e| Error::io("waiting for exec", e))?,
+        let exit_code = match waited {
+            Some(code) => code.map_err(|e| {
+                Error::FailedPrecondition(format!("exec {:?} in container {id}: {e}", cmd[0]))
+            })?,
             None => {
                 kill_all();
-                let _ = child.wait().await;
+                let _ = process.wait().await;
                 let (stdout, stderr) = collect(out_task, err_task).await;
                 return Err(Error::DeadlineExceeded(format!(
                     "command {:?} timed out after {:?} and was killed; stdout so far: {:?}; stderr so far: {:?}",
@@ -1405,10 +1362,6 @@ impl Runtime {
             }
         };
         let (stdout, stderr) = collect(out_task, err_task).await;
-        use std::os::unix::process::ExitStatusExt;
-        let exit_code = status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
         Ok(ExecOutput {
             stdout,
             stderr,

@@ -879,3 +879,44 @@ async fn stdin_once_waits_for_a_client_with_stdin() -> anyhow::Result<()> {
     assert!(out.contains("got:x"), "{out:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_processes_belong_to_the_container() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let mut config = container_config("c", "sleep 3600");
+    config
+        .annotations
+        .insert("darwin-cri.io/memory-limit".into(), "32Mi".into());
+    let (_pod, id) = running(&mut rt, &server, "owned", config).await?;
+    // Started by the container's monitor, not by the server.
+    let monitor = monitor_pid(&mut rt, &id).await?;
+    let url = exec_url(&mut rt, &id, &["sh", "-c", "echo $PPID"], false, false).await?;
+    let r = spdy_session(&url, None, true, false).await?;
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        monitor.to_string()
+    );
+    let out = exec(&mut rt, &id, &["sh", "-c", "echo $PPID"], 10).await?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        monitor.to_string()
+    );
+    // So the container's memory limit covers what exec starts.
+    let _ = exec(
+        &mut rt,
+        &id,
+        &[
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=64M",
+            "count=100000",
+        ],
+        30,
+    )
+    .await;
+    let s = wait_exited(&mut rt, &id, Duration::from_secs(20)).await?;
+    assert_eq!((s.exit_code, s.reason.as_str()), (137, "OOMKilled"));
+    Ok(())
+}

@@ -7,6 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
+#[allow(unsafe_code)]
+pub mod fdpass;
 #[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 mod linux;

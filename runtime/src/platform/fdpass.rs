@@ -1,0 +1,58 @@
+//! File descriptors passed over a unix socket (SCM_RIGHTS) with a message: how the server hands
+//! an exec'd process's stdio to the container's monitor. The same on Linux and macOS.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+
+/// Most descriptors one message carries.
+pub const MAX_FDS: usize = 4;
+
+/// Sends `bytes` with `fds` attached to their first byte.
+pub fn send_with_fds(sock: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let cmsg = [ControlMessage::ScmRights(&raw)];
+    let sent = sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(bytes)],
+        &cmsg,
+        MsgFlags::empty(),
+        None,
+    )?;
+    // The rest, if the socket took only part, goes without the descriptors.
+    io::Write::write_all(&mut &*sock, &bytes[sent..])
+}
+
+/// Receives up to `buf.len()` bytes and the descriptors attached to them.
+pub fn recv_with_fds(sock: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )?;
+    let mut fds = Vec::new();
+    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(raw) = cmsg {
+            for fd in raw {
+                // SAFETY: the kernel just installed these descriptors in this process for this
+                // message; nothing else owns them, so each is wrapped exactly once.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                // Received without close-on-exec (not every OS has MSG_CMSG_CLOEXEC); the
+                // receiver, the monitor, forks only on its own thread, right after this.
+                use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+                fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+                fds.push(fd);
+            }
+        }
+    }
+    if truncated {
+        return Err(io::Error::other("more descriptors were sent than expected"));
+    }
+    Ok((msg.bytes, fds))
+}
