@@ -212,23 +212,18 @@ impl ExecProcess {
         }
     }
 
-    /// Kills the process, its process group (its session in TTY mode) and its descendants;
-    /// once it was waited for, only what is left of its group.
+    /// Kills the process, its process group (its session in TTY mode) and its descendants:
+    /// the monitor does, as only it knows whether the pid still names the process. Once the
+    /// process was waited for, what is left of its group is killed here (the group id stays
+    /// reserved while it has members). Dropping the process kills it too: the monitor takes
+    /// a closed connection as the end.
     pub fn kill(&self) {
         if self.reaped {
             if self.pid > 0 {
                 let _ = killpg(Pid::from_raw(self.pid), Signal::SIGKILL);
             }
         } else {
-            kill_exec_tree(self.pid);
-        }
-    }
-}
-
-impl Drop for ExecProcess {
-    fn drop(&mut self) {
-        if !self.reaped {
-            kill_exec_tree(self.pid);
+            let _ = self.exit.try_write(b"kill\n");
         }
     }
 }

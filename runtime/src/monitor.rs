@@ -22,7 +22,7 @@ use image_service::safe_path::resolve_in_root;
 use nix::fcntl::{Flock, FlockArg};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill, killpg};
-use nix::sys::wait::{WaitStatus, waitpid};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
@@ -370,17 +370,27 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
     drop(child);
 
     let (wake_r, wake_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    // Held while an exec'd process is spawned: std reaps a child whose exec failed itself, and
+    // must not find it reaped by this thread already.
+    let reap_lock = std::sync::Arc::new(std::sync::Mutex::new(()));
+    let reaper_lock = std::sync::Arc::clone(&reap_lock);
     std::thread::spawn(move || {
         let mut wake = std::fs::File::from(wake_w);
         loop {
             // Every exit is reported: the main process's, and those of processes exec'd
             // through this monitor (the others, reaped orphans, are ignored there).
-            match waitpid(None::<Pid>, None) {
-                Ok(status) => {
-                    if let (Some(pid), Some((code, sig))) = (status.pid(), exit_code(status)) {
+            match platform::wait_for_exited_child() {
+                Ok(pid) => {
+                    let _held = reaper_lock.lock();
+                    let status = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+                    if let Ok(status) = status
+                        && let (Some(pid), Some((code, sig))) = (status.pid(), exit_code(status))
+                    {
                         let _ = writeln!(wake, "{pid} {code} {}", sig.unwrap_or(0));
                     }
                 }
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                // No children (yet): nothing to wait for.
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
@@ -419,16 +429,15 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
             }
             None => PollTimeout::NONE,
         };
-        let (ready, wake_ready, control_ready, client_ready, input_ready) = {
+        let (ready, wake_ready, control_ready, client_ready, input_ready, exec_ready) = {
             let mut fds: Vec<PollFd> = streams
                 .iter()
                 .map(|(f, _)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
                 .collect();
             let n = fds.len();
             let wake_at = fds.len();
-            if exited.is_none() {
-                fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
-            }
+            // Also after the main process's exit: exec'd processes' exits still come.
+            fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
             let control_at = fds.len();
             if let Some(l) = control.as_ref() {
                 fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
@@ -445,6 +454,13 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
                 }
                 fds.push(PollFd::new(c.conn.as_fd(), flags));
             }
+            let execs_at = fds.len();
+            let exec_pids: Vec<i32> = execs.keys().copied().collect();
+            for pid in &exec_pids {
+                if let Some(conn) = execs.get(pid) {
+                    fds.push(PollFd::new(conn.as_fd(), PollFlags::POLLIN));
+                }
+            }
             let input_at = fds.len();
             if let Some(input) = stdio.input.as_ref().filter(|_| !stdio.pending.is_empty()) {
                 fds.push(PollFd::new(input.as_fd(), PollFlags::POLLOUT));
@@ -456,15 +472,42 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
             }
             let any = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
             let ready: Vec<bool> = fds[..n].iter().map(any).collect();
-            let wake_ready = exited.is_none() && fds.get(wake_at).is_some_and(any);
+            let wake_ready = fds.get(wake_at).is_some_and(any);
             let control_ready = control.is_some() && fds.get(control_at).is_some_and(any);
-            let client_ready: Vec<PollFlags> = fds[clients_at..input_at]
+            let exec_ready: Vec<i32> = exec_pids
+                .iter()
+                .zip(&fds[execs_at..input_at])
+                .filter(|(_, f)| any(f))
+                .map(|(pid, _)| *pid)
+                .collect();
+            let client_ready: Vec<PollFlags> = fds[clients_at..execs_at]
                 .iter()
                 .map(|f| f.revents().unwrap_or(PollFlags::empty()))
                 .collect();
             let input_ready = fds.get(input_at).is_some_and(any);
-            (ready, wake_ready, control_ready, client_ready, input_ready)
+            (
+                ready,
+                wake_ready,
+                control_ready,
+                client_ready,
+                input_ready,
+                exec_ready,
+            )
         };
+        // The server asks to kill an exec'd process, or gave it up (closed its connection):
+        // only this monitor knows the pid still names that process.
+        for pid in exec_ready {
+            let mut word = [0u8; 64];
+            let gone = match execs.get(&pid).map(|c| (&*c).read(&mut word)) {
+                Some(Ok(0)) | Some(Err(_)) => true,
+                Some(Ok(_)) => false,
+                None => continue,
+            };
+            if gone {
+                execs.remove(&pid);
+            }
+            crate::exec::kill_exec_tree(pid);
+        }
         stdio.serve_clients(&client_ready);
         if input_ready {
             stdio.write_input();
@@ -507,7 +550,7 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
             let pid = parts.next().unwrap_or(0);
             let code = parts.next().unwrap_or(255);
             let sig = parts.next().filter(|s| *s != 0);
-            if pid == main.as_raw() {
+            if pid == main.as_raw() && exited.is_none() {
                 exited = Some((code, sig));
                 kill_leftovers(main);
                 deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
@@ -517,7 +560,8 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
         }
         if control_ready && let Some(listener) = control.as_ref() {
             while let Ok((conn, _)) = listener.accept() {
-                match handle_command(bundle, conn, &mut log, &mut spec) {
+                let ended = exited.is_some();
+                match handle_command(bundle, conn, &mut log, &mut spec, ended, &reap_lock) {
                     Some(Session::Attach(client)) => stdio.add_client(client),
                     Some(Session::Exec(pid, conn)) => {
                         execs.insert(pid, conn);
@@ -547,6 +591,10 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
     }
     // Attached clients get what is left of the output; closing them tells them it ended.
     stdio.finish();
+    // Exec'd processes not reported yet were killed with the container.
+    for conn in execs.values() {
+        let _ = (&*conn).write_all(b"exit 137\n");
+    }
     if let Some(l) = control {
         drop(l);
         let _ = std::fs::remove_file(&spec.control_socket);
@@ -648,6 +696,8 @@ fn handle_command(
     conn: UnixStream,
     log: &mut LogWriter,
     spec: &mut ProcessSpec,
+    ended: bool,
+    reap_lock: &std::sync::Mutex<()>,
 ) -> Option<Session> {
     let _ = conn.set_nonblocking(false);
     let _ = conn.set_read_timeout(Some(Duration::from_secs(1)));
@@ -676,10 +726,12 @@ fn handle_command(
                 }
                 return None;
             }
+            "exec" if ended => "error the container has exited".to_string(),
             "exec" => {
-                return match start_exec_here(&conn, spec) {
+                return match start_exec_here(&conn, spec, reap_lock) {
                     Ok(pid) => {
                         let _ = (&conn).write_all(format!("ok {pid}\n").as_bytes());
+                        let _ = conn.set_nonblocking(true);
                         Some(Session::Exec(pid, conn))
                     }
                     Err(e) => {
@@ -698,7 +750,11 @@ fn handle_command(
 /// Receives an [`ExecStart`] and its stdio on `conn` and starts the process in the container,
 /// as a child of this monitor: its memory and CPU count with the container's, its limits apply,
 /// and it ends with the container.
-fn start_exec_here(conn: &UnixStream, spec: &ProcessSpec) -> Result<i32, String> {
+fn start_exec_here(
+    conn: &UnixStream,
+    spec: &ProcessSpec,
+    reap_lock: &std::sync::Mutex<()>,
+) -> Result<i32, String> {
     (&*conn)
         .write_all(b"ready\n")
         .map_err(|e| format!("answering: {e}"))?;
@@ -712,10 +768,19 @@ fn start_exec_here(conn: &UnixStream, spec: &ProcessSpec) -> Result<i32, String>
     if len > buf.len() - 4 {
         return Err(format!("an exec request of {len} bytes is too long"));
     }
-    if n < 4 + len {
-        (&*conn)
-            .read_exact(&mut buf[n..4 + len])
-            .map_err(|e| format!("reading the exec request: {e}"))?;
+    // The rest within one second in all: the monitor's loop waits meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut got = n;
+    while got < 4 + len {
+        if Instant::now() >= deadline {
+            return Err("the exec request came too slowly".into());
+        }
+        match (&*conn).read(&mut buf[got..4 + len]) {
+            Ok(0) => return Err("the exec request ended early".into()),
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("reading the exec request: {e}")),
+        }
     }
     let req: ExecStart = serde_json::from_slice(&buf[4..4 + len])
         .map_err(|e| format!("parsing the exec request: {e}"))?;
@@ -739,9 +804,11 @@ fn start_exec_here(conn: &UnixStream, spec: &ProcessSpec) -> Result<i32, String>
             .stdout(Stdio::from(o))
             .stderr(Stdio::from(e));
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("starting {:?}: {e}", req.args.first()))?;
+    let child = {
+        let _held = reap_lock.lock();
+        cmd.spawn()
+            .map_err(|e| format!("starting {:?}: {e}", req.args.first()))?
+    };
     // The waiter thread reaps it; its exit is reported on this connection.
     Ok(child.id() as i32)
 }

@@ -1281,18 +1281,24 @@ impl Runtime {
         cmd: &[String],
         timeout: Option<Duration>,
     ) -> Result<ExecOutput> {
-        let mut process = self
-            .exec(
-                id,
-                &crate::exec::ExecRequest {
-                    cmd: cmd.to_vec(),
-                    tty: false,
-                    stdin: false,
-                    stdout: true,
-                    stderr: true,
-                },
-            )
-            .await?;
+        let started = std::time::Instant::now();
+        let req = crate::exec::ExecRequest {
+            cmd: cmd.to_vec(),
+            tty: false,
+            stdin: false,
+            stdout: true,
+            stderr: true,
+        };
+        // The timeout covers starting the process too.
+        let mut process = match timeout {
+            Some(t) => tokio::time::timeout(t, self.exec(id, &req))
+                .await
+                .map_err(|_| {
+                    Error::DeadlineExceeded(format!("command {cmd:?} did not start within {t:?}"))
+                })??,
+            None => self.exec(id, &req).await?,
+        };
+        let wait_limit = timeout.map(|t| t.saturating_sub(started.elapsed()));
         let pid = process.pid();
         // Output goes into shared buffers, so that what was printed can be returned even when
         // a reader is still blocked on a pipe that an escaped process holds open. Past the
@@ -1340,7 +1346,7 @@ impl Runtime {
             };
             (take(&out_buf), take(&err_buf))
         };
-        let waited = match timeout {
+        let waited = match wait_limit {
             Some(t) => tokio::time::timeout(t, process.wait()).await.ok(),
             None => Some(process.wait().await),
         };

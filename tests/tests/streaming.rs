@@ -920,3 +920,55 @@ async fn exec_processes_belong_to_the_container() -> anyhow::Result<()> {
     assert_eq!((s.exit_code, s.reason.as_str()), (137, "OOMKilled"));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_failures_and_container_stops_are_reported_not_fatal() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let (_pod, id) = running(
+        &mut rt,
+        &server,
+        "fails",
+        container_config("c", "sleep 3600"),
+    )
+    .await?;
+    let monitor = monitor_pid(&mut rt, &id).await?;
+    // An executable whose interpreter is missing passes the lookup and fails at exec(2), after
+    // the fork: the monitor reports it and lives on.
+    exec(
+        &mut rt,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "printf '#!/bin/no-such-shell\\n' > /tmp/x && chmod +x /tmp/x",
+        ],
+        10,
+    )
+    .await?;
+    for _ in 0..20 {
+        let e = exec(&mut rt, &id, &["/tmp/x"], 10)
+            .await
+            .expect_err("a missing interpreter");
+        assert!(e.message().contains("No such file"), "{}", e.message());
+    }
+    assert_eq!(monitor_pid(&mut rt, &id).await?, monitor);
+    assert_eq!(
+        exec(&mut rt, &id, &["echo", "ok"], 10).await?.stdout,
+        b"ok\n"
+    );
+
+    // An exec running when the container stops ends with the container: 137, not an error.
+    let mut rt2 = rt.clone();
+    let id2 = id.clone();
+    let long = tokio::spawn(async move { exec(&mut rt2, &id2, &["sleep", "30"], 60).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await?;
+    let out = tokio::time::timeout(Duration::from_secs(20), long).await???;
+    assert_eq!(out.exit_code, 137);
+    Ok(())
+}

@@ -42,14 +42,15 @@ pub fn recv_with_fds(sock: &UnixStream, buf: &mut [u8]) -> io::Result<(usize, Ve
             for fd in raw {
                 // SAFETY: the kernel just installed these descriptors in this process for this
                 // message; nothing else owns them, so each is wrapped exactly once.
-                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                // Received without close-on-exec (not every OS has MSG_CMSG_CLOEXEC); the
-                // receiver, the monitor, forks only on its own thread, right after this.
-                use nix::fcntl::{FcntlArg, FdFlag, fcntl};
-                fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
-                fds.push(fd);
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
             }
         }
+    }
+    // Received without close-on-exec (not every OS has MSG_CMSG_CLOEXEC); the receiver, the
+    // monitor, forks only on its own thread, right after this.
+    for fd in &fds {
+        use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     }
     if truncated {
         return Err(io::Error::other("more descriptors were sent than expected"));

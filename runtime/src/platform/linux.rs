@@ -357,6 +357,17 @@ pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) ->
     Ok(())
 }
 
+pub fn wait_for_exited_child() -> io::Result<i32> {
+    // SAFETY: siginfo_t is plain data for which all zeroes is a valid value; waitid(2) fills it
+    // in, and with WNOWAIT leaves the child unreaped.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    if unsafe { libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOWAIT) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: waitid succeeded for an exited child, so the pid field is set.
+    Ok(unsafe { info.si_pid() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

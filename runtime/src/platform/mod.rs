@@ -174,6 +174,12 @@ pub fn become_subreaper() -> std::io::Result<()> {
     imp::become_subreaper()
 }
 
+/// Waits until a child of this process has exited and returns its pid, leaving it unreaped (so
+/// that whoever reaps it decides when, under a lock if need be).
+pub fn wait_for_exited_child() -> std::io::Result<i32> {
+    imp::wait_for_exited_child()
+}
+
 /// The whole process table.
 pub fn process_table() -> std::io::Result<Vec<ProcInfo>> {
     imp::process_table()
