@@ -3,10 +3,22 @@
 # types are generated at build time). With --tests, also what the tests need: a static busybox
 # (the test image), Prometheus with promtool (the metrics endpoint's checks), and
 # docker-registry, skopeo and htpasswd (the registry pull tests), and kubectl (the streaming
-# interop test; Debian's kubernetes-client when no kubectl is installed).
+# interop test; Debian's kubernetes-client when no kubectl is installed). With --bench, what
+# bench/compare.sh needs (containerd, runc, the CNI plugins, the registry, skopeo, busybox).
 set -euo pipefail
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+if [ "${1:-}" = "--bench" ]; then
+  # bench/compare.sh: containerd with runc and the CNI plugins, the registry and skopeo for the
+  # images, busybox for them, and a font for the chart.
+  command -v containerd >/dev/null 2>&1 || need+=(containerd)
+  command -v runc >/dev/null 2>&1 || need+=(runc)
+  [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+  [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+  command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+  [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
+  [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+fi
 if [ "${1:-}" = "--tests" ]; then
   [ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need+=(busybox-static)
   command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
@@ -21,8 +33,8 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "missing ${need[*]}: run as root, or install them with apt-get" >&2
     exit 1
   fi
-  # Packages with services (prometheus, docker-registry) must not start them here: the tests
-  # start their own.
+  # Packages with services (prometheus, docker-registry, containerd) must not start them here:
+  # the tests and the benchmark start their own.
   policy=/usr/sbin/policy-rc.d
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy"

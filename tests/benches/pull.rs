@@ -11,43 +11,8 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
-use darwin_cri_tests::registry::{Compression, Layout, TestRegistry};
+use darwin_cri_tests::registry::{Compression, Layout, TestRegistry, big_layer};
 use darwin_cri_tests::*;
-
-/// A layer of `files` files of `file_mb` MB each: half random, half repeated text, so
-/// gzip works about as hard as on real binaries.
-fn layer(seed: u64, files: usize, file_mb: usize) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut x = seed | 1;
-    for f in 0..files {
-        let mut data = vec![0u8; file_mb << 20];
-        for (i, chunk) in data.chunks_mut(4096).enumerate() {
-            if i % 2 == 0 {
-                for byte in chunk.iter_mut() {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    *byte = x as u8;
-                }
-            } else {
-                for (j, byte) in chunk.iter_mut().enumerate() {
-                    *byte = b"darwin-cri pull benchmark "[j % 26];
-                }
-            }
-        }
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_700_000_000);
-        h.set_size(data.len() as u64);
-        h.set_cksum();
-        b.append_data(&mut h, format!("layer{seed}/file{f}"), data.as_slice())
-            .expect("tar entry");
-    }
-    b.into_inner().expect("tar")
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -70,7 +35,7 @@ fn main() -> anyhow::Result<()> {
     let mut layout = Layout::new(&work.path().join("layout"))?;
     // Uncompressed sizes chosen so the compressed image is about total_mb.
     let per_layer_mb = (total_mb * 2 / 5).max(2);
-    let layers: Vec<Vec<u8>> = (1..=5).map(|s| layer(s, per_layer_mb / 2, 2)).collect();
+    let layers: Vec<Vec<u8>> = (1..=5).map(|s| big_layer(s, per_layer_mb / 2, 2)).collect();
     let arch = if cfg!(target_arch = "aarch64") {
         "arm64"
     } else {

@@ -64,6 +64,12 @@ fn write_blob(layout: &Path, data: &[u8]) -> anyhow::Result<String> {
 /// busybox: every applet as a symlink in /bin, users root, app (1000, also in group builders
 /// 2000) and nobody, and `Cmd ["sh"]`.
 pub fn busybox_layout(dir: &Path, name: &str) -> anyhow::Result<()> {
+    busybox_layout_with_cmd(dir, name, &["sh"])
+}
+
+/// [`busybox_layout`] with another default command (`["sleep", "2147483647"]` makes a pause
+/// image).
+pub fn busybox_layout_with_cmd(dir: &Path, name: &str, cmd: &[&str]) -> anyhow::Result<()> {
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .map(PathBuf::from)
@@ -151,7 +157,7 @@ pub fn busybox_layout(dir: &Path, name: &str) -> anyhow::Result<()> {
         "os": "linux",
         "config": {
             "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Cmd": ["sh"],
+            "Cmd": cmd,
             "WorkingDir": "/"
         },
         "rootfs": {"type": "layers", "diff_ids": [diff_id]}

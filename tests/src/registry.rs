@@ -142,6 +142,41 @@ impl Drop for TestRegistry {
     }
 }
 
+/// A layer of `files` files of `file_mb` MB each: half random, half repeated text, so
+/// gzip works about as hard as on real binaries.
+pub fn big_layer(seed: u64, files: usize, file_mb: usize) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut x = seed | 1;
+    for f in 0..files {
+        let mut data = vec![0u8; file_mb << 20];
+        for (i, chunk) in data.chunks_mut(4096).enumerate() {
+            if i % 2 == 0 {
+                for byte in chunk.iter_mut() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *byte = x as u8;
+                }
+            } else {
+                for (j, byte) in chunk.iter_mut().enumerate() {
+                    *byte = b"darwin-cri pull benchmark "[j % 26];
+                }
+            }
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append_data(&mut h, format!("layer{seed}/file{f}"), data.as_slice())
+            .expect("tar entry");
+    }
+    b.into_inner().expect("tar")
+}
+
 /// The status code of a plain HTTP/1.0 GET.
 pub fn http_status(addr: &str, path: &str) -> anyhow::Result<u16> {
     let mut s = TcpStream::connect(addr)?;

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# darwin-cri beside containerd, on a fresh Debian machine, as root: installs containerd, runc,
+# the CNI plugins, docker-registry, skopeo and busybox (services kept from starting), builds
+# darwin-cri and cri-bench in release mode, and runs cri-bench. cri-bench starts a local
+# registry with the test images, a private containerd and a private darwin-cri (each with its
+# own root, state and socket under a temporary directory), alternates every benchmark between
+# them, writes bench/results/ (results.md, results.json, pod-start.svg) and stops everything it
+# started. Arguments go to cri-bench (--iterations, --pull-mb, --pull-runs, --out).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --bench
+scripts/setup.sh
+cargo build --release --bin darwin-cri --bin cri-bench
+exec target/release/cri-bench --darwin-cri target/release/darwin-cri "$@"

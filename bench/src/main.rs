@@ -1,0 +1,284 @@
+//! `cri-bench`: darwin-cri and containerd side by side, driven through the same CRI client
+//! with the same requests, in one run on one machine, alternating between the two.
+//!
+//! It starts a local docker-registry holding the test images (a static busybox, a pause image
+//! made from it, and a ~200 MB multi-layer image), a private containerd (its own root, state
+//! and socket) and a private darwin-cri, runs every benchmark against both, writes Markdown,
+//! JSON and an SVG chart of the pod-start latencies, and stops everything it started.
+//! `bench/compare.sh` installs what it needs on a fresh Debian machine and runs it.
+
+mod daemons;
+mod report;
+mod suite;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use darwin_cri_tests::registry::{Compression, Layout, TestRegistry, big_layer};
+
+use daemons::Daemon;
+use report::{Figure, Report};
+use suite::Client;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Iterations of each latency benchmark.
+    #[arg(long, default_value_t = 100)]
+    iterations: usize,
+    /// Size of the pull benchmark's image, in MB compressed (about).
+    #[arg(long, default_value_t = 200)]
+    pull_mb: usize,
+    /// Pull runs per runtime.
+    #[arg(long, default_value_t = 3)]
+    pull_runs: usize,
+    /// The darwin-cri binary (a release build).
+    #[arg(long, default_value = "target/release/darwin-cri")]
+    darwin_cri: PathBuf,
+    /// Where the results go.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+}
+
+fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
+    v.sort();
+    let at = |p: f64| {
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[i.min(v.len() - 1)].as_secs_f64() * 1000.0
+    };
+    (at(0.5), at(0.9), at(0.99))
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    darwin_cri_tests::status_kib(pid as u32, "VmRSS")
+}
+
+async fn connect(d: &Daemon, image: &str, logs: PathBuf) -> anyhow::Result<Client> {
+    let (rt, img) = darwin_cri_tests::connect(&d.socket).await?;
+    Ok(Client {
+        rt,
+        img,
+        image: image.to_string(),
+        logs,
+    })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let darwin_bin = args.darwin_cri.canonicalize().with_context(|| {
+        format!(
+            "{} (cargo build --release --bin darwin-cri)",
+            args.darwin_cri.display()
+        )
+    })?;
+    let work = tempfile::Builder::new().prefix("cri-bench").tempdir()?;
+    let mut report = Report::new(&darwin_bin, args.iterations);
+
+    eprintln!("building and pushing the images");
+    let registry = TestRegistry::start()?;
+    let reg = registry.addr.clone();
+    for (name, cmd) in [
+        ("busybox", &["sh"][..]),
+        ("pause", &["sleep", "2147483647"][..]),
+    ] {
+        let dir = work.path().join(name);
+        darwin_cri_tests::busybox_layout_with_cmd(&dir, name, cmd)?;
+        registry.push(&dir, &format!("bench/{name}:1"))?;
+    }
+    let busybox = format!("{reg}/bench/busybox:1");
+    let pause = format!("{reg}/bench/pause:1");
+    let big = {
+        let mut layout = Layout::new(&work.path().join("big"))?;
+        let per_layer_mb = (args.pull_mb * 2 / 5).max(2);
+        let layers: Vec<Vec<u8>> = (1..=5).map(|s| big_layer(s, per_layer_mb / 2, 2)).collect();
+        let arch = if cfg!(target_arch = "aarch64") {
+            "arm64"
+        } else {
+            "amd64"
+        };
+        layout.image("linux", arch, None, &layers, Compression::Gzip)?;
+        layout.finish()?;
+        registry.push(&layout.dir, "bench/big:1")?;
+        let bytes: u64 = std::fs::read_dir(layout.dir.join("blobs/sha256"))?
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        report.note(format!(
+            "pull image: 5 gzip layers, {:.1} MB compressed, {} MB unpacked",
+            bytes as f64 / 1e6,
+            5 * per_layer_mb
+        ));
+        (format!("{reg}/bench/big:1"), bytes)
+    };
+
+    eprintln!("starting darwin-cri and containerd");
+    let daemons = [
+        Daemon::darwin_cri(&work.path().join("darwin-cri"), &darwin_bin, &reg)?,
+        Daemon::containerd(&work.path().join("containerd"), &reg, &pause)?,
+    ];
+    let mut clients = Vec::new();
+    for d in &daemons {
+        let mut c = connect(d, &busybox, work.path().join("logs").join(d.name)).await?;
+        c.pull(&busybox)
+            .await
+            .with_context(|| format!("{}: pulling busybox", d.name))?;
+        clients.push(c);
+    }
+    // A first pod on each, so that lazily made things (the pause image, thread pools) are in.
+    for c in clients.iter_mut() {
+        c.pod_start("warm").await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle: Vec<u64> = daemons.iter().map(|d| rss_kib(d.pid())).collect();
+    report.add(Figure::new(
+        "daemon RSS, idle",
+        "MiB",
+        idle[0] as f64 / 1024.0,
+        idle[1] as f64 / 1024.0,
+    ));
+
+    eprintln!("pod start, one at a time");
+    let mut samples = vec![Vec::new(), Vec::new()];
+    for i in 0..args.iterations {
+        for (k, c) in clients.iter_mut().enumerate() {
+            samples[k].push(c.pod_start(&format!("seq{i}")).await?);
+        }
+    }
+    report.latency("pod start (run, create, start)", &samples);
+    report.samples("pod_start", &samples);
+
+    eprintln!("pod start, 10 at once");
+    let mut samples = vec![Vec::new(), Vec::new()];
+    for round in 0..args.iterations.div_ceil(10) {
+        for (k, c) in clients.iter().enumerate() {
+            let mut tasks = Vec::new();
+            for j in 0..10 {
+                let mut c = c.clone();
+                tasks.push(tokio::spawn(async move {
+                    c.pod_start(&format!("par{round}-{j}")).await
+                }));
+            }
+            for t in tasks {
+                samples[k].push(t.await??);
+            }
+        }
+    }
+    report.latency("pod start, 10 concurrently", &samples);
+    report.samples("pod_start_concurrent", &samples);
+
+    eprintln!("ExecSync");
+    let mut pods = Vec::new();
+    for c in clients.iter_mut() {
+        pods.push(c.start_pod("exec", 1).await?);
+    }
+    let mut samples = vec![Vec::new(), Vec::new()];
+    for _ in 0..args.iterations {
+        for (k, c) in clients.iter_mut().enumerate() {
+            samples[k].push(c.exec_sync(&pods[k].containers[0]).await?);
+        }
+    }
+    report.latency("ExecSync (true)", &samples);
+    for (c, p) in clients.iter_mut().zip(&pods) {
+        c.remove_pod(p).await?;
+    }
+
+    eprintln!("50 running containers: memory");
+    let mut all: Vec<Vec<suite::Pod>> = vec![Vec::new(), Vec::new()];
+    for (k, c) in clients.iter_mut().enumerate() {
+        for i in 0..50 {
+            all[k].push(c.start_pod(&format!("mem{i}"), 1).await?);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut busy = Vec::new();
+    let mut per_rss = Vec::new();
+    let mut per_pss = Vec::new();
+    for d in &daemons {
+        busy.push(rss_kib(d.pid()) as f64 / 1024.0);
+        let procs = d.per_container_processes();
+        let rss: u64 = procs.iter().map(|p| rss_kib(*p)).sum();
+        let pss: u64 = procs
+            .iter()
+            .map(|p| darwin_cri_tests::pss_kib(*p as u32))
+            .sum();
+        per_rss.push(rss as f64 / 50.0);
+        per_pss.push(pss as f64 / 50.0);
+    }
+    report.add(Figure::new(
+        "daemon RSS, 50 running containers",
+        "MiB",
+        busy[0],
+        busy[1],
+    ));
+    report.add(Figure::new(
+        "per-container overhead, RSS (monitor vs shim + pause)",
+        "KiB",
+        per_rss[0],
+        per_rss[1],
+    ));
+    report.add(Figure::new(
+        "per-container overhead, PSS (monitor vs shim + pause)",
+        "KiB",
+        per_pss[0],
+        per_pss[1],
+    ));
+
+    for (target, extra_pods) in [(100usize, 5usize), (500, 40)] {
+        eprintln!("listing {target} containers");
+        for (k, c) in clients.iter_mut().enumerate() {
+            for i in 0..extra_pods {
+                let n = all[k].len();
+                all[k].push(c.start_pod(&format!("list{target}-{n}-{i}"), 10).await?);
+            }
+        }
+        let (mut lc, mut ls) = (vec![Vec::new(), Vec::new()], vec![Vec::new(), Vec::new()]);
+        for _ in 0..args.iterations.min(50) {
+            for (k, c) in clients.iter_mut().enumerate() {
+                let (t, n) = c.list_containers().await?;
+                anyhow::ensure!(n >= target, "{n} containers listed, not {target}");
+                lc[k].push(t);
+                ls[k].push(c.list_container_stats().await?.0);
+            }
+        }
+        report.latency(&format!("ListContainers, {target} containers"), &lc);
+        report.latency(&format!("ListContainerStats, {target} containers"), &ls);
+    }
+    eprintln!("removing the pods");
+    for (k, c) in clients.iter_mut().enumerate() {
+        for p in all[k].drain(..) {
+            c.remove_pod(&p).await?;
+        }
+    }
+
+    eprintln!("image pull, cold");
+    let mut secs = [Vec::new(), Vec::new()];
+    for _ in 0..args.pull_runs {
+        for (k, c) in clients.iter_mut().enumerate() {
+            let t = std::time::Instant::now();
+            c.pull(&big.0)
+                .await
+                .with_context(|| format!("{}: pull", daemons[k].name))?;
+            secs[k].push(t.elapsed().as_secs_f64());
+            c.remove_image(&big.0).await?;
+        }
+    }
+    let mbps = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        big.1 as f64 / 1e6 / v[v.len() / 2]
+    };
+    let (a, b) = (mbps(&mut secs[0]), mbps(&mut secs[1]));
+    report.add(Figure::higher_is_better(
+        "image pull + unpack, cold, median",
+        "MB/s",
+        a,
+        b,
+    ));
+
+    drop(clients);
+    drop(daemons);
+    drop(registry);
+    report.write(&args.out)?;
+    Ok(())
+}
