@@ -9,6 +9,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --bench
-scripts/setup.sh
 cargo build --release --bin darwin-cri --bin cri-bench
 exec target/release/cri-bench --darwin-cri target/release/darwin-cri "$@"
