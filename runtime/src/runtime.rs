@@ -649,6 +649,12 @@ impl Runtime {
         self.read_containers().values().cloned().collect()
     }
 
+    /// Every container `f` keeps, mapped under the read lock without copying the containers:
+    /// kubelet lists all of them every second.
+    pub fn map_containers<T>(&self, f: impl FnMut(&Container) -> Option<T>) -> Vec<T> {
+        self.read_containers().values().filter_map(f).collect()
+    }
+
     /// The image a container is created from, by id or reference.
     pub fn image_for(&self, reference: &str) -> Result<Image> {
         if reference.is_empty() {

@@ -217,22 +217,19 @@ pub fn status(c: &Container, verbose: bool) -> cri::ContainerStatusResponse {
 }
 
 pub fn list(
-    containers: Vec<Container>,
+    rt: &runtime::Runtime,
     filter: Option<cri::ContainerFilter>,
 ) -> cri::ListContainersResponse {
-    let mut out: Vec<cri::Container> = containers
-        .iter()
-        .filter(|c| match &filter {
-            None => true,
-            Some(f) => {
-                (f.id.is_empty() || c.id.starts_with(&f.id))
-                    && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
-                    && f.state.as_ref().is_none_or(|s| s.state == state(c))
-                    && labels_match(&c.spec.labels, &f.label_selector)
-            }
-        })
-        .map(container)
-        .collect();
+    let wanted = |c: &Container| match &filter {
+        None => true,
+        Some(f) => {
+            (f.id.is_empty() || c.id.starts_with(&f.id))
+                && (f.pod_sandbox_id.is_empty() || c.pod_id.starts_with(&f.pod_sandbox_id))
+                && f.state.as_ref().is_none_or(|s| s.state == state(c))
+                && labels_match(&c.spec.labels, &f.label_selector)
+        }
+    };
+    let mut out: Vec<cri::Container> = rt.map_containers(|c| wanted(c).then(|| container(c)));
     out.sort_by_key(|c| std::cmp::Reverse(c.created_at));
     cri::ListContainersResponse { containers: out }
 }

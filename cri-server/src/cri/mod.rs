@@ -216,10 +216,7 @@ impl RuntimeService for Cri {
         &self,
         req: Request<cri::ListContainersRequest>,
     ) -> Reply<cri::ListContainersResponse> {
-        ok(container::list(
-            self.runtime.list_containers(),
-            req.into_inner().filter,
-        ))
+        ok(container::list(&self.runtime, req.into_inner().filter))
     }
 
     async fn container_status(
