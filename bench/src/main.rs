@@ -39,6 +39,16 @@ struct Args {
     /// Where the results go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+    /// Run only these benchmarks (comma-separated): idle, pod-start, concurrent, exec, memory,
+    /// lists, pull. Default: all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+impl Args {
+    fn runs(&self, bench: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == bench)
+    }
 }
 
 fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
@@ -131,104 +141,115 @@ async fn main() -> anyhow::Result<()> {
         c.pod_start("warm").await?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle: Vec<u64> = daemons.iter().map(|d| rss_kib(d.pid())).collect();
-    report.add(Figure::new(
-        "daemon RSS, idle",
-        "MiB",
-        idle[0] as f64 / 1024.0,
-        idle[1] as f64 / 1024.0,
-    ));
-
-    eprintln!("pod start, one at a time");
-    let mut samples = vec![Vec::new(), Vec::new()];
-    for i in 0..args.iterations {
-        for (k, c) in clients.iter_mut().enumerate() {
-            samples[k].push(c.pod_start(&format!("seq{i}")).await?);
-        }
+    if args.runs("idle") {
+        let idle: Vec<u64> = daemons.iter().map(|d| rss_kib(d.pid())).collect();
+        report.add(Figure::new(
+            "daemon RSS, idle",
+            "MiB",
+            idle[0] as f64 / 1024.0,
+            idle[1] as f64 / 1024.0,
+        ));
     }
-    report.latency("pod start (run, create, start)", &samples);
-    report.samples("pod_start", &samples);
 
-    eprintln!("pod start, 10 at once");
-    let mut samples = vec![Vec::new(), Vec::new()];
-    for round in 0..args.iterations.div_ceil(10) {
-        for (k, c) in clients.iter().enumerate() {
-            let mut tasks = Vec::new();
-            for j in 0..10 {
-                let mut c = c.clone();
-                tasks.push(tokio::spawn(async move {
-                    c.pod_start(&format!("par{round}-{j}")).await
-                }));
-            }
-            for t in tasks {
-                samples[k].push(t.await??);
+    if args.runs("pod-start") {
+        eprintln!("pod start, one at a time");
+        let mut samples = vec![Vec::new(), Vec::new()];
+        for i in 0..args.iterations {
+            for (k, c) in clients.iter_mut().enumerate() {
+                samples[k].push(c.pod_start(&format!("seq{i}")).await?);
             }
         }
+        report.latency("pod start (run, create, start)", &samples);
+        report.samples("pod_start", &samples);
     }
-    report.latency("pod start, 10 concurrently", &samples);
-    report.samples("pod_start_concurrent", &samples);
 
-    eprintln!("ExecSync");
-    let mut pods = Vec::new();
-    for c in clients.iter_mut() {
-        pods.push(c.start_pod("exec", 1).await?);
+    if args.runs("concurrent") {
+        eprintln!("pod start, 10 at once");
+        let mut samples = vec![Vec::new(), Vec::new()];
+        for round in 0..args.iterations.div_ceil(10) {
+            for (k, c) in clients.iter().enumerate() {
+                let mut tasks = Vec::new();
+                for j in 0..10 {
+                    let mut c = c.clone();
+                    tasks.push(tokio::spawn(async move {
+                        c.pod_start(&format!("par{round}-{j}")).await
+                    }));
+                }
+                for t in tasks {
+                    samples[k].push(t.await??);
+                }
+            }
+        }
+        report.latency("pod start, 10 concurrently", &samples);
+        report.samples("pod_start_concurrent", &samples);
     }
-    let mut samples = vec![Vec::new(), Vec::new()];
-    for _ in 0..args.iterations {
-        for (k, c) in clients.iter_mut().enumerate() {
-            samples[k].push(c.exec_sync(&pods[k].containers[0]).await?);
+
+    if args.runs("exec") {
+        eprintln!("ExecSync");
+        let mut pods = Vec::new();
+        for c in clients.iter_mut() {
+            pods.push(c.start_pod("exec", 1).await?);
+        }
+        let mut samples = vec![Vec::new(), Vec::new()];
+        for _ in 0..args.iterations {
+            for (k, c) in clients.iter_mut().enumerate() {
+                samples[k].push(c.exec_sync(&pods[k].containers[0]).await?);
+            }
+        }
+        report.latency("ExecSync (true)", &samples);
+        for (c, p) in clients.iter_mut().zip(&pods) {
+            c.remove_pod(p).await?;
         }
     }
-    report.latency("ExecSync (true)", &samples);
-    for (c, p) in clients.iter_mut().zip(&pods) {
-        c.remove_pod(p).await?;
-    }
 
-    eprintln!("50 running containers: memory");
     let mut all: Vec<Vec<suite::Pod>> = vec![Vec::new(), Vec::new()];
-    for (k, c) in clients.iter_mut().enumerate() {
-        for i in 0..50 {
-            all[k].push(c.start_pod(&format!("mem{i}"), 1).await?);
+    if args.runs("memory") {
+        eprintln!("50 running containers: memory");
+        for (k, c) in clients.iter_mut().enumerate() {
+            for i in 0..50 {
+                all[k].push(c.start_pod(&format!("mem{i}"), 1).await?);
+            }
         }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let mut busy = Vec::new();
+        let mut per_rss = Vec::new();
+        let mut per_pss = Vec::new();
+        for d in &daemons {
+            busy.push(rss_kib(d.pid()) as f64 / 1024.0);
+            let procs = d.per_container_processes();
+            let rss: u64 = procs.iter().map(|p| rss_kib(*p)).sum();
+            let pss: u64 = procs
+                .iter()
+                .map(|p| darwin_cri_tests::pss_kib(*p as u32))
+                .sum();
+            per_rss.push(rss as f64 / 50.0);
+            per_pss.push(pss as f64 / 50.0);
+        }
+        report.add(Figure::new(
+            "daemon RSS, 50 running containers",
+            "MiB",
+            busy[0],
+            busy[1],
+        ));
+        report.add(Figure::new(
+            "per-container overhead, RSS (monitor vs shim + pause)",
+            "KiB",
+            per_rss[0],
+            per_rss[1],
+        ));
+        report.add(Figure::new(
+            "per-container overhead, PSS (monitor vs shim + pause)",
+            "KiB",
+            per_pss[0],
+            per_pss[1],
+        ));
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut busy = Vec::new();
-    let mut per_rss = Vec::new();
-    let mut per_pss = Vec::new();
-    for d in &daemons {
-        busy.push(rss_kib(d.pid()) as f64 / 1024.0);
-        let procs = d.per_container_processes();
-        let rss: u64 = procs.iter().map(|p| rss_kib(*p)).sum();
-        let pss: u64 = procs
-            .iter()
-            .map(|p| darwin_cri_tests::pss_kib(*p as u32))
-            .sum();
-        per_rss.push(rss as f64 / 50.0);
-        per_pss.push(pss as f64 / 50.0);
-    }
-    report.add(Figure::new(
-        "daemon RSS, 50 running containers",
-        "MiB",
-        busy[0],
-        busy[1],
-    ));
-    report.add(Figure::new(
-        "per-container overhead, RSS (monitor vs shim + pause)",
-        "KiB",
-        per_rss[0],
-        per_rss[1],
-    ));
-    report.add(Figure::new(
-        "per-container overhead, PSS (monitor vs shim + pause)",
-        "KiB",
-        per_pss[0],
-        per_pss[1],
-    ));
 
-    for (target, extra_pods) in [(100usize, 5usize), (500, 40)] {
+    for target in [100usize, 500].into_iter().filter(|_| args.runs("lists")) {
         eprintln!("listing {target} containers");
         for (k, c) in clients.iter_mut().enumerate() {
-            for i in 0..extra_pods {
+            let present: usize = all[k].iter().map(|p| p.containers.len()).sum();
+            for i in 0..target.saturating_sub(present).div_ceil(10) {
                 let n = all[k].len();
                 all[k].push(c.start_pod(&format!("list{target}-{n}-{i}"), 10).await?);
             }
@@ -252,29 +273,31 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
-    eprintln!("image pull, cold");
-    let mut secs = [Vec::new(), Vec::new()];
-    for _ in 0..args.pull_runs {
-        for (k, c) in clients.iter_mut().enumerate() {
-            let t = std::time::Instant::now();
-            c.pull(&big.0)
-                .await
-                .with_context(|| format!("{}: pull", daemons[k].name))?;
-            secs[k].push(t.elapsed().as_secs_f64());
-            c.remove_image(&big.0).await?;
+    if args.runs("pull") {
+        eprintln!("image pull, cold");
+        let mut secs = [Vec::new(), Vec::new()];
+        for _ in 0..args.pull_runs {
+            for (k, c) in clients.iter_mut().enumerate() {
+                let t = std::time::Instant::now();
+                c.pull(&big.0)
+                    .await
+                    .with_context(|| format!("{}: pull", daemons[k].name))?;
+                secs[k].push(t.elapsed().as_secs_f64());
+                c.remove_image(&big.0).await?;
+            }
         }
+        let mbps = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            big.1 as f64 / 1e6 / v[v.len() / 2]
+        };
+        let (a, b) = (mbps(&mut secs[0]), mbps(&mut secs[1]));
+        report.add(Figure::higher_is_better(
+            "image pull + unpack, cold, median",
+            "MB/s",
+            a,
+            b,
+        ));
     }
-    let mbps = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        big.1 as f64 / 1e6 / v[v.len() / 2]
-    };
-    let (a, b) = (mbps(&mut secs[0]), mbps(&mut secs[1]));
-    report.add(Figure::higher_is_better(
-        "image pull + unpack, cold, median",
-        "MB/s",
-        a,
-        b,
-    ));
 
     drop(clients);
     drop(daemons);

@@ -368,6 +368,14 @@ pub fn wait_for_exited_child() -> io::Result<i32> {
     Ok(unsafe { info.si_pid() })
 }
 
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no pointers.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -174,6 +174,12 @@ pub fn become_subreaper() -> std::io::Result<()> {
     imp::become_subreaper()
 }
 
+/// Hands memory the allocator keeps free back to the OS, after work that allocates much and
+/// briefly (an image pull's buffers and decompressors in pool threads' arenas).
+pub fn release_free_memory() {
+    imp::release_free_memory()
+}
+
 /// Waits until a child of this process has exited and returns its pid, leaving it unreaped (so
 /// that whoever reaps it decides when, under a lock if need be).
 pub fn wait_for_exited_child() -> std::io::Result<i32> {
