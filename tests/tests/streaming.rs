@@ -50,25 +50,9 @@ fn sha(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// Processes whose root is `rootfs` (the container's, exec'd ones included).
+/// Live processes whose root is `rootfs` (the container's, exec'd ones included).
 fn processes_in(rootfs: &std::path::Path) -> usize {
-    let rootfs = rootfs.canonicalize().unwrap_or_default();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<i32>().is_ok())
-        .filter(|e| std::fs::read_link(e.path().join("root")).is_ok_and(|r| r == rootfs))
-        .filter(|e| {
-            std::fs::read_to_string(e.path().join("stat")).is_ok_and(|s| {
-                !s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-        })
-        .count()
+    processes_under(rootfs).len()
 }
 
 #[tokio::test(flavor = "multi_thread")]
