@@ -879,20 +879,10 @@ pub fn open_attach(socket: &Path) -> std::io::Result<UnixStream> {
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     conn.set_write_timeout(Some(Duration::from_secs(5)))?;
     conn.write_all(b"attach\n")?;
-    let reply = read_line(&conn)?;
-    match reply.as_str() {
-        "ok" => {
-            conn.set_read_timeout(None)?;
-            conn.set_write_timeout(None)?;
-            Ok(conn)
-        }
-        "" => Err(std::io::Error::other(
-            "the monitor closed the connection without answering",
-        )),
-        other => Err(std::io::Error::other(
-            other.trim_start_matches("error ").to_string(),
-        )),
-    }
+    expect_ok(&read_line(&conn)?)?;
+    conn.set_read_timeout(None)?;
+    conn.set_write_timeout(None)?;
+    Ok(conn)
 }
 
 /// Applies changed CPU and rlimit settings to every process of the running container.
@@ -923,9 +913,12 @@ pub fn send_command(socket: &Path, command: &str, timeout: Duration) -> std::io:
     conn.set_read_timeout(Some(timeout))?;
     conn.set_write_timeout(Some(timeout))?;
     conn.write_all(format!("{command}\n").as_bytes())?;
-    let mut reply = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(&conn), &mut reply)?;
-    match reply.trim() {
+    expect_ok(&read_line(&conn)?)
+}
+
+/// A monitor's one-line answer: `ok`, or why not.
+fn expect_ok(reply: &str) -> std::io::Result<()> {
+    match reply {
         "ok" => Ok(()),
         "" => Err(std::io::Error::other(
             "the monitor closed the connection without answering",

@@ -363,7 +363,14 @@ async fn run_attach(
     };
     let (mut from_monitor, mut to_monitor) = conn.into_split();
     let mut stdin = ch.stdin.take();
-    let mut resize = ch.resize.take();
+    // Sizes are parsed as for exec, then sent to the monitor with the input.
+    let (size_tx, size_rx) = mpsc::unbounded_channel::<(u16, u16)>();
+    let resize_task = ch.resize.take().map(|source| {
+        pump_resizes(source, move |rows, cols| {
+            let _ = size_tx.send((rows, cols));
+        })
+    });
+    let mut resize = Some(size_rx);
     let input = tokio::spawn(async move {
         // An empty first input marks this client as one that brings stdin: with stdin_once,
         // its departure closes the container's stdin.
@@ -385,14 +392,7 @@ async fn run_attach(
                     }
                 },
                 size = async { resize.as_mut()?.recv().await }, if resize.is_some() => match size {
-                    Some(b) => {
-                        let sizes: Vec<TermSize> = serde_json::Deserializer::from_slice(&b)
-                            .into_iter()
-                            .filter_map(Result::ok)
-                            .collect();
-                        let Some(last) = sizes.last() else { continue };
-                        Frame::Resize { rows: last.height, cols: last.width }
-                    }
+                    Some((rows, cols)) => Frame::Resize { rows, cols },
                     None => {
                         resize = None;
                         continue;
@@ -436,5 +436,8 @@ async fn run_attach(
         () = gone.wait() => Outcome::Detached,
     };
     input.abort();
+    if let Some(t) = resize_task {
+        t.abort();
+    }
     outcome
 }
