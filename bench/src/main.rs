@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use darwin_cri_tests::registry::{Compression, Layout, TestRegistry, big_layer};
+use darwin_cri_tests::registry::{TestRegistry, big_image};
 
 use daemons::Daemon;
 use report::{Figure, Report};
@@ -100,27 +100,14 @@ async fn main() -> anyhow::Result<()> {
     let busybox = format!("{reg}/bench/busybox:1");
     let pause = format!("{reg}/bench/pause:1");
     let big = {
-        let mut layout = Layout::new(&work.path().join("big"))?;
-        let per_layer_mb = (args.pull_mb * 2 / 5).max(2);
-        let layers: Vec<Vec<u8>> = (1..=5).map(|s| big_layer(s, per_layer_mb / 2, 2)).collect();
-        let arch = if cfg!(target_arch = "aarch64") {
-            "arm64"
-        } else {
-            "amd64"
-        };
-        layout.image("linux", arch, None, &layers, Compression::Gzip)?;
-        layout.finish()?;
-        registry.push(&layout.dir, "bench/big:1")?;
-        let bytes: u64 = std::fs::read_dir(layout.dir.join("blobs/sha256"))?
-            .filter_map(|e| e.ok()?.metadata().ok())
-            .map(|m| m.len())
-            .sum();
+        let image = big_image(&work.path().join("big"), args.pull_mb)?;
+        registry.push(&image.layout.dir, "bench/big:1")?;
         report.note(format!(
             "pull image: 5 gzip layers, {:.1} MB compressed, {} MB unpacked",
-            bytes as f64 / 1e6,
-            5 * per_layer_mb
+            image.compressed_bytes as f64 / 1e6,
+            image.unpacked_mb
         ));
-        (format!("{reg}/bench/big:1"), bytes)
+        (format!("{reg}/bench/big:1"), image.compressed_bytes)
     };
 
     eprintln!("starting darwin-cri and containerd");

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
-use darwin_cri_tests::registry::{Compression, Layout, TestRegistry, big_layer};
+use darwin_cri_tests::registry::{TestRegistry, big_image};
 use darwin_cri_tests::*;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -32,22 +32,8 @@ fn main() -> anyhow::Result<()> {
     let work = tempfile::Builder::new()
         .prefix("darwin-cri-pullbench")
         .tempdir()?;
-    let mut layout = Layout::new(&work.path().join("layout"))?;
-    // Uncompressed sizes chosen so the compressed image is about total_mb.
-    let per_layer_mb = (total_mb * 2 / 5).max(2);
-    let layers: Vec<Vec<u8>> = (1..=5).map(|s| big_layer(s, per_layer_mb / 2, 2)).collect();
-    let arch = if cfg!(target_arch = "aarch64") {
-        "arm64"
-    } else {
-        "amd64"
-    };
-    layout.image("linux", arch, None, &layers, Compression::Gzip)?;
-    layout.finish()?;
-    drop(layers);
-    let compressed: u64 = std::fs::read_dir(layout.dir.join("blobs/sha256"))?
-        .filter_map(|e| e.ok()?.metadata().ok())
-        .map(|m| m.len())
-        .sum();
+    let big = big_image(&work.path().join("layout"), total_mb)?;
+    let (layout, compressed) = (big.layout, big.compressed_bytes);
     reg.push(&layout.dir, "bench/big:1")?;
     let name = format!("{}/bench/big:1", reg.addr);
     let config = work.path().join("config.toml");
@@ -61,7 +47,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "image: 5 gzip layers, {:.1} MB compressed, {} MB uncompressed",
         compressed as f64 / 1e6,
-        5 * per_layer_mb
+        big.unpacked_mb
     );
 
     let (mut ours, mut skopeo) = (Vec::new(), Vec::new());

@@ -177,6 +177,39 @@ pub fn big_layer(seed: u64, files: usize, file_mb: usize) -> Vec<u8> {
     b.into_inner().expect("tar")
 }
 
+/// The pull benchmarks' image: five gzip layers of about `total_mb` MB compressed in all, as an
+/// OCI layout at `dir` for the host's architecture.
+#[derive(Debug)]
+pub struct BigImage {
+    pub layout: Layout,
+    /// Every blob's bytes: what a pull downloads.
+    pub compressed_bytes: u64,
+    pub unpacked_mb: usize,
+}
+
+pub fn big_image(dir: &Path, total_mb: usize) -> anyhow::Result<BigImage> {
+    let mut layout = Layout::new(dir)?;
+    // Uncompressed sizes chosen so the compressed image is about total_mb.
+    let per_layer_mb = (total_mb * 2 / 5).max(2);
+    let layers: Vec<Vec<u8>> = (1..=5).map(|s| big_layer(s, per_layer_mb / 2, 2)).collect();
+    let arch = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    layout.image("linux", arch, None, &layers, Compression::Gzip)?;
+    layout.finish()?;
+    let compressed_bytes = std::fs::read_dir(layout.dir.join("blobs/sha256"))?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    Ok(BigImage {
+        layout,
+        compressed_bytes,
+        unpacked_mb: 5 * per_layer_mb,
+    })
+}
+
 /// The status code of a plain HTTP/1.0 GET.
 pub fn http_status(addr: &str, path: &str) -> anyhow::Result<u16> {
     let mut s = TcpStream::connect(addr)?;

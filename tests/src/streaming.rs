@@ -200,6 +200,71 @@ impl SpdyClient {
         Ok(f)
     }
 
+    /// Opens a remote-command session's streams as kubectl does: error, stdin (if asked),
+    /// stdout, stderr (if asked), resize (if asked). Only stdin and resize stay open this side.
+    pub fn open_streams(&mut self, stdin: bool, stderr: bool, resize: bool) -> Streams {
+        let error = self.open(&[("streamType", "error")], true);
+        let stdin = stdin.then(|| self.open(&[("streamType", "stdin")], false));
+        let stdout = self.open(&[("streamType", "stdout")], true);
+        let stderr = stderr.then(|| self.open(&[("streamType", "stderr")], true));
+        let resize = resize.then(|| self.open(&[("streamType", "resize")], false));
+        Streams {
+            error,
+            stdin,
+            stdout,
+            stderr,
+            resize,
+        }
+    }
+
+    /// Opens one port-forward connection to `port`: its error stream, then its data stream.
+    pub fn open_forward(&mut self, port: &str, request_id: &str) -> (u32, u32) {
+        let error = self.open(
+            &[
+                ("streamType", "error"),
+                ("port", port),
+                ("requestID", request_id),
+            ],
+            true,
+        );
+        let data = self.open(
+            &[
+                ("streamType", "data"),
+                ("port", port),
+                ("requestID", request_id),
+            ],
+            false,
+        );
+        (error, data)
+    }
+
+    /// Reads until each of `ids` has ended (FIN): the data each carried.
+    pub async fn read_to_fin(
+        &mut self,
+        ids: &[u32],
+        timeout: Duration,
+    ) -> anyhow::Result<HashMap<u32, Vec<u8>>> {
+        let mut got: HashMap<u32, Vec<u8>> = ids.iter().map(|id| (*id, Vec::new())).collect();
+        let mut open = ids.len();
+        while open > 0 {
+            match self.next(timeout).await? {
+                Some(Frame::Data {
+                    stream_id,
+                    flags,
+                    data,
+                }) if ids.contains(&stream_id) => {
+                    got.entry(stream_id).or_default().extend_from_slice(&data);
+                    if flags & FLAG_FIN != 0 {
+                        open -= 1;
+                    }
+                }
+                Some(_) => {}
+                None => bail!("the session ended before streams {ids:?} did: {got:?}"),
+            }
+        }
+        Ok(got)
+    }
+
     /// Reads until the server closes the connection: data by stream, and every frame seen.
     pub async fn collect(
         &mut self,
@@ -227,6 +292,21 @@ impl SpdyClient {
         }
         Ok((data, seen))
     }
+}
+
+/// The streams [`SpdyClient::open_streams`] opened.
+#[derive(Debug, Clone, Copy)]
+pub struct Streams {
+    pub error: u32,
+    pub stdin: Option<u32>,
+    pub stdout: u32,
+    pub stderr: Option<u32>,
+    pub resize: Option<u32>,
+}
+
+/// What stream `id` carried, as text.
+pub fn text(data: &HashMap<u32, Vec<u8>>, id: u32) -> String {
+    String::from_utf8_lossy(data.get(&id).map(Vec::as_slice).unwrap_or_default()).into_owned()
 }
 
 /// What an exec session printed and how it ended.
@@ -264,18 +344,15 @@ pub async fn spdy_session(
 ) -> anyhow::Result<ExecResult> {
     let mut c = SpdyClient::connect(url, &["v4.channel.k8s.io"]).await?;
     c.window_updates = window_updates;
-    let error = c.open(&[("streamType", "error")], true);
-    let input = stdin.map(|_| c.open(&[("streamType", "stdin")], false));
-    let stdout = c.open(&[("streamType", "stdout")], true);
-    let stderr_id = stderr.then(|| c.open(&[("streamType", "stderr")], true));
-    if let (Some(id), Some(bytes)) = (input, stdin) {
+    let streams = c.open_streams(stdin.is_some(), stderr, false);
+    if let (Some(id), Some(bytes)) = (streams.stdin, stdin) {
         c.send_all(id, bytes, true);
     }
     let (data, _) = c.collect(Duration::from_secs(60)).await?;
     let take = |id: Option<u32>| id.and_then(|i| data.get(&i).cloned()).unwrap_or_default();
     Ok(ExecResult {
-        stdout: take(Some(stdout)),
-        stderr: take(stderr_id),
-        error: String::from_utf8_lossy(&take(Some(error))).into_owned(),
+        stdout: take(Some(streams.stdout)),
+        stderr: take(streams.stderr),
+        error: text(&data, streams.error),
     })
 }

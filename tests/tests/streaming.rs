@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use bytes::Bytes;
-use darwin_cri_tests::streaming::frame::{FLAG_FIN, Frame};
-use darwin_cri_tests::streaming::{SpdyClient, spdy_session, upgrade};
+use darwin_cri_tests::streaming::frame::Frame;
+use darwin_cri_tests::streaming::{SpdyClient, spdy_session, text, upgrade};
 use darwin_cri_tests::*;
 use futures_util::{SinkExt, StreamExt};
 use k8s_cri::v1 as cri;
@@ -114,12 +115,9 @@ async fn exec_over_spdy() -> anyhow::Result<()> {
     let url = exec_url(&mut rt, &id, &["sh", "-c", "exit 7"], false, false).await?;
     let mut c = SpdyClient::connect(&url, &["v2.channel.k8s.io"]).await?;
     assert_eq!(c.protocol, "v2.channel.k8s.io");
-    let error = c.open(&[("streamType", "error")], true);
-    c.open(&[("streamType", "stdout")], true);
-    c.open(&[("streamType", "stderr")], true);
+    let error = c.open_streams(false, true, false).error;
     let (data, _) = c.collect(Duration::from_secs(20)).await?;
-    let text = String::from_utf8_lossy(data.get(&error).map(Vec::as_slice).unwrap_or_default())
-        .into_owned();
+    let text = text(&data, error);
     assert!(text.contains("exit status 7"), "{text}");
 
     // A protocol the server does not speak is refused with the ones it does.
@@ -154,10 +152,7 @@ async fn exec_over_spdy() -> anyhow::Result<()> {
     let before = processes_in(&rootfs);
     let url = exec_url(&mut rt, &id, &["sleep", "1000"], true, false).await?;
     let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;
-    c.open(&[("streamType", "error")], true);
-    c.open(&[("streamType", "stdin")], false);
-    c.open(&[("streamType", "stdout")], true);
-    c.open(&[("streamType", "stderr")], true);
+    c.open_streams(true, true, false);
     wait_for(
         Duration::from_secs(10),
         "the exec'd sleep to start",
@@ -175,10 +170,7 @@ async fn exec_over_spdy() -> anyhow::Result<()> {
     // The same for a client that sent megabytes the process never read.
     let url = exec_url(&mut rt, &id, &["sleep", "1000"], true, false).await?;
     let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;
-    c.open(&[("streamType", "error")], true);
-    let stdin = c.open(&[("streamType", "stdin")], false);
-    c.open(&[("streamType", "stdout")], true);
-    c.open(&[("streamType", "stderr")], true);
+    let stdin = c.open_streams(true, true, false).stdin.context("stdin")?;
     c.send_all(stdin, &vec![b'y'; 2 << 20], false);
     wait_for(
         Duration::from_secs(10),
@@ -215,18 +207,17 @@ async fn exec_with_a_tty_sees_resizes() -> anyhow::Result<()> {
     )
     .await?;
     let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;
-    let error = c.open(&[("streamType", "error")], true);
-    c.open(&[("streamType", "stdin")], false);
-    let stdout = c.open(&[("streamType", "stdout")], true);
-    let resize = c.open(&[("streamType", "resize")], false);
-    c.send_all(resize, br#"{"Width":132,"Height":43}"#, false);
+    let streams = c.open_streams(true, false, true);
+    c.send_all(
+        streams.resize.context("resize")?,
+        br#"{"Width":132,"Height":43}"#,
+        false,
+    );
     let (data, _) = c.collect(Duration::from_secs(20)).await?;
-    let out = String::from_utf8_lossy(data.get(&stdout).map(Vec::as_slice).unwrap_or_default())
-        .into_owned();
+    let out = text(&data, streams.stdout);
     assert!(out.contains("43 132"), "{out:?}");
     assert!(out.contains("is-a-tty"), "{out:?}");
-    let status = String::from_utf8_lossy(data.get(&error).map(Vec::as_slice).unwrap_or_default())
-        .into_owned();
+    let status = text(&data, streams.error);
     assert!(status.contains("Success"), "{status}");
 
     // tty and stderr together are refused at the CRI.
@@ -351,18 +342,13 @@ async fn attach_to_a_container() -> anyhow::Result<()> {
         .into_inner()
         .url;
     let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;
-    let error = c.open(&[("streamType", "error")], true);
-    let stdin = c.open(&[("streamType", "stdin")], false);
-    let stdout = c.open(&[("streamType", "stdout")], true);
-    c.open(&[("streamType", "stderr")], true);
+    let streams = c.open_streams(true, true, false);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    c.send_all(stdin, b"one\ntwo\n", true);
+    c.send_all(streams.stdin.context("stdin")?, b"one\ntwo\n", true);
     let (data, _) = c.collect(Duration::from_secs(20)).await?;
-    let out = String::from_utf8_lossy(data.get(&stdout).map(Vec::as_slice).unwrap_or_default())
-        .into_owned();
+    let out = text(&data, streams.stdout);
     assert!(out.contains("got:one\ngot:two\nstdin-closed\n"), "{out:?}");
-    let status = String::from_utf8_lossy(data.get(&error).map(Vec::as_slice).unwrap_or_default())
-        .into_owned();
+    let status = text(&data, streams.error);
     assert!(status.contains("Success"), "{status}");
     let st = wait_exited(&mut rt, &id, Duration::from_secs(10)).await?;
     assert_eq!(st.exit_code, 0);
@@ -441,43 +427,11 @@ async fn port_forward_to_httpd() -> anyhow::Result<()> {
     let p = port.to_string();
     let mut data_ids = Vec::new();
     for request_id in ["0", "1"] {
-        c.open(
-            &[
-                ("streamType", "error"),
-                ("port", &p),
-                ("requestID", request_id),
-            ],
-            true,
-        );
-        let data = c.open(
-            &[
-                ("streamType", "data"),
-                ("port", &p),
-                ("requestID", request_id),
-            ],
-            false,
-        );
+        let (_, data) = c.open_forward(&p, request_id);
         c.send_all(data, request, true);
         data_ids.push(data);
     }
-    let mut got: std::collections::HashMap<u32, Vec<u8>> = Default::default();
-    let mut finished = 0;
-    while finished < data_ids.len() {
-        match c.next(Duration::from_secs(20)).await? {
-            Some(Frame::Data {
-                stream_id,
-                flags,
-                data,
-            }) if data_ids.contains(&stream_id) => {
-                got.entry(stream_id).or_default().extend_from_slice(&data);
-                if flags & FLAG_FIN != 0 {
-                    finished += 1;
-                }
-            }
-            Some(_) => {}
-            None => anyhow::bail!("the session ended early: {got:?}"),
-        }
-    }
+    let got = c.read_to_fin(&data_ids, Duration::from_secs(20)).await?;
     for id in data_ids {
         let text = String::from_utf8_lossy(&got[&id]).into_owned();
         assert!(text.contains("hello-from-the-pod"), "{text}");
@@ -495,29 +449,11 @@ async fn port_forward_to_httpd() -> anyhow::Result<()> {
         .url;
     let mut c = SpdyClient::connect(&url, &["portforward.k8s.io"]).await?;
     let dead = registry::free_port()?.to_string();
-    let error = c.open(
-        &[("streamType", "error"), ("port", &dead), ("requestID", "0")],
-        true,
+    let (error, _) = c.open_forward(&dead, "0");
+    let text = text(
+        &c.read_to_fin(&[error], Duration::from_secs(20)).await?,
+        error,
     );
-    c.open(
-        &[("streamType", "data"), ("port", &dead), ("requestID", "0")],
-        false,
-    );
-    let mut text = String::new();
-    while let Some(f) = c.next(Duration::from_secs(20)).await? {
-        if let Frame::Data {
-            stream_id,
-            data,
-            flags,
-        } = f
-            && stream_id == error
-        {
-            text.push_str(&String::from_utf8_lossy(&data));
-            if flags & FLAG_FIN != 0 {
-                break;
-            }
-        }
-    }
     assert!(
         text.contains(&format!("error forwarding port {dead}")),
         "{text}"
@@ -741,16 +677,16 @@ async fn attach_to_a_tty_container_resizes_its_terminal() -> anyhow::Result<()> 
         .into_inner()
         .url;
     let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;
-    c.open(&[("streamType", "error")], true);
-    let stdin = c.open(&[("streamType", "stdin")], false);
-    let stdout = c.open(&[("streamType", "stdout")], true);
-    let resize = c.open(&[("streamType", "resize")], false);
-    c.send_all(resize, br#"{"Width":90,"Height":30}"#, false);
+    let streams = c.open_streams(true, false, true);
+    c.send_all(
+        streams.resize.context("resize")?,
+        br#"{"Width":90,"Height":30}"#,
+        false,
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    c.send_all(stdin, b"go\n", false);
+    c.send_all(streams.stdin.context("stdin")?, b"go\n", false);
     let (data, _) = c.collect(Duration::from_secs(20)).await?;
-    let out = String::from_utf8_lossy(data.get(&stdout).map(Vec::as_slice).unwrap_or_default())
-        .into_owned();
+    let out = text(&data, streams.stdout);
     assert!(out.contains("30 90"), "{out:?}");
     assert!(out.contains("done:go"), "{out:?}");
     Ok(())
@@ -797,10 +733,7 @@ async fn tokens_expire_and_idle_sessions_close() -> anyhow::Result<()> {
     let before = processes_in(&rootfs);
     let url = exec_url(&mut rt, &id, &["sleep", "1000"], true, false).await?;
     let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;
-    c.open(&[("streamType", "error")], true);
-    c.open(&[("streamType", "stdin")], false);
-    c.open(&[("streamType", "stdout")], true);
-    c.open(&[("streamType", "stderr")], true);
+    c.open_streams(true, true, false);
     let started = std::time::Instant::now();
     let (_, frames) = c.collect(Duration::from_secs(20)).await?;
     assert!(
@@ -839,9 +772,7 @@ async fn stdin_once_waits_for_a_client_with_stdin() -> anyhow::Result<()> {
     // A client without stdin comes and goes: the container's stdin stays open.
     let url = rt.attach(attach(false)).await?.into_inner().url;
     let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;
-    c.open(&[("streamType", "error")], true);
-    c.open(&[("streamType", "stdout")], true);
-    c.open(&[("streamType", "stderr")], true);
+    c.open_streams(false, true, false);
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(c);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -852,14 +783,10 @@ async fn stdin_once_waits_for_a_client_with_stdin() -> anyhow::Result<()> {
     // The first client with stdin gets the read.
     let url = rt.attach(attach(true)).await?.into_inner().url;
     let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;
-    c.open(&[("streamType", "error")], true);
-    let stdin = c.open(&[("streamType", "stdin")], false);
-    let stdout = c.open(&[("streamType", "stdout")], true);
-    c.open(&[("streamType", "stderr")], true);
-    c.send_all(stdin, b"x\n", true);
+    let streams = c.open_streams(true, true, false);
+    c.send_all(streams.stdin.context("stdin")?, b"x\n", true);
     let (data, _) = c.collect(Duration::from_secs(20)).await?;
-    let out = String::from_utf8_lossy(data.get(&stdout).map(Vec::as_slice).unwrap_or_default())
-        .into_owned();
+    let out = text(&data, streams.stdout);
     assert!(out.contains("got:x"), "{out:?}");
     Ok(())
 }

@@ -245,12 +245,8 @@ pub fn event(rt: &runtime::Runtime, e: runtime::ContainerEvent) -> cri::Containe
         EventKind::Deleted => cri::ContainerEventType::ContainerDeletedEvent,
     };
     let pod = rt.pod(&e.pod_id).ok();
-    let containers_statuses = rt
-        .list_containers()
-        .iter()
-        .filter(|c| c.pod_id == e.pod_id)
-        .filter_map(|c| status(c, false).status)
-        .collect();
+    let containers_statuses =
+        rt.map_containers(|c| (c.pod_id == e.pod_id).then(|| status(c, false).status)?);
     cri::ContainerEventResponse {
         container_id: e.container_id,
         container_event_type: kind as i32,

@@ -564,19 +564,20 @@ impl Encoder {
                 stream_id,
                 flags,
                 headers,
-            } => {
-                p.put_u32(stream_id & STREAM_ID_MASK);
-                self.header_block(headers, &mut p);
-                control(out, SYN_REPLY, *flags, &p);
             }
-            Frame::Headers {
+            | Frame::Headers {
                 stream_id,
                 flags,
                 headers,
             } => {
                 p.put_u32(stream_id & STREAM_ID_MASK);
                 self.header_block(headers, &mut p);
-                control(out, HEADERS, *flags, &p);
+                let kind = if matches!(frame, Frame::SynReply { .. }) {
+                    SYN_REPLY
+                } else {
+                    HEADERS
+                };
+                control(out, kind, *flags, &p);
             }
             Frame::RstStream { stream_id, status } => {
                 p.put_u32(stream_id & STREAM_ID_MASK);
