@@ -46,6 +46,38 @@ async fn exec_url(
         .url)
 }
 
+/// The URL of an attach with stdout and the other streams as asked.
+async fn attach_url(
+    rt: &mut Rt,
+    id: &str,
+    stdin: bool,
+    stderr: bool,
+    tty: bool,
+) -> anyhow::Result<String> {
+    Ok(rt
+        .attach(cri::AttachRequest {
+            container_id: id.into(),
+            stdin,
+            stdout: true,
+            stderr,
+            tty,
+        })
+        .await?
+        .into_inner()
+        .url)
+}
+
+async fn port_forward_url(rt: &mut Rt, pod: &str, ports: &[u16]) -> anyhow::Result<String> {
+    Ok(rt
+        .port_forward(cri::PortForwardRequest {
+            pod_sandbox_id: pod.into(),
+            port: ports.iter().map(|p| i32::from(*p)).collect(),
+        })
+        .await?
+        .into_inner()
+        .url)
+}
+
 fn sha(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
@@ -330,17 +362,7 @@ async fn attach_to_a_container() -> anyhow::Result<()> {
     config.stdin = true;
     config.stdin_once = true;
     let (_pod, id) = running(&mut rt, &server, "attach", config).await?;
-    let url = rt
-        .attach(cri::AttachRequest {
-            container_id: id.clone(),
-            stdin: true,
-            stdout: true,
-            stderr: true,
-            tty: false,
-        })
-        .await?
-        .into_inner()
-        .url;
+    let url = attach_url(&mut rt, &id, true, true, false).await?;
     let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;
     let streams = c.open_streams(true, true, false);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -375,16 +397,7 @@ async fn attach_to_a_container() -> anyhow::Result<()> {
         .expect_err("stdin of a container without one");
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     // Its output can be followed over WebSocket.
-    let url = rt
-        .attach(cri::AttachRequest {
-            container_id: plain,
-            stdout: true,
-            stderr: true,
-            ..Default::default()
-        })
-        .await?
-        .into_inner()
-        .url;
+    let url = attach_url(&mut rt, &plain, false, true, false).await?;
     let mut ws = ws_connect(&url, "v4.channel.k8s.io").await?;
     let mut seen = String::new();
     while !seen.contains("tick\ntick\n") {
@@ -415,14 +428,7 @@ async fn port_forward_to_httpd() -> anyhow::Result<()> {
     let request = b"GET /index.html HTTP/1.0\r\nHost: pod\r\n\r\n";
 
     // SPDY: two connections in one session, each a pair of streams; the client half-closes.
-    let url = rt
-        .port_forward(cri::PortForwardRequest {
-            pod_sandbox_id: pod.clone(),
-            port: vec![port as i32],
-        })
-        .await?
-        .into_inner()
-        .url;
+    let url = port_forward_url(&mut rt, &pod, &[port]).await?;
     let mut c = SpdyClient::connect(&url, &["portforward.k8s.io"]).await?;
     let p = port.to_string();
     let mut data_ids = Vec::new();
@@ -439,14 +445,7 @@ async fn port_forward_to_httpd() -> anyhow::Result<()> {
     drop(c);
 
     // A closed port is reported on the error stream.
-    let url = rt
-        .port_forward(cri::PortForwardRequest {
-            pod_sandbox_id: pod.clone(),
-            port: vec![],
-        })
-        .await?
-        .into_inner()
-        .url;
+    let url = port_forward_url(&mut rt, &pod, &[]).await?;
     let mut c = SpdyClient::connect(&url, &["portforward.k8s.io"]).await?;
     let dead = registry::free_port()?.to_string();
     let (error, _) = c.open_forward(&dead, "0");
@@ -461,14 +460,7 @@ async fn port_forward_to_httpd() -> anyhow::Result<()> {
     drop(c);
 
     // WebSocket: the port on each channel first, then the data.
-    let url = rt
-        .port_forward(cri::PortForwardRequest {
-            pod_sandbox_id: pod,
-            port: vec![],
-        })
-        .await?
-        .into_inner()
-        .url;
+    let url = port_forward_url(&mut rt, &pod, &[]).await?;
     let mut req =
         format!("{}?port={port}", url.replace("http://", "ws://")).into_client_request()?;
     req.headers_mut()
@@ -665,17 +657,7 @@ async fn attach_to_a_tty_container_resizes_its_terminal() -> anyhow::Result<()> 
     config.stdin = true;
     config.tty = true;
     let (_pod, id) = running(&mut rt, &server, "ttyattach", config).await?;
-    let url = rt
-        .attach(cri::AttachRequest {
-            container_id: id.clone(),
-            stdin: true,
-            stdout: true,
-            stderr: false,
-            tty: true,
-        })
-        .await?
-        .into_inner()
-        .url;
+    let url = attach_url(&mut rt, &id, true, false, true).await?;
     let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;
     let streams = c.open_streams(true, false, true);
     c.send_all(
@@ -762,15 +744,8 @@ async fn stdin_once_waits_for_a_client_with_stdin() -> anyhow::Result<()> {
     config.stdin = true;
     config.stdin_once = true;
     let (_pod, id) = running(&mut rt, &server, "once", config).await?;
-    let attach = |stdin: bool| cri::AttachRequest {
-        container_id: id.clone(),
-        stdin,
-        stdout: true,
-        stderr: true,
-        tty: false,
-    };
     // A client without stdin comes and goes: the container's stdin stays open.
-    let url = rt.attach(attach(false)).await?.into_inner().url;
+    let url = attach_url(&mut rt, &id, false, true, false).await?;
     let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;
     c.open_streams(false, true, false);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -781,7 +756,7 @@ async fn stdin_once_waits_for_a_client_with_stdin() -> anyhow::Result<()> {
         cri::ContainerState::ContainerRunning as i32
     );
     // The first client with stdin gets the read.
-    let url = rt.attach(attach(true)).await?.into_inner().url;
+    let url = attach_url(&mut rt, &id, true, true, false).await?;
     let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;
     let streams = c.open_streams(true, true, false);
     c.send_all(streams.stdin.context("stdin")?, b"x\n", true);
