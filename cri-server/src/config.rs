@@ -25,6 +25,85 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub streaming: StreamingConfig,
+    #[serde(default)]
+    pub mounts: MountsConfig,
+    #[serde(default)]
+    pub node: NodeConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MountsConfig {
+    pub mechanism: MountMechanismName,
+    pub bindfs_path: PathBuf,
+    pub bindfs_options: Vec<String>,
+    pub allowed_host_paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountMechanismName {
+    Auto,
+    Bind,
+    Bindfs,
+}
+
+impl Default for MountsConfig {
+    fn default() -> Self {
+        MountsConfig {
+            mechanism: MountMechanismName::Auto,
+            bindfs_path: "bindfs".into(),
+            bindfs_options: Vec::new(),
+            allowed_host_paths: Vec::new(),
+        }
+    }
+}
+
+impl MountsConfig {
+    pub fn policy(&self) -> runtime::mounts::MountPolicy {
+        use runtime::mounts::{MountMechanism, MountPolicy};
+        let bindfs = MountMechanism::Bindfs {
+            program: self.bindfs_path.clone(),
+            options: self.bindfs_options.clone(),
+        };
+        let mechanism = match self.mechanism {
+            MountMechanismName::Bind => MountMechanism::Bind,
+            MountMechanismName::Bindfs => bindfs,
+            MountMechanismName::Auto => match MountMechanism::native() {
+                MountMechanism::Bind => MountMechanism::Bind,
+                MountMechanism::Bindfs { .. } => bindfs,
+            },
+        };
+        MountPolicy {
+            mechanism,
+            allowed_host_paths: self.allowed_host_paths.clone(),
+        }
+    }
+}
+
+/// What `darwin-cri node-report` tells the cluster about this Mac.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    pub build_slots: u32,
+    pub name: String,
+    pub kubeconfig: PathBuf,
+    pub applications_dir: PathBuf,
+    pub simulator_runtimes_dir: PathBuf,
+    pub report_interval_seconds: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            build_slots: 2,
+            name: String::new(),
+            kubeconfig: "/etc/kubernetes/kubelet.conf".into(),
+            applications_dir: "/Applications".into(),
+            simulator_runtimes_dir: "/Library/Developer/CoreSimulator/Volumes".into(),
+            report_interval_seconds: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -98,6 +177,7 @@ pub struct RuntimeConfig {
     pub limit_check_interval_ms: u64,
     pub event_buffer: usize,
     pub stats_interval_ms: u64,
+    pub mdns_socket: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -190,6 +270,19 @@ impl Default for RuntimeConfig {
             limit_check_interval_ms: 250,
             event_buffer: 1024,
             stats_interval_ms: 1000,
+            mdns_socket: String::new(),
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// The host socket relayed into container roots: "" is the OS's (macOS only), "none" none.
+    pub fn mdns_socket(&self) -> Option<PathBuf> {
+        match self.mdns_socket.as_str() {
+            "none" => None,
+            "" if cfg!(target_os = "macos") => Some(runtime::dns_proxy::MDNS_SOCKET.into()),
+            "" => None,
+            path => Some(path.into()),
         }
     }
 }
@@ -242,6 +335,9 @@ mod tests {
         assert_eq!(c.runtime, RuntimeConfig::default());
         assert_eq!(c.image, ImageConfig::default());
         assert_eq!(c.metrics, MetricsConfig::default());
+        assert_eq!(c.streaming, StreamingConfig::default());
+        assert_eq!(c.mounts, MountsConfig::default());
+        assert_eq!(c.node, NodeConfig::default());
     }
 
     #[test]

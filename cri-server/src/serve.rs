@@ -65,7 +65,13 @@ fn claim_socket(socket: &Path) -> anyhow::Result<()> {
 
 pub fn platform(config: &Config) -> anyhow::Result<Platform> {
     if config.image.platform.is_empty() {
-        Ok(Platform::host())
+        let mut host = Platform::host();
+        let facts = runtime::platform::host_facts();
+        // Images for darwin are preferred for the host's macOS version when they say theirs.
+        if host.os == facts.os && !facts.os_version.is_empty() && host.os == "darwin" {
+            host.os_version = Some(facts.os_version);
+        }
+        Ok(host)
     } else {
         Platform::parse(&config.image.platform)
             .with_context(|| format!("image.platform {:?}", config.image.platform))
@@ -82,7 +88,26 @@ pub fn open_images(config: &Config) -> anyhow::Result<Arc<ImageStore>> {
     Ok(Arc::new(images))
 }
 
+/// Refuses socket paths the OS cannot bind or connect to: the CRI socket, and the monitors'
+/// control sockets under the state directory (`<state_dir>/m/<32 hex>.sock`).
+pub fn check_socket_paths(config: &Config) -> anyhow::Result<()> {
+    let monitor_socket = config
+        .state_dir
+        .join("m")
+        .join(format!("{}.sock", "0".repeat(32)));
+    for (what, path) in [
+        ("socket", &config.socket),
+        ("state_dir (monitor sockets)", &monitor_socket),
+    ] {
+        if let Some(problem) = runtime::platform::socket_path_problem(path) {
+            anyhow::bail!("{what}: {problem}");
+        }
+    }
+    Ok(())
+}
+
 pub async fn serve(mut config: Config) -> anyhow::Result<()> {
+    check_socket_paths(&config)?;
     for dir in [&mut config.root, &mut config.state_dir] {
         std::fs::create_dir_all(&*dir).with_context(|| format!("creating {}", dir.display()))?;
         // Real paths only: mounts are found by comparing with the mount table's real paths.
@@ -90,6 +115,8 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
             .canonicalize()
             .with_context(|| format!("resolving {}", dir.display()))?;
     }
+    // Again with real paths: on macOS /var/run is /private/var/run, 8 bytes longer.
+    check_socket_paths(&config)?;
     let _root_lock = lock(
         &config.root.join("darwin-cri.lock"),
         &format!("the root {}", config.root.display()),
@@ -130,6 +157,8 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         limit_interval: Duration::from_millis(config.runtime.limit_check_interval_ms.max(10)),
         event_buffer: config.runtime.event_buffer.max(1),
         stats_interval: Duration::from_millis(config.runtime.stats_interval_ms),
+        mounts: config.mounts.policy(),
+        mdns_socket: config.runtime.mdns_socket(),
     };
     let rt = Runtime::open(opts, images).context("opening the runtime state")?;
     rt.recover()

@@ -18,7 +18,8 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// The platform of the running host (`macos` is reported as `darwin`).
+    /// The platform of the running host (`macos` is reported as `darwin`), without an OS
+    /// version: the caller that knows the host's (the runtime's platform layer) sets it.
     pub fn host() -> Platform {
         let os = match std::env::consts::OS {
             "macos" => "darwin",
@@ -35,7 +36,7 @@ impl Platform {
             os: os.to_string(),
             architecture: architecture.to_string(),
             variant: None,
-            os_version: host_os_version(),
+            os_version: None,
         }
     }
 
@@ -73,25 +74,6 @@ impl fmt::Display for Platform {
         }
         Ok(())
     }
-}
-
-/// The host's macOS version (`14.5`) from SystemVersion.plist; `None` elsewhere.
-fn host_os_version() -> Option<String> {
-    if cfg!(target_os = "macos") {
-        let plist =
-            std::fs::read_to_string("/System/Library/CoreServices/SystemVersion.plist").ok()?;
-        plist_string(&plist, "ProductVersion")
-    } else {
-        None
-    }
-}
-
-/// The `<string>` after `<key>name</key>` in an XML plist.
-pub(crate) fn plist_string(plist: &str, name: &str) -> Option<String> {
-    let key = format!("<key>{name}</key>");
-    let rest = &plist[plist.find(&key)? + key.len()..];
-    let rest = rest.trim_start().strip_prefix("<string>")?;
-    Some(rest[..rest.find("</string>")?].trim().to_string())
 }
 
 /// What an index entry (or a config) says it is built for.
@@ -226,16 +208,5 @@ mod tests {
             Ok(1),
             "variant unset in the offer matches"
         );
-    }
-
-    #[test]
-    fn plist_version() {
-        let p = "<dict>\n\t<key>ProductBuildVersion</key>\n\t<string>23F79</string>\n\t<key>ProductVersion</key>\n\t<string>14.5</string>\n</dict>";
-        assert_eq!(plist_string(p, "ProductVersion").as_deref(), Some("14.5"));
-        assert_eq!(
-            plist_string(p, "ProductBuildVersion").as_deref(),
-            Some("23F79")
-        );
-        assert_eq!(plist_string(p, "Missing"), None);
     }
 }

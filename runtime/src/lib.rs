@@ -9,13 +9,16 @@
 #![deny(unsafe_code)]
 
 pub mod attach;
+pub mod dns_proxy;
 mod error;
 pub mod exec;
 mod fsutil;
+pub mod jail;
 pub mod limits;
 pub mod logs;
 pub mod model;
 pub mod monitor;
+pub mod mounts;
 pub mod platform;
 mod runtime;
 pub mod stats;

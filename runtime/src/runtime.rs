@@ -65,6 +65,11 @@ pub struct RuntimeOptions {
     pub event_buffer: usize,
     /// How long one statistics sample serves every caller.
     pub stats_interval: Duration,
+    /// Which host paths kubelet's mounts may come from, and how they are made.
+    pub mounts: crate::mounts::MountPolicy,
+    /// The host's mDNSResponder socket, relayed into every running container's root (see
+    /// [`crate::dns_proxy`]); `None` relays nothing.
+    pub mdns_socket: Option<PathBuf>,
 }
 
 /// What happened to a container, for GetContainerEvents.
@@ -91,6 +96,8 @@ struct Plan {
     dir: PathBuf,
     log_path: Option<PathBuf>,
     limits: crate::limits::Limits,
+    /// The resolved host path of each of the spec's mounts, in order.
+    sources: Vec<PathBuf>,
 }
 
 /// What ExecSync returns.
@@ -119,6 +126,8 @@ pub struct Runtime {
     subscribers: Mutex<Vec<tokio::sync::mpsc::Sender<ContainerEvent>>>,
     /// Containers whose StartContainer is under way: a second start or a removal waits its turn.
     starting: Mutex<HashSet<String>>,
+    /// The mDNSResponder relay of each running container.
+    dns_proxies: Mutex<HashMap<String, crate::dns_proxy::DnsProxy>>,
     /// The shared statistics sample.
     sampler: Arc<Mutex<crate::stats::Sampler>>,
     /// Callers wait here for one sample instead of each walking the process table.
@@ -312,6 +321,7 @@ impl Runtime {
             exits: Mutex::new(HashMap::new()),
             subscribers: Mutex::new(Vec::new()),
             starting: Mutex::new(HashSet::new()),
+            dns_proxies: Mutex::new(HashMap::new()),
             sampler: Arc::new(Mutex::new(crate::stats::Sampler::default())),
             sample_gate: tokio::sync::Mutex::new(()),
             oom_kills: std::sync::atomic::AtomicU64::new(0),
@@ -687,6 +697,7 @@ impl Runtime {
             .filter(|m| !m.name.is_empty())
             .ok_or_else(|| Error::InvalidArgument("container metadata needs a name".into()))?;
         let image = self.image_for(&spec.image)?;
+        let mut sources = Vec::with_capacity(spec.mounts.len());
         for m in &spec.mounts {
             match clean_in_root(&m.container_path) {
                 None => {
@@ -703,12 +714,11 @@ impl Runtime {
                 }
                 Some(_) => {}
             }
-            if m.host_path.is_empty() || std::fs::metadata(&m.host_path).is_err() {
-                return Err(Error::InvalidArgument(format!(
-                    "mount source {:?} (for {:?}) does not exist",
-                    m.host_path, m.container_path
-                )));
-            }
+            sources.push(
+                self.opts
+                    .mounts
+                    .resolve_source(&m.host_path, &m.container_path)?,
+            );
         }
         let log_path = if spec.log_path.is_empty() || pod.spec.log_directory.is_empty() {
             None
@@ -739,6 +749,7 @@ impl Runtime {
             dir: dir.clone(),
             log_path,
             limits,
+            sources,
         };
         let (cpod, cimage) = (pod.clone(), image.clone());
         let built =
@@ -784,6 +795,17 @@ impl Runtime {
         };
 
         platform::populate_dev(&inside("/dev")?).at("creating devices in", &rootfs)?;
+        let user = user::resolve(
+            &rootfs,
+            &UserRequest {
+                run_as_user: spec.run_as_user,
+                run_as_group: spec.run_as_group,
+                run_as_username: &spec.run_as_username,
+                supplemental_groups: &spec.supplemental_groups,
+                image_user: &image.config.user,
+            },
+        )?;
+        crate::jail::prepare(&rootfs, user.uid, user.gid, &user.home)?;
         let tmp = inside("/tmp")?;
         std::fs::create_dir_all(&tmp).at("creating", &tmp)?;
         std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
@@ -806,16 +828,6 @@ impl Runtime {
             std::fs::copy(pod.dir.join(file), &target).at("writing", &target)?;
         }
 
-        let user = user::resolve(
-            &rootfs,
-            &UserRequest {
-                run_as_user: spec.run_as_user,
-                run_as_group: spec.run_as_group,
-                run_as_username: &spec.run_as_username,
-                supplemental_groups: &spec.supplemental_groups,
-                image_user: &image.config.user,
-            },
-        )?;
         let args = merge_command(&image.config, &spec.command, &spec.args)?;
         let hostname = std::fs::read_to_string(pod.dir.join("hostname")).unwrap_or_default();
         let mut env = vec![format!("HOSTNAME={}", hostname.trim())];
@@ -854,9 +866,8 @@ impl Runtime {
 
         let mut mounted = Vec::new();
         let mount_result = (|| -> Result<()> {
-            for m in &spec.mounts {
+            for (m, source) in spec.mounts.iter().zip(&plan.sources) {
                 let target = inside(&m.container_path)?;
-                let source = Path::new(&m.host_path);
                 let is_dir = std::fs::metadata(source)
                     .at("inspecting mount source", source)?
                     .is_dir();
@@ -881,7 +892,10 @@ impl Runtime {
                         if is_dir { "directory" } else { "file" }
                     )));
                 }
-                platform::bind_mount(source, &target, m.readonly).at("mounting onto", &target)?;
+                self.opts
+                    .mounts
+                    .mount(source, &target, m.readonly)
+                    .at("mounting onto", &target)?;
                 mounted.push(target);
             }
             Ok(())
@@ -990,6 +1004,7 @@ impl Runtime {
                 c.id, c.state
             )));
         }
+        self.start_dns_proxy(&c);
         let monitor_log = std::fs::File::create(c.dir.join("monitor.log"))
             .at("creating", &c.dir.join("monitor.log"))?;
         let mut child = tokio::process::Command::new(&self.opts.monitor_exe)
@@ -1073,8 +1088,37 @@ impl Runtime {
         }
     }
 
+    /// Relays the host's mDNSResponder socket into the container's root, if one is configured.
+    /// A failure leaves the container without name resolution, not without a start: it is
+    /// logged.
+    fn start_dns_proxy(&self, c: &Container) {
+        let Some(upstream) = &self.opts.mdns_socket else {
+            return;
+        };
+        let started = resolve_in_root(&c.process.rootfs, Path::new(crate::dns_proxy::MDNS_SOCKET))
+            .and_then(|at| {
+                crate::dns_proxy::DnsProxy::start(upstream, &at, &self.opts.root.join("sockets"))
+            });
+        match started {
+            Ok(proxy) => {
+                if let Ok(mut proxies) = self.dns_proxies.lock() {
+                    proxies.insert(c.id.clone(), proxy);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(container = c.id, error = %e, "no DNS relay in the container root")
+            }
+        }
+    }
+
+    fn stop_dns_proxy(&self, id: &str) {
+        let proxy = self.dns_proxies.lock().ok().and_then(|mut p| p.remove(id));
+        drop(proxy);
+    }
+
     /// The monitor of container `id` is gone: record how the container ended.
     fn monitor_exited(&self, id: &str, tx: watch::Sender<bool>) {
+        self.stop_dns_proxy(id);
         let Some(c) = self.find_container(id) else {
             let _ = tx.send(true);
             return;
@@ -1206,6 +1250,7 @@ impl Runtime {
         }
         // Nothing of it may outlive it, whatever state it is in.
         Self::kill_tree(&c, Signal::SIGKILL);
+        self.stop_dns_proxy(&c.id);
         let dir = c.dir.clone();
         tokio::task::spawn_blocking(move || remove_tree(&dir))
             .await
@@ -1494,9 +1539,61 @@ impl Runtime {
 
     // ----- recovery ---------------------------------------------------------------------------
 
+    /// Unmounts what a crash or a dead FUSE daemon left behind: mounts under stopped pods, and
+    /// mounts whose bindfs process is gone (every access to them fails). A forced unmount is
+    /// the only way to clear the latter.
+    fn unmount_stale(&self) {
+        let stopped: Vec<PathBuf> = self
+            .list_pods()
+            .into_iter()
+            .filter(|p| p.state != PodState::Ready)
+            .map(|p| p.dir)
+            .collect();
+        let pods_dir = self.opts.root.join("pods");
+        let mounts = platform::mounts_under(&pods_dir).unwrap_or_default();
+        for m in mounts {
+            let under_stopped = stopped.iter().any(|d| m.starts_with(d));
+            if under_stopped || crate::mounts::is_stale(&m) {
+                match platform::unmount(&m) {
+                    Ok(()) => tracing::info!(mount = %m.display(), "unmounted a stale mount"),
+                    Err(e) => {
+                        tracing::warn!(mount = %m.display(), error = %e, "cannot unmount a stale mount")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes again the mounts of a live container that are missing (unmounted as stale).
+    fn repair_mounts(&self, c: &Container) {
+        let live = platform::mounts_under(&c.dir).unwrap_or_default();
+        for (m, target) in c.spec.mounts.iter().zip(&c.mounted) {
+            if live.contains(target) {
+                continue;
+            }
+            let remounted = self
+                .opts
+                .mounts
+                .resolve_source(&m.host_path, &m.container_path)
+                .and_then(|source| {
+                    self.opts
+                        .mounts
+                        .mount(&source, target, m.readonly)
+                        .at("mounting onto", target)
+                });
+            match remounted {
+                Ok(()) => tracing::info!(container = c.id, mount = %target.display(), "remounted"),
+                Err(e) => {
+                    tracing::warn!(container = c.id, mount = %target.display(), error = %e, "cannot remount")
+                }
+            }
+        }
+    }
+
     /// Reconciles the store with what survived a restart: adopts live monitors, records the exits
     /// of containers that ended while the server was down, and removes debris of half-done work.
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        self.unmount_stale();
         for c in self.list_containers() {
             let started = if c.state == ContainerState::Created {
                 // The server may have died between starting the monitor and recording it; a
@@ -1524,6 +1621,7 @@ impl Runtime {
             if c.state != ContainerState::Running {
                 continue;
             }
+            self.start_dns_proxy(&c);
             let (tx, rx) = watch::channel(false);
             self.exits
                 .lock()
@@ -1536,6 +1634,11 @@ impl Runtime {
                 }
                 rt.monitor_exited(&c.id, tx);
             });
+        }
+        for c in self.list_containers() {
+            if matches!(c.state, ContainerState::Running | ContainerState::Created) {
+                self.repair_mounts(&c);
+            }
         }
         // Directories that no record names are debris of work cut short by a crash.
         let known_pods: HashSet<PathBuf> = self.list_pods().into_iter().map(|p| p.dir).collect();

@@ -376,6 +376,77 @@ pub fn release_free_memory() {
     }
 }
 
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Binds through `/proc/self/fd/N/<name>`, N a descriptor of the socket's directory: a short
+/// path to a directory of any depth. Falls back to binding under `scratch` and renaming.
+pub fn bind_long_unix_path(
+    path: &Path,
+    scratch: &Path,
+) -> io::Result<std::os::unix::net::UnixListener> {
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::Mode;
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no directory"));
+    };
+    let dir = open(
+        parent,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    use std::os::fd::AsRawFd;
+    let short = Path::new("/proc/self/fd")
+        .join(dir.as_raw_fd().to_string())
+        .join(name);
+    match std::os::unix::net::UnixListener::bind(&short) {
+        Ok(l) => Ok(l),
+        Err(_) => super::bind_and_move(path, scratch),
+    }
+}
+
+pub fn host_facts() -> super::HostFacts {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |text: &str, key: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == key).then(|| v.trim().to_string())
+        })
+    };
+    super::HostFacts {
+        os: "linux".into(),
+        os_version: std::fs::read_to_string("/etc/os-release")
+            .ok()
+            .and_then(|t| super::parse_os_release(&t))
+            .unwrap_or_default(),
+        os_build: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        chip: field(&cpuinfo, "model name").unwrap_or_default(),
+        memory_bytes: field(&meminfo, "MemTotal")
+            .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0),
+        ..Default::default()
+    }
+}
+
+pub fn filesystem_type(path: &Path) -> io::Result<String> {
+    let fs = nix::sys::statfs::statfs(path)?;
+    let magic = fs.filesystem_type().0 as u64;
+    Ok(match magic {
+        0xEF53 => "ext4".into(),
+        0x5846_5342 => "xfs".into(),
+        0x9123_683E => "btrfs".into(),
+        0x0102_1994 => "tmpfs".into(),
+        0x794C_7630 => "overlay".into(),
+        0x6573_5546 => "fuse".into(),
+        0x6969 => "nfs".into(),
+        0x2FC1_2FC1 => "zfs".into(),
+        other => format!("0x{other:x}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -380,3 +380,87 @@ pub fn wait_for_exited_child() -> io::Result<i32> {
 pub fn release_free_memory() {
     // The macOS allocator returns free pages to the system itself (madvise on its magazines).
 }
+
+pub const MAX_SOCKET_PATH: usize = 103;
+
+/// macOS has no short alias for a directory that bind(2) follows: bind under `scratch`
+/// and rename into place.
+pub fn bind_long_unix_path(
+    path: &Path,
+    scratch: &Path,
+) -> io::Result<std::os::unix::net::UnixListener> {
+    super::bind_and_move(path, scratch)
+}
+
+fn sysctl_bytes(name: &str) -> Option<Vec<u8>> {
+    let cname = CString::new(name).ok()?;
+    let mut len: libc::size_t = 0;
+    // SAFETY: a null buffer with a length pointer asks for the value's size only.
+    let rc = unsafe {
+        libc::sysctlbyname(
+            cname.as_ptr(),
+            std::ptr::null_mut(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let mut buf = vec![0u8; len];
+    // SAFETY: buf is writable for len bytes; the kernel writes at most len and updates it.
+    let rc = unsafe {
+        libc::sysctlbyname(
+            cname.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            &mut len,
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    buf.truncate(len);
+    Some(buf)
+}
+
+fn sysctl_string(name: &str) -> Option<String> {
+    let bytes = sysctl_bytes(name)?;
+    let s = CStr::from_bytes_until_nul(&bytes).ok()?;
+    Some(s.to_string_lossy().trim().to_string())
+}
+
+fn sysctl_u64(name: &str) -> Option<u64> {
+    let bytes = sysctl_bytes(name)?;
+    Some(u64::from_ne_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+pub fn host_facts() -> super::HostFacts {
+    let (os_version, os_build) = std::fs::read("/System/Library/CoreServices/SystemVersion.plist")
+        .ok()
+        .and_then(|b| super::parse_system_version(&b))
+        .unwrap_or_default();
+    super::HostFacts {
+        os: "darwin".into(),
+        os_version,
+        os_build,
+        chip: sysctl_string("machdep.cpu.brand_string").unwrap_or_default(),
+        memory_bytes: sysctl_u64("hw.memsize").unwrap_or(0),
+        ..Default::default()
+    }
+}
+
+pub fn filesystem_type(path: &Path) -> io::Result<String> {
+    let p = cstring(path)?;
+    // SAFETY: statfs is plain old data; zeroed is a valid value that statfs(2) overwrites.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: p is NUL-terminated and fs is a writable statfs for the call.
+    if unsafe { libc::statfs(p.as_ptr(), &mut fs) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: f_fstypename is a NUL-terminated C string inside the struct.
+    let name = unsafe { CStr::from_ptr(fs.f_fstypename.as_ptr()) };
+    Ok(name.to_string_lossy().into_owned())
+}

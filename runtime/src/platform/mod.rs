@@ -290,6 +290,168 @@ pub fn clone_rootfs(snapshot: &Path, dir: &Path, copy: bool) -> std::io::Result<
     Ok(rootfs)
 }
 
+/// Longest unix socket path `bind(2)` and `connect(2)` take, in bytes without the NUL
+/// (`sun_path` is 104 bytes on macOS, 108 on Linux).
+pub const MAX_SOCKET_PATH: usize = imp::MAX_SOCKET_PATH;
+
+/// Why `path` cannot be a unix socket path on this OS, if it cannot.
+pub fn socket_path_problem(path: &Path) -> Option<String> {
+    let len = path.as_os_str().len();
+    (len > MAX_SOCKET_PATH).then(|| {
+        format!(
+            "{} is {len} bytes long; unix socket paths are limited to {MAX_SOCKET_PATH} bytes \
+             here (103 on macOS): choose a shorter path",
+            path.display()
+        )
+    })
+}
+
+/// A listening unix socket at `path`, however long the path is (a container root's
+/// `/var/run/mDNSResponder` easily passes the limit). Whatever is at `path` is replaced.
+///
+/// A path over the limit is bound through a short name for its directory (Linux:
+/// `/proc/self/fd/N`) or, where there is none (macOS), bound under `scratch` (short, on the
+/// same file system) and renamed into place: a bound socket keeps working under its new name.
+pub fn bind_unix_listener(
+    path: &Path,
+    scratch: &Path,
+) -> std::io::Result<std::os::unix::net::UnixListener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path)?,
+        Ok(_) => std::fs::remove_file(path)?,
+        Err(_) => {}
+    }
+    if path.as_os_str().len() <= MAX_SOCKET_PATH {
+        return std::os::unix::net::UnixListener::bind(path);
+    }
+    imp::bind_long_unix_path(path, scratch)
+}
+
+/// Binds under `scratch` and renames the socket to `path` (see [`bind_unix_listener`]).
+fn bind_and_move(path: &Path, scratch: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    std::fs::create_dir_all(scratch)?;
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let short = scratch.join(format!("{}-{n}.sock", std::process::id()));
+    if let Some(problem) = socket_path_problem(&short) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            problem,
+        ));
+    }
+    let _ = std::fs::remove_file(&short);
+    let listener = std::os::unix::net::UnixListener::bind(&short)?;
+    if let Err(e) = std::fs::rename(&short, path) {
+        let _ = std::fs::remove_file(&short);
+        return Err(std::io::Error::new(
+            e.kind(),
+            format!(
+                "moving a socket from {} to {} (a path over the {MAX_SOCKET_PATH}-byte limit, \
+                 so bound elsewhere first; both must be on one file system): {e}",
+                short.display(),
+                path.display()
+            ),
+        ));
+    }
+    Ok(listener)
+}
+
+/// What the host is, for the image platform matcher, `darwin-cri doctor` and the node
+/// reporter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostFacts {
+    /// "darwin" or "linux".
+    pub os: String,
+    /// Product version: "15.1" (macOS), "12" (Debian's VERSION_ID).
+    pub os_version: String,
+    /// Build: "24B83" (macOS), the kernel release elsewhere.
+    pub os_build: String,
+    /// "arm64" or "amd64".
+    pub arch: String,
+    /// The processor's marketing name: "Apple M2 Pro", "Intel(R) Xeon(R) ...".
+    pub chip: String,
+    pub memory_bytes: u64,
+    pub cpus: u32,
+}
+
+/// The running host's facts; fields the OS does not tell are left empty.
+pub fn host_facts() -> HostFacts {
+    let mut facts = imp::host_facts();
+    facts.arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+    .into();
+    facts.cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(0);
+    facts
+}
+
+/// ProductVersion and ProductBuildVersion from the bytes of macOS's
+/// /System/Library/CoreServices/SystemVersion.plist (XML or binary).
+pub fn parse_system_version(bytes: &[u8]) -> Option<(String, String)> {
+    let dict = plist::Value::from_reader(std::io::Cursor::new(bytes)).ok()?;
+    let dict = dict.as_dictionary()?;
+    let get = |k: &str| dict.get(k).and_then(|v| v.as_string()).map(str::to_string);
+    Some((
+        get("ProductVersion")?,
+        get("ProductBuildVersion").unwrap_or_default(),
+    ))
+}
+
+/// `VERSION_ID` (else `VERSION`) of an os-release(5) file.
+pub fn parse_os_release(text: &str) -> Option<String> {
+    let value = |key: &str| {
+        text.lines().find_map(|l| {
+            let v = l.strip_prefix(key)?.strip_prefix('=')?;
+            Some(v.trim().trim_matches('"').to_string())
+        })
+    };
+    value("VERSION_ID").or_else(|| value("VERSION"))
+}
+
+/// Whether this process may change a child's root: forks a child that calls chroot(2) on `dir`
+/// and exits, and reports the error the call gave.
+#[allow(unsafe_code)]
+pub fn try_chroot(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::process::CommandExt;
+    let root = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
+    // Never executed: the child exits from pre_exec once chroot has answered.
+    let mut cmd = std::process::Command::new("/");
+    // SAFETY: the closure runs in the forked child and calls only chroot(2) and _exit(2), both
+    // async-signal-safe, on a string prepared before the fork. (With System Integrity
+    // Protection on, macOS answers EPERM even for root.)
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::chroot(root.as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::_exit(0)
+        });
+    }
+    let status = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "the chroot probe ended with {status}"
+        )))
+    }
+}
+
+/// The name of the file system `path` is on: "apfs", "ext4", "overlay", "tmpfs", ...
+pub fn filesystem_type(path: &Path) -> std::io::Result<String> {
+    imp::filesystem_type(path)
+}
+
 /// Whether `pid` names a live (not zombie) process that started at `start_time`.
 pub fn is_alive(pid: i32, start_time: u64) -> bool {
     matches!(process_info(pid), Some(p) if p.alive && p.start_time == start_time)
@@ -388,6 +550,113 @@ mod tests {
                 .is_dir()
         );
         assert_eq!(mode(&dev.join("shm")), 0o1777);
+    }
+
+    /// connect(2) has bind's limit: reach a socket through a short link to its directory.
+    fn connect_long(path: &Path, tag: &str) -> std::io::Result<std::os::unix::net::UnixStream> {
+        let short = std::env::temp_dir().join(format!("sl-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&short);
+        std::os::unix::fs::symlink(path.parent().expect("dir"), &short)?;
+        let r =
+            std::os::unix::net::UnixStream::connect(short.join(path.file_name().expect("name")));
+        let _ = std::fs::remove_file(&short);
+        r
+    }
+
+    #[test]
+    fn long_socket_paths_are_bound_and_reachable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let deep = dir.path().join("d".repeat(60)).join("e".repeat(60));
+        std::fs::create_dir_all(&deep).expect("mkdir");
+        let scratch = dir.path().join("s");
+        let path = deep.join("mDNSResponder");
+        assert!(
+            socket_path_problem(&path).is_some(),
+            "the test path is over the limit"
+        );
+        std::fs::write(&path, "left by the image").expect("write");
+        let listener = bind_unix_listener(&path, &scratch).expect("bind");
+        connect_long(&path, "a").expect("connected through the long path");
+        assert!(listener.accept().is_ok());
+
+        // The macOS way: bound under the scratch directory and moved into place.
+        let moved = deep.join("moved");
+        let listener = bind_and_move(&moved, &scratch).expect("bind and move");
+        connect_long(&moved, "b").expect("connected to the moved socket");
+        assert!(listener.accept().is_ok());
+        assert_eq!(
+            std::fs::read_dir(&scratch).expect("ls").count(),
+            0,
+            "nothing left in scratch"
+        );
+    }
+
+    #[test]
+    fn socket_path_limit_is_named() {
+        assert!(socket_path_problem(Path::new("/var/run/darwin-cri/darwin-cri.sock")).is_none());
+        let long = format!("/var/run/{}/s.sock", "x".repeat(120));
+        let problem = socket_path_problem(Path::new(&long)).expect("too long");
+        assert!(
+            problem.contains(&MAX_SOCKET_PATH.to_string()) && problem.contains("103"),
+            "{problem}"
+        );
+    }
+
+    #[test]
+    fn host_facts_name_this_machine() {
+        let f = host_facts();
+        assert_eq!(
+            f.os,
+            if cfg!(target_os = "macos") {
+                "darwin"
+            } else {
+                "linux"
+            }
+        );
+        assert!(
+            !f.arch.is_empty() && f.cpus > 0 && f.memory_bytes > 0,
+            "{f:?}"
+        );
+        assert!(!f.os_build.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn system_version_and_os_release_parse() {
+        let xml = br#"<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
+<plist version="1.0"><dict>
+<key>ProductBuildVersion</key><string>24B83</string>
+<key>ProductName</key><string>macOS</string>
+<key>ProductVersion</key><string>15.1</string>
+</dict></plist>"#;
+        assert_eq!(
+            parse_system_version(xml),
+            Some(("15.1".to_string(), "24B83".to_string()))
+        );
+        assert_eq!(parse_system_version(b"<plist><dict>"), None);
+        let os = "NAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\n";
+        assert_eq!(parse_os_release(os).as_deref(), Some("12"));
+        assert_eq!(
+            parse_os_release("VERSION=\"rolling\"").as_deref(),
+            Some("rolling")
+        );
+    }
+
+    #[test]
+    fn chroot_probe_and_filesystem_type_answer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs = filesystem_type(dir.path()).expect("statfs");
+        assert!(!fs.is_empty());
+        let result = try_chroot(dir.path());
+        if nix::unistd::geteuid().is_root() {
+            result.expect("root may chroot here");
+        } else {
+            assert_eq!(
+                result.expect_err("not root").raw_os_error(),
+                Some(libc::EPERM)
+            );
+        }
+        assert!(try_chroot(&dir.path().join("missing")).is_err());
     }
 
     #[test]

@@ -1,0 +1,221 @@
+//! kubelet's volumes inside container roots: which host paths may be mounted, and how.
+//!
+//! Linux has bind mounts. macOS has none: there the host directory is re-exported at the
+//! target by bindfs, a FUSE file system (over macFUSE or fuse-t). The same bindfs code path runs
+//! on Linux with Debian's bindfs, so the tests exercise it beside plain bind mounts.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::platform;
+use crate::{Error, Result};
+
+/// How a host path is made visible inside a container root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountMechanism {
+    /// The kernel's bind mounts (Linux).
+    Bind,
+    /// A bindfs process per mount, run as `program [options] [-o ro] source target`.
+    Bindfs {
+        program: PathBuf,
+        options: Vec<String>,
+    },
+}
+
+impl MountMechanism {
+    /// What this OS uses when the configuration says "auto".
+    pub fn native() -> MountMechanism {
+        if cfg!(target_os = "macos") {
+            MountMechanism::Bindfs {
+                program: "bindfs".into(),
+                options: Vec::new(),
+            }
+        } else {
+            MountMechanism::Bind
+        }
+    }
+}
+
+/// Where mounts may come from and how they are made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountPolicy {
+    pub mechanism: MountMechanism,
+    /// Host directories a mount source must lie under once symlinks are resolved; empty allows
+    /// every path. kubelet's own mounts (hosts file, service-account tokens, termination log)
+    /// come from its root dir, so that belongs in the list.
+    pub allowed_host_paths: Vec<PathBuf>,
+}
+
+impl Default for MountPolicy {
+    fn default() -> Self {
+        MountPolicy {
+            mechanism: MountMechanism::native(),
+            allowed_host_paths: Vec::new(),
+        }
+    }
+}
+
+impl MountPolicy {
+    /// The real path to mount for kubelet's `host_path`, or why it may not be mounted.
+    ///
+    /// The mount is made from the resolved path, so swapping a symlink in the source after this
+    /// check does not redirect the mount.
+    pub fn resolve_source(&self, host_path: &str, container_path: &str) -> Result<PathBuf> {
+        let given = Path::new(host_path);
+        if host_path.is_empty() || !given.is_absolute() {
+            return Err(Error::InvalidArgument(format!(
+                "mount source {host_path:?} (for {container_path:?}) is not an absolute path"
+            )));
+        }
+        let real = given.canonicalize().map_err(|e| {
+            Error::InvalidArgument(format!(
+                "mount source {host_path:?} (for {container_path:?}) does not exist: {e}"
+            ))
+        })?;
+        if self.allowed_host_paths.is_empty()
+            || self.allowed_host_paths.iter().any(|allowed| {
+                real.starts_with(allowed.canonicalize().as_deref().unwrap_or(allowed))
+            })
+        {
+            return Ok(real);
+        }
+        let allowed = self
+            .allowed_host_paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let how = if real != given {
+            format!("resolves through a symlink to {}, which is", real.display())
+        } else {
+            "is".into()
+        };
+        Err(Error::InvalidArgument(format!(
+            "mount source {host_path:?} (for {container_path:?}) {how} outside the allowed \
+             host paths ({allowed}); add its directory to mounts.allowed_host_paths to permit it"
+        )))
+    }
+
+    /// Makes `source` visible at `target` (an existing directory or file of the same kind).
+    pub fn mount(&self, source: &Path, target: &Path, readonly: bool) -> io::Result<()> {
+        match &self.mechanism {
+            MountMechanism::Bind => platform::bind_mount(source, target, readonly),
+            MountMechanism::Bindfs { program, options } => {
+                bindfs(program, options, source, target, readonly)
+            }
+        }
+    }
+}
+
+/// Runs bindfs, which daemonizes once the mount is up: the mount exists when it returns.
+fn bindfs(
+    program: &Path,
+    options: &[String],
+    source: &Path,
+    target: &Path,
+    readonly: bool,
+) -> io::Result<()> {
+    let mut cmd = Command::new(program);
+    cmd.args(options);
+    if readonly {
+        cmd.arg("-o").arg("ro");
+    }
+    let out = cmd
+        .arg(source)
+        .arg(target)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("running {}: {e}", program.display())))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "{} {} {} failed ({}): {}",
+        program.display(),
+        source.display(),
+        target.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}
+
+/// Whether the mount at `target` is dead: its FUSE daemon is gone, so every access fails
+/// (ENOTCONN on Linux, ENXIO "Device not configured" on macOS).
+pub fn is_stale(target: &Path) -> bool {
+    match std::fs::metadata(target) {
+        Ok(_) => false,
+        Err(e) => matches!(
+            e.raw_os_error(),
+            Some(libc::ENOTCONN) | Some(libc::ENXIO) | Some(libc::EIO)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(allowed: &[&Path]) -> MountPolicy {
+        MountPolicy {
+            mechanism: MountMechanism::Bind,
+            allowed_host_paths: allowed.iter().map(|p| p.to_path_buf()).collect(),
+        }
+    }
+
+    #[test]
+    fn symlinks_out_of_the_allowed_paths_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let allowed = dir.path().join("kubelet");
+        let outside = dir.path().join("secrets");
+        std::fs::create_dir_all(allowed.join("vol")).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::os::unix::fs::symlink(&outside, allowed.join("link")).expect("symlink");
+        std::os::unix::fs::symlink(allowed.join("vol"), allowed.join("inner")).expect("symlink");
+        let p = policy(&[&allowed]);
+        let s = |p: &Path| p.to_str().expect("utf-8").to_string();
+
+        let ok = p
+            .resolve_source(&s(&allowed.join("vol")), "/data")
+            .expect("inside");
+        assert_eq!(ok, allowed.canonicalize().expect("real").join("vol"));
+        let inner = p
+            .resolve_source(&s(&allowed.join("inner")), "/data")
+            .expect("a symlink that stays inside is fine");
+        assert_eq!(inner, ok, "the mount is made from the resolved path");
+
+        let err = p
+            .resolve_source(&s(&allowed.join("link")), "/data")
+            .expect_err("symlink out")
+            .to_string();
+        assert!(
+            err.contains("symlink") && err.contains("allowed_host_paths"),
+            "{err}"
+        );
+        let err = p
+            .resolve_source(&s(&outside), "/data")
+            .expect_err("outside")
+            .to_string();
+        assert!(err.contains("outside the allowed host paths"), "{err}");
+        let err = p
+            .resolve_source(&s(&allowed.join("nothing")), "/data")
+            .expect_err("missing")
+            .to_string();
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(p.resolve_source("relative/path", "/data").is_err());
+
+        // No list: every existing path, symlinked or not.
+        let open = policy(&[]);
+        assert!(open.resolve_source(&s(&allowed.join("link")), "/d").is_ok());
+    }
+
+    #[test]
+    fn a_live_directory_is_not_stale() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(!is_stale(dir.path()));
+        assert!(
+            !is_stale(&dir.path().join("missing")),
+            "absent is not stale"
+        );
+    }
+}
