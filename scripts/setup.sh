@@ -3,7 +3,8 @@
 # types are generated at build time). With --tests, also what the tests need: a static busybox
 # (the test image), Prometheus with promtool (the metrics endpoint's checks), and
 # docker-registry, skopeo and htpasswd (the registry pull tests), and kubectl (the streaming
-# interop test; Debian's kubernetes-client when no kubectl is installed). With --bench, what
+# interop test; Debian's kubernetes-client when no kubectl is installed), bindfs, shellcheck
+# and setpriv (the macOS layer, deploy and doctor tests). With --bench, what
 # bench/compare.sh needs (containerd, runc, the CNI plugins, the registry, skopeo, busybox).
 set -euo pipefail
 need=()
@@ -27,6 +28,11 @@ if [ "${1:-}" = "--tests" ]; then
   command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
   command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
   command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
+  # The macOS layer's tests: volumes through bindfs (FUSE), as on macOS; deploy/install.sh is
+  # checked with shellcheck; doctor runs as an unprivileged user through setpriv.
+  command -v bindfs >/dev/null 2>&1 || need+=(bindfs)
+  command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+  command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -3,6 +3,7 @@
 
 mod config;
 mod cri;
+mod doctor;
 mod image_cli;
 mod metrics;
 mod serve;
@@ -51,6 +52,14 @@ enum Command {
     Image {
         #[command(subcommand)]
         command: ImageCommand,
+    },
+    /// Check that this host can run darwin-cri, and print what to fix; exits 1 on a blocking
+    /// problem.
+    Doctor {
+        /// kubelet's configuration file (KubeletConfiguration), checked to point at the
+        /// socket. Default: the first of the usual places that exists.
+        #[arg(long)]
+        kubelet_config: Option<PathBuf>,
     },
     /// Internal: supervise one container (started by the server).
     #[command(hide = true)]
@@ -173,6 +182,19 @@ fn main() -> anyhow::Result<()> {
                     image_cli::import(&config, dir, name.as_deref())
                 }
             }
+        }
+        Command::Doctor { kubelet_config } => {
+            let config = load(&cli)?;
+            let checks = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(doctor::run(
+                    &config,
+                    cli.config.as_deref(),
+                    kubelet_config.as_deref(),
+                ));
+            std::process::exit(doctor::report(&checks))
         }
         Command::Serve => {
             let config = load(&cli)?;

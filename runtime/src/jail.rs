@@ -20,7 +20,7 @@
 //! | `/Library/Caches` | dir 1777 | shared caches |
 //! | `/Library/Developer` | dir 755 | CoreSimulator, command line tools' shared data |
 //! | `/Users/Shared` | dir 1777 | shared scratch space between users |
-//! | `$HOME` | dir 755, the run-as user's | a writable home, even for a user the image does not know |
+//! | `$HOME` | dir 755, the run-as user's | a writable home (not for `/`, `/nonexistent`, `/var/empty`) |
 //! | `$HOME/Library/{Preferences,Caches,Developer,Logs}` | dirs 755, the user's | `defaults write`, DerivedData, build logs |
 //!
 //! `/dev` is populated separately (the minimal device set).
@@ -62,6 +62,9 @@ pub const HOME_DIRECTORIES: &[&str] = &[
     "Logs",
 ];
 
+/// Homes that mean "no home" (nobody's): never created.
+const NO_HOME: &[&str] = &["", "/", "/nonexistent", "/var/empty", "/dev/null"];
+
 /// Lays out `rootfs` (see the module docs) for a process running as `uid:gid` with home `home`
 /// (a path inside the root).
 pub fn prepare(rootfs: &Path, uid: u32, gid: u32, home: &str) -> Result<()> {
@@ -74,7 +77,7 @@ pub fn prepare(rootfs: &Path, uid: u32, gid: u32, home: &str) -> Result<()> {
     for (dir, mode) in DIRECTORIES {
         make_dir(rootfs, Path::new(dir), *mode, None)?;
     }
-    if home.is_empty() || home == "/" {
+    if NO_HOME.contains(&home) {
         return Ok(());
     }
     let home = Path::new(home);

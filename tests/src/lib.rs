@@ -254,18 +254,32 @@ impl Server {
     }
 
     pub async fn start_with(extra_args: Vec<String>) -> anyhow::Result<Server> {
-        Self::start_full(extra_args, None).await
+        Self::start_full(extra_args, None, None).await
+    }
+
+    /// A new server reading `toml` as its configuration file (kept in its temp dir).
+    pub async fn start_with_config(toml: &str) -> anyhow::Result<Server> {
+        Self::start_full(vec![], None, Some(toml)).await
     }
 
     /// A server whose root is a tmpfs of `bytes` bytes, to run out of space on purpose.
     pub async fn start_on_tmpfs(bytes: u64) -> anyhow::Result<Server> {
-        Self::start_full(vec![], Some(bytes)).await
+        Self::start_full(vec![], Some(bytes), None).await
     }
 
-    async fn start_full(extra_args: Vec<String>, tmpfs: Option<u64>) -> anyhow::Result<Server> {
+    async fn start_full(
+        mut extra_args: Vec<String>,
+        tmpfs: Option<u64>,
+        config: Option<&str>,
+    ) -> anyhow::Result<Server> {
         let dir = tempfile::Builder::new()
             .prefix("darwin-cri-test")
             .tempdir()?;
+        if let Some(toml) = config {
+            let path = dir.path().join("config.toml");
+            std::fs::write(&path, toml)?;
+            extra_args.extend(["--config".to_string(), path.display().to_string()]);
+        }
         let mut server = Server {
             dir,
             child: None,

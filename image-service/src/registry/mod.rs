@@ -222,6 +222,34 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Asks each endpoint of `registry` (its mirrors, then the origin) for `/v2/`: the HTTP
+    /// status, or why nothing answered. 200 and 401 both mean a registry is there.
+    pub async fn probe(&self, registry: &str) -> Vec<(String, std::result::Result<u16, String>)> {
+        let mut out = Vec::new();
+        for ep in self.endpoints(registry) {
+            let url = format!("{}/v2/", ep.base);
+            let answer = self
+                .inner
+                .http
+                .get(&url)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .map_err(|e| {
+                    let mut text = e.to_string();
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(s) = source {
+                        text.push_str(&format!(": {s}"));
+                        source = s.source();
+                    }
+                    text
+                });
+            out.push((url, answer));
+        }
+        out
+    }
+
     /// The endpoints for `registry`: its mirrors in order, then the origin.
     pub(crate) fn endpoints(&self, registry: &str) -> Vec<Endpoint> {
         let hc = self.host_config(registry);

@@ -1,0 +1,96 @@
+# Homebrew formula for darwin-cri, built from source with cargo.
+#
+#   brew install --build-from-source ./deploy/homebrew/darwin-cri.rb     # from a checkout
+#   brew install --HEAD ./deploy/homebrew/darwin-cri.rb                  # from the repository head
+#   sudo brew services start darwin-cri
+#
+# The service below is a LaunchDaemon named homebrew.mxcl.darwin-cri. deploy/install.sh installs
+# the same daemon as io.darwin-cri with a hand-written plist (AbandonProcessGroup, open-file and
+# process limits, which the service DSL does not express); use one or the other, never both: two
+# servers would fight over one socket and one state root.
+class DarwinCri < Formula
+  desc "Kubernetes CRI runtime for macOS nodes: native, chroot-based build pods"
+  homepage "https://example.invalid/darwin-cri"
+  # A release tarball once releases are published: replace the version in the URL and the
+  # sha256 (`shasum -a 256 darwin-cri-<version>.tar.gz`) with each release.
+  url "https://example.invalid/darwin-cri/archive/refs/tags/v0.1.0.tar.gz"
+  sha256 "0000000000000000000000000000000000000000000000000000000000000000"
+  license "Apache-2.0"
+  head "https://example.invalid/darwin-cri.git", branch: "main"
+
+  depends_on "protobuf" => :build # protoc, for the CRI gRPC types
+  depends_on "rust" => :build
+  depends_on :macos
+
+  def install
+    system "cargo", "install", *std_cargo_args(path: "cri-server")
+
+    # The node configuration: Homebrew keeps an existing etc/darwin-cri/config.toml on upgrade
+    # and leaves the new one beside it as config.toml.default.
+    (etc/"darwin-cri").install "deploy/darwin-cri.toml" => "config.toml"
+    # For reference: the shipped node configuration (to diff against after upgrades), kubelet's
+    # configuration for a darwin node, and the log-rotation entry.
+    pkgshare.install "deploy/darwin-cri.toml", "deploy/kubelet-config.yaml",
+                     "deploy/kubelet-config-fields.txt", "deploy/newsyslog.d/darwin-cri.conf",
+                     "deploy/README.md"
+  end
+
+  def post_install
+    (var/"log").mkpath
+  end
+
+  service do
+    run [opt_bin/"darwin-cri", "--config", etc/"darwin-cri/config.toml", "serve"]
+    # chroot, setuid to the containers' users and bindfs mounts need root.
+    require_root true
+    keep_alive true
+    throttle_interval 10
+    # Builds run as descendants of this daemon: keep launchd from throttling their CPU and I/O
+    # (see the ProcessType comment in deploy/io.darwin-cri.plist).
+    process_type :interactive
+    working_dir "/"
+    # HOMEBREW_PREFIX/bin first, where bindfs is.
+    environment_variables PATH: std_service_path_env
+    log_path var/"log/darwin-cri.log"
+    error_log_path var/"log/darwin-cri.log"
+  end
+
+  def caveats
+    <<~EOS
+      darwin-cri runs containers in chroot(2) roots, and System Integrity Protection forbids
+      chroot: disable SIP on build Macs (Recovery -> Terminal -> `csrutil disable`, reboot).
+      Check the setting with `csrutil status`.
+
+      Volumes are mounted with bindfs over macFUSE:
+        brew install --cask macfuse
+        brew install gromgit/fuse/bindfs-mac
+      then allow macFUSE's system extension (System Settings -> Privacy & Security; on Apple
+      silicon this first needs "Reduced Security" with kernel extensions allowed in Startup
+      Security Utility) and reboot.
+
+      The configuration is #{etc}/darwin-cri/config.toml (mounts.allowed_host_paths limits which
+      host directories pods may mount). Check the host with:
+        sudo #{opt_bin}/darwin-cri --config #{etc}/darwin-cri/config.toml doctor
+      and start the daemon with:
+        sudo brew services start darwin-cri
+      Its log is #{var}/log/darwin-cri.log.
+
+      kubelet does not ship for macOS; see #{opt_pkgshare}/README.md for darwin kubelet builds
+      and #{opt_pkgshare}/kubelet-config.yaml for its configuration.
+    EOS
+  end
+
+  test do
+    output = shell_output("#{bin}/darwin-cri config default")
+    assert_match 'socket = "/var/run/darwin-cri/darwin-cri.sock"', output
+    assert_match "[mounts]", output
+    assert_match "[streaming]", output
+
+    # The printed default and the shipped node configuration both load (`config show` parses a
+    # file with every key checked, and prints the result).
+    (testpath/"default.toml").write output
+    shell_output("#{bin}/darwin-cri --config #{testpath}/default.toml config show")
+    shown = shell_output("#{bin}/darwin-cri --config #{pkgshare}/darwin-cri.toml config show")
+    assert_match "/Applications", shown
+  end
+end
