@@ -155,6 +155,7 @@ pub struct MetricsConfig {
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -253,6 +254,7 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Human,
             level: "info".into(),
+            file: PathBuf::new(),
         }
     }
 }

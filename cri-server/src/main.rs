@@ -5,6 +5,7 @@ mod config;
 mod cri;
 mod doctor;
 mod image_cli;
+mod logfile;
 mod metrics;
 mod serve;
 mod streaming;
@@ -122,17 +123,29 @@ fn load(cli: &Cli) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn init_logging(config: &Config) {
+/// Logs to stderr, or with `file` to the configured log file (the server's; the CLI's
+/// commands always log to stderr).
+fn init_logging(config: &Config, file: bool) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log.format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.init(),
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if file && !config.log.file.as_os_str().is_empty() {
+        let log = logfile::LogFile::install(&config.log.file)
+            .with_context(|| format!("opening log.file {}", config.log.file.display()))?;
+        let builder = builder.with_ansi(false).with_writer(log);
+        match config.log.format {
+            LogFormat::Json => builder.json().init(),
+            LogFormat::Human => builder.init(),
+        }
+    } else {
+        let builder = builder.with_writer(std::io::stderr);
+        match config.log.format {
+            LogFormat::Json => builder.json().init(),
+            LogFormat::Human => builder.init(),
+        }
     }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -162,7 +175,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Image { command } => {
             let config = load(&cli)?;
-            init_logging(&config);
+            init_logging(&config, false)?;
             match command {
                 ImageCommand::Pull {
                     reference,
@@ -198,7 +211,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve => {
             let config = load(&cli)?;
-            init_logging(&config);
+            init_logging(&config, true)?;
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()

@@ -130,6 +130,11 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         &format!("the socket {}", config.socket.display()),
     )?;
     claim_socket(&config.socket)?;
+    // For newsyslog, which signals SIGHUP after rotating log.file.
+    let pid_file = config.state_dir.join("darwin-cri.pid");
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing {}", pid_file.display()))?;
+    tokio::spawn(reopen_log_on_hangup());
 
     let images = open_images(&config)?;
     let node_ip = if config.runtime.node_ip.is_empty() {
@@ -223,9 +228,23 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         })
         .await;
     let _ = std::fs::remove_file(&config.socket);
+    let _ = std::fs::remove_file(&pid_file);
     result.context("serving gRPC")?;
     tracing::info!("stopped; containers keep running under their monitors");
     Ok(())
+}
+
+async fn reopen_log_on_hangup() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        match crate::logfile::reopen() {
+            Ok(()) => tracing::info!("SIGHUP: log file reopened"),
+            Err(e) => eprintln!("darwin-cri: reopening the log file: {e}"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,532 @@
+//! deploy/: the launchd plist, install.sh, the Mac configuration, kubelet's configuration and
+//! the newsyslog entry, checked as the tools that read them would.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use darwin_cri_tests::{binary, wait_for};
+use serde::Deserialize;
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+#[test]
+fn the_launchd_plist_parses_and_runs_the_server_as_a_kept_alive_root_daemon() -> anyhow::Result<()>
+{
+    let plist = plist::Value::from_file(deploy().join("io.darwin-cri.plist"))?;
+    let d = plist.as_dictionary().expect("a dictionary");
+    let s = |k: &str| {
+        d.get(k)
+            .and_then(|v| v.as_string())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(s("Label"), "io.darwin-cri");
+    assert_eq!(s("UserName"), "root");
+    let args: Vec<&str> = d
+        .get("ProgramArguments")
+        .and_then(|v| v.as_array())
+        .expect("ProgramArguments")
+        .iter()
+        .filter_map(|v| v.as_string())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "/usr/local/bin/darwin-cri",
+            "--config",
+            "/usr/local/etc/darwin-cri/config.toml",
+            "serve"
+        ]
+    );
+    assert_eq!(d.get("KeepAlive").and_then(|v| v.as_boolean()), Some(true));
+    assert_eq!(d.get("RunAtLoad").and_then(|v| v.as_boolean()), Some(true));
+    assert!(s("StandardErrorPath").starts_with("/var/log/darwin-cri/"));
+    for limits in ["SoftResourceLimits", "HardResourceLimits"] {
+        let files = d
+            .get(limits)
+            .and_then(|v| v.as_dictionary())
+            .and_then(|l| l.get("NumberOfFiles"))
+            .and_then(|v| v.as_signed_integer())
+            .expect(limits);
+        assert!(files >= 65536, "{limits}: {files}");
+    }
+    Ok(())
+}
+
+#[test]
+fn install_sh_passes_shellcheck() -> anyhow::Result<()> {
+    let out = Command::new("shellcheck")
+        .arg(deploy().join("install.sh"))
+        .output()
+        .map_err(|e| anyhow::anyhow!("shellcheck (scripts/setup.sh --tests installs it): {e}"))?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Ok(())
+}
+
+/// Every file under `dir` with its mode, owner and content digest, for comparing two installs.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, (u32, u32, Vec<u8>)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("ls").flatten() {
+            let m = std::fs::symlink_metadata(e.path()).expect("stat");
+            let content = if m.is_file() {
+                std::fs::read(e.path()).expect("read")
+            } else {
+                Vec::new()
+            };
+            out.insert(
+                e.path().strip_prefix(dir).expect("under").to_path_buf(),
+                (m.mode(), m.uid(), content),
+            );
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+fn install_sh(args: &[&str]) -> anyhow::Result<(bool, String)> {
+    let out = Command::new("bash")
+        .arg(deploy().join("install.sh"))
+        .args(args)
+        .output()?;
+    Ok((
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}
+
+#[test]
+fn install_sh_dry_run_changes_nothing_and_installs_are_idempotent_and_undone() -> anyhow::Result<()>
+{
+    let bin = binary();
+    let bin = bin.to_str().expect("utf-8");
+    let (ok, out) = install_sh(&["--dry-run", "--binary", bin])?;
+    assert!(ok, "{out}");
+    for action in [
+        "/usr/local/bin/darwin-cri",
+        "/Library/LaunchDaemons/io.darwin-cri.plist",
+        "/etc/newsyslog.d/darwin-cri.conf",
+        "/var/lib/darwin-cri",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("+ ") && l.contains(action)),
+            "{action}: {out}"
+        );
+    }
+    assert!(out.contains("dry run: nothing was changed"), "{out}");
+    assert!(!Path::new("/Library/LaunchDaemons/io.darwin-cri.plist").exists());
+
+    let dir = tempfile::tempdir()?;
+    let prefix = dir.path().to_str().expect("utf-8");
+    let (ok, out) = install_sh(&["--prefix", prefix, "--binary", bin])?;
+    assert!(ok, "{out}");
+    let first = tree(dir.path());
+    let installed = |p: &str| dir.path().join(p.trim_start_matches('/'));
+    let config = installed("/usr/local/etc/darwin-cri/config.toml");
+    assert_eq!(
+        std::fs::read(&config)?,
+        std::fs::read(deploy().join("darwin-cri.toml"))?
+    );
+    assert_eq!(
+        std::fs::metadata(installed("/usr/local/bin/darwin-cri"))?
+            .permissions()
+            .mode()
+            & 0o777,
+        0o755
+    );
+    assert_eq!(
+        std::fs::metadata(installed("/var/lib/darwin-cri"))?
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    assert_eq!(
+        std::fs::metadata(installed("/Library/LaunchDaemons/io.darwin-cri.plist"))?
+            .permissions()
+            .mode()
+            & 0o777,
+        0o644
+    );
+
+    // Again, after the operator edited the config: same tree, the edit kept.
+    std::fs::write(&config, "# edited\n")?;
+    let expected = tree(dir.path());
+    assert_eq!(
+        expected.len(),
+        first.len(),
+        "only the config's content changed"
+    );
+    let (ok, out) = install_sh(&["--prefix", prefix, "--binary", bin])?;
+    assert!(ok, "{out}");
+    assert_eq!(
+        tree(dir.path()),
+        expected,
+        "a second install changes nothing"
+    );
+
+    let (ok, out) = install_sh(&["uninstall", "--prefix", prefix])?;
+    assert!(ok, "{out}");
+    for gone in [
+        "/usr/local/bin/darwin-cri",
+        "/Library/LaunchDaemons/io.darwin-cri.plist",
+        "/etc/newsyslog.d/darwin-cri.conf",
+    ] {
+        assert!(!installed(gone).exists(), "{gone} removed");
+    }
+    assert_eq!(
+        std::fs::read_to_string(&config)?,
+        "# edited\n",
+        "the config is kept"
+    );
+    let (ok, out) = install_sh(&["uninstall", "--prefix", prefix])?;
+    assert!(ok, "uninstalling twice is fine: {out}");
+    let (ok, out) = install_sh(&["--prefix", prefix, "--bogus"])?;
+    assert!(!ok && out.contains("--bogus"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn the_mac_configuration_loads() -> anyhow::Result<()> {
+    let out = Command::new(binary())
+        .arg("--config")
+        .arg(deploy().join("darwin-cri.toml"))
+        .args(["config", "show"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("Bindfs") && text.contains("0.0.0.0:9754"),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// KubeletConfiguration (kubelet.config.k8s.io/v1beta1) as far as deploy/kubelet-config.yaml uses
+/// it, field names and types from upstream's types.go (deploy/kubelet-config-fields.txt): an
+/// unknown or misspelt field, or a value of the wrong type, fails to parse.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+struct KubeletConfiguration {
+    api_version: String,
+    kind: String,
+    container_runtime_endpoint: String,
+    image_service_endpoint: String,
+    runtime_request_timeout: GoDuration,
+    feature_gates: BTreeMap<String, bool>,
+    #[serde(rename = "cgroupsPerQOS")]
+    cgroups_per_qos: Option<bool>,
+    enforce_node_allocatable: Vec<String>,
+    fail_swap_on: Option<bool>,
+    system_reserved: BTreeMap<String, Quantity>,
+    kube_reserved: BTreeMap<String, Quantity>,
+    max_pods: i32,
+    pod_logs_dir: String,
+    container_log_max_size: Quantity,
+    container_log_max_files: Option<i32>,
+    register_with_taints: Vec<Taint>,
+    serialize_image_pulls: Option<bool>,
+    max_parallel_image_pulls: Option<i32>,
+    #[serde(rename = "imageGCHighThresholdPercent")]
+    image_gc_high_threshold_percent: Option<i32>,
+    #[serde(rename = "imageGCLowThresholdPercent")]
+    image_gc_low_threshold_percent: Option<i32>,
+    #[serde(rename = "imageMinimumGCAge")]
+    image_minimum_gc_age: GoDuration,
+    eviction_hard: BTreeMap<String, String>,
+    read_only_port: i32,
+    authentication: KubeletAuthentication,
+    authorization: KubeletAuthorization,
+    rotate_certificates: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+struct KubeletAuthentication {
+    x509: KubeletX509Authentication,
+    webhook: KubeletWebhookAuthentication,
+    anonymous: KubeletAnonymousAuthentication,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+struct KubeletX509Authentication {
+    #[serde(rename = "clientCAFile")]
+    client_ca_file: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+struct KubeletWebhookAuthentication {
+    enabled: Option<bool>,
+    #[serde(rename = "cacheTTL")]
+    cache_ttl: GoDuration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+struct KubeletAnonymousAuthentication {
+    enabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+struct KubeletAuthorization {
+    mode: AuthorizationMode,
+    webhook: KubeletWebhookAuthorization,
+}
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)]
+enum AuthorizationMode {
+    AlwaysAllow,
+    Webhook,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+struct KubeletWebhookAuthorization {
+    #[serde(rename = "cacheAuthorizedTTL")]
+    cache_authorized_ttl: GoDuration,
+    #[serde(rename = "cacheUnauthorizedTTL")]
+    cache_unauthorized_ttl: GoDuration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[allow(dead_code)]
+struct Taint {
+    key: String,
+    value: String,
+    effect: TaintEffect,
+}
+
+#[derive(Debug, Deserialize)]
+#[allow(dead_code)]
+enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+/// A Go duration string ("10m", "2m30s", "500ms").
+#[derive(Debug)]
+struct GoDuration;
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let mut rest = s.as_str();
+        let mut parts = 0;
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit() && c != '.')
+                .unwrap_or(rest.len());
+            let unit_end = rest[digits..]
+                .find(|c: char| c.is_ascii_digit())
+                .map_or(rest.len(), |i| digits + i);
+            let ok = digits > 0
+                && rest[..digits].parse::<f64>().is_ok()
+                && ["ns", "us", "µs", "ms", "s", "m", "h"].contains(&&rest[digits..unit_end]);
+            if !ok {
+                return Err(serde::de::Error::custom(format!(
+                    "{s:?} is not a Go duration"
+                )));
+            }
+            rest = &rest[unit_end..];
+            parts += 1;
+        }
+        if parts == 0 {
+            return Err(serde::de::Error::custom("empty duration"));
+        }
+        Ok(GoDuration)
+    }
+}
+
+/// A Kubernetes quantity ("1", "500m", "2Gi", "50Mi").
+#[derive(Debug)]
+struct Quantity;
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let digits = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len());
+        let suffixes = [
+            "", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
+        ];
+        if digits == 0 || s[..digits].parse::<f64>().is_err() || !suffixes.contains(&&s[digits..]) {
+            return Err(serde::de::Error::custom(format!("{s:?} is not a quantity")));
+        }
+        Ok(Quantity)
+    }
+}
+
+#[test]
+fn the_kubelet_configuration_is_a_kubelet_configuration_for_darwin_cri() -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(deploy().join("kubelet-config.yaml"))?;
+    let kc: KubeletConfiguration = serde_yaml::from_str(&text)?;
+    assert_eq!(kc.api_version, "kubelet.config.k8s.io/v1beta1");
+    assert_eq!(kc.kind, "KubeletConfiguration");
+    assert_eq!(
+        kc.container_runtime_endpoint,
+        "unix:///var/run/darwin-cri/darwin-cri.sock"
+    );
+    assert_eq!(kc.image_service_endpoint, kc.container_runtime_endpoint);
+    assert_eq!(kc.cgroups_per_qos, Some(false));
+    assert!(kc.enforce_node_allocatable.is_empty());
+    assert_eq!(kc.fail_swap_on, Some(false));
+    assert_eq!(
+        kc.feature_gates.get("PodAndContainerStatsFromCRI"),
+        Some(&true)
+    );
+    assert!(kc.eviction_hard.contains_key("imagefs.available"));
+    assert!(
+        kc.register_with_taints
+            .iter()
+            .any(|t| t.key == "darwin-cri.io/macos")
+    );
+    for (signal, value) in &kc.eviction_hard {
+        assert!(
+            value.ends_with('%') || value.parse::<u64>().is_ok() || value.ends_with("Gi"),
+            "{signal}: {value}"
+        );
+    }
+    // The strict parse is what refuses a misspelt field.
+    let typo = text.replace("cgroupsPerQOS:", "cgroupsPerQoS:");
+    assert!(serde_yaml::from_str::<KubeletConfiguration>(&typo).is_err());
+
+    // And darwin-cri's doctor reads the same file as pointing at its socket.
+    let dir = tempfile::tempdir()?;
+    let out = Command::new(binary())
+        .arg("--root")
+        .arg(dir.path().join("root"))
+        .arg("--socket")
+        .arg("/var/run/darwin-cri/darwin-cri.sock")
+        .arg("--state-dir")
+        .arg(dir.path().join("run"))
+        .arg("doctor")
+        .arg("--kubelet-config")
+        .arg(deploy().join("kubelet-config.yaml"))
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with("ok")
+            && l.contains("kubelet")
+            && l.contains("points kubelet at")),
+        "{text}"
+    );
+    Ok(())
+}
+
+#[test]
+fn newsyslog_rotation_is_followed_by_the_server_reopening_its_log() -> anyhow::Result<()> {
+    // The entry: `logfile owner:group mode count size when flags [pid_file [signal]]`.
+    let conf = std::fs::read_to_string(deploy().join("newsyslog.d/darwin-cri.conf"))?;
+    let entries: Vec<Vec<&str>> = conf
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let main = entries
+        .iter()
+        .find(|e| e[0] == "/var/log/darwin-cri/darwin-cri.log")
+        .expect("an entry for the server's log");
+    assert_eq!(main.len(), 9, "{main:?}");
+    assert!(main[1].contains(':') && u32::from_str_radix(main[2], 8).is_ok());
+    assert!(main[3].parse::<u32>().is_ok() && main[4].parse::<u32>().is_ok());
+    assert!(
+        main[6].chars().all(|c| "BCDGJNUXYZpbnw".contains(c)),
+        "flags {}",
+        main[6]
+    );
+    assert_eq!(
+        (main[7], main[8]),
+        ("/var/run/darwin-cri/darwin-cri.pid", "1")
+    );
+    for e in &entries {
+        assert!(e.len() >= 7, "{e:?}");
+    }
+
+    // What newsyslog does: rename the file, then SIGHUP the pid in the pid file.
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("log/darwin-cri.log");
+        let config = dir.path().join("c.toml");
+        std::fs::write(
+            &config,
+            format!("[log]\nfile = {:?}\n", log.display().to_string()),
+        )?;
+        let mut server = Command::new(binary())
+            .arg("--config")
+            .arg(&config)
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .arg("--state-dir")
+            .arg(dir.path().join("run"))
+            .arg("--socket")
+            .arg(dir.path().join("run/s.sock"))
+            .arg("serve")
+            .spawn()?;
+        let pid_file = dir.path().join("run/darwin-cri.pid");
+        let log2 = log.clone();
+        wait_for(
+            Duration::from_secs(20),
+            "the server to log that it serves",
+            || {
+                let text = std::fs::read_to_string(&log2).unwrap_or_default();
+                async move { text.contains("darwin-cri serving").then_some(()) }
+            },
+        )
+        .await?;
+        let pid: i32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
+        assert_eq!(pid, server.id() as i32);
+        std::fs::rename(&log, dir.path().join("log/darwin-cri.log.0"))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGHUP)?;
+        let log3 = log.clone();
+        wait_for(Duration::from_secs(10), "a new log file", || {
+            let text = std::fs::read_to_string(&log3).unwrap_or_default();
+            async move { text.contains("log file reopened").then_some(()) }
+        })
+        .await?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM)?;
+        server.wait()?;
+        assert!(!pid_file.exists(), "the pid file goes with the server");
+        let old = std::fs::read_to_string(dir.path().join("log/darwin-cri.log.0"))?;
+        assert!(
+            old.contains("darwin-cri serving") && !old.contains("reopened"),
+            "{old}"
+        );
+        Ok::<(), anyhow::Error>(())
+    })
+}
