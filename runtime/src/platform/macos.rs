@@ -4,7 +4,8 @@
 //! no darwin standard library there). It is therefore kept small, written only against documented
 //! libc calls (chroot(2), clonefile(2), unmount(2), getmntinfo(3), proc_listallpids/proc_pidinfo
 //! from libproc), and mirrors `linux.rs` function for function; the tests exercise the Linux twin.
-//! Mounts use bindfs (over macFUSE or fuse-t) since macOS has no bind mounts.
+//! Volumes are mounted by bindfs (over macFUSE or fuse-t, see `crate::mounts`) since macOS has
+//! no bind mounts.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -83,21 +84,12 @@ pub fn confine(
     Ok(())
 }
 
-pub fn bind_mount(source: &Path, target: &Path, readonly: bool) -> io::Result<()> {
-    let mut cmd = Command::new("bindfs");
-    if readonly {
-        cmd.arg("-o").arg("ro");
-    }
-    let status = cmd.arg(source).arg(target).status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "bindfs {} {} failed: {status}",
-            source.display(),
-            target.display()
-        )))
-    }
+/// macOS has no bind mounts; `mounts.mechanism = "bindfs"` (the default there) mounts volumes.
+pub fn bind_mount(_source: &Path, _target: &Path, _readonly: bool) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "macOS has no bind mounts: set mounts.mechanism = \"bindfs\" (the default there)",
+    ))
 }
 
 pub fn unmount(target: &Path) -> io::Result<()> {
