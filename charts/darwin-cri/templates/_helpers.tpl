@@ -2,11 +2,11 @@
 Helpers of the darwin-cri chart.
 
 The templates use only these template functions: and, or, not, len, print, printf, eq, ne, lt,
-le, gt, ge, include, toYaml, nindent, indent, quote, default, fail, trunc, trimSuffix, lower,
-replace, hasKey, and `.Files.Get`. No other Sprig function (no dict, list, regexMatch, kindIs,
+le, include, toYaml, nindent, indent, quote, default, fail, trunc, trimSuffix, lower, replace,
+hasKey, and `.Files.Get`. No other Sprig function (no dict, list, regexMatch, kindIs,
 tpl, upper), so the chart also renders with minimal Go-template engines. They never rely on
-`and`/`or` short-circuiting, never reassign a variable, and never range over a value that may be
-null.
+`and`/`or` short-circuiting, never reassign a variable, never range over a value that may be
+null, and compare only strings with strings (or lengths with numbers): see the numbers below.
 */ -}}
 
 {{- /* Chart name, or nameOverride. */ -}}
@@ -107,34 +107,79 @@ not a letter, digit or underscore becomes an underscore). The context is the lab
 {{- print . | replace "0" "" | replace "1" "" | replace "2" "" | replace "3" "" | replace "4" "" | replace "5" "" | replace "6" "" | replace "7" "" | replace "8" "" | replace "9" "" -}}
 {{- end -}}
 
-{{- /* "true" when the value is a number (not a string holding one), else "". */ -}}
+{{- /*
+Numbers are checked on their printed form, never with lt/gt/eq against a number: Helm reads the
+numbers of values files as float64 and `--set` ones as int64 (and `--set x=0.05` as a string),
+and Go's comparison functions refuse to compare different kinds. So a threshold may be given as
+a number or as a string holding one.
+*/ -}}
+
+{{- /* "true" when the value, printed, is a decimal number (1, 0.05, 1e-05, -3), else "". */ -}}
 {{- define "darwin-cri.isNumber" -}}
 {{- $s := print . -}}
 {{- $rest := include "darwin-cri.stripDigits" $s | replace "." "" | replace "-" "" | replace "+" "" | replace "e" "" -}}
-{{- if and (ne $s "") (eq $rest "") (ne $s .) -}}true{{- end -}}
+{{- if and (ne $s "") (eq $rest "") (ne (include "darwin-cri.stripDigits" $s) $s) -}}true{{- end -}}
 {{- end -}}
 
-{{- /* "true" when the value is a whole number, else "". */ -}}
-{{- define "darwin-cri.isInteger" -}}
+{{- /* "true" when the value is a number 0 or more, else "". */ -}}
+{{- define "darwin-cri.isNonNegative" -}}
+{{- if and (include "darwin-cri.isNumber" .) (ne (trunc 1 (print .)) "-") -}}true{{- end -}}
+{{- end -}}
+
+{{- /* "true" when the value is a number more than 0, else "". */ -}}
+{{- define "darwin-cri.isPositive" -}}
 {{- $s := print . -}}
-{{- if and (include "darwin-cri.isNumber" .) (eq (replace "." "" $s) $s) (eq (replace "e" "" $s) $s) -}}true{{- end -}}
+{{- $significant := $s | replace "0" "" | replace "." "" | replace "-" "" | replace "+" "" -}}
+{{- if and (include "darwin-cri.isNonNegative" .) (ne $significant "") -}}true{{- end -}}
 {{- end -}}
 
-{{- /* "true" when the value is a string that is a DNS-1123 label (lower-case letters, digits
-and "-", starting and ending with a letter or digit, at most 63 characters), else "". */ -}}
+{{- /* "true" when the value is a whole number 0 or more (no fraction, no exponent), else "". */ -}}
+{{- define "darwin-cri.isCount" -}}
+{{- $s := print . -}}
+{{- if and (include "darwin-cri.isNonNegative" .) (eq (replace "." "" $s) $s) (eq (replace "e" "" $s) $s) (eq (replace "+" "" $s) $s) -}}true{{- end -}}
+{{- end -}}
+
+{{- /* "true" when the value is a TCP port: a whole number from 1 to 65535, else "". */ -}}
+{{- define "darwin-cri.isPort" -}}
+{{- $s := print . -}}
+{{- if and (include "darwin-cri.isCount" .) (ne (trunc 1 $s) "0") (le (len $s) 5) (or (lt (len $s) 5) (le $s "65535")) -}}true{{- end -}}
+{{- end -}}
+
+{{- /* "true" when the value is a ratio more than 0 and at most 1 (0.05, 1, 1e-05), else "". */ -}}
+{{- define "darwin-cri.isRatio" -}}
+{{- $s := print . -}}
+{{- $two := trunc 2 $s -}}
+{{- $one := or (eq $s "1") (and (eq $two "1.") (eq (replace "0" "" $s) "1.")) -}}
+{{- $fraction := and (eq $two "0.") (eq (replace "e" "" $s) $s) -}}
+{{- $tiny := ne (replace "e-" "" $s) $s -}}
+{{- if and (include "darwin-cri.isPositive" .) (or $one $fraction $tiny) -}}true{{- end -}}
+{{- end -}}
+
+{{- /* "true" when the value is a percentage more than 0 and less than 100, else "". */ -}}
+{{- define "darwin-cri.isPercent" -}}
+{{- $s := print . -}}
+{{- $three := trunc 3 $s -}}
+{{- $plain := eq (replace "e" "" $s) $s -}}
+{{- $belowHundred := or (and (eq (replace "." "" $s) $s) (le (len $s) 2)) (ne (replace "." "" $three) $three) -}}
+{{- $tiny := ne (replace "e-" "" $s) $s -}}
+{{- if and (include "darwin-cri.isPositive" .) (or (and $plain $belowHundred) $tiny) -}}true{{- end -}}
+{{- end -}}
+
+{{- /* "true" when the value is a DNS-1123 label (lower-case letters, digits and "-", starting
+and ending with a letter or digit, at most 63 characters), else "". */ -}}
 {{- define "darwin-cri.isDNSLabel" -}}
 {{- $s := print . -}}
 {{- $rest := include "darwin-cri.stripLowerAlnum" $s | replace "-" "" -}}
-{{- if and (eq $s .) (ne $s "") (le (len $s) 63) (eq $rest "") (ne (trunc 1 $s) "-") (eq (trimSuffix "-" $s) $s) -}}true{{- end -}}
+{{- if and (ne $s "") (le (len $s) 63) (eq $rest "") (ne (trunc 1 $s) "-") (eq (trimSuffix "-" $s) $s) -}}true{{- end -}}
 {{- end -}}
 
-{{- /* "true" when the value is a string that is a DNS-1123 subdomain (lower-case letters,
-digits, "-" and ".", starting and ending with a letter or digit, at most 253 characters). */ -}}
+{{- /* "true" when the value is a DNS-1123 subdomain (lower-case letters, digits, "-" and ".",
+starting and ending with a letter or digit, at most 253 characters), else "". */ -}}
 {{- define "darwin-cri.isDNSSubdomain" -}}
 {{- $s := print . -}}
 {{- $rest := include "darwin-cri.stripLowerAlnum" $s | replace "-" "" | replace "." "" -}}
 {{- $first := trunc 1 $s -}}
-{{- if and (eq $s .) (ne $s "") (le (len $s) 253) (eq $rest "") (ne $first "-") (ne $first ".") (eq (trimSuffix "-" $s) $s) (eq (trimSuffix "." $s) $s) -}}true{{- end -}}
+{{- if and (ne $s "") (le (len $s) 253) (eq $rest "") (ne $first "-") (ne $first ".") (eq (trimSuffix "-" $s) $s) (eq (trimSuffix "." $s) $s) -}}true{{- end -}}
 {{- end -}}
 
 {{- /* "true" when the value is a Prometheus duration such as 30s, 5m, 1h30m or 0 (digits
@@ -146,7 +191,7 @@ followed by the units y, w, d, h, m, s, ms), else "". */ -}}
 {{- $noTrailingDigit := eq $s (include "darwin-cri.stripTrailingDigit" $s) -}}
 {{- $startsWithDigit := eq (include "darwin-cri.stripDigits" (trunc 1 $s)) "" -}}
 {{- if eq $s "0" -}}true
-{{- else if and (eq $s .) (ne $s "") (ne $units "") (eq $rest "") $noTrailingDigit $startsWithDigit -}}true
+{{- else if and (ne $s "") (ne $units "") (eq $rest "") $noTrailingDigit $startsWithDigit -}}true
 {{- end -}}
 {{- end -}}
 
@@ -164,11 +209,8 @@ on its own, so a bad value stops `helm install` and `helm template` whichever ob
 {{- $v := .Values -}}
 
 {{- /* metrics */ -}}
-{{- $port := $v.metrics.port -}}
-{{- if not (include "darwin-cri.isInteger" $port) -}}
-{{- fail (printf "metrics.port must be a whole number from 1 to 65535 (the port of darwin-cri's metrics endpoint), got %q" (print $port)) -}}
-{{- else if or (lt $port 1) (gt $port 65535) -}}
-{{- fail (printf "metrics.port must be from 1 to 65535, got %s" (print $port)) -}}
+{{- if not (include "darwin-cri.isPort" $v.metrics.port) -}}
+{{- fail (printf "metrics.port must be a whole number from 1 to 65535 (the port of darwin-cri's metrics endpoint), got %q" (print $v.metrics.port)) -}}
 {{- end -}}
 {{- if ne (trunc 1 (print $v.metrics.path)) "/" -}}
 {{- fail (printf "metrics.path must be an HTTP path starting with /, got %q" (print $v.metrics.path)) -}}
@@ -185,8 +227,8 @@ on its own, so a bad value stops `helm install` and `helm template` whichever ob
 {{- fail (printf "metrics.scrapeTimeout must be empty or a Prometheus duration such as 10s, got %q" (print $v.metrics.scrapeTimeout)) -}}
 {{- end -}}
 {{- end -}}
-{{- if or (not $v.metrics.jobName) (ne (print $v.metrics.jobName) $v.metrics.jobName) -}}
-{{- fail "metrics.jobName must be a non-empty string (the job label of darwin-cri's series)" -}}
+{{- if or (not $v.metrics.jobName) (ne (replace "\"" "" (print $v.metrics.jobName)) (print $v.metrics.jobName)) -}}
+{{- fail "metrics.jobName must be a non-empty string without double quotes (the job label of darwin-cri's series)" -}}
 {{- end -}}
 
 {{- /* runtimeClass */ -}}
@@ -212,20 +254,14 @@ on its own, so a bad value stops `helm install` and `helm template` whichever ob
 {{- /* prometheusRule */ -}}
 {{- if $v.prometheusRule.create -}}
 {{- $r := $v.prometheusRule.rules -}}
-{{- if not (include "darwin-cri.isNumber" $r.pullFailureRatePerMinute) -}}
-{{- fail (printf "prometheusRule.rules.pullFailureRatePerMinute must be a number (failed pulls a minute), got %q" (print $r.pullFailureRatePerMinute)) -}}
-{{- else if lt $r.pullFailureRatePerMinute 0 -}}
-{{- fail (printf "prometheusRule.rules.pullFailureRatePerMinute must be 0 or more, got %s" (print $r.pullFailureRatePerMinute)) -}}
+{{- if not (include "darwin-cri.isNonNegative" $r.pullFailureRatePerMinute) -}}
+{{- fail (printf "prometheusRule.rules.pullFailureRatePerMinute must be a number, 0 or more (failed pulls a minute), got %q" (print $r.pullFailureRatePerMinute)) -}}
 {{- end -}}
-{{- if not (include "darwin-cri.isNumber" $r.grpcErrorRatio) -}}
-{{- fail (printf "prometheusRule.rules.grpcErrorRatio must be a number between 0 and 1 (0.05: 5 in 100 CRI calls failing), got %q" (print $r.grpcErrorRatio)) -}}
-{{- else if or (le $r.grpcErrorRatio 0) (gt $r.grpcErrorRatio 1) -}}
-{{- fail (printf "prometheusRule.rules.grpcErrorRatio must be more than 0 and at most 1 (a ratio, 0.05: 5 in 100 calls), got %s" (print $r.grpcErrorRatio)) -}}
+{{- if not (include "darwin-cri.isRatio" $r.grpcErrorRatio) -}}
+{{- fail (printf "prometheusRule.rules.grpcErrorRatio must be a number more than 0 and at most 1 (a ratio; 0.05: 5 in 100 CRI calls failing), got %q" (print $r.grpcErrorRatio)) -}}
 {{- end -}}
-{{- if not (include "darwin-cri.isNumber" $r.imageFsAvailablePercent) -}}
-{{- fail (printf "prometheusRule.rules.imageFsAvailablePercent must be a number between 0 and 100, got %q" (print $r.imageFsAvailablePercent)) -}}
-{{- else if or (le $r.imageFsAvailablePercent 0) (ge $r.imageFsAvailablePercent 100) -}}
-{{- fail (printf "prometheusRule.rules.imageFsAvailablePercent must be more than 0 and less than 100 (a percentage), got %s" (print $r.imageFsAvailablePercent)) -}}
+{{- if not (include "darwin-cri.isPercent" $r.imageFsAvailablePercent) -}}
+{{- fail (printf "prometheusRule.rules.imageFsAvailablePercent must be a number more than 0 and less than 100 (a percentage of the filesystem), got %q" (print $r.imageFsAvailablePercent)) -}}
 {{- end -}}
 {{- if not (include "darwin-cri.isDuration" $r.for.down) -}}
 {{- fail (printf "prometheusRule.rules.for.down must be a Prometheus duration such as 5m or 0s, got %q" (print $r.for.down)) -}}
@@ -268,10 +304,8 @@ on its own, so a bad value stops `helm install` and `helm template` whichever ob
 {{- fail (printf "examplePod.xcodeVersion must be an Xcode version such as 16.1 (digits and dots, as in the node label darwin-cri.io/xcode-16.1), got %q" $xv) -}}
 {{- end -}}
 {{- end -}}
-{{- if not (include "darwin-cri.isInteger" $p.buildSlots) -}}
-{{- fail (printf "examplePod.buildSlots must be a whole number (darwin-cri.io/build-slots to take; 0 for none), got %q" (print $p.buildSlots)) -}}
-{{- else if lt $p.buildSlots 0 -}}
-{{- fail (printf "examplePod.buildSlots must be 0 or more, got %s" (print $p.buildSlots)) -}}
+{{- if not (include "darwin-cri.isCount" $p.buildSlots) -}}
+{{- fail (printf "examplePod.buildSlots must be a whole number, 0 or more (darwin-cri.io/build-slots to take; 0 for none), got %q" (print $p.buildSlots)) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
