@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --tests
-cargo build --locked --bin darwin-cri
+# With the node reporter (the kube feature), so that its tests run too.
+cargo build --locked --bin darwin-cri --features cri-server/kube
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --locked --workspace 2>&1 | tee "$log"
+cargo test --locked --workspace --features cri-server/kube 2>&1 | tee "$log"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "total: %d passed, %d failed\n", p, f }' "$log"

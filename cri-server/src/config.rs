@@ -85,10 +85,12 @@ impl MountsConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
+    pub report: bool,
     pub build_slots: u32,
     pub name: String,
     pub kubeconfig: PathBuf,
     pub applications_dir: PathBuf,
+    pub xcode_select_link: PathBuf,
     pub simulator_runtimes_dir: PathBuf,
     pub report_interval_seconds: u64,
 }
@@ -96,10 +98,12 @@ pub struct NodeConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
+            report: false,
             build_slots: 2,
             name: String::new(),
             kubeconfig: "/etc/kubernetes/kubelet.conf".into(),
             applications_dir: "/Applications".into(),
+            xcode_select_link: "/var/db/xcode_select_link".into(),
             simulator_runtimes_dir: "/Library/Developer/CoreSimulator/Volumes".into(),
             report_interval_seconds: 300,
         }

@@ -507,7 +507,7 @@ fn kubelet(config: &Config, given: Option<&Path>) -> Vec<Check> {
     };
     let parsed = std::fs::read_to_string(&path)
         .map_err(|e| e.to_string())
-        .and_then(|t| serde_yaml::from_str::<KubeletConfig>(&t).map_err(|e| e.to_string()));
+        .and_then(|t| serde_saphyr::from_str::<KubeletConfig>(&t).map_err(|e| e.to_string()));
     let kc = match parsed {
         Ok(kc) if kc.kind == "KubeletConfiguration" => kc,
         Ok(kc) => {

@@ -7,6 +7,9 @@ mod doctor;
 mod image_cli;
 mod logfile;
 mod metrics;
+mod node_facts;
+#[cfg(feature = "kube")]
+mod node_report;
 mod serve;
 mod streaming;
 
@@ -61,6 +64,16 @@ enum Command {
         /// socket. Default: the first of the usual places that exists.
         #[arg(long)]
         kubelet_config: Option<PathBuf>,
+    },
+    /// Label this Mac's Node (darwin-cri.io/: macOS, chip, Xcodes, simulators) and advertise its
+    /// build slots, with kubelet's kubeconfig (`[node]`); needs the `kube` build feature.
+    NodeReport {
+        /// Report once and exit (non-zero on failure) instead of every report interval.
+        #[arg(long)]
+        once: bool,
+        /// Print the labels this host would get, as JSON, and exit; no cluster is contacted.
+        #[arg(long)]
+        print: bool,
     },
     /// Internal: supervise one container (started by the server).
     #[command(hide = true)]
@@ -148,6 +161,22 @@ fn init_logging(config: &Config, file: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "kube")]
+fn node_report(config: Config, once: bool) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(node_report::run(config.node, once))
+}
+
+#[cfg(not(feature = "kube"))]
+fn node_report(_config: Config, _once: bool) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this darwin-cri was built without the kube feature: cargo build --release --features kube"
+    )
+}
+
 fn main() -> anyhow::Result<()> {
     // The monitor runs once per container and must stay small: it is dispatched before the
     // argument parser, the async runtime or logging are touched, so their code is never paged
@@ -208,6 +237,21 @@ fn main() -> anyhow::Result<()> {
                     kubelet_config.as_deref(),
                 ));
             std::process::exit(doctor::report(&checks))
+        }
+        Command::NodeReport { once, print } => {
+            let config = load(&cli)?;
+            init_logging(&config, false)?;
+            if *print {
+                let places = node_facts::Places::from_config(&config.node);
+                let inventory = node_facts::inventory(&places);
+                for w in &inventory.warnings {
+                    tracing::warn!("{w}");
+                }
+                let labels = node_facts::labels(&runtime::platform::host_facts(), &inventory);
+                println!("{}", serde_json::to_string_pretty(&labels)?);
+                return Ok(());
+            }
+            node_report(config, *once)
         }
         Command::Serve => {
             let config = load(&cli)?;

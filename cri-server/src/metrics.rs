@@ -68,6 +68,9 @@ pub struct Metrics {
     cpu_seconds: Counter<f64, AtomicU64>,
     resident_bytes: Gauge,
     open_fds: Gauge,
+    /// The file system of the root: the image store and container roots.
+    fs_avail: Gauge,
+    fs_size: Gauge,
     /// Set once at start; kept so the registry's handle has an owner that reads as intended.
     _start_time: Gauge,
     /// What the runtime's counters were at the last scrape, to advance ours by the difference.
@@ -120,9 +123,9 @@ impl Metrics {
             pull_seconds.clone(),
         );
         let containers = Family::<State, Gauge>::default();
-        registry.register("containers", "Containers by state.", containers.clone());
+        registry.register("containers", "Containers by state", containers.clone());
         let pods = Family::<State, Gauge>::default();
-        registry.register("pod_sandboxes", "Pod sandboxes by state.", pods.clone());
+        registry.register("pod_sandboxes", "Pod sandboxes by state", pods.clone());
         let oom_kills = Counter::default();
         registry.register(
             "oom_kills",
@@ -154,6 +157,20 @@ impl Metrics {
             "process_open_fds",
             "Open file descriptors of the darwin-cri server",
             open_fds.clone(),
+        );
+        let fs_avail = Gauge::default();
+        registry.register_with_unit(
+            "image_filesystem_avail",
+            "Space left for unprivileged writes on the file system of the image store and container roots",
+            Unit::Bytes,
+            fs_avail.clone(),
+        );
+        let fs_size = Gauge::default();
+        registry.register_with_unit(
+            "image_filesystem_size",
+            "Size of the file system of the image store and container roots",
+            Unit::Bytes,
+            fs_size.clone(),
         );
         let start_time = Gauge::default();
         registry.register_with_unit(
@@ -192,6 +209,8 @@ impl Metrics {
             cpu_seconds,
             resident_bytes,
             open_fds,
+            fs_avail,
+            fs_size,
             _start_time: start_time,
             seen: Mutex::new((0, 0, 0.0)),
             runtime,
@@ -245,6 +264,11 @@ impl Metrics {
                     state: state.into(),
                 })
                 .set(by_state.get(state).copied().unwrap_or(0));
+        }
+        if let Ok(fs) = nix::sys::statvfs::statvfs(self.runtime.root()) {
+            let block = fs.fragment_size() as i64;
+            self.fs_avail.set(fs.blocks_available() as i64 * block);
+            self.fs_size.set(fs.blocks() as i64 * block);
         }
         let pods = self.runtime.list_pods();
         let ready = pods.iter().filter(|p| p.state == PodState::Ready).count() as i64;

@@ -196,6 +196,9 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         tracing::info!(address = %bound, "serving Prometheus metrics on /metrics");
         Some(m)
     };
+    if config.node.report {
+        start_node_report(&config);
+    }
     let events = Arc::clone(&rt);
     let registry = image_service::registry::Registry::new(config.image.registry())
         .context("setting up the registry client")?;
@@ -232,6 +235,18 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     result.context("serving gRPC")?;
     tracing::info!("stopped; containers keep running under their monitors");
     Ok(())
+}
+
+/// The node reporter runs beside the CRI server and never holds it up: its failures (no
+/// kubeconfig, an unreachable API server) are logged and retried.
+#[cfg(feature = "kube")]
+fn start_node_report(config: &Config) {
+    tokio::spawn(crate::node_report::run(config.node.clone(), false));
+}
+
+#[cfg(not(feature = "kube"))]
+fn start_node_report(_config: &Config) {
+    tracing::warn!("node.report is set, but this darwin-cri was built without the kube feature");
 }
 
 async fn reopen_log_on_hangup() {

@@ -2,6 +2,7 @@
 //! `darwin-cri` binary on a temporary socket and root, and a CRI client over the unix socket.
 #![forbid(unsafe_code)]
 
+pub mod helm;
 pub mod registry;
 pub mod streaming;
 
@@ -673,4 +674,27 @@ pub async fn monitor_pid(rt: &mut Rt, id: &str) -> anyhow::Result<i32> {
         .as_i64()
         .map(|p| p as i32)
         .ok_or_else(|| anyhow::anyhow!("no monitor pid for {id}"))
+}
+
+/// A free loopback TCP port (free when asked; tests bind it right after).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A plain HTTP/1.0 GET on loopback; the body.
+pub fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.") && head.contains(" 200 "),
+        "GET {path}: {head}"
+    );
+    Ok(body.to_string())
 }

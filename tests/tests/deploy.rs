@@ -394,7 +394,7 @@ impl<'de> Deserialize<'de> for Quantity {
 #[test]
 fn the_kubelet_configuration_is_a_kubelet_configuration_for_darwin_cri() -> anyhow::Result<()> {
     let text = std::fs::read_to_string(deploy().join("kubelet-config.yaml"))?;
-    let kc: KubeletConfiguration = serde_yaml::from_str(&text)?;
+    let kc: KubeletConfiguration = serde_saphyr::from_str(&text)?;
     assert_eq!(kc.api_version, "kubelet.config.k8s.io/v1beta1");
     assert_eq!(kc.kind, "KubeletConfiguration");
     assert_eq!(
@@ -423,7 +423,7 @@ fn the_kubelet_configuration_is_a_kubelet_configuration_for_darwin_cri() -> anyh
     }
     // The strict parse is what refuses a misspelt field.
     let typo = text.replace("cgroupsPerQOS:", "cgroupsPerQoS:");
-    assert!(serde_yaml::from_str::<KubeletConfiguration>(&typo).is_err());
+    assert!(serde_saphyr::from_str::<KubeletConfiguration>(&typo).is_err());
 
     // And darwin-cri's doctor reads the same file as pointing at its socket.
     let dir = tempfile::tempdir()?;

@@ -1,32 +1,11 @@
 //! The Prometheus endpoint: its text passes promtool, and a real Prometheus server scrapes it.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use darwin_cri_tests::v1 as cri;
 use darwin_cri_tests::*;
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// A plain HTTP/1.0 GET on loopback; the body.
-fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    anyhow::ensure!(
-        head.starts_with("HTTP/1.") && head.contains(" 200 "),
-        "GET {path}: {head}"
-    );
-    Ok(body.to_string())
-}
 
 /// Kills the child on drop.
 struct Child(std::process::Child);
@@ -102,6 +81,8 @@ async fn metrics_pass_promtool_and_prometheus_scrapes_them() -> anyhow::Result<(
         "darwin_cri_process_resident_memory_bytes ",
         "darwin_cri_process_cpu_seconds_total ",
         "darwin_cri_process_open_fds ",
+        "darwin_cri_image_filesystem_avail_bytes ",
+        "darwin_cri_image_filesystem_size_bytes ",
         "darwin_cri_process_start_time_seconds ",
         "darwin_cri_build_info{",
         "darwin_cri_image_pulls_total 1",
