@@ -9,23 +9,6 @@ use std::time::{Duration, Instant};
 use darwin_cri_tests::v1 as cri;
 use darwin_cri_tests::*;
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn report(name: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "{name:<36} n={:<4} p50={:>8.2} ms  p90={:>8.2} ms  p99={:>8.2} ms",
-        samples.len(),
-        ms(percentile(&samples, 0.5)),
-        ms(percentile(&samples, 0.9)),
-        ms(percentile(&samples, 0.99)),
-    );
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let iterations: usize = std::env::var("BENCH_ITERATIONS")
@@ -114,11 +97,11 @@ async fn main() -> anyhow::Result<()> {
         "darwin-cri spine benchmark: {iterations} iterations, busybox image, {} cores",
         num_cpus()
     );
-    report("RunPodSandbox", pod_start);
-    report("CreateContainer+StartContainer", create_start);
-    report("pod+container to running", to_running);
-    report("ExecSync (true)", exec_times);
-    report("Stop+Remove container and pod", stop_remove);
+    print_latencies("RunPodSandbox", pod_start);
+    print_latencies("CreateContainer+StartContainer", create_start);
+    print_latencies("pod+container to running", to_running);
+    print_latencies("ExecSync (true)", exec_times);
+    print_latencies("Stop+Remove container and pod", stop_remove);
     monitor_rss.sort();
     println!("server RSS idle: {idle_rss} KiB; with 20 running containers: {busy_rss} KiB");
     let (rss, anon, file, pss) = monitor_rss[monitor_rss.len() / 2];

@@ -13,11 +13,6 @@ use darwin_cri_tests::v1 as cri;
 use darwin_cri_tests::*;
 use tokio::io::AsyncWriteExt;
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let env = |k: &str, d: usize| {

@@ -698,3 +698,22 @@ pub fn http_get(port: u16, path: &str) -> anyhow::Result<String> {
     );
     Ok(body.to_string())
 }
+
+/// The `p` quantile (0 to 1) of sorted samples, nearest rank.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Prints `name n= p50= p90= p99=` in milliseconds, as the benchmarks report.
+pub fn print_latencies(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{name:<36} n={:<4} p50={:>8.2} ms  p90={:>8.2} ms  p99={:>8.2} ms",
+        samples.len(),
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.9)),
+        ms(percentile(&samples, 0.99)),
+    );
+}
