@@ -262,14 +262,16 @@ mounts_under() {
             fi
         done </proc/self/mounts
     else
-        # macOS: "<device> on <mount point> (<type>, <options>)".
-        local line
+        # macOS: "<device> on <mount point> (<type>, <options>)". The device of a bindfs mount is
+        # its source path, which may itself contain " on ": anchor on " on <dir>" instead.
+        local line rest
         while IFS= read -r line; do
-            mnt="${line#* on }"
-            mnt="${mnt% (*}"
-            if [[ "$mnt" == "$resolved" || "$mnt" == "$resolved"/* ]]; then
-                printf '%s\n' "$mnt"
-            fi
+            case "$line" in
+                *" on $resolved ("* | *" on $resolved/"*)
+                    rest="${line#*" on $resolved"}"
+                    printf '%s\n' "$resolved${rest% (*}"
+                    ;;
+            esac
         done < <(mount)
     fi
 }
@@ -299,8 +301,12 @@ do_install() {
 
     note "# installing darwin-cri${PREFIX:+ under $PREFIX}"
 
-    # install(1) replaces the file (a new inode), never rewrites it in place: the running server
-    # and every container's monitor (the same binary) keep executing the old one until they restart.
+    # The server starts each container's monitor from its own path: stopped before the binary
+    # is replaced, so no old server ever starts a new monitor. Running containers keep their
+    # monitors (install(1) makes a new inode; theirs stays). Started again below.
+    if [[ "$NO_LAUNCHCTL" == 0 ]]; then
+        stop_service
+    fi
     install_file 755 "$src_bin" "$BIN"
 
     if [[ -e "$CONF" ]]; then
@@ -324,9 +330,7 @@ do_install() {
         return 0
     fi
 
-    # A running darwin-cri keeps its old binary until it restarts: restart it with the new one.
-    # Its containers keep running through the restart (each has its own monitor process).
-    stop_service
+    # Its containers kept running while it was stopped (each has its own monitor process).
     # A daemon once disabled with `launchctl disable` would refuse to bootstrap.
     run launchctl enable "system/$LABEL"
     run launchctl bootstrap system "$SYS_PLIST"

@@ -109,11 +109,41 @@ pub fn report(checks: &[Check]) -> i32 {
     i32::from(failed > 0)
 }
 
-/// A directory under the root for the probes, on the file system containers will use.
+/// A directory under the root for the probes, on the file system containers will use. A root
+/// that does not exist yet is made as the server makes it, 700.
 fn scratch_dir(config: &Config) -> Option<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !config.root.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&config.root)
+            .ok()?;
+    }
     let dir = config.root.join(format!(".doctor-{}", std::process::id()));
     std::fs::create_dir_all(&dir).ok()?;
     Some(dir)
+}
+
+/// `path` with its nearest existing ancestor's symlinks resolved, as the server will see it
+/// once it has made the directories (on macOS /var is /private/var).
+fn real_path(path: &Path) -> PathBuf {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+    let mut real = existing
+        .canonicalize()
+        .unwrap_or_else(|_| existing.to_path_buf());
+    real.extend(rest.iter().rev());
+    real
 }
 
 fn user() -> Check {
@@ -261,6 +291,7 @@ fn mounts(config: &Config, scratch: Option<&Path>) -> Vec<Check> {
         MountMechanism::Bind => "bind mount".to_string(),
         MountMechanism::Bindfs { program, .. } => format!("{} mount", program.display()),
     };
+    checks.push(file_mount(&policy, dir));
     checks.push(match probe {
         Ok(()) => Check::ok("mount", format!("a read-only {how} works")),
         Err(e) => Check::fail(
@@ -275,6 +306,42 @@ fn mounts(config: &Config, scratch: Option<&Path>) -> Vec<Check> {
         ),
     });
     checks
+}
+
+/// kubelet mounts files too (the termination log, /etc/hosts); a container's writes to the
+/// termination log must reach kubelet's file.
+fn file_mount(policy: &runtime::mounts::MountPolicy, dir: &Path) -> Check {
+    use runtime::mounts::Mounted;
+    let (src, dst) = (dir.join("src-file"), dir.join("dst-file"));
+    let probe = (|| -> std::io::Result<Mounted> {
+        std::fs::write(&src, "")?;
+        std::fs::write(&dst, "")?;
+        let how = policy.mount(&src, &dst, false)?;
+        std::fs::write(&dst, "from the container")?;
+        if how == Mounted::Mount {
+            runtime::platform::unmount(&dst)?;
+        }
+        Ok(how)
+    })();
+    let reached = std::fs::read_to_string(&src).is_ok_and(|s| s == "from the container");
+    match probe {
+        Ok(Mounted::Mount) | Ok(Mounted::Link) if reached => Check::ok(
+            "file mount",
+            "writes to a mounted file (the termination log) reach the host's",
+        ),
+        Ok(how) => Check::warn(
+            "file mount",
+            format!(
+                "a mounted file is a {how:?}: the container's writes to it (the termination log) do not reach kubelet's"
+            ),
+            "keep root on the same file system as kubelet's root dir, so files are hard-linked",
+        ),
+        Err(e) => Check::fail(
+            "file mount",
+            format!("mounting a file failed: {e}"),
+            "check that the mount mechanism works by hand as root",
+        ),
+    }
 }
 
 fn root_filesystem(config: &Config, scratch: Option<&Path>) -> Check {
@@ -346,7 +413,9 @@ fn root_filesystem(config: &Config, scratch: Option<&Path>) -> Check {
 }
 
 fn socket_paths(config: &Config) -> Check {
-    match crate::serve::check_socket_paths(config) {
+    let mut real = config.clone();
+    real.state_dir = real_path(&config.state_dir);
+    match crate::serve::check_socket_paths(&real) {
         Ok(()) => Check::ok(
             "socket paths",
             format!(

@@ -116,11 +116,17 @@ pub async fn report_once(
 
 /// Reads the host and reports it, once.
 pub async fn report(config: &NodeConfig) -> anyhow::Result<Changes> {
-    let inventory = node_facts::inventory(&node_facts::Places::from_config(config));
-    for w in &inventory.warnings {
-        tracing::warn!("{w}");
-    }
-    let labels = node_facts::labels(&runtime::platform::host_facts(), &inventory);
+    // A walk of /Applications and the simulator volumes: blocking work, off the async threads.
+    let places = node_facts::Places::from_config(config);
+    let labels = tokio::task::spawn_blocking(move || {
+        let inventory = node_facts::inventory(&places);
+        for w in &inventory.warnings {
+            tracing::warn!("{w}");
+        }
+        node_facts::labels(&runtime::platform::host_facts(), &inventory)
+    })
+    .await
+    .context("reading the host")?;
     let client = client(&config.kubeconfig).await?;
     report_once(client, &node_name(config), &labels, config.build_slots).await
 }

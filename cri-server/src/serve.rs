@@ -130,11 +130,6 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         &format!("the socket {}", config.socket.display()),
     )?;
     claim_socket(&config.socket)?;
-    // For newsyslog, which signals SIGHUP after rotating log.file.
-    let pid_file = config.state_dir.join("darwin-cri.pid");
-    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
-        .with_context(|| format!("writing {}", pid_file.display()))?;
-    tokio::spawn(reopen_log_on_hangup());
 
     let images = open_images(&config)?;
     let node_ip = if config.runtime.node_ip.is_empty() {
@@ -170,6 +165,15 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         .await
         .context("recovering containers after start")?;
 
+    // For newsyslog, which signals SIGHUP after rotating log.file: the handler is in place
+    // before the pid file names this process (SIGHUP's default action ends it), and the file is
+    // written once the server is up and removed whenever it stops.
+    let signals = shutdown_signals()?;
+    tokio::spawn(reopen_log_on_hangup(
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("handling SIGHUP")?,
+    ));
+    let _pid_file = PidFile::write(config.state_dir.join("darwin-cri.pid"))?;
     let listener = UnixListener::bind(&config.socket)
         .with_context(|| format!("listening on {}", config.socket.display()))?;
     std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o660))
@@ -225,13 +229,12 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         .add_service(RuntimeServiceServer::new(svc.clone()))
         .add_service(ImageServiceServer::new(svc))
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-            shutdown_signal().await;
+            shutdown_signal(signals).await;
             // Open GetContainerEvents streams would hold the graceful shutdown forever.
             events.close_subscribers();
         })
         .await;
     let _ = std::fs::remove_file(&config.socket);
-    let _ = std::fs::remove_file(&pid_file);
     result.context("serving gRPC")?;
     tracing::info!("stopped; containers keep running under their monitors");
     Ok(())
@@ -249,11 +252,7 @@ fn start_node_report(_config: &Config) {
     tracing::warn!("node.report is set, but this darwin-cri was built without the kube feature");
 }
 
-async fn reopen_log_on_hangup() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        return;
-    };
+async fn reopen_log_on_hangup(mut hangup: tokio::signal::unix::Signal) {
     while hangup.recv().await.is_some() {
         match crate::logfile::reopen() {
             Ok(()) => tracing::info!("SIGHUP: log file reopened"),
@@ -262,15 +261,38 @@ async fn reopen_log_on_hangup() {
     }
 }
 
-async fn shutdown_signal() {
+/// `<state_dir>/darwin-cri.pid`, removed when the server stops, however it stops short of a
+/// kill.
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: PathBuf) -> anyhow::Result<PidFile> {
+        std::fs::write(&path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// SIGTERM and SIGINT, caught from the moment this is called: one that arrives before the gRPC
+/// server runs still ends the server gracefully (the pid file and the socket removed).
+fn shutdown_signals() -> anyhow::Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>
+{
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the server runs until killed.
-        return std::future::pending().await;
-    };
+    Ok((
+        signal(SignalKind::terminate()).context("handling SIGTERM")?,
+        signal(SignalKind::interrupt()).context("handling SIGINT")?,
+    ))
+}
+
+async fn shutdown_signal(
+    (mut term, mut int): (tokio::signal::unix::Signal, tokio::signal::unix::Signal),
+) {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),

@@ -23,7 +23,8 @@ class DarwinCri < Formula
   depends_on :macos
 
   def install
-    system "cargo", "install", *std_cargo_args(path: "cri-server")
+    # With the node reporter (`darwin-cri node-report`, `node.report = true`).
+    system "cargo", "install", "--features", "kube", *std_cargo_args(path: "cri-server")
 
     # The node configuration: Homebrew keeps an existing etc/darwin-cri/config.toml on upgrade
     # and leaves the new one beside it as config.toml.default.
@@ -73,6 +74,9 @@ class DarwinCri < Formula
         sudo #{opt_bin}/darwin-cri --config #{etc}/darwin-cri/config.toml doctor
       and start the daemon with:
         sudo brew services start darwin-cri
+      After `brew upgrade darwin-cri`, restart it (sudo brew services restart darwin-cri): the
+      running server starts each new container's monitor from the installed binary, which must
+      be its own version. Running containers keep running through the restart.
       Its log is #{var}/log/darwin-cri.log.
 
       kubelet does not ship for macOS; see #{opt_pkgshare}/README.md for darwin kubelet builds

@@ -10,8 +10,8 @@
 //! the daemon and the client talk over it directly.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 use tokio::io::Interest;
 use tokio::net::UnixStream;
@@ -22,24 +22,31 @@ use crate::platform::{self, fdpass};
 pub const MDNS_SOCKET: &str = "/var/run/mDNSResponder";
 
 /// A relay from a socket inside one container root to the host's mDNSResponder socket. Dropping
-/// it stops the relay, its connections, and removes the socket.
+/// it stops the relay and its connections and removes the socket, if the entry is still it.
 #[derive(Debug)]
 pub struct DnsProxy {
-    path: PathBuf,
+    /// The directory the socket is in (the root's /var/run), held open: the socket is made and
+    /// removed through it, never through a path the container could have changed.
+    dir: OwnedFd,
+    name: String,
+    inode: Option<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl DnsProxy {
-    /// Listens at `path` (a real path inside a container root) and relays each connection to
-    /// `upstream`. `scratch` is a short directory on the root's file system (see
-    /// [`platform::bind_unix_listener`]). Must be called within a tokio runtime.
-    pub fn start(upstream: &Path, path: &Path, scratch: &Path) -> io::Result<DnsProxy> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let listener = platform::bind_unix_listener(path, scratch)?;
+    /// Listens at `name` in `dir` (a directory inside a container root, opened with
+    /// [`platform::open_dir_nofollow`]) and relays each connection to `upstream`. `scratch` is
+    /// a short directory on the root's file system (see [`platform::bind_unix_listener_in`]).
+    /// Must be called within a tokio runtime.
+    pub fn start(
+        upstream: &Path,
+        dir: OwnedFd,
+        name: &str,
+        scratch: &Path,
+    ) -> io::Result<DnsProxy> {
         // Container processes run as any user.
-        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
+        let listener = platform::bind_unix_listener_in(&dir, name, 0o666, scratch)?;
+        let inode = platform::socket_inode_in(&dir, name);
         listener.set_nonblocking(true)?;
         let listener = tokio::net::UnixListener::from_std(listener)?;
         let upstream = upstream.to_path_buf();
@@ -67,20 +74,24 @@ impl DnsProxy {
             }
         });
         Ok(DnsProxy {
-            path: path.to_path_buf(),
+            dir,
+            name: name.to_string(),
+            inode,
             task,
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
 impl Drop for DnsProxy {
     fn drop(&mut self) {
         self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
+        if self.inode.is_some() && platform::socket_inode_in(&self.dir, &self.name) == self.inode {
+            let _ = nix::unistd::unlinkat(
+                &self.dir,
+                self.name.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        }
     }
 }
 
@@ -164,8 +175,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let host = dir.path().join("host.sock");
         let daemon = fake_daemon(&host);
-        let root_sock = dir.path().join("root/private/var/run/mDNSResponder");
-        let proxy = DnsProxy::start(&host, &root_sock, &dir.path().join("s")).expect("start");
+        let run = dir.path().join("root/private/var/run");
+        std::fs::create_dir_all(&run).expect("mkdir");
+        let root_sock = run.join("mDNSResponder");
+        let fd = platform::open_dir_nofollow(&run).expect("open");
+        let proxy =
+            DnsProxy::start(&host, fd, "mDNSResponder", &dir.path().join("s")).expect("start");
 
         let plain = root_sock.clone();
         let with_fd = root_sock.clone();
@@ -197,5 +212,17 @@ mod tests {
         daemon.join().expect("daemon");
         drop(proxy);
         assert!(!root_sock.exists(), "the socket goes with the proxy");
+
+        // A socket replaced by something else meanwhile is not the proxy's to remove.
+        let fd = platform::open_dir_nofollow(&run).expect("open");
+        let proxy =
+            DnsProxy::start(&host, fd, "mDNSResponder", &dir.path().join("s")).expect("start");
+        std::fs::remove_file(&root_sock).expect("rm");
+        std::fs::write(&root_sock, "the container's file").expect("write");
+        drop(proxy);
+        assert_eq!(
+            std::fs::read_to_string(&root_sock).expect("kept"),
+            "the container's file"
+        );
     }
 }

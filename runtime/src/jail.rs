@@ -23,6 +23,9 @@
 //! | `$HOME` | dir 755, the run-as user's | a writable home (not for `/`, `/nonexistent`, `/var/empty`) |
 //! | `$HOME/Library/{Preferences,Caches,Developer,Logs}` | dirs 755, the user's | `defaults write`, DerivedData, build logs |
 //!
+//! Missing parents of the home (`/Users`, `/opt`) are made as root's, 755: only the home and
+//! what is below it belong to the user.
+//!
 //! `/dev` is populated separately (the minimal device set).
 
 use std::os::unix::fs::PermissionsExt;
@@ -59,7 +62,7 @@ pub const HOME_DIRECTORIES: &[&str] = &[
     "Library/Preferences",
     "Library/Caches",
     "Library/Developer",
-    "Logs",
+    "Library/Logs",
 ];
 
 /// Homes that mean "no home" (nobody's): never created.
@@ -81,16 +84,29 @@ pub fn prepare(rootfs: &Path, uid: u32, gid: u32, home: &str) -> Result<()> {
         return Ok(());
     }
     let home = Path::new(home);
-    make_dir(rootfs, home, 0o755, Some((uid, gid)))?;
+    let owner = Some(Owner {
+        uid,
+        gid,
+        from: home,
+    });
+    make_dir(rootfs, home, 0o755, owner)?;
     for dir in HOME_DIRECTORIES {
-        make_dir(rootfs, &home.join(dir), 0o755, Some((uid, gid)))?;
+        make_dir(rootfs, &home.join(dir), 0o755, owner)?;
     }
     Ok(())
 }
 
-/// Creates `path` (inside the root) and each missing parent with `mode`, owned by `owner` when
-/// given; existing entries are left as they are. Returns the real path.
-fn make_dir(rootfs: &Path, path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<PathBuf> {
+/// Who gets the directories made at or below `from`.
+#[derive(Debug, Clone, Copy)]
+struct Owner<'a> {
+    uid: u32,
+    gid: u32,
+    from: &'a Path,
+}
+
+/// Creates `path` (inside the root) and each missing parent with `mode` (owned by `owner` at and
+/// below its `from`); existing entries are left as they are. Returns the real path.
+fn make_dir(rootfs: &Path, path: &Path, mode: u32, owner: Option<Owner<'_>>) -> Result<PathBuf> {
     let mut missing = Vec::new();
     let mut cur = path.to_path_buf();
     // The image decides where its paths lead (links resolve inside the root); only what does
@@ -109,12 +125,18 @@ fn make_dir(rootfs: &Path, path: &Path, mode: u32, owner: Option<(u32, u32)>) ->
     let mut last = real;
     for p in missing.iter().rev() {
         let real = resolve_in_root(rootfs, p).at("resolving in the container root", p)?;
-        match std::fs::create_dir(&real) {
+        // A link of the image may lead where parents are missing too: those are made as well.
+        let made = match std::fs::create_dir(&real) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(&real),
+            other => other,
+        };
+        match made {
             Ok(()) => {
                 std::fs::set_permissions(&real, std::fs::Permissions::from_mode(mode))
                     .at("chmod", &real)?;
-                if let Some((uid, gid)) = owner {
-                    std::os::unix::fs::lchown(&real, Some(uid), Some(gid)).at("chown", &real)?;
+                if let Some(o) = owner.filter(|o| p.starts_with(o.from)) {
+                    std::os::unix::fs::lchown(&real, Some(o.uid), Some(o.gid))
+                        .at("chown", &real)?;
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -157,12 +179,22 @@ mod tests {
         assert_eq!(tmp.mode() & 0o7777, 0o1777);
         for d in [
             "Users/build",
-            "Users/build/Library/Developer",
-            "Users/build/Logs",
+            "Users/build/Library",
+            "Users/build/Library/Logs",
         ] {
             let m = std::fs::metadata(root.join(d)).expect(d);
             assert_eq!((m.uid(), m.gid()), (uid, gid), "{d} belongs to the user");
         }
+        // A home whose parents are missing: they are root's.
+        prepare(root, uid, gid, "/opt/builds/me").expect("prepare");
+        let me = nix::unistd::geteuid().as_raw();
+        assert_eq!(std::fs::metadata(root.join("opt")).expect("opt").uid(), me);
+        assert_eq!(
+            std::fs::metadata(root.join("opt/builds/me"))
+                .expect("home")
+                .uid(),
+            uid
+        );
         // Shared parents are not handed to the user.
         assert_eq!(
             std::fs::metadata(root.join("Users")).expect("Users").uid(),
@@ -204,6 +236,19 @@ mod tests {
             root.join("private/var/run").is_dir(),
             "/var now leads to /private/var"
         );
+    }
+
+    #[test]
+    fn a_dangling_link_in_the_image_gets_its_target_made() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::os::unix::fs::symlink("Volumes/Data/Users", root.join("Users")).expect("symlink");
+        prepare(root, 0, 0, "/Users/ci").expect("prepare");
+        assert!(
+            root.join("Volumes/Data/Users/ci/Library/Preferences")
+                .is_dir()
+        );
+        assert!(root.join("Volumes/Data/Users/Shared").is_dir());
     }
 
     #[test]

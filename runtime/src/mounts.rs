@@ -97,14 +97,55 @@ impl MountPolicy {
         )))
     }
 
-    /// Makes `source` visible at `target` (an existing directory or file of the same kind).
-    pub fn mount(&self, source: &Path, target: &Path, readonly: bool) -> io::Result<()> {
+    /// Makes `source` visible at `target` (an existing directory or file of the same kind), and
+    /// says how.
+    ///
+    /// bindfs mounts only directories: macOS cannot mount over a file (XNU refuses a mount point
+    /// that is not a directory). A file (kubelet's termination log and hosts file) is hard-linked
+    /// into the root instead, so the container's writes reach kubelet; across file systems it is
+    /// copied, and then they do not. Linux FUSE could mount over a file, but takes the same path
+    /// here so that the tests exercise what macOS does.
+    pub fn mount(&self, source: &Path, target: &Path, readonly: bool) -> io::Result<Mounted> {
         match &self.mechanism {
-            MountMechanism::Bind => platform::bind_mount(source, target, readonly),
+            MountMechanism::Bind => {
+                platform::bind_mount_nofollow(source, target, readonly).map(|()| Mounted::Mount)
+            }
             MountMechanism::Bindfs { program, options } => {
-                bindfs(program, options, source, target, readonly)
+                // Walked without following links right before bindfs resolves the path again: a
+                // directory on the way swapped for a link since the check is refused here. bindfs
+                // itself works by path, so the source's directories must not be writable by
+                // builds (see the README's security model).
+                let fd = platform::open_nofollow(source)?;
+                if !std::fs::metadata(source)?.is_dir() {
+                    drop(fd);
+                    return link_or_copy(source, target);
+                }
+                bindfs(program, options, source, target, readonly).map(|()| Mounted::Mount)
             }
         }
+    }
+}
+
+/// How a mount source was made visible in a container root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mounted {
+    /// A mount: unmounted when the container goes.
+    Mount,
+    /// A hard link to the host file: writes reach it.
+    Link,
+    /// A copy (source and root on different file systems): writes stay in the root.
+    Copy,
+}
+
+fn link_or_copy(source: &Path, target: &Path) -> io::Result<Mounted> {
+    let _ = std::fs::remove_file(target);
+    match std::fs::hard_link(source, target) {
+        Ok(()) => Ok(Mounted::Link),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            std::fs::copy(source, target)?;
+            Ok(Mounted::Copy)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -141,14 +182,25 @@ fn bindfs(
 }
 
 /// Whether the mount at `target` is dead: its FUSE daemon is gone, so every access fails
-/// (ENOTCONN on Linux, ENXIO "Device not configured" on macOS).
+/// (ENOTCONN on Linux, ENXIO "Device not configured" on macOS), or hung, so an access does not
+/// answer within two seconds (the thread asking is then left behind, blocked).
 pub fn is_stale(target: &Path) -> bool {
-    match std::fs::metadata(target) {
-        Ok(_) => false,
-        Err(e) => matches!(
-            e.raw_os_error(),
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = target.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(
+            std::fs::metadata(&path)
+                .map(|_| ())
+                .map_err(|e| e.raw_os_error()),
+        );
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(2)) {
+        Ok(Ok(())) => false,
+        Ok(Err(code)) => matches!(
+            code,
             Some(libc::ENOTCONN) | Some(libc::ENXIO) | Some(libc::EIO)
         ),
+        Err(_) => true,
     }
 }
 

@@ -892,11 +892,21 @@ impl Runtime {
                         if is_dir { "directory" } else { "file" }
                     )));
                 }
-                self.opts
+                let how = self
+                    .opts
                     .mounts
                     .mount(source, &target, m.readonly)
                     .at("mounting onto", &target)?;
-                mounted.push(target);
+                match how {
+                    crate::mounts::Mounted::Mount => mounted.push(target),
+                    crate::mounts::Mounted::Link => {}
+                    crate::mounts::Mounted::Copy => tracing::warn!(
+                        container = id,
+                        source = %source.display(),
+                        "a file mount was copied into the root (another file system): the \
+                         container's writes to it stay in the root"
+                    ),
+                }
             }
             Ok(())
         })();
@@ -1004,9 +1014,10 @@ impl Runtime {
                 c.id, c.state
             )));
         }
-        self.start_dns_proxy(&c);
         let monitor_log = std::fs::File::create(c.dir.join("monitor.log"))
             .at("creating", &c.dir.join("monitor.log"))?;
+        // Before the process starts: a build may resolve a name as its first act.
+        self.start_dns_proxy(&c);
         let mut child = tokio::process::Command::new(&self.opts.monitor_exe)
             .arg("monitor")
             .arg(&c.dir)
@@ -1015,6 +1026,7 @@ impl Runtime {
             .stderr(Stdio::from(monitor_log))
             .spawn()
             .map_err(|e| {
+                self.stop_dns_proxy(&c.id);
                 Error::io(
                     format!("starting the monitor {}", self.opts.monitor_exe.display()),
                     e,
@@ -1067,6 +1079,7 @@ impl Runtime {
                     }
                 };
                 let _ = child.wait().await;
+                self.stop_dns_proxy(&c.id);
                 // A monitor that started the container but reported too late: end the container.
                 if let Some(s) = monitor::read_started(&c.dir) {
                     let mut started = c.clone();
@@ -1095,10 +1108,26 @@ impl Runtime {
         let Some(upstream) = &self.opts.mdns_socket else {
             return;
         };
-        let started = resolve_in_root(&c.process.rootfs, Path::new(crate::dns_proxy::MDNS_SOCKET))
-            .and_then(|at| {
-                crate::dns_proxy::DnsProxy::start(upstream, &at, &self.opts.root.join("sockets"))
-            });
+        let (dir, name) = crate::dns_proxy::MDNS_SOCKET
+            .rsplit_once('/')
+            .unwrap_or(("/var/run", "mDNSResponder"));
+        let started = (|| -> std::io::Result<crate::dns_proxy::DnsProxy> {
+            // The image decides where /var/run leads (inside the root); the socket's own name is
+            // never followed.
+            let dir = resolve_in_root(&c.process.rootfs, Path::new(dir))?;
+            std::fs::create_dir_all(&dir)?;
+            // A volume mounted there is the host's directory, not the container's: no socket is
+            // made or removed in it.
+            use std::os::unix::fs::MetadataExt;
+            if std::fs::metadata(&dir)?.dev() != std::fs::metadata(&c.process.rootfs)?.dev() {
+                return Err(std::io::Error::other(format!(
+                    "{} is a mount, not the container's own directory",
+                    dir.display()
+                )));
+            }
+            let fd = platform::open_dir_nofollow(&dir)?;
+            crate::dns_proxy::DnsProxy::start(upstream, fd, name, &self.opts.root.join("sockets"))
+        })();
         match started {
             Ok(proxy) => {
                 if let Ok(mut proxies) = self.dns_proxies.lock() {
@@ -1567,8 +1596,13 @@ impl Runtime {
     /// Makes again the mounts of a live container that are missing (unmounted as stale).
     fn repair_mounts(&self, c: &Container) {
         let live = platform::mounts_under(&c.dir).unwrap_or_default();
-        for (m, target) in c.spec.mounts.iter().zip(&c.mounted) {
-            if live.contains(target) {
+        for m in &c.spec.mounts {
+            let Ok(target) = resolve_in_root(&c.process.rootfs, Path::new(&m.container_path))
+            else {
+                continue;
+            };
+            // Files linked or copied into the root are not mounts.
+            if !c.mounted.contains(&target) || live.contains(&target) {
                 continue;
             }
             let remounted = self
@@ -1578,11 +1612,11 @@ impl Runtime {
                 .and_then(|source| {
                     self.opts
                         .mounts
-                        .mount(&source, target, m.readonly)
-                        .at("mounting onto", target)
+                        .mount(&source, &target, m.readonly)
+                        .at("mounting onto", &target)
                 });
             match remounted {
-                Ok(()) => tracing::info!(container = c.id, mount = %target.display(), "remounted"),
+                Ok(_) => tracing::info!(container = c.id, mount = %target.display(), "remounted"),
                 Err(e) => {
                     tracing::warn!(container = c.id, mount = %target.display(), error = %e, "cannot remount")
                 }
@@ -1590,8 +1624,6 @@ impl Runtime {
         }
     }
 
-    /// Reconciles the store with what survived a restart: adopts live monitors, records the exits
-    /// of containers that ended while the server was down, and removes debris of half-done work.
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
         self.unmount_stale();
         for c in self.list_containers() {

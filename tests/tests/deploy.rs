@@ -131,10 +131,16 @@ fn install_sh_dry_run_changes_nothing_and_installs_are_idempotent_and_undone() -
         );
     }
     assert!(out.contains("dry run: nothing was changed"), "{out}");
-    assert!(!Path::new("/Library/LaunchDaemons/io.darwin-cri.plist").exists());
-
     let dir = tempfile::tempdir()?;
     let prefix = dir.path().to_str().expect("utf-8");
+    let (ok, out) = install_sh(&["--dry-run", "--prefix", prefix, "--binary", bin])?;
+    assert!(ok && out.contains(prefix), "{out}");
+    assert_eq!(
+        std::fs::read_dir(dir.path())?.count(),
+        0,
+        "a dry run makes nothing"
+    );
+
     let (ok, out) = install_sh(&["--prefix", prefix, "--binary", bin])?;
     assert!(ok, "{out}");
     let first = tree(dir.path());
@@ -487,7 +493,7 @@ fn newsyslog_rotation_is_followed_by_the_server_reopening_its_log() -> anyhow::R
             &config,
             format!("[log]\nfile = {:?}\n", log.display().to_string()),
         )?;
-        let mut server = Command::new(binary())
+        let server = Command::new(binary())
             .arg("--config")
             .arg(&config)
             .arg("--root")
@@ -498,6 +504,8 @@ fn newsyslog_rotation_is_followed_by_the_server_reopening_its_log() -> anyhow::R
             .arg(dir.path().join("run/s.sock"))
             .arg("serve")
             .spawn()?;
+        // Killed if an assertion below fails.
+        let mut server = KillOnDrop(server);
         let pid_file = dir.path().join("run/darwin-cri.pid");
         let log2 = log.clone();
         wait_for(
@@ -510,7 +518,7 @@ fn newsyslog_rotation_is_followed_by_the_server_reopening_its_log() -> anyhow::R
         )
         .await?;
         let pid: i32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
-        assert_eq!(pid, server.id() as i32);
+        assert_eq!(pid, server.0.id() as i32);
         std::fs::rename(&log, dir.path().join("log/darwin-cri.log.0"))?;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGHUP)?;
         let log3 = log.clone();
@@ -520,7 +528,7 @@ fn newsyslog_rotation_is_followed_by_the_server_reopening_its_log() -> anyhow::R
         })
         .await?;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGTERM)?;
-        server.wait()?;
+        server.0.wait()?;
         assert!(!pid_file.exists(), "the pid file goes with the server");
         let old = std::fs::read_to_string(dir.path().join("log/darwin-cri.log.0"))?;
         assert!(
@@ -529,4 +537,13 @@ fn newsyslog_rotation_is_followed_by_the_server_reopening_its_log() -> anyhow::R
         );
         Ok::<(), anyhow::Error>(())
     })
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

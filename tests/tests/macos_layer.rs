@@ -12,10 +12,11 @@ use tonic::Code;
 
 use runtime::platform::fdpass;
 
-fn bindfs_pids() -> Vec<i32> {
+/// The bindfs processes serving mounts below `dir` (their command line names it).
+fn bindfs_pids(dir: &Path) -> Vec<i32> {
     let out = std::process::Command::new("pgrep")
-        .arg("-x")
-        .arg("bindfs")
+        .arg("-f")
+        .arg(format!("^bindfs .*{}", dir.display()))
         .output()
         .expect("pgrep");
     String::from_utf8_lossy(&out.stdout)
@@ -35,7 +36,12 @@ fn volume_mount(container_path: &str, host: &Path, readonly: bool) -> cri::Mount
 
 #[tokio::test]
 async fn bindfs_volumes_work_and_are_repaired_after_their_daemon_dies() -> anyhow::Result<()> {
-    let mut server = Server::start_with_config("[mounts]\nmechanism = \"bindfs\"\n").await?;
+    // Copied roots, as APFS clones are on macOS: on the file system of the server's directory,
+    // where kubelet's files are, so file mounts are hard links as on a Mac.
+    let mut server = Server::start_with_config(
+        "[mounts]\nmechanism = \"bindfs\"\n[runtime]\nrootfs = \"copy\"\n",
+    )
+    .await?;
     let (mut rt, _) = server.client().await?;
     let pod = run_pod(&mut rt, &server, "fuse").await?;
     let data = server.dir.path().join("volume");
@@ -43,11 +49,13 @@ async fn bindfs_volumes_work_and_are_repaired_after_their_daemon_dies() -> anyho
     std::fs::write(data.join("file"), "through bindfs")?;
     let scratch = server.dir.path().join("scratch");
     std::fs::create_dir_all(&scratch)?;
-    let before = bindfs_pids();
+    let termination_log = server.dir.path().join("termination-log");
+    std::fs::write(&termination_log, "")?;
     let mut config = container_config("c", "sleep 1000");
     config.mounts = vec![
         volume_mount("/data", &data, true),
         volume_mount("/scratch", &scratch, false),
+        volume_mount("/dev/termination-log", &termination_log, false),
     ];
     let cid = create(&mut rt, &pod, config).await?;
     start(&mut rt, &cid).await?;
@@ -58,6 +66,16 @@ async fn bindfs_volumes_work_and_are_repaired_after_their_daemon_dies() -> anyho
     let r = exec(&mut rt, &cid, &["sh", "-c", "echo w > /scratch/out"], 10).await?;
     assert_eq!(r.exit_code, 0);
     assert_eq!(std::fs::read_to_string(scratch.join("out"))?, "w\n");
+    // macOS cannot mount over a file: file mounts are hard links, and writes reach kubelet.
+    let r = exec(
+        &mut rt,
+        &cid,
+        &["sh", "-c", "echo done > /dev/termination-log"],
+        10,
+    )
+    .await?;
+    assert_eq!(r.exit_code, 0);
+    assert_eq!(std::fs::read_to_string(&termination_log)?, "done\n");
     let fuse_mounts: Vec<PathBuf> = mounts_under(&server.root())
         .into_iter()
         .filter(|m| m.ends_with("data") || m.ends_with("scratch"))
@@ -75,11 +93,8 @@ async fn bindfs_volumes_work_and_are_repaired_after_their_daemon_dies() -> anyho
     // A crash of the server and of one bindfs daemon: the mount is dead (ENOTCONN) until the
     // restarted server unmounts and makes it again.
     server.kill();
-    let ours: Vec<i32> = bindfs_pids()
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect();
-    assert_eq!(ours.len(), 2, "one bindfs process per mount");
+    let ours = bindfs_pids(server.dir.path());
+    assert_eq!(ours.len(), 2, "one bindfs process per directory mount");
     for pid in &ours {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::SIGKILL)?;
     }
@@ -108,10 +123,7 @@ async fn bindfs_volumes_work_and_are_repaired_after_their_daemon_dies() -> anyho
     })
     .await?;
     assert!(mounts_under(&server.root()).is_empty());
-    let left: Vec<i32> = bindfs_pids()
-        .into_iter()
-        .filter(|p| !before.contains(p))
-        .collect();
+    let left = bindfs_pids(server.dir.path());
     wait_for(Duration::from_secs(5), "bindfs processes to end", || {
         let left = left.clone();
         async move {
@@ -285,6 +297,33 @@ async fn the_hosts_mdnsresponder_is_relayed_into_running_containers() -> anyhow:
         .await??;
     assert_eq!(reply, "answer:query");
     assert_eq!(on_fd, "fd:query", "the descriptor went through the relay");
+
+    // A volume at /var/run is the host's directory: nothing is made or removed in it.
+    let host_run = server.dir.path().join("host-run");
+    std::fs::create_dir_all(&host_run)?;
+    std::fs::write(host_run.join("mDNSResponder"), "the host's file")?;
+    let mut config = container_config("vol", "sleep 1000");
+    config.mounts = vec![volume_mount("/var/run", &host_run, false)];
+    let vol = create(&mut rt, &pod, config).await?;
+    start(&mut rt, &vol).await?;
+    assert_eq!(
+        std::fs::read_to_string(host_run.join("mDNSResponder"))?,
+        "the host's file"
+    );
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: vol,
+        timeout: 0,
+    })
+    .await?;
+    assert_eq!(
+        std::fs::read_to_string(host_run.join("mDNSResponder"))?,
+        "the host's file"
+    );
+    assert!(
+        server
+            .log()
+            .contains("is a mount, not the container's own directory")
+    );
 
     rt.stop_container(cri::StopContainerRequest {
         container_id: cid.clone(),

@@ -378,29 +378,35 @@ pub fn release_free_memory() {
 
 pub const MAX_SOCKET_PATH: usize = 107;
 
-/// Binds through `/proc/self/fd/N/<name>`, N a descriptor of the socket's directory: a short
-/// path to a directory of any depth. Falls back to binding under `scratch` and renaming.
-pub fn bind_long_unix_path(
-    path: &Path,
+/// How `open_nofollow` opens each component: a handle that needs no read permission.
+pub const OPEN_ANY: nix::fcntl::OFlag = nix::fcntl::OFlag::O_PATH;
+
+/// Binds through `/proc/self/fd/N/<name>`, N the directory: a short path to a directory of any
+/// depth, that no later change of the directory's path can redirect; the mode is then set on the
+/// entry without following a link (a link swapped in meanwhile is an error, not a target).
+/// Falls back to binding under `scratch` and renaming.
+pub fn bind_in_dir(
+    dir: &std::os::fd::OwnedFd,
+    name: &str,
+    mode: u32,
     scratch: &Path,
 ) -> io::Result<std::os::unix::net::UnixListener> {
-    use nix::fcntl::{OFlag, open};
-    use nix::sys::stat::Mode;
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no directory"));
-    };
-    let dir = open(
-        parent,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
+    use nix::sys::stat::{FchmodatFlags, Mode, fchmodat};
     use std::os::fd::AsRawFd;
     let short = Path::new("/proc/self/fd")
         .join(dir.as_raw_fd().to_string())
         .join(name);
     match std::os::unix::net::UnixListener::bind(&short) {
-        Ok(l) => Ok(l),
-        Err(_) => super::bind_and_move(path, scratch),
+        Ok(l) => {
+            fchmodat(
+                dir,
+                name,
+                Mode::from_bits_truncate(mode as _),
+                FchmodatFlags::NoFollowSymlink,
+            )?;
+            Ok(l)
+        }
+        Err(_) => super::bind_and_move(dir, name, mode, scratch),
     }
 }
 

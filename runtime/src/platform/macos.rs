@@ -375,13 +375,20 @@ pub fn release_free_memory() {
 
 pub const MAX_SOCKET_PATH: usize = 103;
 
-/// macOS has no short alias for a directory that bind(2) follows: bind under `scratch`
-/// and rename into place.
-pub fn bind_long_unix_path(
-    path: &Path,
+/// How `open_nofollow` opens each component (macOS has no O_PATH; the server is root). Never
+/// blocking, should a component be a FIFO.
+pub const OPEN_ANY: nix::fcntl::OFlag =
+    nix::fcntl::OFlag::O_RDONLY.union(nix::fcntl::OFlag::O_NONBLOCK);
+
+/// macOS has no short alias for a directory that bind(2) follows: bind under `scratch`, set
+/// the mode there, and rename into the directory.
+pub fn bind_in_dir(
+    dir: &std::os::fd::OwnedFd,
+    name: &str,
+    mode: u32,
     scratch: &Path,
 ) -> io::Result<std::os::unix::net::UnixListener> {
-    super::bind_and_move(path, scratch)
+    super::bind_and_move(dir, name, mode, scratch)
 }
 
 fn sysctl_bytes(name: &str) -> Option<Vec<u8>> {

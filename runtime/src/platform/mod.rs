@@ -105,6 +105,48 @@ pub fn bind_mount(source: &Path, target: &Path, readonly: bool) -> std::io::Resu
     imp::bind_mount(source, target, readonly)
 }
 
+/// Opens absolute `path` one component at a time without following links: an error (ELOOP) if a
+/// directory on the way or the last component is a symlink. What it opens is what the path named
+/// when it was checked, whatever is swapped in afterwards.
+pub fn open_nofollow(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{OFlag, openat};
+    use nix::sys::stat::{Mode, SFlag, fstat};
+    let mut fd = open_dir_nofollow(Path::new("/"))?;
+    let names: Vec<_> = path
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        let mut flags = imp::OPEN_ANY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        if i + 1 < names.len() {
+            flags |= OFlag::O_DIRECTORY;
+        }
+        fd = openat(&fd, *name, flags, Mode::empty())?;
+    }
+    // O_PATH opens a link itself rather than refusing it.
+    if SFlag::from_bits_truncate(fstat(&fd)?.st_mode as _) & SFlag::S_IFMT == SFlag::S_IFLNK {
+        return Err(nix::errno::Errno::ELOOP.into());
+    }
+    Ok(fd)
+}
+
+/// [`bind_mount`] of exactly what `source` names now: opened with [`open_nofollow`] and, on Linux,
+/// mounted through `/proc/self/fd/N`, so a directory on the way swapped for a link in the
+/// meantime can neither pass nor redirect the mount.
+pub fn bind_mount_nofollow(source: &Path, target: &Path, readonly: bool) -> std::io::Result<()> {
+    let fd = open_nofollow(source)?;
+    if cfg!(target_os = "linux") {
+        use std::os::fd::AsRawFd;
+        let via = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        imp::bind_mount(&via, target, readonly)
+    } else {
+        imp::bind_mount(source, target, readonly)
+    }
+}
+
 /// Unmounts `target`, detaching it lazily if it is busy.
 pub fn unmount(target: &Path) -> std::io::Result<()> {
     imp::unmount(target)
@@ -306,29 +348,64 @@ pub fn socket_path_problem(path: &Path) -> Option<String> {
     })
 }
 
-/// A listening unix socket at `path`, however long the path is (a container root's
-/// `/var/run/mDNSResponder` easily passes the limit). Whatever is at `path` is replaced.
-///
-/// A path over the limit is bound through a short name for its directory (Linux:
-/// `/proc/self/fd/N`) or, where there is none (macOS), bound under `scratch` (short, on the
-/// same file system) and renamed into place: a bound socket keeps working under its new name.
-pub fn bind_unix_listener(
-    path: &Path,
-    scratch: &Path,
-) -> std::io::Result<std::os::unix::net::UnixListener> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path)?,
-        Ok(_) => std::fs::remove_file(path)?,
-        Err(_) => {}
-    }
-    if path.as_os_str().len() <= MAX_SOCKET_PATH {
-        return std::os::unix::net::UnixListener::bind(path);
-    }
-    imp::bind_long_unix_path(path, scratch)
+/// Opens directory `path` for the `*at` calls below, refusing a symlink as its last component:
+/// what is made and removed in it stays in that directory whatever later happens to the path.
+pub fn open_dir_nofollow(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::OFlag;
+    Ok(nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?)
 }
 
-/// Binds under `scratch` and renames the socket to `path` (see [`bind_unix_listener`]).
-fn bind_and_move(path: &Path, scratch: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+/// The inode number of entry `name` in `dir` if it is a socket (the entry itself, not what a
+/// link points at).
+pub fn socket_inode_in(dir: &std::os::fd::OwnedFd, name: &str) -> Option<u64> {
+    use nix::sys::stat::{SFlag, fstatat};
+    let st = fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+    (SFlag::from_bits_truncate(st.st_mode as _) & SFlag::S_IFMT == SFlag::S_IFSOCK)
+        .then_some(st.st_ino as u64)
+}
+
+/// A listening unix socket named `name` in `dir` with permissions `mode`, however long the
+/// directory's path is (a container root's `/var/run` easily passes the limit). An entry of that
+/// name that is not a directory is replaced: the entry itself, never what a link points at.
+///
+/// Bound through a short name for the directory (Linux: `/proc/self/fd/N`) or, where there is
+/// none (macOS), under `scratch` (short, on the same file system as `dir`) and renamed into
+/// `dir`: a bound socket keeps working under its new name.
+pub fn bind_unix_listener_in(
+    dir: &std::os::fd::OwnedFd,
+    name: &str,
+    mode: u32,
+    scratch: &Path,
+) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use nix::sys::stat::{SFlag, fstatat};
+    use nix::unistd::{UnlinkatFlags, unlinkat};
+    match fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if SFlag::from_bits_truncate(st.st_mode as _) & SFlag::S_IFMT == SFlag::S_IFDIR => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("a directory named {name} is in the way"),
+            ));
+        }
+        Ok(_) => unlinkat(dir, name, UnlinkatFlags::NoRemoveDir)?,
+        Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    imp::bind_in_dir(dir, name, mode, scratch)
+}
+
+/// Binds under `scratch`, sets the mode there (a directory only this process writes to), and
+/// renames the socket into `dir` (see [`bind_unix_listener_in`]).
+fn bind_and_move(
+    dir: &std::os::fd::OwnedFd,
+    name: &str,
+    mode: u32,
+    scratch: &Path,
+) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     std::fs::create_dir_all(scratch)?;
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -341,15 +418,23 @@ fn bind_and_move(path: &Path, scratch: &Path) -> std::io::Result<std::os::unix::
     }
     let _ = std::fs::remove_file(&short);
     let listener = std::os::unix::net::UnixListener::bind(&short)?;
-    if let Err(e) = std::fs::rename(&short, path) {
+    let moved =
+        std::fs::set_permissions(&short, std::fs::Permissions::from_mode(mode)).and_then(|()| {
+            Ok(nix::fcntl::renameat(
+                nix::fcntl::AT_FDCWD,
+                &short,
+                dir,
+                name,
+            )?)
+        });
+    if let Err(e) = moved {
         let _ = std::fs::remove_file(&short);
         return Err(std::io::Error::new(
             e.kind(),
             format!(
-                "moving a socket from {} to {} (a path over the {MAX_SOCKET_PATH}-byte limit, \
-                 so bound elsewhere first; both must be on one file system): {e}",
-                short.display(),
-                path.display()
+                "moving a socket from {} into its directory (bound elsewhere first; both must \
+                 be on one file system): {e}",
+                short.display()
             ),
         ));
     }
@@ -564,7 +649,8 @@ mod tests {
     }
 
     #[test]
-    fn long_socket_paths_are_bound_and_reachable() {
+    fn sockets_in_deep_directories_are_bound_and_reachable_and_never_follow_links() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let deep = dir.path().join("d".repeat(60)).join("e".repeat(60));
         std::fs::create_dir_all(&deep).expect("mkdir");
@@ -574,21 +660,89 @@ mod tests {
             socket_path_problem(&path).is_some(),
             "the test path is over the limit"
         );
-        std::fs::write(&path, "left by the image").expect("write");
-        let listener = bind_unix_listener(&path, &scratch).expect("bind");
+        let fd = open_dir_nofollow(&deep).expect("open");
+
+        // A link the image left there is replaced, and what it pointed at is untouched.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "host file").expect("write");
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::os::unix::fs::symlink(&victim, &path).expect("symlink");
+        let listener = bind_unix_listener_in(&fd, "mDNSResponder", 0o666, &scratch).expect("bind");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "host file");
+        assert_eq!(
+            std::fs::metadata(&victim)
+                .expect("stat")
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        let mode = std::fs::symlink_metadata(&path)
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o666);
+        assert!(socket_inode_in(&fd, "mDNSResponder").is_some());
         connect_long(&path, "a").expect("connected through the long path");
         assert!(listener.accept().is_ok());
 
         // The macOS way: bound under the scratch directory and moved into place.
-        let moved = deep.join("moved");
-        let listener = bind_and_move(&moved, &scratch).expect("bind and move");
-        connect_long(&moved, "b").expect("connected to the moved socket");
+        let listener = bind_and_move(&fd, "moved", 0o666, &scratch).expect("bind and move");
+        connect_long(&deep.join("moved"), "b").expect("connected to the moved socket");
         assert!(listener.accept().is_ok());
         assert_eq!(
             std::fs::read_dir(&scratch).expect("ls").count(),
             0,
             "nothing left in scratch"
         );
+
+        // A directory in the way is refused, not removed.
+        std::fs::create_dir(deep.join("busy")).expect("mkdir");
+        std::fs::write(deep.join("busy/keep"), "x").expect("write");
+        assert!(bind_unix_listener_in(&fd, "busy", 0o666, &scratch).is_err());
+        assert!(deep.join("busy/keep").exists());
+        assert!(
+            open_dir_nofollow(&path).is_err(),
+            "a socket is no directory"
+        );
+        std::os::unix::fs::symlink(&deep, dir.path().join("link")).expect("symlink");
+        assert!(
+            open_dir_nofollow(&dir.path().join("link")).is_err(),
+            "a link is refused"
+        );
+    }
+
+    #[test]
+    fn nofollow_opens_and_mounts_refuse_links_on_the_way() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = dir.path().join("real/sub");
+        std::fs::create_dir_all(&real).expect("mkdir");
+        std::fs::write(real.join("f"), "x").expect("write");
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link"))
+            .expect("symlink");
+        assert!(open_nofollow(&real).is_ok());
+        assert!(open_nofollow(&real.join("f")).is_ok(), "files too");
+        let through = dir.path().join("link/sub");
+        let e = open_nofollow(&through).expect_err("a link on the way");
+        assert!(
+            matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)),
+            "{e}"
+        );
+        assert!(
+            open_nofollow(&dir.path().join("link")).is_err(),
+            "a link as the last component"
+        );
+        if nix::unistd::geteuid().is_root() {
+            let target = dir.path().join("target");
+            std::fs::create_dir(&target).expect("mkdir");
+            assert!(bind_mount_nofollow(&through, &target, true).is_err());
+            bind_mount_nofollow(&real, &target, true).expect("mount");
+            assert_eq!(
+                std::fs::read_to_string(target.join("f")).expect("read"),
+                "x"
+            );
+            unmount(&target).expect("unmount");
+        }
     }
 
     #[test]
