@@ -11,10 +11,7 @@ use darwin_cri_tests::*;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let iterations: usize = std::env::var("BENCH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
+    let iterations = env_or("BENCH_ITERATIONS", 200usize);
     let server = Server::start().await?;
     let (mut rt, _) = server.client().await?;
     let server_pid = server.child.as_ref().map(|c| c.id()).unwrap_or(0);

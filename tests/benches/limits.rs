@@ -19,14 +19,8 @@ fn limited(name: &str, script: &str, limit: &str) -> cri::ContainerConfig {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let iterations: usize = std::env::var("BENCH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
-    let watch: u64 = std::env::var("BENCH_WATCH_SECONDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+    let iterations = env_or("BENCH_ITERATIONS", 30usize);
+    let watch = env_or("BENCH_WATCH_SECONDS", 10u64);
     let server = Server::start().await?;
     let (mut rt, _) = server.client().await?;
     let pod = run_pod(&mut rt, &server, "limits").await?;

@@ -106,23 +106,7 @@ async fn dns_relay(iterations: usize) -> anyhow::Result<()> {
             let _ = conn.write_all(b"answer");
         }
     });
-    let server = Server::start_with_config(&format!(
-        "[runtime]\nmdns_socket = {:?}\n",
-        upstream.display().to_string()
-    ))
-    .await?;
-    let (mut rt, _) = server.client().await?;
-    let pod = run_pod(&mut rt, &server, "dns").await?;
-    let id = create(&mut rt, &pod, container_config("c", "exec sleep 1000")).await?;
-    start(&mut rt, &id).await?;
-    let var_run = server
-        .root()
-        .join("pods")
-        .join(&pod)
-        .join("containers")
-        .join(&id)
-        .join("rootfs/var/run")
-        .canonicalize()?;
+    let (_server, mut rt, pod, _, var_run) = relayed_container(&upstream).await?;
     let link = std::env::temp_dir().join(format!("mdns-bench-{}", std::process::id()));
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&var_run, &link)?;
@@ -148,10 +132,7 @@ async fn dns_relay(iterations: usize) -> anyhow::Result<()> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let iterations: usize = std::env::var("BENCH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+    let iterations = env_or("BENCH_ITERATIONS", 30usize);
     mounts("bind", iterations).await?;
     mounts("bindfs", iterations).await?;
     dns_relay(iterations).await?;

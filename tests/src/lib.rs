@@ -717,3 +717,50 @@ pub fn print_latencies(name: &str, mut samples: Vec<Duration>) {
         ms(percentile(&samples, 0.99)),
     );
 }
+
+/// The value of environment variable `name` parsed as a `T`, else `default` (the benchmarks'
+/// knobs).
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `config` run as user `name` of the image (its /etc/passwd).
+pub fn as_username(mut config: cri::ContainerConfig, name: &str) -> cri::ContainerConfig {
+    config.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_username: name.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config
+}
+
+/// A server relaying `upstream` into container roots as the host's mDNSResponder, with one pod
+/// and one running container (`sleep`): (server, client, pod, container, the container root's
+/// real /var/run, where the relay's socket is).
+pub async fn relayed_container(
+    upstream: &Path,
+) -> anyhow::Result<(Server, Rt, String, String, PathBuf)> {
+    let server = Server::start_with_config(&format!(
+        "[runtime]\nmdns_socket = {:?}\n",
+        upstream.display().to_string()
+    ))
+    .await?;
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "dns").await?;
+    let cid = create(&mut rt, &pod, container_config("c", "exec sleep 1000")).await?;
+    start(&mut rt, &cid).await?;
+    let var_run = server
+        .root()
+        .join("pods")
+        .join(&pod)
+        .join("containers")
+        .join(&cid)
+        .join("rootfs/var/run")
+        .canonicalize()?;
+    Ok((server, rt, pod, cid, var_run))
+}

@@ -443,14 +443,7 @@ async fn run_as_username_and_image_default_user() -> anyhow::Result<()> {
     let server = Server::start().await?;
     let (mut rt, _) = server.client().await?;
     let pod = run_pod(&mut rt, &server, "users").await?;
-    let mut config = container_config("named", "id -u; id -g; id -un");
-    config.linux = Some(cri::LinuxContainerConfig {
-        security_context: Some(cri::LinuxContainerSecurityContext {
-            run_as_username: "app".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let config = as_username(container_config("named", "id -u; id -g; id -un"), "app");
     let cid = create(&mut rt, &pod, config).await?;
     start(&mut rt, &cid).await?;
     let s = wait_exited(&mut rt, &cid, Duration::from_secs(10)).await?;

@@ -191,14 +191,7 @@ async fn every_root_gets_the_jail_layout_and_a_writable_home() -> anyhow::Result
     let server = Server::start().await?;
     let (mut rt, _) = server.client().await?;
     let pod = run_pod(&mut rt, &server, "jail").await?;
-    let mut config = container_config("build", "sleep 1000");
-    config.linux = Some(cri::LinuxContainerConfig {
-        security_context: Some(cri::LinuxContainerSecurityContext {
-            run_as_username: "app".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let config = as_username(container_config("build", "sleep 1000"), "app");
     let cid = create(&mut rt, &pod, config).await?;
     start(&mut rt, &cid).await?;
     let script = "set -e; id -u; echo $HOME; \
@@ -243,15 +236,7 @@ async fn the_hosts_mdnsresponder_is_relayed_into_running_containers() -> anyhow:
             let _ = (&conn).write_all(format!("answer:{req}").as_bytes());
         }
     });
-    let server = Server::start_with_config(&format!(
-        "[runtime]\nmdns_socket = {:?}\n",
-        upstream.display().to_string()
-    ))
-    .await?;
-    let (mut rt, _) = server.client().await?;
-    let pod = run_pod(&mut rt, &server, "dns").await?;
-    let cid = create(&mut rt, &pod, container_config("c", "sleep 1000")).await?;
-    start(&mut rt, &cid).await?;
+    let (server, mut rt, pod, cid, var_run) = relayed_container(&upstream).await?;
     let r = exec(
         &mut rt,
         &cid,
@@ -268,14 +253,6 @@ async fn the_hosts_mdnsresponder_is_relayed_into_running_containers() -> anyhow:
 
     // What a chrooted client does: connect to the path inside its root, send a request with
     // the descriptor its replies are to come back on.
-    let var_run = server
-        .root()
-        .join("pods")
-        .join(&pod)
-        .join("containers")
-        .join(&cid)
-        .join("rootfs/var/run")
-        .canonicalize()?;
     let in_root = var_run.join("mDNSResponder");
     let (reply, on_fd) =
         tokio::task::spawn_blocking(move || -> anyhow::Result<(String, String)> {
