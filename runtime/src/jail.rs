@@ -36,6 +36,9 @@ use image_service::safe_path::resolve_in_root;
 use crate::Result;
 use crate::error::IoContext;
 
+/// Changes with the layout, so that layers made by an older version are not reused.
+pub const LAYOUT_VERSION: u32 = 1;
+
 /// Links made where the image has nothing at the path: (path, target relative to `/`).
 pub const LINKS: &[(&str, &str)] = &[
     ("/tmp", "private/tmp"),

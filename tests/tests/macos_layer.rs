@@ -314,3 +314,72 @@ async fn the_hosts_mdnsresponder_is_relayed_into_running_containers() -> anyhow:
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn roots_of_one_image_and_user_share_one_prepared_layer() -> anyhow::Result<()> {
+    let mut server = Server::start().await?;
+    let (mut rt, mut img) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "layers").await?;
+    let mut ids = Vec::new();
+    for (name, user) in [("a", None), ("b", None), ("c", Some("app"))] {
+        let config = container_config(name, "sleep 1000");
+        let config = match user {
+            Some(u) => as_username(config, u),
+            None => config,
+        };
+        let id = create(&mut rt, &pod, config).await?;
+        start(&mut rt, &id).await?;
+        let r = exec(
+            &mut rt,
+            &id,
+            &["sh", "-c", "test -c /dev/null && test -k /tmp && test -d /Library/Preferences && test -w $HOME && echo prepared"],
+            10,
+        )
+        .await?;
+        assert_eq!(
+            r.stdout,
+            b"prepared\n",
+            "{}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        ids.push(id);
+    }
+    let layers = server.root().join("layers");
+    let count = || std::fs::read_dir(&layers).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(
+        count(),
+        2,
+        "one layer for the image's default user, one for app"
+    );
+    // A container's own layer holds only its own files, not the shared preparation.
+    let upper = server
+        .root()
+        .join("pods")
+        .join(&pod)
+        .join("containers")
+        .join(&ids[0])
+        .join("upper");
+    for shared in ["Library", "dev", "private", "Users"] {
+        assert!(
+            !upper.join(shared).exists(),
+            "{shared} is in the shared layer"
+        );
+    }
+
+    // Layers of an image that is gone are removed when the server starts.
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await?;
+    img.remove_image(cri::RemoveImageRequest {
+        image: Some(cri::ImageSpec {
+            image: BUSYBOX.into(),
+            ..Default::default()
+        }),
+    })
+    .await?;
+    server.kill();
+    server.restart().await?;
+    assert_eq!(count(), 0, "{}", server.log());
+    Ok(())
+}

@@ -292,12 +292,14 @@ pub fn processes_in_root(rootfs: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// An overlayfs over the read-only snapshot: creating a container root costs one mount, however
-/// big the image. The upper and work directories live in the container directory.
-pub fn layer_rootfs(lower: &Path, dir: &Path, rootfs: &Path) -> io::Result<()> {
+/// An overlayfs over the read-only snapshot and the layers above it (`lowers`, the uppermost
+/// first): creating a container root costs one mount, however big the image. The upper and work
+/// directories live in the container directory.
+pub fn layer_rootfs(lowers: &[&Path], dir: &Path, rootfs: &Path) -> io::Result<()> {
     let upper = dir.join("upper");
     let work = dir.join("work");
-    let paths = [lower, upper.as_path(), work.as_path()];
+    let mut paths = lowers.to_vec();
+    paths.extend([upper.as_path(), work.as_path()]);
     // overlayfs options separate with ',' and ':' and escape with '\'; such paths fall back
     // to a copy rather than being escaped.
     if paths.iter().any(|p| {
@@ -314,9 +316,13 @@ pub fn layer_rootfs(lower: &Path, dir: &Path, rootfs: &Path) -> io::Result<()> {
     for d in [&upper, &work, &rootfs.to_path_buf()] {
         std::fs::create_dir_all(d)?;
     }
+    let lowerdir = lowers
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
     let options = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.display(),
+        "lowerdir={lowerdir},upperdir={},workdir={}",
         upper.display(),
         work.display()
     );

@@ -327,7 +327,7 @@ pub fn processes_in_root(rootfs: &Path) -> Vec<i32> {
 
 /// macOS has no layered filesystem a process can mount; APFS clones (`tree_cloner`) are its
 /// copy-on-write mechanism.
-pub fn layer_rootfs(_lower: &Path, _dir: &Path, _rootfs: &Path) -> io::Result<()> {
+pub fn layer_rootfs(_lowers: &[&Path], _dir: &Path, _rootfs: &Path) -> io::Result<()> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "no layered filesystem on macOS; cloning",

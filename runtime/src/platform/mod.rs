@@ -309,27 +309,45 @@ pub fn snapshot_cloner() -> std::sync::Arc<dyn image_service::TreeCloner> {
     imp::snapshot_cloner()
 }
 
-/// Makes `dir/rootfs` a writable root whose initial content is `snapshot`'s, and returns it.
+/// Makes `dir/rootfs` a writable root whose initial content is `snapshot`'s with `layers` (read-
+/// only directories, the uppermost first) over it, and returns it and whether `layers` are in it.
 ///
 /// Where the OS offers a copy-on-write layer that needs no copy at all (overlayfs on Linux) it
-/// is used unless `copy` is set; otherwise the tree is cloned with [`tree_cloner`] (APFS clones
-/// on macOS, reflinks or a plain copy on Linux). A layered root is a mount below `dir`: it goes
-/// with the other mounts when the container directory is removed.
-pub fn clone_rootfs(snapshot: &Path, dir: &Path, copy: bool) -> std::io::Result<PathBuf> {
+/// is used unless `copy` is set; otherwise `snapshot` alone is cloned with [`tree_cloner`] (APFS
+/// clones on macOS, reflinks or a plain copy on Linux) and `layers` are left out. A layered root
+/// is a mount below `dir`: it goes with the other mounts when the container directory is removed.
+pub fn clone_rootfs(
+    snapshot: &Path,
+    layers: &[&Path],
+    dir: &Path,
+    copy: bool,
+) -> std::io::Result<(PathBuf, bool)> {
     let rootfs = dir.join("rootfs");
     if !copy {
-        match imp::layer_rootfs(snapshot, dir, &rootfs) {
-            Ok(()) => return Ok(rootfs),
-            Err(e) => {
-                tracing::debug!(error = %e, "no copy-on-write layer for the rootfs; copying");
-                for leftover in [dir.join("upper"), dir.join("work"), rootfs.clone()] {
-                    let _ = std::fs::remove_dir_all(leftover);
-                }
-            }
+        match overlay(snapshot, layers, dir) {
+            Ok(rootfs) => return Ok((rootfs, true)),
+            Err(e) => tracing::debug!(error = %e, "no copy-on-write layer for the rootfs; copying"),
         }
     }
     tree_cloner().clone_tree(snapshot, &rootfs)?;
-    Ok(rootfs)
+    Ok((rootfs, false))
+}
+
+/// `dir/rootfs` as a copy-on-write layer (its changes in `dir/upper`) over `layers` and
+/// `snapshot`, or an error (and nothing left) where the OS has no such layer.
+pub fn overlay(snapshot: &Path, layers: &[&Path], dir: &Path) -> std::io::Result<PathBuf> {
+    let rootfs = dir.join("rootfs");
+    let mut lowers = layers.to_vec();
+    lowers.push(snapshot);
+    match imp::layer_rootfs(&lowers, dir, &rootfs) {
+        Ok(()) => Ok(rootfs),
+        Err(e) => {
+            for leftover in [dir.join("upper"), dir.join("work"), rootfs] {
+                let _ = std::fs::remove_dir_all(leftover);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Longest unix socket path `bind(2)` and `connect(2)` take, in bytes without the NUL
