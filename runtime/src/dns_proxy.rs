@@ -18,8 +18,11 @@ use tokio::net::UnixStream;
 
 use crate::platform::{self, fdpass};
 
-/// Where the host's mDNSResponder listens, and where a container's processes look for it.
+/// Where the host's mDNSResponder listens.
 pub const MDNS_SOCKET: &str = "/var/run/mDNSResponder";
+/// Where a container's processes look for it: this directory of their root, this name.
+pub const ROOT_DIR: &str = "/var/run";
+pub const NAME: &str = "mDNSResponder";
 
 /// A relay from a socket inside one container root to the host's mDNSResponder socket. Dropping
 /// it stops the relay and its connections and removes the socket, if the entry is still it.

@@ -1135,9 +1135,7 @@ impl Runtime {
         let Some(upstream) = &self.opts.mdns_socket else {
             return;
         };
-        let (dir, name) = crate::dns_proxy::MDNS_SOCKET
-            .rsplit_once('/')
-            .unwrap_or(("/var/run", "mDNSResponder"));
+        let (dir, name) = (crate::dns_proxy::ROOT_DIR, crate::dns_proxy::NAME);
         let started = (|| -> std::io::Result<crate::dns_proxy::DnsProxy> {
             // The image decides where /var/run leads (inside the root); the socket's own name is
             // never followed.

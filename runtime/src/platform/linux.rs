@@ -347,22 +347,6 @@ pub fn snapshot_cloner() -> Arc<dyn image_service::TreeCloner> {
     Arc::new(image_service::LinkCloner)
 }
 
-pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let size = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which is valid for the call; the fd
-    // is borrowed, so it stays open meanwhile.
-    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ as _, &size) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 pub fn wait_for_exited_child() -> io::Result<i32> {
     // SAFETY: siginfo_t is plain data for which all zeroes is a valid value; waitid(2) fills it
     // in, and with WNOWAIT leaves the child unreaped.

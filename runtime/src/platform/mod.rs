@@ -79,12 +79,25 @@ pub fn confine(
 
 /// Sets the window size of the terminal behind `fd` (a pty), which signals SIGWINCH to the
 /// terminal's foreground process group.
+#[allow(unsafe_code)]
 pub fn set_window_size(
     fd: std::os::fd::BorrowedFd<'_>,
     rows: u16,
     cols: u16,
 ) -> std::io::Result<()> {
-    imp::set_window_size(fd, rows, cols)
+    use std::os::fd::AsRawFd;
+    let size = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which is valid for the call; the fd
+    // is borrowed, so it stays open meanwhile. The same on Linux and macOS.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ as _, &size) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// A new pseudo-terminal: (controlling side, terminal side), both close-on-exec. The terminal
