@@ -206,7 +206,7 @@ impl Drop for Daemon {
             .collect();
         under.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in under {
-            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+            let _ = platform::unmount(Path::new(m));
         }
     }
 }

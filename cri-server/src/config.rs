@@ -286,7 +286,9 @@ impl RuntimeConfig {
     pub fn mdns_socket(&self) -> Option<PathBuf> {
         match self.mdns_socket.as_str() {
             "none" => None,
-            "" if cfg!(target_os = "macos") => Some(runtime::dns_proxy::MDNS_SOCKET.into()),
+            "" if platform::OS == platform::Os::MacOs => {
+                Some(runtime::dns_proxy::MDNS_SOCKET.into())
+            }
             "" => None,
             path => Some(path.into()),
         }

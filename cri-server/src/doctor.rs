@@ -53,7 +53,7 @@ impl Check {
     }
 }
 
-const MACOS: bool = cfg!(target_os = "macos");
+const MACOS: bool = matches!(platform::OS, platform::Os::MacOs);
 
 /// Where kubelet's configuration file is looked for when `--kubelet-config` is not given.
 const KUBELET_CONFIGS: &[&str] = &[
@@ -193,7 +193,7 @@ fn chroot(scratch: Option<&Path>) -> Check {
             "make the root directory writable by root",
         );
     };
-    match runtime::platform::try_chroot(dir) {
+    match platform::try_chroot(dir) {
         Ok(()) => Check::ok(
             "chroot",
             format!("a process may chroot into {}", dir.display()),
@@ -279,7 +279,7 @@ fn mounts(config: &Config, scratch: Option<&Path>) -> Vec<Check> {
         policy.mount(&src, &dst, true)?;
         let seen = std::fs::read_to_string(dst.join("probe"));
         let refused = std::fs::write(dst.join("write"), "x").is_err();
-        runtime::platform::unmount(&dst)?;
+        platform::unmount(&dst)?;
         match seen {
             Ok(s) if s == "darwin-cri" && refused => Ok(()),
             Ok(_) if !refused => Err(std::io::Error::other("a read-only mount took a write")),
@@ -319,7 +319,7 @@ fn file_mount(policy: &runtime::mounts::MountPolicy, dir: &Path) -> Check {
         let how = policy.mount(&src, &dst, false)?;
         std::fs::write(&dst, "from the container")?;
         if how == Mounted::Mount {
-            runtime::platform::unmount(&dst)?;
+            platform::unmount(&dst)?;
         }
         Ok(how)
     })();
@@ -345,7 +345,7 @@ fn file_mount(policy: &runtime::mounts::MountPolicy, dir: &Path) -> Check {
 }
 
 fn root_filesystem(config: &Config, scratch: Option<&Path>) -> Check {
-    let fs = match runtime::platform::filesystem_type(&config.root) {
+    let fs = match platform::filesystem_type(&config.root) {
         Ok(fs) => fs,
         Err(e) => {
             return Check::fail(
@@ -380,13 +380,13 @@ fn root_filesystem(config: &Config, scratch: Option<&Path>) -> Check {
     };
     let snapshot = dir.join("snapshot");
     let _ = std::fs::create_dir_all(&snapshot);
-    let layered = runtime::platform::overlay(&snapshot, &[], &dir.join("c"))
-        .map(|_| runtime::platform::mounts_under(&dir.join("c")).unwrap_or_default());
+    let layered = runtime::rootfs::overlay(&snapshot, &[], &dir.join("c"))
+        .map(|_| platform::mounts_under(&dir.join("c")).unwrap_or_default());
     let layered = match layered {
         Ok(mounts) => {
             let any = !mounts.is_empty();
             for m in mounts {
-                let _ = runtime::platform::unmount(&m);
+                let _ = platform::unmount(&m);
             }
             any
         }
@@ -421,7 +421,7 @@ fn socket_paths(config: &Config) -> Check {
             format!(
                 "{} and the monitor sockets fit the {}-byte limit",
                 config.socket.display(),
-                runtime::platform::MAX_SOCKET_PATH
+                platform::MAX_SOCKET_PATH
             ),
         ),
         Err(e) => Check::fail(

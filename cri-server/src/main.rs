@@ -247,7 +247,7 @@ fn main() -> anyhow::Result<()> {
                 for w in &inventory.warnings {
                     tracing::warn!("{w}");
                 }
-                let labels = node_facts::labels(&runtime::platform::host_facts(), &inventory);
+                let labels = node_facts::labels(&platform::host_facts(), &inventory);
                 println!("{}", serde_json::to_string_pretty(&labels)?);
                 return Ok(());
             }

@@ -284,7 +284,7 @@ impl Metrics {
             .set(pods.len() as i64 - ready);
 
         let me = std::process::id() as i32;
-        let own = runtime::platform::process_usage(me);
+        let own = platform::process_usage(me);
         let (ooms, deaths) = self.runtime.kill_counts();
         if let Ok(mut seen) = self.seen.lock() {
             self.oom_kills.inc_by(ooms.saturating_sub(seen.0));

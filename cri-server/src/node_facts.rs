@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use runtime::platform::HostFacts;
+use platform::HostFacts;
 
 /// The prefix of every label darwin-cri owns (and only those are ever changed or removed).
 pub const PREFIX: &str = "darwin-cri.io/";

@@ -123,7 +123,7 @@ pub async fn report(config: &NodeConfig) -> anyhow::Result<Changes> {
         for w in &inventory.warnings {
             tracing::warn!("{w}");
         }
-        node_facts::labels(&runtime::platform::host_facts(), &inventory)
+        node_facts::labels(&platform::host_facts(), &inventory)
     })
     .await
     .context("reading the host")?;

@@ -66,7 +66,7 @@ fn claim_socket(socket: &Path) -> anyhow::Result<()> {
 pub fn platform(config: &Config) -> anyhow::Result<Platform> {
     if config.image.platform.is_empty() {
         let mut host = Platform::host();
-        let facts = runtime::platform::host_facts();
+        let facts = platform::host_facts();
         // Images for darwin are preferred for the host's macOS version when they say theirs.
         if host.os == facts.os && !facts.os_version.is_empty() && host.os == "darwin" {
             host.os_version = Some(facts.os_version);
@@ -82,7 +82,7 @@ pub fn open_images(config: &Config) -> anyhow::Result<Arc<ImageStore>> {
     let images = ImageStore::open(
         &config.root.join("images"),
         platform(config)?,
-        runtime::platform::snapshot_cloner(),
+        image_service::tree::snapshot_cloner(),
     )
     .with_context(|| format!("opening the image store under {}", config.root.display()))?;
     Ok(Arc::new(images))
@@ -99,7 +99,7 @@ pub fn check_socket_paths(config: &Config) -> anyhow::Result<()> {
         ("socket", &config.socket),
         ("state_dir (monitor sockets)", &monitor_socket),
     ] {
-        if let Some(problem) = runtime::platform::socket_path_problem(path) {
+        if let Some(problem) = platform::socket_path_problem(path) {
             anyhow::bail!("{what}: {problem}");
         }
     }

@@ -33,7 +33,7 @@ pub use platform::Platform;
 pub use pull::fuzzing;
 pub use pull::{PullEvent, PullOptions, Puller};
 pub use store::{FsUsage, Image, ImageConfig, ImageStore};
-pub use tree::{CopyCloner, LinkCloner, TreeCloner};
+pub use tree::{CopyCloner, LinkCloner, NativeCloner, TreeCloner};
 
 /// Result type of this crate.
 pub type Result<T> = std::result::Result<T, Error>;

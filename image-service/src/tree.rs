@@ -63,6 +63,37 @@ impl TreeCloner for LinkCloner {
     }
 }
 
+/// The fastest correct [`TreeCloner`] for a container root on this OS: one copy-on-write clone
+/// of the whole tree where the OS has it (APFS `clonefile` on macOS), else [`CopyCloner`]
+/// (reflinks where the file system has them, plain copies otherwise).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NativeCloner;
+
+impl TreeCloner for NativeCloner {
+    fn clone_tree(&self, src: &Path, dst: &Path) -> io::Result<()> {
+        match platform::clone_tree(src, dst) {
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => CopyCloner.clone_tree(src, dst),
+            other => other,
+        }
+    }
+}
+
+/// [`NativeCloner`], shared.
+pub fn native_cloner() -> std::sync::Arc<dyn TreeCloner> {
+    std::sync::Arc::new(NativeCloner)
+}
+
+/// How one image snapshot becomes the base of the next layer's (never written in place
+/// afterwards): a clone where the OS clones trees in one call (each is free of data copies
+/// already), else [`LinkCloner`]: a snapshot shares its parent's files.
+pub fn snapshot_cloner() -> std::sync::Arc<dyn TreeCloner> {
+    if platform::CLONES_TREES {
+        std::sync::Arc::new(NativeCloner)
+    } else {
+        std::sync::Arc::new(LinkCloner)
+    }
+}
+
 /// One tree copy in progress.
 struct Copy {
     /// Hard-link regular files to the source instead of copying them.

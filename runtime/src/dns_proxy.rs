@@ -16,7 +16,7 @@ use std::path::Path;
 use tokio::io::Interest;
 use tokio::net::UnixStream;
 
-use crate::platform::{self, fdpass};
+use platform::fdpass;
 
 /// Where the host's mDNSResponder listens.
 pub const MDNS_SOCKET: &str = "/var/run/mDNSResponder";

@@ -11,8 +11,6 @@ use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::platform;
-
 /// What to start and which of its streams the caller wants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecRequest {
@@ -97,9 +95,7 @@ impl Stdio {
                 .open("/dev/null")?
                 .into())
         };
-        let pipe = || -> io::Result<(OwnedFd, OwnedFd)> {
-            Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
-        };
+        let pipe = || -> io::Result<(OwnedFd, OwnedFd)> { platform::pipe_cloexec() };
         let (stdin_theirs, stdin) = if req.stdin {
             let (r, w) = pipe()?;
             (r, Some(w))

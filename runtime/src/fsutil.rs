@@ -3,8 +3,6 @@
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
-use crate::platform;
-
 /// Writes `bytes` to `path` through a temporary file and a rename, so readers see the old
 /// content or the new, never a torn file, even if this process is killed half-way. No fsync: a
 /// crash of the whole machine ends every container anyway.

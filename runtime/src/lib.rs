@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod attach;
+mod devices;
 pub mod dns_proxy;
 mod error;
 pub mod exec;
@@ -19,7 +20,7 @@ pub mod logs;
 pub mod model;
 pub mod monitor;
 pub mod mounts;
-pub mod platform;
+pub mod rootfs;
 mod runtime;
 pub mod stats;
 mod store;

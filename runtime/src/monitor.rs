@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::fsutil::write_atomic;
 use crate::logs::{LogWriter, Stream};
 use crate::model::{ProcessSpec, now_nanos};
-use crate::platform::{self, Credentials};
+use platform::Credentials;
 
 pub const PROCESS_FILE: &str = "process.json";
 pub const STARTED_FILE: &str = "started.json";
@@ -332,7 +332,7 @@ fn start(bundle: &Path) -> Result<Running, String> {
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), String> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))
+    platform::pipe_cloexec().map_err(|e| format!("pipe: {e}"))
 }
 
 fn exit_code(status: WaitStatus) -> Option<(i32, Option<i32>)> {
@@ -369,7 +369,7 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
     // std's Child is not used to wait: the waiter thread reaps every child (orphans included).
     drop(child);
 
-    let (wake_r, wake_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let (wake_r, wake_w) = platform::pipe_cloexec()?;
     // Held while an exec'd process is spawned: std reaps a child whose exec failed itself, and
     // must not find it reaped by this thread already.
     let reap_lock = std::sync::Arc::new(std::sync::Mutex::new(()));

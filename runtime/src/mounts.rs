@@ -8,7 +8,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::platform;
 use crate::{Error, Result};
 
 /// How a host path is made visible inside a container root.
@@ -26,7 +25,7 @@ pub enum MountMechanism {
 impl MountMechanism {
     /// What this OS uses when the configuration says "auto".
     pub fn native() -> MountMechanism {
-        if cfg!(target_os = "macos") {
+        if !platform::HAS_BIND_MOUNTS {
             MountMechanism::Bindfs {
                 program: "bindfs".into(),
                 options: Vec::new(),
@@ -162,6 +161,8 @@ fn bindfs(
     if readonly {
         cmd.arg("-o").arg("ro");
     }
+    // bindfs stays as a daemon for as long as the mount: it must hold nothing of the server's.
+    platform::inherit_only_stdio(&mut cmd);
     let out = cmd
         .arg(source)
         .arg(target)

@@ -18,7 +18,7 @@ use crate::error::IoContext;
 use crate::fsutil::{clean_in_root, remove_tree, write_atomic};
 use crate::model::*;
 use crate::monitor::{self, Handshake};
-use crate::platform;
+
 use crate::store::Store;
 use crate::user::{self, UserRequest};
 use crate::{Error, Result};
@@ -114,7 +114,7 @@ fn prepare_root(rootfs: &Path, user: &user::ResolvedUser) -> Result<()> {
     let inside = |p: &str| {
         resolve_in_root(rootfs, Path::new(p)).at("resolving in the container root", Path::new(p))
     };
-    platform::populate_dev(&inside("/dev")?).at("creating devices in", rootfs)?;
+    crate::devices::populate_dev(&inside("/dev")?).at("creating devices in", rootfs)?;
     crate::jail::prepare(rootfs, user.uid, user.gid, &user.home)?;
     let tmp = inside("/tmp")?;
     std::fs::create_dir_all(&tmp).at("creating", &tmp)?;
@@ -828,7 +828,7 @@ impl Runtime {
         };
         let layers: Vec<&Path> = layer.iter().map(PathBuf::as_path).collect();
         let (rootfs, layered) =
-            platform::clone_rootfs(&snapshot, &layers, dir, self.opts.copy_rootfs)
+            crate::rootfs::clone_rootfs(&snapshot, &layers, dir, self.opts.copy_rootfs)
                 .at("making the container root from", &snapshot)?;
         tracing::debug!(container = id, elapsed = ?t0.elapsed(), "rootfs cloned");
         let inside = |p: &str| {
@@ -1045,20 +1045,21 @@ impl Runtime {
             .at("creating", &c.dir.join("monitor.log"))?;
         // Before the process starts: a build may resolve a name as its first act.
         self.start_dns_proxy(&c);
-        let mut child = tokio::process::Command::new(&self.opts.monitor_exe)
+        let mut monitor = tokio::process::Command::new(&self.opts.monitor_exe);
+        monitor
             .arg("monitor")
             .arg(&c.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(monitor_log))
-            .spawn()
-            .map_err(|e| {
-                self.stop_dns_proxy(&c.id);
-                Error::io(
-                    format!("starting the monitor {}", self.opts.monitor_exe.display()),
-                    e,
-                )
-            })?;
+            .stderr(Stdio::from(monitor_log));
+        platform::inherit_only_stdio(monitor.as_std_mut());
+        let mut child = monitor.spawn().map_err(|e| {
+            self.stop_dns_proxy(&c.id);
+            Error::io(
+                format!("starting the monitor {}", self.opts.monitor_exe.display()),
+                e,
+            )
+        })?;
         let mut line = String::new();
         if let Some(out) = child.stdout.take() {
             let mut reader = tokio::io::BufReader::new(out);
@@ -1624,7 +1625,7 @@ impl Runtime {
         let tmp = layers.join(format!("{key}.tmp-{}", &new_id()[..12]));
         let made = (|| -> Result<()> {
             std::fs::create_dir_all(&tmp).at("creating", &tmp)?;
-            let merged = platform::overlay(snapshot, &[], &tmp).at("layering", &tmp)?;
+            let merged = crate::rootfs::overlay(snapshot, &[], &tmp).at("layering", &tmp)?;
             let prepared = prepare_root(&merged, user);
             platform::unmount(&merged).at("unmounting", &merged)?;
             prepared?;

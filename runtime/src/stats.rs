@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::model::{Container, ContainerState, now_nanos};
-use crate::platform::{self, ProcInfo, ProcUsage};
+use platform::{ProcInfo, ProcUsage};
 
 /// How long a writable-layer size stays valid: walking a big root is not free, and kubelet
 /// asks for it every 10 to 15 s.

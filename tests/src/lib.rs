@@ -289,13 +289,7 @@ impl Server {
         if let Some(bytes) = tmpfs {
             let root = server.root();
             std::fs::create_dir_all(&root)?;
-            nix::mount::mount(
-                Some("tmpfs"),
-                &root,
-                Some("tmpfs"),
-                nix::mount::MsFlags::empty(),
-                Some(format!("size={bytes}").as_str()),
-            )?;
+            mount_small_tmpfs(&root, bytes)?;
         }
         let layout = server.dir.path().join("busybox-layout");
         busybox_layout(&layout, BUSYBOX)?;
@@ -443,7 +437,7 @@ impl Drop for Server {
         let mut mounts = mounts_under(self.dir.path());
         mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
         for m in mounts {
-            let _ = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH);
+            let _ = platform::unmount(&m);
         }
     }
 }
@@ -763,4 +757,23 @@ pub async fn relayed_container(
         .join("rootfs/var/run")
         .canonicalize()?;
     Ok((server, rt, pod, cid, var_run))
+}
+
+/// A file system of `bytes` at `dir`, for the disk-full tests.
+#[cfg(target_os = "linux")] // a sized tmpfs; macOS would need a RAM disk made with hdiutil
+pub fn mount_small_tmpfs(dir: &Path, bytes: u64) -> anyhow::Result<()> {
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some(format!("size={bytes}").as_str()),
+    )?;
+    Ok(())
+}
+
+/// A file system of `bytes` at `dir`, for the disk-full tests.
+#[cfg(not(target_os = "linux"))] // the disk-full tests run on the Linux twin only
+pub fn mount_small_tmpfs(_dir: &Path, _bytes: u64) -> anyhow::Result<()> {
+    bail!("a size-limited file system for the disk-full tests is made on Linux only")
 }

@@ -341,13 +341,7 @@ async fn a_full_log_disk_loses_output_but_not_the_container() -> anyhow::Result<
     let (mut rt, _) = server.client().await?;
     let logs = server.dir.path().join("logs/tiny");
     std::fs::create_dir_all(&logs)?;
-    nix::mount::mount(
-        Some("tmpfs"),
-        &logs,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("size=64k"),
-    )?;
+    mount_small_tmpfs(&logs, 64 * 1024)?;
     let pod = rt
         .run_pod_sandbox(cri::RunPodSandboxRequest {
             config: Some(pod_config("tiny", &logs)),
@@ -372,7 +366,7 @@ async fn a_full_log_disk_loses_output_but_not_the_container() -> anyhow::Result<
         pod_sandbox_id: pod,
     })
     .await?;
-    nix::mount::umount(&logs)?;
+    platform::unmount(&logs)?;
     Ok(())
 }
 

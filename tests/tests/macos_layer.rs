@@ -10,7 +10,7 @@ use darwin_cri_tests::v1 as cri;
 use darwin_cri_tests::*;
 use tonic::Code;
 
-use runtime::platform::fdpass;
+use platform::fdpass;
 
 /// The bindfs processes serving mounts below `dir` (their command line names it).
 fn bindfs_pids(dir: &Path) -> Vec<i32> {

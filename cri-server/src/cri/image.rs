@@ -84,7 +84,7 @@ pub async fn pull(
     let fetched = bytes.load(Ordering::Relaxed);
     // A pull's buffers and decompressors lived in pool threads' arenas; the server idles at
     // its own size again, not at its largest pull's.
-    tokio::task::spawn_blocking(runtime::platform::release_free_memory);
+    tokio::task::spawn_blocking(platform::release_free_memory);
     match result {
         Ok(image) => {
             if let Some(m) = &metrics {

@@ -254,13 +254,14 @@ fn run_helper(helper: &str, host: &str) -> Result<Option<Credentials>> {
         context: format!("run {program}"),
         source: e,
     };
-    let mut child = Command::new(&program)
+    let mut helper = Command::new(&program);
+    helper
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(io_err)?;
+        .stderr(Stdio::null());
+    platform::inherit_only_stdio(&mut helper);
+    let mut child = helper.spawn().map_err(io_err)?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(server.as_bytes()).map_err(io_err)?;
     }

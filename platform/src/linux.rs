@@ -1,79 +1,53 @@
 //! Linux implementation of the platform layer. On Linux darwin-cri exists to be tested: the same
 //! chroot, bind-mount and process-table mechanics as on macOS, through Linux's interfaces.
 
-use std::ffi::CString;
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
 use nix::mount::{MntFlags, MsFlags};
 
-use super::{Credentials, ProcInfo, ProcUsage};
+use super::{ProcInfo, ProcUsage};
 
-fn cstring(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+pub const OS: super::Os = super::Os::Linux;
+pub const HAS_BIND_MOUNTS: bool = true;
+pub const CLONES_TREES: bool = false;
+
+pub type RlimitResource = libc::__rlimit_resource_t;
+
+/// Linux has no scheduling class beyond the nice value.
+pub fn child_priority_class(_nice: i32) -> io::Result<()> {
+    Ok(())
 }
 
-pub fn confine(
-    cmd: &mut Command,
-    rootfs: &Path,
-    cwd: &Path,
-    creds: &Credentials,
+/// Every descriptor this process makes is close-on-exec from its creation: nothing to do.
+pub fn inherit_only_stdio(_cmd: &mut Command) {}
+
+pub fn pipe_cloexec() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
+/// No single call clones a tree on Linux (reflinks are per file: see image-service's
+/// CopyCloner).
+pub fn clone_tree(_src: &Path, _dst: &Path) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "no tree clone on Linux",
+    ))
+}
+
+/// Binds what `fd` (opened from `_source`) names, through `/proc/self/fd/N`: a directory on the
+/// way swapped for a link after the open can neither pass nor redirect the mount.
+pub fn bind_mount_fd(
+    fd: &std::os::fd::OwnedFd,
+    _source: &Path,
+    target: &Path,
+    readonly: bool,
 ) -> io::Result<()> {
-    let root = cstring(rootfs)?;
-    let dir = cstring(cwd)?;
-    let groups: Vec<libc::gid_t> = creds.groups.clone();
-    let (uid, gid, nice) = (creds.uid, creds.gid, creds.nice);
-    let rlimits: Vec<(libc::__rlimit_resource_t, libc::rlim_t)> = [
-        (libc::RLIMIT_NPROC, creds.nproc),
-        (libc::RLIMIT_NOFILE, creds.nofile),
-    ]
-    .into_iter()
-    .filter_map(|(r, v)| v.map(|v| (r, v as libc::rlim_t)))
-    .collect();
-    let terminal = creds.terminal;
-    if !terminal {
-        cmd.process_group(0);
-    }
-    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (setsid, ioctl, setpriority, setrlimit, chroot, chdir, setgroups, setgid,
-    // setuid) on memory prepared before the fork; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            // A new session (and group) with stdin, the pty's terminal side, as its controlling
-            // terminal; std's own setpgid is skipped above, as setsid refuses a group leader.
-            if terminal && (libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0) {
-                return Err(io::Error::last_os_error());
-            }
-            if nice != 0 && libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            for (resource, value) in &rlimits {
-                let limit = libc::rlimit {
-                    rlim_cur: *value,
-                    rlim_max: *value,
-                };
-                if libc::setrlimit(*resource, &limit) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            if libc::chroot(root.as_ptr()) != 0 || libc::chdir(dir.as_ptr()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    Ok(())
+    use std::os::fd::AsRawFd;
+    let via = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    bind_mount(&via, target, readonly)
 }
 
 pub fn bind_mount(source: &Path, target: &Path, readonly: bool) -> io::Result<()> {
@@ -334,17 +308,6 @@ pub fn layer_rootfs(lowers: &[&Path], dir: &Path, rootfs: &Path) -> io::Result<(
         Some(options.as_str()),
     )?;
     Ok(())
-}
-
-pub fn tree_cloner() -> Arc<dyn image_service::TreeCloner> {
-    // reflink_or_copy inside CopyCloner uses FICLONE where the filesystem supports it (btrfs, xfs).
-    Arc::new(image_service::CopyCloner)
-}
-
-pub fn snapshot_cloner() -> Arc<dyn image_service::TreeCloner> {
-    // Snapshots are read-only once built (containers get overlays or copies of them), so a
-    // layer's snapshot can share its parent's files instead of copying their data.
-    Arc::new(image_service::LinkCloner)
 }
 
 pub fn wait_for_exited_child() -> io::Result<i32> {

@@ -1,9 +1,10 @@
 //! macOS implementation of the platform layer.
 //!
-//! This file cannot be compiled on the Linux machines darwin-cri is built and tested on (there is
-//! no darwin standard library there). It is therefore kept small, written only against documented
-//! libc calls (chroot(2), clonefile(2), unmount(2), getmntinfo(3), proc_listallpids/proc_pidinfo
-//! from libproc), and mirrors `linux.rs` function for function; the tests exercise the Linux twin.
+//! This file cannot run on the Linux machines darwin-cri is tested on; CI type-checks it for both
+//! Apple targets (scripts/check-macos.sh). It is kept small, written only against documented
+//! calls (chroot(2), clonefile(2), unmount(2), getmntinfo(3), proc_listallpids/proc_pidinfo from
+//! libproc, sysctlbyname(3), mach_timebase_info), and mirrors `linux.rs` function for function;
+//! the tests exercise the Linux twin.
 //! Volumes are mounted by bindfs (over macFUSE or fuse-t, see `crate::mounts`) since macOS has
 //! no bind mounts.
 
@@ -13,75 +14,102 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
 
-use super::{Credentials, ProcInfo, ProcUsage};
+use super::{ProcInfo, ProcUsage, cstring};
 
-fn cstring(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+pub const OS: super::Os = super::Os::MacOs;
+pub const HAS_BIND_MOUNTS: bool = false;
+pub const CLONES_TREES: bool = true;
+
+pub type RlimitResource = libc::c_int;
+
+/// The lowest priority (nice 19) also puts the process in the background QoS class, where
+/// macOS throttles its CPU and I/O the way it does for background work. Runs in the forked
+/// child: one system call.
+pub fn child_priority_class(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    if nice >= 19
+        && unsafe { libc::setpriority(libc::PRIO_DARWIN_PROCESS, 0, libc::PRIO_DARWIN_BG) } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
-pub fn confine(
-    cmd: &mut Command,
-    rootfs: &Path,
-    cwd: &Path,
-    creds: &Credentials,
-) -> io::Result<()> {
-    let root = cstring(rootfs)?;
-    let dir = cstring(cwd)?;
-    let groups: Vec<libc::gid_t> = creds.groups.clone();
-    let (uid, gid, nice) = (creds.uid, creds.gid, creds.nice);
-    let rlimits: Vec<(libc::c_int, libc::rlim_t)> = [
-        (libc::RLIMIT_NPROC, creds.nproc),
-        (libc::RLIMIT_NOFILE, creds.nofile),
-    ]
-    .into_iter()
-    .filter_map(|(r, v)| v.map(|v| (r, v as libc::rlim_t)))
-    .collect();
-    let terminal = creds.terminal;
-    if !terminal {
-        cmd.process_group(0);
-    }
-    // SAFETY: runs in the forked child before exec; only async-signal-safe calls on memory
-    // prepared before the fork. chroot(2) requires System Integrity Protection to allow it.
+/// Most descriptors the child looks at; a process of darwin-cri holds far fewer (the server's
+/// open-file limit in the launchd plist is 65536, but a fork happens with a few hundred open).
+const MAX_INHERITED: usize = 4096;
+
+pub fn inherit_only_stdio(cmd: &mut Command) {
+    // The list is filled in the child, into memory allocated here before the fork.
+    let mut fds: Vec<libc::proc_fdinfo> = Vec::with_capacity(MAX_INHERITED);
+    // SAFETY: in the forked child before exec: getpid, proc_pidinfo (one system call writing at
+    // most `bytes` bytes into the buffer allocated before the fork) and fcntl, all
+    // async-signal-safe; nothing is allocated.
     unsafe {
         cmd.pre_exec(move || {
-            // A new session (and group) with stdin, the pty's terminal side, as its controlling
-            // terminal; std's own setpgid is skipped above, as setsid refuses a group leader.
-            if terminal && (libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0) {
+            let bytes = (fds.capacity() * size_of::<libc::proc_fdinfo>()) as libc::c_int;
+            let n = libc::proc_pidinfo(
+                libc::getpid(),
+                libc::PROC_PIDLISTFDS,
+                0,
+                fds.as_mut_ptr().cast(),
+                bytes,
+            );
+            if n <= 0 {
                 return Err(io::Error::last_os_error());
             }
-            if nice != 0 && libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if nice >= 19
-                && libc::setpriority(libc::PRIO_DARWIN_PROCESS, 0, libc::PRIO_DARWIN_BG) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            for (resource, value) in &rlimits {
-                let limit = libc::rlimit {
-                    rlim_cur: *value,
-                    rlim_max: *value,
-                };
-                if libc::setrlimit(*resource, &limit) != 0 {
-                    return Err(io::Error::last_os_error());
+            let count = (n as usize / size_of::<libc::proc_fdinfo>()).min(fds.capacity());
+            fds.set_len(count);
+            for info in &fds {
+                if info.proc_fd > 2 {
+                    libc::fcntl(info.proc_fd, libc::F_SETFD, libc::FD_CLOEXEC);
                 }
-            }
-            if libc::chroot(root.as_ptr()) != 0 || libc::chdir(dir.as_ptr()) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::setgroups(groups.len() as libc::c_int, groups.as_ptr()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
-                return Err(io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    Ok(())
+}
+
+/// macOS has no pipe2: pipe, then close-on-exec on each end. A fork on another thread between
+/// the two calls would copy the ends unmarked; every process darwin-cri spawns goes through
+/// [`inherit_only_stdio`], which marks them in the child.
+pub fn pipe_cloexec() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    let (r, w) = nix::unistd::pipe()?;
+    for fd in [&r, &w] {
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    }
+    Ok((r, w))
+}
+
+/// APFS clones: one clonefile(2) call copies a whole tree copy-on-write. Across volumes (EXDEV)
+/// or on a file system without clones (ENOTSUP) the caller copies instead.
+pub fn clone_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    let (s, d) = (cstring(src)?, cstring(dst)?);
+    const CLONE_NOFOLLOW: u32 = 0x0001;
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
+    if unsafe { libc::clonefile(s.as_ptr(), d.as_ptr(), CLONE_NOFOLLOW) } == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EXDEV) | Some(libc::ENOTSUP) => {
+            Err(io::Error::new(io::ErrorKind::Unsupported, err))
+        }
+        _ => Err(err),
+    }
+}
+
+/// macOS cannot name an open descriptor by path for mount: bindfs gets `source`, which
+/// `open_nofollow` just checked.
+pub fn bind_mount_fd(
+    _fd: &std::os::fd::OwnedFd,
+    source: &Path,
+    target: &Path,
+    readonly: bool,
+) -> io::Result<()> {
+    bind_mount(source, target, readonly)
 }
 
 /// macOS has no bind mounts; `mounts.mechanism = "bindfs"` (the default there) mounts volumes.
@@ -133,7 +161,7 @@ pub fn become_subreaper() -> io::Result<()> {
 pub fn process_info(pid: i32) -> Option<ProcInfo> {
     // SAFETY: proc_bsdinfo is plain old data; zeroed is a valid value.
     let mut info: libc::proc_bsdinfo = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::proc_bsdinfo>() as libc::c_int;
+    let size = size_of::<libc::proc_bsdinfo>() as libc::c_int;
     // SAFETY: info is a writable buffer of exactly `size` bytes.
     let n = unsafe {
         libc::proc_pidinfo(
@@ -162,13 +190,9 @@ pub fn process_info(pid: i32) -> Option<ProcInfo> {
 fn mach_to_ns(t: u64) -> u64 {
     static TIMEBASE: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
     let (numer, denom) = *TIMEBASE.get_or_init(|| {
-        // libc marks the binding deprecated in favour of the mach2 crate; the call is the
-        // documented one.
-        #[allow(deprecated)]
-        let mut base = libc::mach_timebase_info { numer: 1, denom: 1 };
-        // SAFETY: base is a valid, writable mach_timebase_info.
-        #[allow(deprecated)]
-        let rc = unsafe { libc::mach_timebase_info(&mut base) };
+        let mut base = mach2::mach_time::mach_timebase_info { numer: 1, denom: 1 };
+        // SAFETY: base is a valid, writable mach_timebase_info for the call.
+        let rc = unsafe { mach2::mach_time::mach_timebase_info(&mut base) };
         if rc != 0 || base.denom == 0 {
             (1, 1)
         } else {
@@ -213,7 +237,7 @@ pub fn process_table() -> io::Result<Vec<ProcInfo>> {
         return Err(io::Error::last_os_error());
     }
     let mut pids = vec![0 as libc::pid_t; n as usize + 64];
-    let bytes = (pids.len() * std::mem::size_of::<libc::pid_t>()) as libc::c_int;
+    let bytes = (pids.len() * size_of::<libc::pid_t>()) as libc::c_int;
     // SAFETY: pids is a writable buffer of `bytes` bytes.
     let n = unsafe { libc::proc_listallpids(pids.as_mut_ptr().cast(), bytes) };
     if n <= 0 {
@@ -223,32 +247,9 @@ pub fn process_table() -> io::Result<Vec<ProcInfo>> {
     Ok(pids.into_iter().filter_map(process_info).collect())
 }
 
-/// APFS clones: one clonefile(2) call copies a whole tree copy-on-write; across volumes (EXDEV)
-/// or on a filesystem without clones (ENOTSUP) it falls back to a plain copy.
-#[derive(Debug, Default)]
-struct ClonefileCloner;
-
-impl image_service::TreeCloner for ClonefileCloner {
-    fn clone_tree(&self, src: &Path, dst: &Path) -> io::Result<()> {
-        let (s, d) = (cstring(src)?, cstring(dst)?);
-        const CLONE_NOFOLLOW: u32 = 0x0001;
-        // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
-        if unsafe { libc::clonefile(s.as_ptr(), d.as_ptr(), CLONE_NOFOLLOW) } == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EXDEV) | Some(libc::ENOTSUP) => {
-                image_service::CopyCloner.clone_tree(src, dst)
-            }
-            _ => Err(err),
-        }
-    }
-}
-
 pub fn children(pid: i32) -> Vec<i32> {
     let mut pids = vec![0 as libc::pid_t; 4096];
-    let bytes = (pids.len() * std::mem::size_of::<libc::pid_t>()) as libc::c_int;
+    let bytes = (pids.len() * size_of::<libc::pid_t>()) as libc::c_int;
     // SAFETY: pids is a writable buffer of `bytes` bytes; the call returns how many it filled.
     let n = unsafe { libc::proc_listchildpids(pid, pids.as_mut_ptr().cast(), bytes) };
     if n <= 0 {
@@ -294,7 +295,7 @@ pub fn set_rlimits(_pid: i32, _nproc: Option<u64>, _nofile: Option<u64>) -> io::
 fn root_of(pid: i32) -> Option<PathBuf> {
     // SAFETY: proc_vnodepathinfo is plain old data; zeroed is a valid value.
     let mut info: libc::proc_vnodepathinfo = unsafe { std::mem::zeroed() };
-    let size = std::mem::size_of::<libc::proc_vnodepathinfo>() as libc::c_int;
+    let size = size_of::<libc::proc_vnodepathinfo>() as libc::c_int;
     // SAFETY: info is a writable buffer of exactly `size` bytes.
     let n = unsafe {
         libc::proc_pidinfo(
@@ -332,15 +333,6 @@ pub fn layer_rootfs(_lowers: &[&Path], _dir: &Path, _rootfs: &Path) -> io::Resul
         io::ErrorKind::Unsupported,
         "no layered filesystem on macOS; cloning",
     ))
-}
-
-pub fn tree_cloner() -> Arc<dyn image_service::TreeCloner> {
-    Arc::new(ClonefileCloner)
-}
-
-pub fn snapshot_cloner() -> Arc<dyn image_service::TreeCloner> {
-    // One clonefile(2) per tree is already free of data copies.
-    tree_cloner()
 }
 
 pub fn wait_for_exited_child() -> io::Result<i32> {

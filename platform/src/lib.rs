@@ -1,25 +1,58 @@
-//! The operating-system layer: the only module with `#[cfg(target_os = ...)]` and `unsafe`.
+//! darwin-cri's operating-system layer: the only crate with `#[cfg(target_os = ...)]`, and the
+//! only one with `unsafe`.
 //!
-//! Everything above this module is OS-neutral. Each function here has a Linux implementation
-//! (`linux.rs`, exercised by the tests on Linux machines) and a macOS twin (`macos.rs`) with the same
-//! signature, written against documented libc calls. The macOS file cannot be compiled on the Linux
-//! machines the project is built and tested on, so it stays small and mirrors the Linux one closely.
+//! Everything above this crate is OS-neutral. Each OS-specific function has a Linux
+//! implementation (`linux.rs`, exercised by the tests on Linux machines) and a macOS twin
+//! (`macos.rs`) of the same signature, written against documented calls; CI type-checks the macOS
+//! twin for both Apple targets (scripts/check-macos.sh). What the twins share is written once,
+//! here. Where macOS behaves a certain way in a chroot, the Linux twin is made to behave the
+//! same, and says so.
+//!
+//! This crate depends on no other crate of the workspace: callers above it (image-service,
+//! runtime, cri-server) build their own abstractions from these primitives.
+#![allow(unsafe_code)]
 
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
-#[allow(unsafe_code)]
 pub mod fdpass;
 #[cfg(target_os = "linux")]
-#[allow(unsafe_code)]
 mod linux;
 #[cfg(target_os = "linux")]
 use linux as imp;
 
 #[cfg(target_os = "macos")]
-#[allow(unsafe_code)]
 mod macos;
 #[cfg(target_os = "macos")]
 use macos as imp;
+
+/// The operating systems darwin-cri runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Os {
+    /// The Linux twin: where the tests run.
+    Linux,
+    /// The product's home.
+    MacOs,
+}
+
+/// The operating system this build is for. Code above this crate that must differ by OS (a
+/// default, a message naming the fix) asks this value instead of a `cfg`.
+pub const OS: Os = imp::OS;
+
+/// Whether the OS has bind mounts (Linux). macOS has none: volumes go through bindfs.
+pub const HAS_BIND_MOUNTS: bool = imp::HAS_BIND_MOUNTS;
+
+/// Whether [`clone_tree`] can clone a whole tree in one call (APFS `clonefile` on macOS).
+pub const CLONES_TREES: bool = imp::CLONES_TREES;
+
+/// A path as a C string, for the calls below.
+pub(crate) fn cstring(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
 
 /// One process as the process table reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,24 +100,101 @@ pub struct Credentials {
 
 /// Arranges for `cmd`, when spawned, to run with its root changed to `rootfs`, working directory
 /// `cwd` (inside the root) and the given credentials, in a new process group whose id is its pid
-/// (a new session too, with `creds.terminal`).
+/// (a new session too, with `creds.terminal`). It inherits no descriptor but its stdio
+/// ([`inherit_only_stdio`]).
 pub fn confine(
     cmd: &mut std::process::Command,
     rootfs: &Path,
     cwd: &Path,
     creds: &Credentials,
-) -> std::io::Result<()> {
-    imp::confine(cmd, rootfs, cwd, creds)
+) -> io::Result<()> {
+    let root = cstring(rootfs)?;
+    let dir = cstring(cwd)?;
+    let groups: Vec<libc::gid_t> = creds.groups.clone();
+    let (uid, gid, nice) = (creds.uid, creds.gid, creds.nice);
+    let rlimits: Vec<(imp::RlimitResource, libc::rlim_t)> = [
+        (libc::RLIMIT_NPROC, creds.nproc),
+        (libc::RLIMIT_NOFILE, creds.nofile),
+    ]
+    .into_iter()
+    .filter_map(|(r, v)| v.map(|v| (r, v as libc::rlim_t)))
+    .collect();
+    let terminal = creds.terminal;
+    if !terminal {
+        cmd.process_group(0);
+    }
+    inherit_only_stdio(cmd);
+    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
+    // system calls (setsid, ioctl, setpriority, setrlimit, chroot, chdir, setgroups, setgid,
+    // setuid) on memory prepared before the fork; it allocates nothing. On macOS chroot(2)
+    // requires System Integrity Protection to allow it.
+    unsafe {
+        cmd.pre_exec(move || {
+            // A new session (and group) with stdin, the pty's terminal side, as its controlling
+            // terminal; std's own setpgid is skipped above, as setsid refuses a group leader.
+            if terminal && (libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) != 0) {
+                return Err(io::Error::last_os_error());
+            }
+            if nice != 0 && libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            imp::child_priority_class(nice)?;
+            for (resource, value) in &rlimits {
+                let limit = libc::rlimit {
+                    rlim_cur: *value,
+                    rlim_max: *value,
+                };
+                if libc::setrlimit(*resource, &limit) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            if libc::chroot(root.as_ptr()) != 0 || libc::chdir(dir.as_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::setgroups(groups.len() as _, groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
+/// Makes the process `cmd` spawns inherit no descriptor but its stdin, stdout and stderr, even
+/// one that another thread of this process created without close-on-exec a moment before the
+/// fork.
+///
+/// Linux creates every descriptor close-on-exec atomically (`pipe2`, `MSG_CMSG_CLOEXEC`,
+/// `O_CLOEXEC`), so there is nothing to do. macOS has no `pipe2` and no `MSG_CMSG_CLOEXEC`: a
+/// pipe or a received descriptor is close-on-exec only once a second call has marked it, and a
+/// fork on another thread in between copies it unmarked into the child, which would then hold a
+/// pipe's end open (its reader never sees EOF) for as long as it runs. There the child marks
+/// every descriptor above stderr close-on-exec itself, between fork and exec.
+pub fn inherit_only_stdio(cmd: &mut std::process::Command) {
+    imp::inherit_only_stdio(cmd)
+}
+
+/// A pipe (read end, write end), both ends close-on-exec: atomically where the OS can (Linux
+/// `pipe2`); on macOS with `pipe` and `fcntl`, whose window [`inherit_only_stdio`] closes for
+/// every process darwin-cri spawns.
+pub fn pipe_cloexec() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    imp::pipe_cloexec()
+}
+
+/// Clones the tree at `src` to `dst` (which must not exist) in one copy-on-write operation
+/// (APFS `clonefile` on macOS). An error of kind [`io::ErrorKind::Unsupported`] means no such
+/// clone is possible here (another OS, another file system, across volumes): copy instead.
+pub fn clone_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    imp::clone_tree(src, dst)
 }
 
 /// Sets the window size of the terminal behind `fd` (a pty), which signals SIGWINCH to the
 /// terminal's foreground process group.
 #[allow(unsafe_code)]
-pub fn set_window_size(
-    fd: std::os::fd::BorrowedFd<'_>,
-    rows: u16,
-    cols: u16,
-) -> std::io::Result<()> {
+pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let size = libc::winsize {
         ws_row: rows,
@@ -95,14 +205,14 @@ pub fn set_window_size(
     // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which is valid for the call; the fd
     // is borrowed, so it stays open meanwhile. The same on Linux and macOS.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ as _, &size) } != 0 {
-        return Err(std::io::Error::last_os_error());
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
 
 /// A new pseudo-terminal: (controlling side, terminal side), both close-on-exec. The terminal
 /// side becomes a TTY process's stdin, stdout and stderr.
-pub fn open_pty() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+pub fn open_pty() -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
     use nix::fcntl::{FcntlArg, FdFlag, fcntl};
     let pty = nix::pty::openpty(None, None)?;
     // openpty(3) has no close-on-exec flag; until these calls a concurrent fork elsewhere in
@@ -114,14 +224,14 @@ pub fn open_pty() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd
 }
 
 /// Makes `source` visible at `target` (which exists, a directory or a file like `source`).
-pub fn bind_mount(source: &Path, target: &Path, readonly: bool) -> std::io::Result<()> {
+pub fn bind_mount(source: &Path, target: &Path, readonly: bool) -> io::Result<()> {
     imp::bind_mount(source, target, readonly)
 }
 
 /// Opens absolute `path` one component at a time without following links: an error (ELOOP) if a
 /// directory on the way or the last component is a symlink. What it opens is what the path named
 /// when it was checked, whatever is swapped in afterwards.
-pub fn open_nofollow(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+pub fn open_nofollow(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
     use nix::fcntl::{OFlag, openat};
     use nix::sys::stat::{Mode, SFlag, fstat};
     let mut fd = open_dir_nofollow(Path::new("/"))?;
@@ -149,24 +259,18 @@ pub fn open_nofollow(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
 /// [`bind_mount`] of exactly what `source` names now: opened with [`open_nofollow`] and, on Linux,
 /// mounted through `/proc/self/fd/N`, so a directory on the way swapped for a link in the
 /// meantime can neither pass nor redirect the mount.
-pub fn bind_mount_nofollow(source: &Path, target: &Path, readonly: bool) -> std::io::Result<()> {
+pub fn bind_mount_nofollow(source: &Path, target: &Path, readonly: bool) -> io::Result<()> {
     let fd = open_nofollow(source)?;
-    if cfg!(target_os = "linux") {
-        use std::os::fd::AsRawFd;
-        let via = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-        imp::bind_mount(&via, target, readonly)
-    } else {
-        imp::bind_mount(source, target, readonly)
-    }
+    imp::bind_mount_fd(&fd, source, target, readonly)
 }
 
 /// Unmounts `target`, detaching it lazily if it is busy.
-pub fn unmount(target: &Path) -> std::io::Result<()> {
+pub fn unmount(target: &Path) -> io::Result<()> {
     imp::unmount(target)
 }
 
 /// Mount points at or below `dir`, deepest first (the order to unmount them in).
-pub fn mounts_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub fn mounts_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
     // The mount table holds real paths (macOS: /private/var/..., or a symlinked data disk);
     // comparing with a path through a symlink would find nothing and let a removal run
     // through live bind mounts.
@@ -207,13 +311,13 @@ pub fn rss_bytes(pid: i32) -> Option<u64> {
 
 /// Sets the scheduling priority of a running process (all its threads). On macOS the lowest
 /// priority also puts the process in the background QoS class.
-pub fn set_nice(pid: i32, nice: i32) -> std::io::Result<()> {
+pub fn set_nice(pid: i32, nice: i32) -> io::Result<()> {
     imp::set_nice(pid, nice)
 }
 
 /// Changes RLIMIT_NPROC and RLIMIT_NOFILE of a running process where the OS allows it (Linux
 /// prlimit); elsewhere only new processes get new rlimits.
-pub fn set_rlimits(pid: i32, nproc: Option<u64>, nofile: Option<u64>) -> std::io::Result<()> {
+pub fn set_rlimits(pid: i32, nproc: Option<u64>, nofile: Option<u64>) -> io::Result<()> {
     imp::set_rlimits(pid, nproc, nofile)
 }
 
@@ -225,7 +329,7 @@ pub fn processes_in_root(rootfs: &Path) -> Vec<i32> {
 
 /// Makes orphaned descendants of this process its children, so that the monitor can reap and
 /// kill them. A no-op where the OS has no such mechanism.
-pub fn become_subreaper() -> std::io::Result<()> {
+pub fn become_subreaper() -> io::Result<()> {
     imp::become_subreaper()
 }
 
@@ -237,17 +341,17 @@ pub fn release_free_memory() {
 
 /// Waits until a child of this process has exited and returns its pid, leaving it unreaped (so
 /// that whoever reaps it decides when, under a lock if need be).
-pub fn wait_for_exited_child() -> std::io::Result<i32> {
+pub fn wait_for_exited_child() -> io::Result<i32> {
     imp::wait_for_exited_child()
 }
 
 /// The whole process table.
-pub fn process_table() -> std::io::Result<Vec<ProcInfo>> {
+pub fn process_table() -> io::Result<Vec<ProcInfo>> {
     imp::process_table()
 }
 
 /// The whole process table with each process's usage: one walk for every container's stats.
-pub fn process_usage_table() -> std::io::Result<Vec<(ProcInfo, ProcUsage)>> {
+pub fn process_usage_table() -> io::Result<Vec<(ProcInfo, ProcUsage)>> {
     imp::process_usage_table()
 }
 
@@ -261,106 +365,12 @@ pub fn process_info(pid: i32) -> Option<ProcInfo> {
     imp::process_info(pid)
 }
 
-/// Creates the minimal device set in `dev_dir`: each of null, zero, full, random, urandom and
-/// tty that the host has, as a node with the host's device number (so the same code is right on
-/// Linux and macOS, whose numbers differ), plus `shm/` (1777) and `pts/`.
-pub fn populate_dev(dev_dir: &Path) -> std::io::Result<()> {
-    use nix::sys::stat::{Mode, SFlag, mknod};
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    // `dev_dir` was resolved inside the container root; its entries come from the image and
-    // are untrusted: whatever is there (a symlink to a host file, say) is replaced, never
-    // followed, before a node or directory is made and its mode set.
-    std::fs::create_dir_all(dev_dir)?;
-    let replace =
-        |path: &Path, keep: &dyn Fn(&std::fs::Metadata) -> bool| -> std::io::Result<bool> {
-            match std::fs::symlink_metadata(path) {
-                Ok(m) if keep(&m) => Ok(true),
-                Ok(m) if m.is_dir() => std::fs::remove_dir_all(path).map(|()| false),
-                Ok(_) => std::fs::remove_file(path).map(|()| false),
-                Err(_) => Ok(false),
-            }
-        };
-    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let Ok(host) = std::fs::metadata(Path::new("/dev").join(name)) else {
-            continue;
-        };
-        let path = dev_dir.join(name);
-        let same = |m: &std::fs::Metadata| {
-            std::os::unix::fs::FileTypeExt::is_char_device(&m.file_type())
-                && m.rdev() == host.rdev()
-        };
-        if !replace(&path, &same)? {
-            mknod(
-                &path,
-                SFlag::S_IFCHR,
-                Mode::from_bits_truncate(0o666),
-                host.rdev() as _,
-            )?;
-        }
-        // mknod honours the umask; the devices must be usable by any container user. The path
-        // is a device node now, not a link: the mode lands on it.
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
-    }
-    for (name, mode) in [("pts", 0o755), ("shm", 0o1777)] {
-        let path = dev_dir.join(name);
-        if !replace(&path, &|m| m.is_dir())? {
-            std::fs::create_dir(&path)?;
-        }
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
-}
-
-/// The fastest correct way to clone a directory tree on this OS.
-pub fn tree_cloner() -> std::sync::Arc<dyn image_service::TreeCloner> {
-    imp::tree_cloner()
-}
-
-/// Clones an image snapshot into the next layer's snapshot (never written in place
-/// afterwards): APFS clones on macOS, hard-linked files on Linux.
-pub fn snapshot_cloner() -> std::sync::Arc<dyn image_service::TreeCloner> {
-    imp::snapshot_cloner()
-}
-
-/// Makes `dir/rootfs` a writable root whose initial content is `snapshot`'s with `layers` (read-
-/// only directories, the uppermost first) over it, and returns it and whether `layers` are in it.
-///
-/// Where the OS offers a copy-on-write layer that needs no copy at all (overlayfs on Linux) it
-/// is used unless `copy` is set; otherwise `snapshot` alone is cloned with [`tree_cloner`] (APFS
-/// clones on macOS, reflinks or a plain copy on Linux) and `layers` are left out. A layered root
-/// is a mount below `dir`: it goes with the other mounts when the container directory is removed.
-pub fn clone_rootfs(
-    snapshot: &Path,
-    layers: &[&Path],
-    dir: &Path,
-    copy: bool,
-) -> std::io::Result<(PathBuf, bool)> {
-    let rootfs = dir.join("rootfs");
-    if !copy {
-        match overlay(snapshot, layers, dir) {
-            Ok(rootfs) => return Ok((rootfs, true)),
-            Err(e) => tracing::debug!(error = %e, "no copy-on-write layer for the rootfs; copying"),
-        }
-    }
-    tree_cloner().clone_tree(snapshot, &rootfs)?;
-    Ok((rootfs, false))
-}
-
-/// `dir/rootfs` as a copy-on-write layer (its changes in `dir/upper`) over `layers` and
-/// `snapshot`, or an error (and nothing left) where the OS has no such layer.
-pub fn overlay(snapshot: &Path, layers: &[&Path], dir: &Path) -> std::io::Result<PathBuf> {
-    let rootfs = dir.join("rootfs");
-    let mut lowers = layers.to_vec();
-    lowers.push(snapshot);
-    match imp::layer_rootfs(&lowers, dir, &rootfs) {
-        Ok(()) => Ok(rootfs),
-        Err(e) => {
-            for leftover in [dir.join("upper"), dir.join("work"), rootfs] {
-                let _ = std::fs::remove_dir_all(leftover);
-            }
-            Err(e)
-        }
-    }
+/// Makes `dir/rootfs` a copy-on-write layer (its changes in `dir/upper`, overlayfs' work
+/// directory in `dir/work`) over `lowers`, the uppermost first: one mount, however big the
+/// trees. Linux only; macOS has no layered file system a process can mount (an error of kind
+/// Unsupported there; its copy-on-write is [`clone_tree`]).
+pub fn layer_rootfs(lowers: &[&Path], dir: &Path, rootfs: &Path) -> io::Result<()> {
+    imp::layer_rootfs(lowers, dir, rootfs)
 }
 
 /// Longest unix socket path `bind(2)` and `connect(2)` take, in bytes without the NUL
@@ -381,7 +391,7 @@ pub fn socket_path_problem(path: &Path) -> Option<String> {
 
 /// Opens directory `path` for the `*at` calls below, refusing a symlink as its last component:
 /// what is made and removed in it stays in that directory whatever later happens to the path.
-pub fn open_dir_nofollow(path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+pub fn open_dir_nofollow(path: &Path) -> io::Result<std::os::fd::OwnedFd> {
     use nix::fcntl::OFlag;
     Ok(nix::fcntl::open(
         path,
@@ -411,13 +421,13 @@ pub fn bind_unix_listener_in(
     name: &str,
     mode: u32,
     scratch: &Path,
-) -> std::io::Result<std::os::unix::net::UnixListener> {
+) -> io::Result<std::os::unix::net::UnixListener> {
     use nix::sys::stat::{SFlag, fstatat};
     use nix::unistd::{UnlinkatFlags, unlinkat};
     match fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) if SFlag::from_bits_truncate(st.st_mode as _) & SFlag::S_IFMT == SFlag::S_IFDIR => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
                 format!("a directory named {name} is in the way"),
             ));
         }
@@ -435,17 +445,14 @@ fn bind_and_move(
     name: &str,
     mode: u32,
     scratch: &Path,
-) -> std::io::Result<std::os::unix::net::UnixListener> {
+) -> io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::PermissionsExt;
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     std::fs::create_dir_all(scratch)?;
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let short = scratch.join(format!("{}-{n}.sock", std::process::id()));
     if let Some(problem) = socket_path_problem(&short) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            problem,
-        ));
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, problem));
     }
     let _ = std::fs::remove_file(&short);
     let listener = std::os::unix::net::UnixListener::bind(&short)?;
@@ -460,7 +467,7 @@ fn bind_and_move(
         });
     if let Err(e) = moved {
         let _ = std::fs::remove_file(&short);
-        return Err(std::io::Error::new(
+        return Err(io::Error::new(
             e.kind(),
             format!(
                 "moving a socket from {} into its directory (bound elsewhere first; both must \
@@ -508,7 +515,7 @@ pub fn host_facts() -> HostFacts {
 /// ProductVersion and ProductBuildVersion from the bytes of macOS's
 /// /System/Library/CoreServices/SystemVersion.plist (XML or binary).
 pub fn parse_system_version(bytes: &[u8]) -> Option<(String, String)> {
-    let dict = plist::Value::from_reader(std::io::Cursor::new(bytes)).ok()?;
+    let dict = plist::Value::from_reader(io::Cursor::new(bytes)).ok()?;
     let dict = dict.as_dictionary()?;
     let get = |k: &str| dict.get(k).and_then(|v| v.as_string()).map(str::to_string);
     Some((
@@ -531,11 +538,11 @@ pub fn parse_os_release(text: &str) -> Option<String> {
 /// Whether this process may change a child's root: forks a child that calls chroot(2) on `dir`
 /// and exits, and reports the error the call gave.
 #[allow(unsafe_code)]
-pub fn try_chroot(dir: &Path) -> std::io::Result<()> {
+pub fn try_chroot(dir: &Path) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::process::CommandExt;
-    let root = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let root = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
     // Never executed: the child exits from pre_exec once chroot has answered.
     let mut cmd = std::process::Command::new("/");
     // SAFETY: the closure runs in the forked child and calls only chroot(2) and _exit(2), both
@@ -544,7 +551,7 @@ pub fn try_chroot(dir: &Path) -> std::io::Result<()> {
     unsafe {
         cmd.pre_exec(move || {
             if libc::chroot(root.as_ptr()) != 0 {
-                return Err(std::io::Error::last_os_error());
+                return Err(io::Error::last_os_error());
             }
             libc::_exit(0)
         });
@@ -557,14 +564,14 @@ pub fn try_chroot(dir: &Path) -> std::io::Result<()> {
     if status.success() {
         Ok(())
     } else {
-        Err(std::io::Error::other(format!(
+        Err(io::Error::other(format!(
             "the chroot probe ended with {status}"
         )))
     }
 }
 
 /// The name of the file system `path` is on: "apfs", "ext4", "overlay", "tmpfs", ...
-pub fn filesystem_type(path: &Path) -> std::io::Result<String> {
+pub fn filesystem_type(path: &Path) -> io::Result<String> {
     imp::filesystem_type(path)
 }
 
@@ -625,51 +632,8 @@ mod tests {
         assert!(process_table().expect("table").iter().any(|p| p.pid == me));
     }
 
-    #[test]
-    fn populate_dev_replaces_image_symlinks_instead_of_following_them() {
-        if !nix::unistd::geteuid().is_root() {
-            return;
-        }
-        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let victim = dir.path().join("victim");
-        std::fs::write(&victim, "secret").expect("write");
-        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        let victim_dir = dir.path().join("victim-dir");
-        std::fs::create_dir(&victim_dir).expect("mkdir");
-        std::fs::set_permissions(&victim_dir, std::fs::Permissions::from_mode(0o700))
-            .expect("chmod");
-        let dev = dir.path().join("rootfs/dev");
-        std::fs::create_dir_all(&dev).expect("mkdir");
-        std::os::unix::fs::symlink(&victim, dev.join("null")).expect("symlink");
-        std::os::unix::fs::symlink(&victim_dir, dev.join("shm")).expect("symlink");
-        populate_dev(&dev).expect("populate");
-        let mode = |p: &Path| {
-            std::fs::symlink_metadata(p)
-                .expect("stat")
-                .permissions()
-                .mode()
-                & 0o7777
-        };
-        assert_eq!(mode(&victim), 0o600, "the host file's mode is untouched");
-        assert_eq!(mode(&victim_dir), 0o700);
-        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "secret");
-        assert!(
-            std::fs::symlink_metadata(dev.join("null"))
-                .expect("stat")
-                .file_type()
-                .is_char_device()
-        );
-        assert!(
-            std::fs::symlink_metadata(dev.join("shm"))
-                .expect("stat")
-                .is_dir()
-        );
-        assert_eq!(mode(&dev.join("shm")), 0o1777);
-    }
-
     /// connect(2) has bind's limit: reach a socket through a short link to its directory.
-    fn connect_long(path: &Path, tag: &str) -> std::io::Result<std::os::unix::net::UnixStream> {
+    fn connect_long(path: &Path, tag: &str) -> io::Result<std::os::unix::net::UnixStream> {
         let short = std::env::temp_dir().join(format!("sl-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_file(&short);
         std::os::unix::fs::symlink(path.parent().expect("dir"), &short)?;
