@@ -4,10 +4,22 @@
 # (the test image), Prometheus with promtool (the metrics endpoint's checks), and
 # docker-registry, skopeo and htpasswd (the registry pull tests), and kubectl (the streaming
 # interop test; Debian's kubernetes-client when no kubectl is installed), bindfs, shellcheck
-# and setpriv (the macOS layer, deploy and doctor tests). With --bench, what
+# and setpriv (the macOS layer, deploy and doctor tests), ruby (the Homebrew formula's check). With --bench, what
 # bench/compare.sh needs (containerd, runc, the CNI plugins, the registry, skopeo, busybox).
+#
+# Rust: when no cargo is on PATH, or one older than the workspace's rust-version, Debian's
+# rustc-web, cargo-web, rustfmt-web and rust-web-clippy (Rust 1.96, into /usr/bin) are installed.
+# (A rustup toolchain earlier on PATH than /usr/bin still wins: update it with rustup instead.)
+# With --tests, also rust-web-src: scripts/check-macos.sh builds the standard library for the
+# Apple targets from it.
 set -euo pipefail
 need=()
+want=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "$0")/../Cargo.toml")
+have=$(cargo --version 2>/dev/null | awk '{ print $2 }' || true)
+if [ -z "$have" ] || [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -n 1)" != "$want" ]; then
+  echo "setup: cargo ${have:-missing}, the workspace needs $want: installing Debian's Rust" >&2
+  need+=(rustc-web cargo-web rustfmt-web rust-web-clippy)
+fi
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 if [ "${1:-}" = "--bench" ]; then
   # bench/compare.sh: containerd with runc and the CNI plugins, the registry and skopeo for the
@@ -33,6 +45,12 @@ if [ "${1:-}" = "--tests" ]; then
   command -v bindfs >/dev/null 2>&1 || need+=(bindfs)
   command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
   command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+  # The Homebrew formula is loaded by Ruby (tests/tests/deploy.rs).
+  command -v ruby >/dev/null 2>&1 || need+=(ruby)
+  # scripts/check-macos.sh: Debian's Rust 1.96 and the standard library's source.
+  [ -x /usr/bin/cargo ] || need+=(cargo-web)
+  [ -x /usr/bin/rustc ] || need+=(rustc-web)
+  [ -d /usr/lib/rustlib/src/rust/library ] || need+=(rust-web-src)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
@@ -48,5 +66,6 @@ if [ ${#need[@]} -gt 0 ]; then
     trap 'rm -f "$policy"' EXIT
   fi
   apt-get update -qq
+  mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of darwin-cri on a fresh Debian machine, as root (the tests chroot, bind-mount
 # and run real containers): installs the build and test dependencies, builds the binary the
-# end-to-end tests start, then runs the whole workspace's tests and sums up their results.
+# end-to-end tests start, runs the whole workspace's tests, the first-run script for a Mac
+# against the Linux twin, rustfmt and clippy, and the type-check for macOS, then sums up the
+# tests' results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --tests
@@ -10,4 +12,14 @@ cargo build --locked --bin darwin-cri --features cri-server/kube
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --locked --workspace --features cri-server/kube 2>&1 | tee "$log"
+# The first run on a Mac (scripts/mac-smoke.sh), against the Linux twin: the steps a Mac owner
+# reports with cannot rot.
+cargo build --locked -p darwin-cri-tests --bin cri-smoke
+scripts/mac-smoke.sh
+# The code style the README promises, with and without the node reporter.
+cargo fmt --all --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --all-targets --features cri-server/kube -- -D warnings
+# macOS is a build target: every crate type-checks for Apple silicon and Intel Macs.
+scripts/check-macos.sh
 awk '/^test result:/ { p += $4; f += $6 } END { printf "total: %d passed, %d failed\n", p, f }' "$log"

@@ -1,8 +1,12 @@
-# Homebrew formula for darwin-cri, built from source with cargo.
+# Homebrew formula for darwin-cri, built from source with cargo from the checkout it sits in:
 #
-#   brew install --build-from-source ./deploy/homebrew/darwin-cri.rb     # from a checkout
-#   brew install --HEAD ./deploy/homebrew/darwin-cri.rb                  # from the repository head
+#   brew install --HEAD ./deploy/homebrew/darwin-cri.rb
 #   sudo brew services start darwin-cri
+#
+# `--HEAD` builds the checkout's committed main branch (Homebrew clones it through the file://
+# URL below; uncommitted changes are not built). There is no stable `url` and `sha256` until
+# darwin-cri publishes release tarballs: then add `url "<release tarball>"` and
+# `sha256 "<shasum -a 256 of it>"`, and `brew install --build-from-source` works without --HEAD.
 #
 # The service below is a LaunchDaemon named homebrew.mxcl.darwin-cri. deploy/install.sh installs
 # the same daemon as io.darwin-cri with a hand-written plist (AbandonProcessGroup, open-file and
@@ -11,12 +15,9 @@
 class DarwinCri < Formula
   desc "Kubernetes CRI runtime for macOS nodes: native, chroot-based build pods"
   homepage "https://example.invalid/darwin-cri"
-  # A release tarball once releases are published: replace the version in the URL and the
-  # sha256 (`shasum -a 256 darwin-cri-<version>.tar.gz`) with each release.
-  url "https://example.invalid/darwin-cri/archive/refs/tags/v0.1.0.tar.gz"
-  sha256 "0000000000000000000000000000000000000000000000000000000000000000"
   license "Apache-2.0"
-  head "https://example.invalid/darwin-cri.git", branch: "main"
+  # The repository this file is in (deploy/homebrew/ is two levels below its root).
+  head "file://#{File.expand_path("../..", __dir__)}", using: :git, branch: "main"
 
   depends_on "protobuf" => :build # protoc, for the CRI gRPC types
   depends_on "rust" => :build

@@ -547,3 +547,96 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// The Homebrew formula, loaded by Ruby against a stand-in for Homebrew's DSL
+/// (tests/fixtures/formula_check.rb): it builds the checkout it sits in, the cargo command names
+/// a package and feature that exist, every file it installs is in the repository, and its test
+/// block's commands pass against the real binary.
+#[test]
+fn the_homebrew_formula_builds_this_checkout_and_names_only_files_that_exist() -> anyhow::Result<()>
+{
+    let repo = deploy().join("..").canonicalize()?;
+    let formula = deploy().join("homebrew/darwin-cri.rb");
+    let syntax = Command::new("ruby").arg("-c").arg(&formula).output()?;
+    assert!(syntax.status.success(), "{syntax:?}");
+    let out = Command::new("ruby")
+        .arg(repo.join("tests/fixtures/formula_check.rb"))
+        .arg(&formula)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(
+        seen["head"].as_str(),
+        Some(format!("file://{}", repo.display()).as_str()),
+        "the head URL is this checkout"
+    );
+    let calls = seen["calls"].as_array().expect("calls");
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut cargo = 0;
+    let mut installed = 0;
+    let mut commands = 0;
+    let dir = tempfile::tempdir()?;
+    let default_toml = dir.path().join("default.toml");
+    for call in calls {
+        let call_strings = strings(call);
+        match call_strings.first().map(String::as_str) {
+            Some("system") => {
+                let args = &call_strings[1..];
+                assert_eq!(&args[..2], ["cargo", "install"], "{args:?}");
+                let package = args
+                    .iter()
+                    .position(|a| a == "--path")
+                    .and_then(|i| args.get(i + 1))
+                    .expect("--path");
+                let manifest = std::fs::read_to_string(repo.join(package).join("Cargo.toml"))?;
+                assert!(manifest.contains("name = \"darwin-cri\""), "{package}");
+                if let Some(i) = args.iter().position(|a| a == "--features") {
+                    for feature in args[i + 1].split(',') {
+                        assert!(
+                            manifest.contains(&format!("\n{feature} = ")),
+                            "feature {feature}"
+                        );
+                    }
+                }
+                cargo += 1;
+            }
+            Some("install") => {
+                for file in strings(&call[2]) {
+                    assert!(repo.join(&file).is_file(), "{file} is in the repository");
+                    installed += 1;
+                }
+            }
+            Some("shell_output") => {
+                let cmd = call_strings[1]
+                    .replace("<bin>/darwin-cri", &binary().display().to_string())
+                    .replace("<testpath>/default.toml", &default_toml.display().to_string())
+                    .replace(
+                        "<pkgshare>/darwin-cri.toml",
+                        &deploy().join("darwin-cri.toml").display().to_string(),
+                    );
+                assert!(!cmd.contains('<'), "a path the test cannot map: {cmd}");
+                let out = Command::new("sh").arg("-c").arg(&cmd).output()?;
+                assert!(out.status.success(), "{cmd}: {out:?}");
+                if cmd.ends_with("config default") {
+                    std::fs::write(&default_toml, &out.stdout)?;
+                }
+                commands += 1;
+            }
+            other => panic!("an unexpected call {other:?}"),
+        }
+    }
+    assert_eq!((cargo, installed, commands), (1, 6, 3), "{calls:?}");
+    Ok(())
+}
