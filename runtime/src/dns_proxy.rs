@@ -146,6 +146,51 @@ async fn pump(from: &UnixStream, to: &UnixStream) -> io::Result<()> {
     }
 }
 
+/// The relay's start and stop, by container: the runtime calls these around a container's run.
+impl crate::Runtime {
+    /// Relays the host's mDNSResponder socket into the container's root, if one is configured.
+    /// A failure leaves the container without name resolution, not without a start: it is
+    /// logged.
+    pub(crate) fn start_dns_proxy(&self, c: &crate::Container) {
+        let Some(upstream) = &self.opts.mdns_socket else {
+            return;
+        };
+        let (dir, name) = (ROOT_DIR, NAME);
+        let started = (|| -> io::Result<DnsProxy> {
+            // The image decides where /var/run leads (inside the root); the socket's own name is
+            // never followed.
+            let dir = image_service::safe_path::resolve_in_root(&c.process.rootfs, Path::new(dir))?;
+            std::fs::create_dir_all(&dir)?;
+            // A volume mounted there is the host's directory, not the container's: no socket is
+            // made or removed in it.
+            use std::os::unix::fs::MetadataExt;
+            if std::fs::metadata(&dir)?.dev() != std::fs::metadata(&c.process.rootfs)?.dev() {
+                return Err(io::Error::other(format!(
+                    "{} is a mount, not the container's own directory",
+                    dir.display()
+                )));
+            }
+            let fd = platform::open_dir_nofollow(&dir)?;
+            DnsProxy::start(upstream, fd, name, &self.opts.root.join("sockets"))
+        })();
+        match started {
+            Ok(proxy) => {
+                if let Ok(mut proxies) = self.dns_proxies.lock() {
+                    proxies.insert(c.id.clone(), proxy);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(container = c.id, error = %e, "no DNS relay in the container root")
+            }
+        }
+    }
+
+    pub(crate) fn stop_dns_proxy(&self, id: &str) {
+        let proxy = self.dns_proxies.lock().ok().and_then(|mut p| p.remove(id));
+        drop(proxy);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use image_service::safe_path::resolve_in_root;
+
+use crate::error::IoContext;
 use crate::{Error, Result};
 
 /// How a host path is made visible inside a container root.
@@ -122,6 +125,74 @@ impl MountPolicy {
                 bindfs(program, options, source, target, readonly).map(|()| Mounted::Mount)
             }
         }
+    }
+
+    /// Makes kubelet's `mounts` inside `rootfs`, in order, each from its resolved host path in
+    /// `sources`: a mount point of the source's kind is made inside the root (the container path
+    /// resolved within it), then mounted by this policy's mechanism. Returns the mount points that
+    /// are mounts (to undo when the container goes); on an error the ones already made are undone.
+    pub(crate) fn mount_all(
+        &self,
+        rootfs: &Path,
+        mounts: &[crate::model::MountSpec],
+        sources: &[PathBuf],
+        container_id: &str,
+    ) -> Result<Vec<PathBuf>> {
+        let inside = |p: &str| {
+            resolve_in_root(rootfs, Path::new(p))
+                .at("resolving in the container root", Path::new(p))
+        };
+        let mut mounted = Vec::new();
+        let mount_result = (|| -> Result<()> {
+            for (m, source) in mounts.iter().zip(sources) {
+                let target = inside(&m.container_path)?;
+                let is_dir = std::fs::metadata(source)
+                    .at("inspecting mount source", source)?
+                    .is_dir();
+                if is_dir {
+                    std::fs::create_dir_all(&target).at("creating mount point", &target)?;
+                } else {
+                    if let Some(parent) = target.parent() {
+                        std::fs::create_dir_all(parent).at("creating", parent)?;
+                    }
+                    if std::fs::symlink_metadata(&target).is_err() {
+                        std::fs::write(&target, b"").at("creating mount point", &target)?;
+                    }
+                }
+                if std::fs::metadata(&target)
+                    .map(|t| t.is_dir())
+                    .unwrap_or(false)
+                    != is_dir
+                {
+                    return Err(Error::InvalidArgument(format!(
+                        "mount {:?}: source is a {} but the container path is not",
+                        m.container_path,
+                        if is_dir { "directory" } else { "file" }
+                    )));
+                }
+                let how = self
+                    .mount(source, &target, m.readonly)
+                    .at("mounting onto", &target)?;
+                match how {
+                    Mounted::Mount => mounted.push(target),
+                    Mounted::Link => {}
+                    Mounted::Copy => tracing::warn!(
+                        container = container_id,
+                        source = %source.display(),
+                        "a file mount was copied into the root (another file system): the \
+                         container's writes to it stay in the root"
+                    ),
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = mount_result {
+            for t in mounted.iter().rev() {
+                let _ = platform::unmount(t);
+            }
+            return Err(e);
+        }
+        Ok(mounted)
     }
 }
 

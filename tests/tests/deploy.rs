@@ -621,7 +621,10 @@ fn the_homebrew_formula_builds_this_checkout_and_names_only_files_that_exist() -
             Some("shell_output") => {
                 let cmd = call_strings[1]
                     .replace("<bin>/darwin-cri", &binary().display().to_string())
-                    .replace("<testpath>/default.toml", &default_toml.display().to_string())
+                    .replace(
+                        "<testpath>/default.toml",
+                        &default_toml.display().to_string(),
+                    )
                     .replace(
                         "<pkgshare>/darwin-cri.toml",
                         &deploy().join("darwin-cri.toml").display().to_string(),

@@ -75,7 +75,11 @@ macro_rules! step {
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
     let mut report = Report::default();
-    println!("cri-smoke: {} with image {}", args.socket.display(), args.image);
+    println!(
+        "cri-smoke: {} with image {}",
+        args.socket.display(),
+        args.image
+    );
     let (mut rt, mut img) = darwin_cri_tests::connect(&args.socket).await?;
 
     let _ = step!(report, "version", {
@@ -83,7 +87,13 @@ async fn main() -> anyhow::Result<()> {
             .version(cri::VersionRequest::default())
             .await?
             .into_inner();
-        Ok(((), format!("{} {} (CRI {})", v.runtime_name, v.runtime_version, v.runtime_api_version)))
+        Ok((
+            (),
+            format!(
+                "{} {} (CRI {})",
+                v.runtime_name, v.runtime_version, v.runtime_api_version
+            ),
+        ))
     });
     let _ = step!(report, "image status", {
         let s = img
@@ -134,7 +144,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(((), "running".to_string()))
         });
         let _ = step!(report, "exec sync", {
-            let out = exec(&mut rt, id, &["/bin/sh", "-c", "echo exec works; exit 3"], 10).await?;
+            let out = exec(
+                &mut rt,
+                id,
+                &["/bin/sh", "-c", "echo exec works; exit 3"],
+                10,
+            )
+            .await?;
             let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
             if stdout != "exec works" || out.exit_code != 3 {
                 bail!("stdout {stdout:?}, exit code {}", out.exit_code);

@@ -1,0 +1,197 @@
+//! The per-container monitor: the `darwin-cri` binary re-executed as `darwin-cri monitor BUNDLE`.
+//!
+//! The server is never the parent of a container. At StartContainer it starts a monitor, which
+//! leaves the server's session (setsid), starts the container process in its root, tells the
+//! server the pid on its stdout (one JSON line), then copies the container's stdout and stderr
+//! into the CRI log file until the container exits. It records the exit atomically in
+//! `BUNDLE/exit.json` and exits. The server may crash or restart meanwhile: nothing here depends
+//! on it. On Linux the monitor is a child subreaper, so descendants that the container orphans
+//! become its children; when the container's main process exits, every one of them is killed, as
+//! the end of a Linux container's pid namespace would kill them.
+//!
+//! No async runtime here: a poll loop and one waiter thread keep the monitor's memory small.
+//!
+//! The module is split along that process boundary: [`client`] is what the server uses (start an
+//! exec, attach, send a control command), `process` is the monitor itself (start, supervise,
+//! control commands) with `stdio` (the attached clients), and this file holds what both sides
+//! read and write: the bundle's files, the handshake, the exit record, the exec request. The
+//! monitor side uses nothing of the server's (no async runtime, no gRPC), so it could become a
+//! small binary of its own.
+
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+mod client;
+mod control;
+mod process;
+mod stdio;
+
+pub use client::{open_attach, send_command, start_exec};
+pub use process::{find_executable, run};
+
+pub const PROCESS_FILE: &str = "process.json";
+
+pub const STARTED_FILE: &str = "started.json";
+
+pub const EXIT_FILE: &str = "exit.json";
+
+/// Held (flock) by the monitor for its whole life: the server's test of whether it still runs,
+/// immune to pid reuse, and a guard against two monitors for one container.
+pub const LOCK_FILE: &str = "monitor.lock";
+
+/// What the monitor tells the server once the container process runs (also kept in
+/// `started.json` for a server that restarts before it read the handshake).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Started {
+    pub pid: i32,
+    /// The container process's start time (platform units), to tell it from a later process
+    /// that reuses its pid (after a reboot, say).
+    #[serde(default)]
+    pub start_time: u64,
+    pub started_at: i64,
+    pub monitor_pid: i32,
+    pub monitor_start_time: u64,
+}
+
+/// The handshake line: started, or why the container could not start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Handshake {
+    Started(Started),
+    Failed(String),
+}
+
+/// How the container ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Exit {
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub finished_at: i64,
+    /// Set when the monitor ended the container itself, e.g. "OOMKilled".
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    /// CPU time of every process the monitor reaped (the container's whole tree).
+    #[serde(default)]
+    pub cpu_ns: u64,
+}
+
+/// What a server asks to exec: sent after `exec`, with the process's stdio as descriptors (one,
+/// the terminal, with `tty`; else stdin, stdout, stderr).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExecStart {
+    pub args: Vec<String>,
+    pub tty: bool,
+}
+
+pub fn bundle_file(bundle: &Path, name: &str) -> PathBuf {
+    bundle.join(name)
+}
+
+pub fn read_exit(bundle: &Path) -> Option<Exit> {
+    let bytes = std::fs::read(bundle_file(bundle, EXIT_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+pub fn read_started(bundle: &Path) -> Option<Started> {
+    let bytes = std::fs::read(bundle_file(bundle, STARTED_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Whether a monitor holds `bundle`'s lock, i.e. still runs.
+pub fn is_running(bundle: &Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .open(bundle_file(bundle, LOCK_FILE))
+    else {
+        return false;
+    };
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err()
+}
+
+/// Why the monitor could not start a container's process or an exec'd one. The server sees its
+/// text: in the handshake (`Handshake::Failed`) or the exec answer.
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    /// A system call or file operation failed while doing `context`.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The process spec or an exec request could not be parsed.
+    #[error("{context}: {source}")]
+    Parse {
+        context: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// What was asked cannot be done as asked: no such executable, a request too long, the
+    /// wrong number of descriptors.
+    #[error("{0}")]
+    Refused(String),
+    /// Another monitor holds this container's lock.
+    #[error("another monitor already runs this container")]
+    AlreadyRunning,
+}
+
+impl MonitorError {
+    fn io(context: impl Into<String>, source: impl Into<std::io::Error>) -> Self {
+        MonitorError::Io {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    fn parse(context: impl Into<String>, source: serde_json::Error) -> Self {
+        MonitorError::Parse {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_held_lock_means_a_running_monitor() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(!is_running(dir.path()), "no lock file");
+        let file = std::fs::File::create(bundle_file(dir.path(), LOCK_FILE)).expect("create");
+        assert!(!is_running(dir.path()), "a lock file nobody holds");
+        let held = Flock::lock(file, FlockArg::LockExclusiveNonblock).expect("lock");
+        assert!(is_running(dir.path()));
+        drop(held);
+        assert!(!is_running(dir.path()));
+    }
+
+    #[test]
+    fn records_round_trip_and_bad_ones_read_as_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let started = Started {
+            pid: 1,
+            start_time: 2,
+            started_at: 3,
+            monitor_pid: 4,
+            monitor_start_time: 5,
+        };
+        std::fs::write(
+            bundle_file(dir.path(), STARTED_FILE),
+            serde_json::to_vec(&started).expect("json"),
+        )
+        .expect("write");
+        assert_eq!(read_started(dir.path()), Some(started));
+        std::fs::write(bundle_file(dir.path(), EXIT_FILE), "{\"exit_code\":").expect("write");
+        assert_eq!(read_exit(dir.path()), None);
+        let line = serde_json::to_string(&Handshake::Failed("no such file".into())).expect("json");
+        assert!(matches!(
+            serde_json::from_str::<Handshake>(&line),
+            Ok(Handshake::Failed(m)) if m == "no such file"
+        ));
+    }
+}

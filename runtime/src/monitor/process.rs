@@ -1,0 +1,688 @@
+//! The monitor process: starts the container process in its root, supervises it (output into
+//! the log, limits, the exit record) and serves the control socket.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use image_service::safe_path::resolve_in_root;
+use nix::fcntl::{Flock, FlockArg};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use platform::Credentials;
+
+use super::control::{Session, bind_control, handle_command};
+use super::stdio::AttachedStdio;
+use super::*;
+use crate::fsutil::write_atomic;
+use crate::logs::{LogWriter, Stream};
+use crate::model::{ProcessSpec, now_nanos};
+
+/// Space for the exit record, reserved at start: a full disk at exit cannot lose the exit code.
+const EXIT_PENDING_FILE: &str = "exit.json.pending";
+
+const EXIT_RECORD_SPACE: usize = 4096;
+
+/// How long output held open by leftovers is still read after the main process exits.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+/// Finds `name` as the container would: a path containing `/` is taken as is (relative to
+/// `cwd`), anything else is searched in the container's `PATH`. Resolution stays inside `rootfs`.
+/// Returns the path as the container sees it.
+pub fn find_executable(
+    rootfs: &Path,
+    cwd: &str,
+    name: &str,
+    env: &[String],
+) -> Result<String, MonitorError> {
+    use std::os::unix::fs::PermissionsExt;
+    let runnable = |in_container: &str| -> bool {
+        resolve_in_root(rootfs, Path::new(in_container))
+            .and_then(std::fs::metadata)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
+    if name.is_empty() {
+        return Err(MonitorError::Refused("no command specified".into()));
+    }
+    if name.contains('/') {
+        let full = if name.starts_with('/') {
+            name.to_string()
+        } else {
+            format!("{}/{name}", cwd.trim_end_matches('/'))
+        };
+        return if runnable(&full) {
+            Ok(full)
+        } else {
+            Err(MonitorError::Refused(format!(
+                "exec: {name:?}: no such executable file in the container"
+            )))
+        };
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| format!("{}/{name}", d.trim_end_matches('/')))
+        .find(|c| runnable(c))
+        .ok_or_else(|| {
+            MonitorError::Refused(format!(
+                "exec: {name:?}: executable file not found in $PATH ({path})"
+            ))
+        })
+}
+
+/// Builds the command for `spec`'s process (or `args` instead of its own), confined to its root;
+/// with `terminal`, as a session leader whose stdin is its controlling terminal.
+pub(super) fn command_for(
+    spec: &ProcessSpec,
+    args: &[String],
+    terminal: bool,
+) -> Result<Command, MonitorError> {
+    let program = find_executable(
+        &spec.rootfs,
+        &spec.cwd,
+        args.first().map(String::as_str).unwrap_or(""),
+        &spec.env,
+    )?;
+    let mut cmd = Command::new(program);
+    cmd.arg0(args.first().map(String::as_str).unwrap_or_default());
+    cmd.args(&args[1..]).env_clear();
+    for kv in &spec.env {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let creds = Credentials {
+        uid: spec.uid,
+        gid: spec.gid,
+        groups: spec.groups.clone(),
+        nice: spec.limits.nice,
+        nproc: spec.limits.pids,
+        nofile: spec.limits.nofile,
+        terminal,
+    };
+    platform::confine(&mut cmd, &spec.rootfs, Path::new(&spec.cwd), &creds)
+        .map_err(|e| MonitorError::io("confining the process", e))?;
+    Ok(cmd)
+}
+
+/// The monitor's main. Returns the process exit code.
+pub fn run(bundle: &Path) -> i32 {
+    let mut handshake = std::io::stdout();
+    let _ = nix::unistd::setsid();
+    match start(bundle) {
+        Ok(running) => {
+            let line = serde_json::to_string(&Handshake::Started(running.started.clone()))
+                .unwrap_or_default();
+            let _ = writeln!(handshake, "{line}");
+            let _ = handshake.flush();
+            match supervise(bundle, running) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("monitor {}: {e}", bundle.display());
+                    1
+                }
+            }
+        }
+        Err(e) => {
+            let line = serde_json::to_string(&Handshake::Failed(e.to_string())).unwrap_or_default();
+            let _ = writeln!(handshake, "{line}");
+            eprintln!("monitor {}: {e}", bundle.display());
+            1
+        }
+    }
+}
+
+/// What `start` hands to `supervise`.
+struct Running {
+    child: std::process::Child,
+    started: Started,
+    stdout: OwnedFd,
+    /// `None` with a TTY: the terminal carries both streams.
+    stderr: Option<OwnedFd>,
+    /// Where attach clients' input goes: the stdin pipe, or the terminal. `None` without stdin.
+    input: Option<OwnedFd>,
+    /// The terminal's controlling side, for resizes.
+    terminal: Option<OwnedFd>,
+    spec: ProcessSpec,
+    control: Option<UnixListener>,
+    _lock: Flock<std::fs::File>,
+}
+
+pub(super) fn read_spec(bundle: &Path) -> Result<ProcessSpec, MonitorError> {
+    std::fs::read(bundle_file(bundle, PROCESS_FILE))
+        .map_err(|e| MonitorError::io("reading the process spec", e))
+        .and_then(|b| {
+            serde_json::from_slice(&b)
+                .map_err(|e| MonitorError::parse("parsing the process spec", e))
+        })
+}
+
+fn start(bundle: &Path) -> Result<Running, MonitorError> {
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(bundle_file(bundle, LOCK_FILE))
+        .map_err(|e| MonitorError::io("creating the monitor lock", e))?;
+    let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
+        .map_err(|_| MonitorError::AlreadyRunning)?;
+    if let Err(e) = platform::become_subreaper() {
+        eprintln!("cannot become a subreaper: {e}");
+    }
+    let spec = read_spec(bundle)?;
+    // Listening before the start is reported: once the server knows the container runs, log
+    // reopening and limit updates work.
+    let control = bind_control(&spec.control_socket);
+    let mut cmd = command_for(&spec, &spec.args, spec.tty)?;
+    let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| MonitorError::io("dup", e));
+    let (stdout, stderr, input, terminal) = if spec.tty {
+        let (master, slave) =
+            platform::open_pty().map_err(|e| MonitorError::io("opening a pseudo-terminal", e))?;
+        cmd.stdin(Stdio::from(dup(&slave)?))
+            .stdout(Stdio::from(dup(&slave)?))
+            .stderr(Stdio::from(slave));
+        let input = if spec.stdin {
+            Some(dup(&master)?)
+        } else {
+            None
+        };
+        let terminal = Some(dup(&master)?);
+        (master, None, input, terminal)
+    } else {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let input = if spec.stdin {
+            let (in_r, in_w) = pipe()?;
+            cmd.stdin(Stdio::from(in_r));
+            Some(in_w)
+        } else {
+            cmd.stdin(Stdio::null());
+            None
+        };
+        cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+        (out_r, Some(err_r), input, None)
+    };
+    let child = cmd
+        .spawn()
+        .map_err(|e| MonitorError::io(format!("starting {:?}", spec.args.first()), e))?;
+    drop(cmd);
+    let me = std::process::id() as i32;
+    let started = Started {
+        pid: child.id() as i32,
+        start_time: platform::process_info(child.id() as i32)
+            .map(|p| p.start_time)
+            .unwrap_or(0),
+        started_at: now_nanos(),
+        monitor_pid: me,
+        monitor_start_time: platform::process_info(me)
+            .map(|p| p.start_time)
+            .unwrap_or(0),
+    };
+    // From here on a failure must not leave the container running untracked.
+    let mut child = child;
+    let recorded = serde_json::to_vec(&started)
+        .map_err(|e| MonitorError::parse("encoding the start", e))
+        .and_then(|bytes| {
+            write_atomic(&bundle_file(bundle, STARTED_FILE), &bytes)
+                .map_err(|e| MonitorError::io("recording the start", e))
+        })
+        .and_then(|()| {
+            // Room for the exit record now, while there may still be space on the disk.
+            std::fs::write(
+                bundle_file(bundle, EXIT_PENDING_FILE),
+                [b' '; EXIT_RECORD_SPACE],
+            )
+            .map_err(|e| MonitorError::io("reserving the exit record", e))
+        });
+    if let Err(e) = recorded {
+        let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
+    Ok(Running {
+        child,
+        started,
+        stdout,
+        stderr,
+        input,
+        terminal,
+        spec,
+        control,
+        _lock: lock,
+    })
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), MonitorError> {
+    platform::pipe_cloexec().map_err(|e| MonitorError::io("pipe", e))
+}
+
+fn exit_code(status: WaitStatus) -> Option<(i32, Option<i32>)> {
+    match status {
+        WaitStatus::Exited(_, code) => Some((code, None)),
+        WaitStatus::Signaled(_, sig, _) => Some((128 + sig as i32, Some(sig as i32))),
+        _ => None,
+    }
+}
+
+fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
+    let Running {
+        child,
+        stdout,
+        stderr,
+        input,
+        terminal,
+        mut spec,
+        control,
+        _lock,
+        ..
+    } = running;
+    // A log that cannot be opened or written (disk full) loses output, never the container.
+    let mut log =
+        LogWriter::open(spec.log_path.as_deref(), spec.max_log_line).unwrap_or_else(|e| {
+            eprintln!(
+                "cannot open the log {:?}: {e}; output is discarded",
+                spec.log_path
+            );
+            LogWriter::discard(spec.max_log_line)
+        });
+    let mut log_errors = 0u64;
+    let main = Pid::from_raw(child.id() as i32);
+    // std's Child is not used to wait: the waiter thread reaps every child (orphans included).
+    drop(child);
+
+    let (wake_r, wake_w) = platform::pipe_cloexec()?;
+    // Held while an exec'd process is spawned: std reaps a child whose exec failed itself, and
+    // must not find it reaped by this thread already.
+    let reap_lock = std::sync::Arc::new(std::sync::Mutex::new(()));
+    let reaper_lock = std::sync::Arc::clone(&reap_lock);
+    std::thread::spawn(move || {
+        let mut wake = std::fs::File::from(wake_w);
+        loop {
+            // Every exit is reported: the main process's, and those of processes exec'd
+            // through this monitor (the others, reaped orphans, are ignored there).
+            match platform::wait_for_exited_child() {
+                Ok(pid) => {
+                    let _held = reaper_lock.lock();
+                    let status = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
+                    if let Ok(status) = status
+                        && let (Some(pid), Some((code, sig))) = (status.pid(), exit_code(status))
+                    {
+                        let _ = writeln!(wake, "{pid} {code} {}", sig.unwrap_or(0));
+                    }
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                // No children (yet): nothing to wait for.
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    });
+
+    let mut streams: Vec<(std::fs::File, Stream)> = vec![(stdout.into(), Stream::Stdout)];
+    if let Some(stderr) = stderr {
+        streams.push((stderr.into(), Stream::Stderr));
+    }
+    let mut stdio = AttachedStdio::new(input, terminal, spec.stdin_once);
+    // Processes exec'd through this monitor, by pid: the connection that hears their exit.
+    let mut execs: std::collections::HashMap<i32, UnixStream> = Default::default();
+    let mut wake = std::fs::File::from(wake_r);
+    let mut exited: Option<(i32, Option<i32>)> = None;
+    let mut deadline: Option<Instant> = None;
+    let mut oom: Option<String> = None;
+    let interval = Duration::from_millis(spec.limit_interval_ms.max(10));
+    let mut next_check = Instant::now() + interval;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if exited.is_some() && streams.is_empty() {
+            break;
+        }
+        let watching = exited.is_none() && oom.is_none() && spec.limits.memory_bytes.is_some();
+        let wake_at = match (deadline, watching) {
+            (Some(d), _) => Some(d),
+            (None, true) => Some(next_check),
+            (None, false) => None,
+        };
+        let timeout = match wake_at {
+            Some(at) => {
+                // Rounded up: a timeout rounded down to 0 ms would spin until the deadline.
+                let left = at.saturating_duration_since(Instant::now());
+                PollTimeout::try_from(left.as_micros().div_ceil(1000).min(60_000) as i32)
+                    .unwrap_or(PollTimeout::NONE)
+            }
+            None => PollTimeout::NONE,
+        };
+        let (ready, wake_ready, control_ready, client_ready, input_ready, exec_ready) = {
+            let mut fds: Vec<PollFd> = streams
+                .iter()
+                .map(|(f, _)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+                .collect();
+            let n = fds.len();
+            let wake_at = fds.len();
+            // Also after the main process's exit: exec'd processes' exits still come.
+            fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
+            let control_at = fds.len();
+            if let Some(l) = control.as_ref() {
+                fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            }
+            let clients_at = fds.len();
+            let accepting = stdio.accepting_input();
+            for c in &stdio.clients {
+                let mut flags = PollFlags::empty();
+                if accepting {
+                    flags |= PollFlags::POLLIN;
+                }
+                if !c.out.is_empty() {
+                    flags |= PollFlags::POLLOUT;
+                }
+                fds.push(PollFd::new(c.conn.as_fd(), flags));
+            }
+            let execs_at = fds.len();
+            let exec_pids: Vec<i32> = execs.keys().copied().collect();
+            for pid in &exec_pids {
+                if let Some(conn) = execs.get(pid) {
+                    fds.push(PollFd::new(conn.as_fd(), PollFlags::POLLIN));
+                }
+            }
+            let input_at = fds.len();
+            if let Some(input) = stdio.input.as_ref().filter(|_| !stdio.pending.is_empty()) {
+                fds.push(PollFd::new(input.as_fd(), PollFlags::POLLOUT));
+            }
+            match poll(&mut fds, timeout) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let any = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            let ready: Vec<bool> = fds[..n].iter().map(any).collect();
+            let wake_ready = fds.get(wake_at).is_some_and(any);
+            let control_ready = control.is_some() && fds.get(control_at).is_some_and(any);
+            let exec_ready: Vec<i32> = exec_pids
+                .iter()
+                .zip(&fds[execs_at..input_at])
+                .filter(|(_, f)| any(f))
+                .map(|(pid, _)| *pid)
+                .collect();
+            let client_ready: Vec<PollFlags> = fds[clients_at..execs_at]
+                .iter()
+                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                .collect();
+            let input_ready = fds.get(input_at).is_some_and(any);
+            (
+                ready,
+                wake_ready,
+                control_ready,
+                client_ready,
+                input_ready,
+                exec_ready,
+            )
+        };
+        // The server asks to kill an exec'd process, or gave it up (closed its connection):
+        // only this monitor knows the pid still names that process.
+        for pid in exec_ready {
+            let mut word = [0u8; 64];
+            let gone = match execs.get(&pid).map(|c| (&*c).read(&mut word)) {
+                Some(Ok(0)) | Some(Err(_)) => true,
+                Some(Ok(_)) => false,
+                None => continue,
+            };
+            if gone {
+                execs.remove(&pid);
+            }
+            crate::exec::kill_exec_tree(pid);
+        }
+        stdio.serve_clients(&client_ready);
+        if input_ready {
+            stdio.write_input();
+        }
+        let mut closed = Vec::new();
+        for (i, is_ready) in ready.into_iter().enumerate() {
+            if !is_ready {
+                continue;
+            }
+            let (file, stream) = &mut streams[i];
+            let result = match file.read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    closed.push(i);
+                    log.close(*stream)
+                }
+                Ok(n) => {
+                    stdio.broadcast(*stream, &buf[..n]);
+                    log.write(*stream, &buf[..n])
+                }
+            };
+            if let Err(e) = result {
+                log_errors += 1;
+                if log_errors.is_power_of_two() {
+                    eprintln!(
+                        "writing the log failed ({log_errors} times): {e}; output is lost, the container runs on"
+                    );
+                }
+            }
+        }
+        for i in closed.into_iter().rev() {
+            streams.remove(i);
+        }
+        if wake_ready {
+            let mut line = String::new();
+            let mut byte = [0u8; 1];
+            while wake.read(&mut byte)? == 1 && byte[0] != b'\n' {
+                line.push(byte[0] as char);
+            }
+            let mut parts = line.split(' ').map(|p| p.parse::<i32>().unwrap_or(0));
+            let pid = parts.next().unwrap_or(0);
+            let code = parts.next().unwrap_or(255);
+            let sig = parts.next().filter(|s| *s != 0);
+            if pid == main.as_raw() && exited.is_none() {
+                exited = Some((code, sig));
+                kill_leftovers(main);
+                deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+            } else if let Some(conn) = execs.remove(&pid) {
+                let _ = (&conn).write_all(format!("exit {code}\n").as_bytes());
+            }
+        }
+        if control_ready && let Some(listener) = control.as_ref() {
+            while let Ok((conn, _)) = listener.accept() {
+                let ended = exited.is_some();
+                match handle_command(bundle, conn, &mut log, &mut spec, ended, &reap_lock) {
+                    Some(Session::Attach(client)) => stdio.add_client(client),
+                    Some(Session::Exec(pid, conn)) => {
+                        execs.insert(pid, conn);
+                    }
+                    None => {}
+                }
+            }
+        }
+        if watching && Instant::now() >= next_check {
+            next_check = Instant::now() + interval;
+            if let Some(limit) = spec.limits.memory_bytes {
+                let used = tree_memory(main);
+                if used > limit {
+                    oom = Some(format!(
+                        "the container's processes used {used} bytes of memory, over its limit of {limit}; they were killed"
+                    ));
+                    kill_leftovers(main);
+                }
+            }
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    for (_, stream) in &streams {
+        let _ = log.close(*stream);
+    }
+    // Attached clients get what is left of the output; closing them tells them it ended.
+    stdio.finish();
+    // Exec'd processes not reported yet were killed with the container.
+    for conn in execs.values() {
+        let _ = (&*conn).write_all(b"exit 137\n");
+    }
+    if let Some(l) = control {
+        drop(l);
+        let _ = std::fs::remove_file(&spec.control_socket);
+    }
+    let (exit_code, signal) = exited.unwrap_or((255, None));
+    let exit = Exit {
+        exit_code: if oom.is_some() { 137 } else { exit_code },
+        signal,
+        finished_at: now_nanos(),
+        reason: oom.as_ref().map(|_| "OOMKilled".to_string()),
+        message: oom,
+        cpu_ns: reaped_cpu_ns(),
+    };
+    record_exit(bundle, &exit)
+}
+
+/// CPU time of the children this process has waited for: here, the container's whole tree
+/// (its processes' own waits fold their children in).
+fn reaped_cpu_ns() -> u64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_CHILDREN)
+        .map(|u| {
+            let ns = |t: nix::sys::time::TimeVal| {
+                t.tv_sec() as u64 * 1_000_000_000 + t.tv_usec() as u64 * 1000
+            };
+            ns(u.user_time()) + ns(u.system_time())
+        })
+        .unwrap_or(0)
+}
+
+/// Writes the exit record: atomically through a new file, or, when the disk is full, into the
+/// space reserved at start, renamed into place once complete.
+fn record_exit(bundle: &Path, exit: &Exit) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(exit).map_err(std::io::Error::other)?;
+    let target = bundle_file(bundle, EXIT_FILE);
+    let pending = bundle_file(bundle, EXIT_PENDING_FILE);
+    if write_atomic(&target, &bytes).is_ok() {
+        let _ = std::fs::remove_file(&pending);
+        return Ok(());
+    }
+    bytes.truncate(EXIT_RECORD_SPACE);
+    let mut f = std::fs::OpenOptions::new().write(true).open(&pending)?;
+    f.write_all(&bytes)?;
+    drop(f);
+    std::fs::rename(&pending, &target)
+}
+
+/// Memory the container holds: every process below this monitor (orphans come to it as a
+/// subreaper), plus the main process.
+fn tree_memory(main: Pid) -> u64 {
+    let mut pids = platform::tree(std::process::id() as i32);
+    if !pids.contains(&main.as_raw()) {
+        pids.push(main.as_raw());
+    }
+    pids.iter().filter_map(|p| platform::rss_bytes(*p)).sum()
+}
+
+/// Kills what the container left behind: its process group and every descendant of this monitor.
+fn kill_leftovers(main: Pid) {
+    let _ = killpg(main, Signal::SIGKILL);
+    let _ = kill(main, Signal::SIGKILL);
+    for pid in platform::tree(std::process::id() as i32) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn exe(root: &Path, path: &str, mode: u32) {
+        let p = root.join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    #[test]
+    fn executables_are_found_as_the_container_would_find_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        exe(root, "/usr/bin/tool", 0o755);
+        exe(root, "/bin/data", 0o644);
+        exe(root, "/work/run.sh", 0o700);
+        let env = vec!["PATH=/nowhere:/bin:/usr/bin".to_string()];
+        assert_eq!(
+            find_executable(root, "/", "tool", &env).expect("on PATH"),
+            "/usr/bin/tool"
+        );
+        assert_eq!(
+            find_executable(root, "/work", "./run.sh", &env).expect("relative to cwd"),
+            "/work/./run.sh"
+        );
+        let not_exec = find_executable(root, "/", "data", &env).expect_err("not executable");
+        assert!(
+            not_exec
+                .to_string()
+                .contains("not found in $PATH (/nowhere:/bin:/usr/bin)"),
+            "{not_exec}"
+        );
+        let missing = find_executable(root, "/", "/bin/nothing", &env).expect_err("missing");
+        assert!(
+            missing.to_string().contains("no such executable file"),
+            "{missing}"
+        );
+        assert!(matches!(
+            find_executable(root, "/", "", &env),
+            Err(MonitorError::Refused(_))
+        ));
+        // A link out of the root resolves inside it: the host's /bin/sh is not the container's.
+        std::os::unix::fs::symlink("/bin/sh", root.join("usr/bin/escape")).expect("symlink");
+        assert!(find_executable(root, "/", "escape", &env).is_err());
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell_convention_for_signals() {
+        let pid = Pid::from_raw(42);
+        assert_eq!(exit_code(WaitStatus::Exited(pid, 3)), Some((3, None)));
+        assert_eq!(
+            exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            Some((137, Some(9)))
+        );
+        assert_eq!(exit_code(WaitStatus::StillAlive), None);
+    }
+
+    #[test]
+    fn the_exit_record_is_written_and_the_reserved_space_released() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bundle = dir.path();
+        std::fs::write(
+            bundle_file(bundle, EXIT_PENDING_FILE),
+            [b' '; EXIT_RECORD_SPACE],
+        )
+        .expect("reserve");
+        let exit = Exit {
+            exit_code: 137,
+            signal: Some(9),
+            finished_at: 5,
+            reason: Some("OOMKilled".into()),
+            message: None,
+            cpu_ns: 7,
+        };
+        record_exit(bundle, &exit).expect("record");
+        assert_eq!(read_exit(bundle), Some(exit));
+        assert!(!bundle_file(bundle, EXIT_PENDING_FILE).exists());
+    }
+
+    #[test]
+    fn a_spec_that_cannot_be_read_says_why() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = read_spec(dir.path()).expect_err("no spec");
+        assert!(matches!(e, MonitorError::Io { .. }), "{e}");
+        std::fs::write(bundle_file(dir.path(), PROCESS_FILE), "{").expect("write");
+        let e = read_spec(dir.path()).expect_err("bad spec");
+        assert!(e.to_string().starts_with("parsing the process spec"), "{e}");
+    }
+}
