@@ -92,8 +92,10 @@ else
 fi
 mkdir -p "$rootfs/tmp" "$rootfs/etc"
 chmod 1777 "$rootfs/tmp"
-printf 'root:x:0:0:root:/var/root:/bin/sh\n' > "$rootfs/etc/passwd"
-printf 'wheel:x:0:root\n' > "$rootfs/etc/group"
+# The image's USER is a build user: darwin-cri refuses root unless the operator allows it.
+printf 'root:x:0:0:root:/var/root:/bin/sh\nbuild:x:501:20:build:/Users/build:/bin/sh\n' \
+  > "$rootfs/etc/passwd"
+printf 'wheel:x:0:root\nstaff:x:20:build\n' > "$rootfs/etc/group"
 
 sha() { if command -v sha256sum >/dev/null; then sha256sum "$1" | cut -d' ' -f1; else shasum -a 256 "$1" | cut -d' ' -f1; fi; }
 size() { wc -c < "$1" | tr -d ' '; }
@@ -104,7 +106,7 @@ layer=$(sha "$work/layer.tar")
 mv "$work/layer.tar" "$layout/blobs/sha256/$layer"
 cat > "$work/config.json" <<JSON
 {"architecture":"$arch","os":"$osname","os.version":"$osversion",
- "config":{"Env":["PATH=/usr/bin:/bin"],"Cmd":["/bin/sh"]},
+ "config":{"User":"build","Env":["PATH=/usr/bin:/bin"],"Cmd":["/bin/sh"]},
  "rootfs":{"type":"layers","diff_ids":["sha256:$layer"]}}
 JSON
 config=$(sha "$work/config.json")

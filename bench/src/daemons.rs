@@ -83,7 +83,7 @@ state = "{d}/state"
         std::fs::write(
             dir.join("config.toml"),
             format!(
-                "socket = \"{d}/cri.sock\"\nroot = \"{d}/root\"\nstate_dir = \"{d}/run\"\n[log]\nlevel = \"warn\"\n[image.registries.\"{registry}\"]\ninsecure = true\n"
+                "socket = \"{d}/cri.sock\"\nroot = \"{d}/root\"\nstate_dir = \"{d}/run\"\n[log]\nlevel = \"warn\"\n[runtime]\nallow_root = true\n[image.registries.\"{registry}\"]\ninsecure = true\n"
             ),
         )?;
         let log = std::fs::File::create(dir.join("darwin-cri.log"))?;

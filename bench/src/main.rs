@@ -51,13 +51,11 @@ impl Args {
     }
 }
 
+/// p50, p90 and p99 of the samples, in milliseconds.
 fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
     v.sort();
-    let at = |p: f64| {
-        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-        v[i.min(v.len() - 1)].as_secs_f64() * 1000.0
-    };
-    (at(0.5), at(0.9), at(0.99))
+    let ms = |p: f64| darwin_cri_tests::percentile(&v, p).as_secs_f64() * 1000.0;
+    (ms(0.5), ms(0.9), ms(0.99))
 }
 
 fn rss_kib(pid: i32) -> u64 {

@@ -183,6 +183,9 @@ pub struct RuntimeConfig {
     pub event_buffer: usize,
     pub stats_interval_ms: u64,
     pub mdns_socket: String,
+    pub allow_root: bool,
+    pub allow_root_namespaces: Vec<String>,
+    pub seatbelt_mach_services: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -201,6 +204,7 @@ pub struct ImageConfig {
     pub docker_config: String,
     pub request_attempts: u32,
     pub registries: BTreeMap<String, RegistryHostConfig>,
+    pub keep_setuid: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -219,6 +223,7 @@ impl Default for ImageConfig {
             docker_config: String::new(),
             request_attempts: 4,
             registries: BTreeMap::new(),
+            keep_setuid: Vec::new(),
         }
     }
 }
@@ -269,7 +274,7 @@ impl Default for RuntimeConfig {
             strict_pod_network: false,
             node_ip: String::new(),
             max_log_line_bytes: 16 * 1024,
-            runtime_handlers: vec!["darwin".into()],
+            runtime_handlers: vec!["darwin".into(), runtime::UNCONFINED_HANDLER.into()],
             start_timeout_seconds: 10,
             kill_timeout_seconds: 10,
             rootfs: RootfsMode::Auto,
@@ -277,6 +282,12 @@ impl Default for RuntimeConfig {
             event_buffer: 1024,
             stats_interval_ms: 1000,
             mdns_socket: String::new(),
+            allow_root: false,
+            allow_root_namespaces: Vec::new(),
+            seatbelt_mach_services: runtime::confinement::DEFAULT_MACH_SERVICES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
 }

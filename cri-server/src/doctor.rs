@@ -380,7 +380,7 @@ fn root_filesystem(config: &Config, scratch: Option<&Path>) -> Check {
     };
     let snapshot = dir.join("snapshot");
     let _ = std::fs::create_dir_all(&snapshot);
-    let layered = runtime::rootfs::overlay(&snapshot, &[], &dir.join("c"))
+    let layered = runtime::rootfs::overlay(&snapshot, &[], &dir.join("c"), true)
         .map(|_| platform::mounts_under(&dir.join("c")).unwrap_or_default());
     let layered = match layered {
         Ok(mounts) => {

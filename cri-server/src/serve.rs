@@ -84,7 +84,8 @@ pub fn open_images(config: &Config) -> anyhow::Result<Arc<ImageStore>> {
         platform(config)?,
         image_service::tree::snapshot_cloner(),
     )
-    .with_context(|| format!("opening the image store under {}", config.root.display()))?;
+    .with_context(|| format!("opening the image store under {}", config.root.display()))?
+    .with_keep_setuid(config.image.keep_setuid.clone());
     Ok(Arc::new(images))
 }
 
@@ -159,6 +160,9 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         stats_interval: Duration::from_millis(config.runtime.stats_interval_ms),
         mounts: config.mounts.policy(),
         mdns_socket: config.runtime.mdns_socket(),
+        allow_root: config.runtime.allow_root,
+        allow_root_namespaces: config.runtime.allow_root_namespaces.clone(),
+        seatbelt_mach_services: config.runtime.seatbelt_mach_services.clone(),
     };
     let rt = Runtime::open(opts, images).context("opening the runtime state")?;
     rt.recover()

@@ -44,12 +44,25 @@ struct DirAttrs {
 }
 
 /// Applies the layer read from `layer` to `root` and verifies that the uncompressed
-/// stream hashes to `expected_diff_id`. On error the caller must discard `root`.
+/// stream hashes to `expected_diff_id`. On error the caller must discard `root`. Regular files
+/// lose their setuid and setgid bits: an image must not bring a way to gain privileges.
 pub(crate) fn apply_layer<R: Read>(
     root: &Path,
     layer: R,
     compression: Compression,
     expected_diff_id: &str,
+) -> Result<()> {
+    apply_layer_with(root, layer, compression, expected_diff_id, false)
+}
+
+/// [`apply_layer`], keeping setuid and setgid bits with `keep_setuid` (the operator's
+/// `image.keep_setuid` names the image).
+pub(crate) fn apply_layer_with<R: Read>(
+    root: &Path,
+    layer: R,
+    compression: Compression,
+    expected_diff_id: &str,
+    keep_setuid: bool,
 ) -> Result<()> {
     let decoded: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(layer),
@@ -67,6 +80,7 @@ pub(crate) fn apply_layer<R: Read>(
         root,
         dirs: Vec::new(),
         created: HashSet::new(),
+        keep_setuid,
     };
     for entry in archive.entries().ctx(|| "read layer".to_string())? {
         let mut entry = entry.ctx(|| "read layer entry".to_string())?;
@@ -89,6 +103,7 @@ struct LayerState<'a> {
     dirs: Vec<DirAttrs>,
     /// Paths created by this layer: whiteouts only remove lower-layer content.
     created: HashSet<PathBuf>,
+    keep_setuid: bool,
 }
 
 fn unsafe_entry(rel: &Path, why: impl std::fmt::Display) -> Error {
@@ -164,10 +179,14 @@ impl LayerState<'_> {
             return Ok(());
         }
 
-        let mode = header
+        let mut mode = header
             .mode()
             .map_err(|e| Error::InvalidLayout(format!("{}: bad mode: {e}", rel.display())))?
             & 0o7777;
+        if !self.keep_setuid && header.entry_type() == EntryType::Regular && mode & 0o6000 != 0 {
+            tracing::debug!(path = %rel.display(), mode = format!("{mode:o}"), "setuid/setgid bits cleared");
+            mode &= !0o6000;
+        }
         let uid = id_field(header.uid(), &rel)?;
         let gid = id_field(header.gid(), &rel)?;
         let mtime = header.mtime().unwrap_or(0);
@@ -461,7 +480,7 @@ mod tests {
         )
         .unwrap();
         let bb = fs::symlink_metadata(e.root.join("bin/busybox")).unwrap();
-        assert_eq!(bb.mode() & 0o7777, 0o4755);
+        assert_eq!(bb.mode() & 0o7777, 0o755, "setuid bit cleared");
         assert_eq!(bb.mtime(), 1_600_000_000);
         assert_eq!(
             fs::read_link(e.root.join("bin/sh")).unwrap(),
@@ -758,5 +777,38 @@ mod tests {
                 "{name}: a device node from a layer is never created"
             );
         }
+    }
+
+    #[test]
+    fn setuid_bits_are_cleared_unless_kept() {
+        let tar = LayerBuilder::new()
+            .file("bin/su", b"x", 0o4755)
+            .file("bin/wall", b"x", 0o2755)
+            .file("bin/open", b"x", 0o4777)
+            .dir("shared/", 0o2775)
+            .build();
+        let e = env();
+        apply_layer(&e.root, tar.as_slice(), Compression::None, &sha(&tar)).unwrap();
+        let mode =
+            |root: &Path, p: &str| fs::symlink_metadata(root.join(p)).unwrap().mode() & 0o7777;
+        assert_eq!(mode(&e.root, "bin/su"), 0o755);
+        assert_eq!(mode(&e.root, "bin/wall"), 0o755);
+        assert_eq!(mode(&e.root, "bin/open"), 0o777);
+        assert_eq!(
+            mode(&e.root, "shared"),
+            0o2775,
+            "directories keep setgid (group inheritance)"
+        );
+        let kept = env();
+        apply_layer_with(
+            &kept.root,
+            tar.as_slice(),
+            Compression::None,
+            &sha(&tar),
+            true,
+        )
+        .unwrap();
+        assert_eq!(mode(&kept.root, "bin/su"), 0o4755);
+        assert_eq!(mode(&kept.root, "bin/open"), 0o4777);
     }
 }

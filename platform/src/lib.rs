@@ -80,6 +80,114 @@ pub struct ProcUsage {
     pub major_faults: u64,
 }
 
+/// What a confined container's processes may do, one value for both systems: Seatbelt on macOS,
+/// Landlock, seccomp and capabilities on the Linux twin. Applied between fork and exec, after the
+/// root is changed; `None` in [`confine`] means unconfined (privileged pods).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Confinement {
+    /// Host paths below which files may be read and run: the container root, its volumes.
+    pub read: Vec<PathBuf>,
+    /// Host paths below which files may be written, made and removed: the root unless it is
+    /// read-only, writable volumes, the root's /dev and /tmp.
+    pub write: Vec<PathBuf>,
+    /// Host paths (inside the root) that may not be read at all (masked paths), and that may
+    /// not be written (read-only paths). macOS: profile rules. Linux: the runtime mounts over
+    /// them instead (Landlock only grants), so the twin ignores these two.
+    pub deny: Vec<PathBuf>,
+    pub read_only: Vec<PathBuf>,
+    /// setuid and setgid bits and file capabilities grant nothing (PR_SET_NO_NEW_PRIVS on
+    /// Linux; on macOS the root's volume is to be mounted nosuid).
+    pub no_new_privs: bool,
+    /// Capability names kept for a root process ("CHOWN", ...); a non-root process keeps none.
+    /// Linux only.
+    pub capabilities: Vec<String>,
+    /// Also refuse what Docker's default seccomp profile refuses (Linux only).
+    pub runtime_default_seccomp: bool,
+    /// A seccomp profile to apply beside the built-in one, in seccompiler's JSON form with one
+    /// filter named "main" (Linux only; see [`check_seccomp_profile`]).
+    pub seccomp_profile: Option<String>,
+    /// Network access (macOS profile; the Linux twin shares the host's network either way).
+    pub network: bool,
+    /// Mach services the process may look up (macOS).
+    pub mach_services: Vec<String>,
+}
+
+/// The Seatbelt (SBPL) profile of a confinement: deny by default; read the root and the
+/// volumes, write where allowed; fork, exec, signals and process information within the
+/// sandbox; sysctl reads; the configured Mach services; network when allowed. Nothing
+/// host-global (no other process, no system setting, no mount, no kernel extension). Written
+/// here, not in macos.rs, so that the Linux tests check the text.
+pub fn seatbelt_profile(c: &Confinement) -> String {
+    fn quote(p: &Path) -> String {
+        let s = p.to_string_lossy();
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+    let subpaths = |paths: &[PathBuf]| -> String {
+        paths
+            .iter()
+            .map(|p| format!(" (subpath {})", quote(p)))
+            .collect()
+    };
+    let mut out = String::from(
+        "(version 1)\n\
+         (deny default)\n\
+         (deny process-info* nvram* iokit-get-properties)\n\
+         (allow process-fork)\n\
+         (allow process-exec)\n\
+         (allow signal (target same-sandbox))\n\
+         (allow process-info* (target same-sandbox))\n\
+         (allow sysctl-read)\n\
+         (allow pseudo-tty)\n\
+         (allow file-ioctl)\n\
+         (allow ipc-posix-shm*)\n\
+         (allow ipc-posix-sem*)\n\
+         (allow file-read-metadata)\n",
+    );
+    if !c.read.is_empty() || !c.write.is_empty() {
+        out += &format!(
+            "(allow file-read*{}{})\n",
+            subpaths(&c.read),
+            subpaths(&c.write)
+        );
+    }
+    if !c.write.is_empty() {
+        out += &format!("(allow file-write*{})\n", subpaths(&c.write));
+    }
+    if !c.deny.is_empty() {
+        out += &format!("(deny file-read* file-write*{})\n", subpaths(&c.deny));
+    }
+    if !c.read_only.is_empty() {
+        out += &format!("(deny file-write*{})\n", subpaths(&c.read_only));
+    }
+    if !c.mach_services.is_empty() {
+        let names: String = c
+            .mach_services
+            .iter()
+            .map(|s| format!(" (global-name {})", quote(Path::new(s))))
+            .collect();
+        out += &format!("(allow mach-lookup{names})\n");
+    }
+    if c.network {
+        out += "(allow network*)\n(allow system-socket)\n";
+    }
+    out
+}
+
+/// Whether seccomp profiles (Localhost) can be applied here: Linux only.
+pub const HAS_SECCOMP: bool = imp::HAS_SECCOMP;
+
+/// Whether seccomp knows system call `name` on this machine's architecture (Docker profiles name
+/// calls of every architecture; the others are left out, as libseccomp does). False on macOS.
+pub fn known_syscall(name: &str) -> bool {
+    imp::known_syscall(name)
+}
+
+/// Checks a profile in seccompiler's JSON form (one filter named "main") for this machine's
+/// architecture: the error says what is wrong with it.
+pub fn check_seccomp_profile(json: &str) -> io::Result<()> {
+    imp::check_seccomp_profile(json)
+}
+
 /// What a process is started as inside a container root.
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -107,7 +215,13 @@ pub fn confine(
     rootfs: &Path,
     cwd: &Path,
     creds: &Credentials,
+    confinement: Option<&Confinement>,
 ) -> io::Result<()> {
+    // Everything the child does is prepared here, before the fork: the child only makes
+    // system calls on memory that exists already.
+    let mut confined = confinement
+        .map(|c| imp::Confined::prepare(c, rootfs, creds.uid))
+        .transpose()?;
     let root = cstring(rootfs)?;
     let dir = cstring(cwd)?;
     let groups: Vec<libc::gid_t> = creds.groups.clone();
@@ -151,11 +265,19 @@ pub fn confine(
             if libc::chroot(root.as_ptr()) != 0 || libc::chdir(dir.as_ptr()) != 0 {
                 return Err(io::Error::last_os_error());
             }
-            if libc::setgroups(groups.len() as _, groups.as_ptr()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
+            if libc::setgroups(groups.len() as _, groups.as_ptr()) != 0 || libc::setgid(gid) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            // Confined before the user changes: the restrictions that need privilege to apply
+            // (capability bounding set, Landlock without no_new_privs) are applied as root.
+            if let Some(c) = confined.as_mut() {
+                c.apply_as_root()?;
+            }
+            if libc::setuid(uid) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if let Some(c) = confined.as_mut() {
+                c.apply_as_user()?;
             }
             Ok(())
         });
@@ -369,8 +491,22 @@ pub fn process_info(pid: i32) -> Option<ProcInfo> {
 /// directory in `dir/work`) over `lowers`, the uppermost first: one mount, however big the
 /// trees. Linux only; macOS has no layered file system a process can mount (an error of kind
 /// Unsupported there; its copy-on-write is [`clone_tree`]).
-pub fn layer_rootfs(lowers: &[&Path], dir: &Path, rootfs: &Path) -> io::Result<()> {
-    imp::layer_rootfs(lowers, dir, rootfs)
+/// With `nosuid`, setuid and setgid bits in the root grant nothing.
+pub fn layer_rootfs(lowers: &[&Path], dir: &Path, rootfs: &Path, nosuid: bool) -> io::Result<()> {
+    imp::layer_rootfs(lowers, dir, rootfs, nosuid)
+}
+
+/// Makes the tree at `path` (a container root that is no mount of its own) ignore setuid and
+/// setgid bits: a nosuid bind mount on Linux. macOS cannot (darwin-cri's whole root should be on
+/// a volume mounted nosuid: doctor checks); an error of kind Unsupported there.
+pub fn remount_nosuid(path: &Path) -> io::Result<()> {
+    imp::remount_nosuid(path)
+}
+
+/// The number of Linux capability `name` ("NET_ADMIN", "CAP_NET_ADMIN"); `None` if there is no
+/// such capability, or on macOS, which has none.
+pub fn capability_number(name: &str) -> Option<u32> {
+    imp::capability_number(name)
 }
 
 /// Longest unix socket path `bind(2)` and `connect(2)` take, in bytes without the NUL

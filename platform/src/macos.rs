@@ -328,7 +328,12 @@ pub fn processes_in_root(rootfs: &Path) -> Vec<i32> {
 
 /// macOS has no layered filesystem a process can mount; APFS clones (`tree_cloner`) are its
 /// copy-on-write mechanism.
-pub fn layer_rootfs(_lowers: &[&Path], _dir: &Path, _rootfs: &Path) -> io::Result<()> {
+pub fn layer_rootfs(
+    _lowers: &[&Path],
+    _dir: &Path,
+    _rootfs: &Path,
+    _nosuid: bool,
+) -> io::Result<()> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "no layered filesystem on macOS; cloning",
@@ -438,4 +443,79 @@ pub fn filesystem_type(path: &Path) -> io::Result<String> {
     // SAFETY: f_fstypename is a NUL-terminated C string inside the struct.
     let name = unsafe { CStr::from_ptr(fs.f_fstypename.as_ptr()) };
     Ok(name.to_string_lossy().into_owned())
+}
+
+pub const HAS_SECCOMP: bool = false;
+
+pub fn known_syscall(_name: &str) -> bool {
+    false
+}
+
+pub fn check_seccomp_profile(_json: &str) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "seccomp profiles are not available on darwin nodes (macOS confines with Seatbelt)",
+    ))
+}
+
+/// macOS has no capabilities: root is root.
+pub fn capability_number(_name: &str) -> Option<u32> {
+    None
+}
+
+/// A process cannot remount a tree nosuid on macOS: the volume holding darwin-cri's root is to
+/// be mounted nosuid as a whole (`darwin-cri doctor` checks it; install.sh can make one).
+pub fn remount_nosuid(_path: &Path) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "no per-tree nosuid on macOS: mount the volume holding darwin-cri's root nosuid",
+    ))
+}
+
+// sandbox(7): the Seatbelt entry point Nix and Bazel use to confine builds; declared in
+// <sandbox.h> and part of libSystem. With flags 0 `profile` is the text of an SBPL profile.
+unsafe extern "C" {
+    fn sandbox_init(
+        profile: *const libc::c_char,
+        flags: u64,
+        errorbuf: *mut *mut libc::c_char,
+    ) -> libc::c_int;
+}
+
+/// A [`super::Confinement`] made ready before the fork: its Seatbelt profile's text.
+pub struct Confined {
+    profile: CString,
+}
+
+impl Confined {
+    pub fn prepare(c: &super::Confinement, _rootfs: &Path, _uid: u32) -> io::Result<Confined> {
+        let profile = CString::new(super::seatbelt_profile(c)).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a path in the profile holds a NUL byte",
+            )
+        })?;
+        Ok(Confined { profile })
+    }
+
+    /// Nothing needs privilege: Seatbelt applies to any process.
+    pub fn apply_as_root(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// The profile, once the process runs as its user: from here on it holds for the process
+    /// and everything it starts (and a sandbox inside it is refused: docs/seatbelt.md).
+    pub fn apply_as_user(&mut self) -> io::Result<()> {
+        let mut error: *mut libc::c_char = std::ptr::null_mut();
+        // SAFETY: the profile is a NUL-terminated string made before the fork; `error` is a
+        // valid out-pointer. On failure the message buffer is left to exec's end of the image
+        // (freeing it would call the allocator in the forked child).
+        if unsafe { sandbox_init(self.profile.as_ptr(), 0, &mut error) } != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "sandbox_init refused the container's Seatbelt profile",
+            ));
+        }
+        Ok(())
+    }
 }

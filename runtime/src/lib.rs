@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod attach;
+pub mod confinement;
 mod devices;
 pub mod dns_proxy;
 mod error;
@@ -26,6 +27,7 @@ pub mod stats;
 mod store;
 pub mod user;
 
+pub use confinement::UNCONFINED_HANDLER;
 pub use error::{Error, Result};
 pub use model::*;
 pub use runtime::{ContainerEvent, EventKind, ExecOutput, Runtime, RuntimeOptions};

@@ -102,6 +102,43 @@ pub struct ContainerSpec {
     /// CPU and memory from kubelet's LinuxContainerResources (a Linux kubelet only).
     #[serde(default)]
     pub linux_resources: Option<crate::limits::LinuxResources>,
+    /// What the request says of the container's security.
+    #[serde(default)]
+    pub security: SecuritySpec,
+}
+
+/// The security context of a container request, as far as darwin-cri honours it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecuritySpec {
+    /// The request came with a `linux` section (a Linux kubelet); a darwin kubelet sends none,
+    /// so runAsUser and privileged never reach darwin-cri from it.
+    pub from_linux_kubelet: bool,
+    /// Not confined, and may run as root.
+    pub privileged: bool,
+    /// Writes in the root fail; volumes stay as mounted.
+    pub readonly_rootfs: bool,
+    /// setuid and setgid bits and file capabilities grant nothing at exec.
+    pub no_new_privs: bool,
+    /// Capability names (as CRI sends them: "NET_ADMIN", "CAP_SYS_TIME", "ALL") added to and
+    /// dropped from the default set.
+    pub add_capabilities: Vec<String>,
+    pub drop_capabilities: Vec<String>,
+    /// Paths in the container made unreadable, and read-only.
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+    pub seccomp: SeccompProfile,
+}
+
+/// The seccomp profile a request asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeccompProfile {
+    /// The host-global calls only (what namespaces keep from the host under containerd).
+    #[default]
+    Unconfined,
+    /// Those and the calls Docker's default profile refuses.
+    RuntimeDefault,
+    /// A profile file (Docker's JSON format) on the node, applied beside the host-global one.
+    Localhost(PathBuf),
 }
 
 /// The process a container runs, fully resolved at create time.
@@ -137,6 +174,10 @@ pub struct ProcessSpec {
     /// The monitor's control socket (log reopening, limit updates).
     #[serde(default)]
     pub control_socket: PathBuf,
+    /// What the container's processes may do; `None`: not confined (privileged, or the
+    /// unconfined runtime handler).
+    #[serde(default)]
+    pub confinement: Option<crate::confinement::Policy>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -58,6 +58,46 @@ impl Default for MountPolicy {
     }
 }
 
+/// Masks and write-protects paths inside a container root as containerd does, with mounts
+/// (where the OS has bind mounts): a masked file gets the host's /dev/null over it, a masked
+/// directory an empty read-only directory (made in `container_dir`), a read-only path itself
+/// mounted read-only. Returns the mount points made; on an error those are undone.
+pub(crate) fn mask(
+    container_dir: &Path,
+    masked: &[PathBuf],
+    read_only: &[PathBuf],
+) -> Result<Vec<PathBuf>> {
+    let mut made = Vec::new();
+    let result = (|| -> io::Result<()> {
+        for path in masked {
+            if std::fs::symlink_metadata(path)?.is_dir() {
+                let empty = container_dir.join("masked");
+                std::fs::create_dir_all(&empty)?;
+                std::fs::set_permissions(
+                    &empty,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o555),
+                )?;
+                platform::bind_mount(&empty, path, true)?;
+            } else {
+                platform::bind_mount(Path::new("/dev/null"), path, true)?;
+            }
+            made.push(path.clone());
+        }
+        for path in read_only {
+            platform::bind_mount(path, path, true)?;
+            made.push(path.clone());
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for m in made.iter().rev() {
+            let _ = platform::unmount(m);
+        }
+        return Err(Error::io("masking paths in the container root", e));
+    }
+    Ok(made)
+}
+
 impl MountPolicy {
     /// The real path to mount for kubelet's `host_path`, or why it may not be mounted.
     ///

@@ -11,11 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-/// The server's SPDY framing, compiled into the tests to write and read frames. The recorded
-/// byte sequences in its unit tests and the kubectl interop test check it independently.
-#[path = "../../cri-server/src/streaming/spdy/frame.rs"]
-#[allow(dead_code, unused_qualifications, missing_debug_implementations)]
-pub mod frame;
+/// The server's SPDY framing (the `spdy` crate), used by the tests to write and read frames. The
+/// recorded byte sequences in its unit tests and the kubectl interop test check it independently.
+pub use spdy::frame;
 
 use frame::{FLAG_FIN, Frame, Headers};
 

@@ -250,6 +250,8 @@ struct KubeletConfiguration {
     kube_reserved: BTreeMap<String, Quantity>,
     max_pods: i32,
     pod_logs_dir: String,
+    local_storage_capacity_isolation: Option<bool>,
+    volume_plugin_dir: String,
     container_log_max_size: Quantity,
     container_log_max_files: Option<i32>,
     register_with_taints: Vec<Taint>,

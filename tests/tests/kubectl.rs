@@ -173,7 +173,7 @@ async fn kubectl_exec_and_port_forward() -> anyhow::Result<()> {
     println!("{}", String::from_utf8_lossy(&version.stdout));
     let server = Server::start().await?;
     let (mut rt, _) = server.client().await?;
-    let port = registry::free_port()?;
+    let port = free_port()?;
     let script = format!(
         "mkdir -p /www && echo served-to-kubectl > /www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /www"
     );
@@ -260,7 +260,7 @@ async fn kubectl_exec_and_port_forward() -> anyhow::Result<()> {
         .into_inner()
         .url,
     );
-    let local = registry::free_port()?;
+    let local = free_port()?;
     let mut forward = tokio::process::Command::new("kubectl")
         .arg("--kubeconfig")
         .arg(&kubeconfig)

@@ -7,8 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use darwin_cri_tests::registry::{
-    Compression, Layout, Proxy, ProxyMode, TestRegistry, base64_encode, free_port, tar_layer,
-    verify_store,
+    Compression, Layout, Proxy, ProxyMode, TestRegistry, base64_encode, tar_layer, verify_store,
 };
 use darwin_cri_tests::*;
 use k8s_cri::v1 as cri;
@@ -54,14 +53,6 @@ fn basic(user: &str, password: &str) -> Option<cri::AuthConfig> {
         password: password.into(),
         ..Default::default()
     })
-}
-
-fn host_arch() -> &'static str {
-    if cfg!(target_arch = "aarch64") {
-        "arm64"
-    } else {
-        "amd64"
-    }
 }
 
 /// The snapshot directory of an image, from ImageStatus' verbose chainID.

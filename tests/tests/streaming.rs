@@ -416,7 +416,7 @@ async fn attach_to_a_container() -> anyhow::Result<()> {
 async fn port_forward_to_httpd() -> anyhow::Result<()> {
     let server = Server::start().await?;
     let (mut rt, _) = server.client().await?;
-    let port = registry::free_port()?;
+    let port = free_port()?;
     let script = format!(
         "mkdir -p /www && echo hello-from-the-pod > /www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /www"
     );
@@ -447,7 +447,7 @@ async fn port_forward_to_httpd() -> anyhow::Result<()> {
     // A closed port is reported on the error stream.
     let url = port_forward_url(&mut rt, &pod, &[]).await?;
     let mut c = SpdyClient::connect(&url, &["portforward.k8s.io"]).await?;
-    let dead = registry::free_port()?.to_string();
+    let dead = free_port()?.to_string();
     let (error, _) = c.open_forward(&dead, "0");
     let text = text(
         &c.read_to_fin(&[error], Duration::from_secs(20)).await?,

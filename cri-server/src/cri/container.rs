@@ -59,6 +59,7 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Sta
             readonly: m.readonly,
         });
     }
+    spec.security.from_linux_kubelet = config.linux.is_some();
     let linux = config.linux.unwrap_or_default();
     spec.linux_resources = linux.resources.as_ref().map(linux_resources);
     if let Some(sc) = linux.security_context {
@@ -67,15 +68,37 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Sta
         spec.run_as_username = sc.run_as_username;
         spec.supplemental_groups = sc.supplemental_groups;
         let localhost = cri::security_profile::ProfileType::Localhost as i32;
-        if sc
-            .seccomp
-            .as_ref()
-            .is_some_and(|p| p.profile_type == localhost)
-        {
-            return Err(Status::invalid_argument(
-                "seccomp profiles are not available on darwin nodes",
-            ));
+        spec.security.privileged = sc.privileged;
+        spec.security.readonly_rootfs = sc.readonly_rootfs;
+        spec.security.no_new_privs = sc.no_new_privs;
+        if let Some(caps) = &sc.capabilities {
+            spec.security.add_capabilities = caps.add_capabilities.clone();
+            spec.security.drop_capabilities = caps.drop_capabilities.clone();
+            if !caps.add_ambient_capabilities.is_empty() {
+                return Err(Status::invalid_argument(
+                    "ambient capabilities are not supported by darwin-cri",
+                ));
+            }
         }
+        spec.security.masked_paths = sc.masked_paths.clone();
+        spec.security.readonly_paths = sc.readonly_paths.clone();
+        spec.security.seccomp = match &sc.seccomp {
+            Some(p) if p.profile_type == localhost => {
+                if !p.localhost_ref.starts_with('/') {
+                    return Err(Status::invalid_argument(format!(
+                        "seccomp profile {:?}: an absolute path on the node is expected",
+                        p.localhost_ref
+                    )));
+                }
+                runtime::SeccompProfile::Localhost(p.localhost_ref.clone().into())
+            }
+            Some(p)
+                if p.profile_type == cri::security_profile::ProfileType::RuntimeDefault as i32 =>
+            {
+                runtime::SeccompProfile::RuntimeDefault
+            }
+            _ => runtime::SeccompProfile::Unconfined,
+        };
         if sc
             .apparmor
             .as_ref()

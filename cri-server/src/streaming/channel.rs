@@ -1,39 +1,19 @@
 //! Transport-neutral channels: what the exec, attach and port-forward handlers read and write,
-//! whether a SPDY stream or a WebSocket channel carries them.
+//! whether a SPDY stream or a WebSocket channel carries them. The transports implement [`Sink`]
+//! and feed [`Source`]s; nothing here knows either of them.
+
+use std::future::Future;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::spdy::session::StreamWriter;
-
 /// Input from the client; ends when the client closes it.
 pub type Source = mpsc::Receiver<Bytes>;
 
-/// Output to the client. Dropping it closes it.
-#[derive(Debug)]
-pub enum Sink {
-    Spdy(StreamWriter),
-    WebSocket {
-        channel: u8,
-        out: mpsc::Sender<super::ws::Outgoing>,
-    },
-}
-
-impl Sink {
-    pub async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
-        match self {
-            Sink::Spdy(w) => w.write(data).await,
-            Sink::WebSocket { channel, out } => out
-                .send(super::ws::Outgoing::Data(*channel, data))
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::BrokenPipe,
-                        "the WebSocket connection is closed",
-                    )
-                }),
-        }
-    }
+/// Output to the client, one channel of it. Dropping it closes it.
+pub trait Sink: Send + 'static {
+    /// Sends `data` to the client; an error once the client's side is closed.
+    fn write(&mut self, data: Bytes) -> impl Future<Output = std::io::Result<()>> + Send;
 }
 
 /// Resolves, through [`Gone::wait`], once the client can send nothing more (it closed the

@@ -7,11 +7,25 @@
 //! portforward.k8s.io) or to WebSocket (`Sec-WebSocket-Protocol`: v5/v4.channel.k8s.io,
 //! channel.k8s.io, base64.channel.k8s.io, v4.base64.channel.k8s.io, portforward.k8s.io), and
 //! the same handlers ([`remotecommand`], [`portforward`]) serve either transport.
+//!
+//! The modules form a one-way graph (each imports only those below it):
+//!
+//! ```text
+//! mod.rs (tokens, routing)
+//!   -> spdy_transport (the `spdy` crate), ws (tokio-tungstenite): each upgrade, and the
+//!      assembly of a session out of that transport's streams or channels
+//!     -> remotecommand, portforward: the protocol logic both transports share
+//!       -> channel (Source, Sink, Gone), request (what a token stands for)
+//!   handshake (header lists, negotiation, plain-text answers): below the server and both
+//!   transports
+//! ```
 
 pub mod channel;
+pub mod handshake;
 pub mod portforward;
 pub mod remotecommand;
-pub mod spdy;
+pub mod request;
+pub mod spdy_transport;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -22,11 +36,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{CONNECTION, HeaderMap, HeaderValue, UPGRADE};
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use runtime::Runtime;
-use runtime::exec::ExecRequest;
+
+use handshake::{header_values, plain};
+pub use request::Request;
 
 /// Tokens waiting to be used, at most; more requests are refused until some expire.
 const MAX_PENDING: usize = 1000;
@@ -37,35 +52,6 @@ pub struct Options {
     pub token_ttl: Duration,
     pub idle_timeout: Duration,
     pub stream_creation_timeout: Duration,
-}
-
-/// What a token stands for.
-#[derive(Debug, Clone)]
-pub enum Request {
-    Exec {
-        container_id: String,
-        exec: ExecRequest,
-    },
-    Attach {
-        container_id: String,
-        stdin: bool,
-        stdout: bool,
-        stderr: bool,
-        tty: bool,
-    },
-    PortForward {
-        pod_id: String,
-    },
-}
-
-impl Request {
-    fn path(&self) -> &'static str {
-        match self {
-            Request::Exec { .. } => "exec",
-            Request::Attach { .. } => "attach",
-            Request::PortForward { .. } => "portforward",
-        }
-    }
 }
 
 /// Why no URL could be handed out.
@@ -157,7 +143,7 @@ impl Server {
         (at.elapsed() < self.options.token_ttl).then_some(request)
     }
 
-    fn handle(self: Arc<Self>, mut req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
+    fn handle(&self, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
         let path = req.uri().path().to_string();
         let mut parts = path.trim_start_matches('/').splitn(2, '/');
         let (kind, token) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -179,138 +165,21 @@ impl Server {
         let upgrade = header_values(req.headers(), "upgrade");
         let is_spdy = upgrade.iter().any(|u| u.eq_ignore_ascii_case("SPDY/3.1"));
         let is_ws = upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket"));
-        let port_forward = matches!(request, Request::PortForward { .. });
         if is_spdy {
-            let offered = header_values(req.headers(), "x-stream-protocol-version");
-            let supported: &[&str] = if port_forward {
-                &[portforward::PROTOCOL]
-            } else {
-                remotecommand::SPDY_PROTOCOLS
+            let timeouts = spdy_transport::Timeouts {
+                idle: self.options.idle_timeout,
+                stream_creation: self.options.stream_creation_timeout,
             };
-            if offered.is_empty() {
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    "unable to upgrade: X-Stream-Protocol-Version is required",
-                );
-            }
-            let Some(protocol) = negotiate(&offered, supported) else {
-                let mut resp = plain(
-                    StatusCode::FORBIDDEN,
-                    &format!(
-                        "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server accepts {supported:?}"
-                    ),
-                );
-                for p in supported {
-                    resp.headers_mut().append(
-                        "x-accepted-stream-protocol-versions",
-                        HeaderValue::from_static(p),
-                    );
-                }
-                return resp;
-            };
-            let upgraded = hyper::upgrade::on(&mut req);
-            let server = Arc::clone(&self);
-            tokio::spawn(async move {
-                match upgraded.await {
-                    Ok(io) => server.serve_spdy(TokioIo::new(io), request, protocol).await,
-                    Err(e) => tracing::debug!(error = %e, "SPDY upgrade failed"),
-                }
-            });
-            let mut resp = Response::new(Full::new(Bytes::new()));
-            *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            let h = resp.headers_mut();
-            h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-            h.insert(UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-            h.insert(
-                "x-stream-protocol-version",
-                HeaderValue::from_static(protocol),
-            );
-            return resp;
+            return spdy_transport::upgrade(Arc::clone(&self.runtime), timeouts, req, request);
         }
         if is_ws {
-            return ws::upgrade(self, req, request);
+            return ws::upgrade(Arc::clone(&self.runtime), req, request);
         }
         plain(
             StatusCode::BAD_REQUEST,
             "unable to upgrade: the request asks for neither SPDY/3.1 nor websocket",
         )
     }
-
-    async fn serve_spdy<IO>(self: Arc<Self>, io: IO, request: Request, protocol: &'static str)
-    where
-        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
-    {
-        let config = spdy::session::Config {
-            idle_timeout: self.options.idle_timeout,
-            limits: Default::default(),
-        };
-        let (session, streams) = spdy::session::Session::start(io, config);
-        let gone = session.client_gone();
-        let status = match request {
-            Request::PortForward { pod_id } => {
-                portforward::serve_spdy(
-                    &self.runtime,
-                    &pod_id,
-                    streams,
-                    self.options.stream_creation_timeout,
-                )
-                .await;
-                spdy::frame::goaway::OK
-            }
-            other => {
-                match remotecommand::spdy_channels(
-                    streams,
-                    &other,
-                    protocol,
-                    self.options.stream_creation_timeout,
-                )
-                .await
-                {
-                    Ok(channels) => {
-                        remotecommand::serve(&self.runtime, other, channels, gone).await;
-                        spdy::frame::goaway::OK
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "streaming session refused");
-                        spdy::frame::goaway::PROTOCOL_ERROR
-                    }
-                }
-            }
-        };
-        session.close(status).await;
-    }
-}
-
-/// The first protocol the client offers that the server supports.
-fn negotiate(offered: &[String], supported: &[&'static str]) -> Option<&'static str> {
-    offered.iter().find_map(|o| {
-        supported
-            .iter()
-            .find(|s| s.eq_ignore_ascii_case(o))
-            .copied()
-    })
-}
-
-/// Every value of header `name`, comma-separated lists split.
-fn header_values(headers: &HeaderMap, name: &str) -> Vec<String> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect()
-}
-
-fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
 }
 
 /// 32 bytes from the OS CSPRNG, URL-safe base64 without padding.

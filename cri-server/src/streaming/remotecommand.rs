@@ -1,8 +1,9 @@
 //! Exec and attach over the remote-command protocols (`channel.k8s.io` up to
 //! `v5.channel.k8s.io`): the client's stdin, stdout, stderr, error and resize channels joined
-//! to an exec'd process or to a container's stdio through its monitor.
+//! to an exec'd process or to a container's stdio through its monitor. Either transport
+//! (`spdy_transport`, `ws`) gathers the client's channels into [`Channels`] and hands them to
+//! [`serve`].
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,18 +12,8 @@ use runtime::Runtime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::Request;
 use super::channel::{Gone, Sink, Source};
-use super::spdy::frame::{header, rst};
-use super::spdy::session::{IncomingStream, StreamWriter};
-
-/// SPDY subprotocols, preferred first.
-pub const SPDY_PROTOCOLS: &[&str] = &[
-    "v4.channel.k8s.io",
-    "v3.channel.k8s.io",
-    "v2.channel.k8s.io",
-    "channel.k8s.io",
-];
+use super::request::Request;
 
 /// How the end of a session is reported on the error channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,104 +34,16 @@ impl StatusFormat {
     }
 }
 
-/// The client's side of an exec or attach session.
+/// The client's side of an exec or attach session, over a transport whose output channels are
+/// `S`.
 #[derive(Debug)]
-pub struct Channels {
+pub struct Channels<S> {
     pub format: StatusFormat,
     pub stdin: Option<Source>,
-    pub stdout: Option<Sink>,
-    pub stderr: Option<Sink>,
-    pub error: Option<Sink>,
+    pub stdout: Option<S>,
+    pub stderr: Option<S>,
+    pub error: Option<S>,
     pub resize: Option<Source>,
-    /// This side of the streams it only reads, kept open until the session ends: client-go
-    /// takes the end of the server's side of stdin as the end of the session and stops sending.
-    pub held_open: Vec<StreamWriter>,
-}
-
-/// The streams a session of `request` in `protocol` has, by `streamType` name.
-pub fn expected_streams(request: &Request, protocol: &str) -> BTreeSet<&'static str> {
-    let (stdin, stdout, stderr, tty) = match request {
-        Request::Exec { exec, .. } => (exec.stdin, exec.stdout, exec.stderr, exec.tty),
-        Request::Attach {
-            stdin,
-            stdout,
-            stderr,
-            tty,
-            ..
-        } => (*stdin, *stdout, *stderr, *tty),
-        Request::PortForward { .. } => (false, false, false, false),
-    };
-    let resize = tty && !matches!(protocol, "channel.k8s.io" | "v2.channel.k8s.io");
-    [
-        ("error", true),
-        ("stdin", stdin),
-        ("stdout", stdout),
-        ("stderr", stderr && !tty),
-        ("resize", resize),
-    ]
-    .into_iter()
-    .filter(|(_, on)| *on)
-    .map(|(name, _)| name)
-    .collect()
-}
-
-/// Waits (up to `timeout`) for the client to open every stream the session needs. A stream of
-/// an unknown or repeated type ends the session.
-pub async fn spdy_channels(
-    mut streams: mpsc::Receiver<IncomingStream>,
-    request: &Request,
-    protocol: &str,
-    timeout: Duration,
-) -> Result<Channels, String> {
-    let mut wanted = expected_streams(request, protocol);
-    let mut ch = Channels {
-        format: StatusFormat::of(protocol),
-        stdin: None,
-        stdout: None,
-        stderr: None,
-        error: None,
-        resize: None,
-        held_open: Vec::new(),
-    };
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !wanted.is_empty() {
-        let stream = match tokio::time::timeout_at(deadline, streams.recv()).await {
-            Ok(Some(s)) => s,
-            Ok(None) => return Err("the client left before creating its streams".into()),
-            Err(_) => {
-                return Err(format!(
-                    "timed out after {timeout:?} waiting for the client to create streams {wanted:?}"
-                ));
-            }
-        };
-        let kind = header(&stream.headers, "streamtype")
-            .unwrap_or_default()
-            .to_string();
-        if !wanted.remove(kind.as_str()) {
-            stream.writer.reset(rst::PROTOCOL_ERROR);
-            return Err(format!("unexpected stream type {kind:?}"));
-        }
-        match kind.as_str() {
-            "error" => ch.error = Some(Sink::Spdy(stream.writer)),
-            "stdout" => ch.stdout = Some(Sink::Spdy(stream.writer)),
-            "stderr" => ch.stderr = Some(Sink::Spdy(stream.writer)),
-            "stdin" => {
-                ch.stdin = Some(stream.data);
-                ch.held_open.push(stream.writer);
-            }
-            _ => {
-                ch.resize = Some(stream.data);
-                ch.held_open.push(stream.writer);
-            }
-        }
-    }
-    // Streams opened later have no place in the session.
-    tokio::spawn(async move {
-        while let Some(s) = streams.recv().await {
-            s.writer.reset(rst::PROTOCOL_ERROR);
-        }
-    });
-    Ok(ch)
 }
 
 enum Outcome {
@@ -152,7 +55,7 @@ enum Outcome {
 /// Runs the exec or attach `request` against the client's `channels`, and reports how it
 /// ended on the error channel. `gone` resolves when the client disconnects: the exec'd process
 /// is then killed (an attach only detaches).
-pub async fn serve(rt: &Arc<Runtime>, request: Request, mut ch: Channels, gone: Gone) {
+pub async fn serve<S: Sink>(rt: &Arc<Runtime>, request: Request, mut ch: Channels<S>, gone: Gone) {
     let outcome = match request {
         Request::Exec { container_id, exec } => {
             run_exec(rt, &container_id, exec, &mut ch, gone).await
@@ -199,9 +102,9 @@ pub async fn serve(rt: &Arc<Runtime>, request: Request, mut ch: Channels, gone: 
 }
 
 /// Copies `from` into `to` until either ends.
-fn pump_output(
+fn pump_output<S: Sink>(
     mut from: impl AsyncRead + Unpin + Send + 'static,
-    to: Option<Sink>,
+    to: Option<S>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut to = to;
@@ -269,11 +172,11 @@ fn pump_resizes(
     })
 }
 
-async fn run_exec(
+async fn run_exec<S: Sink>(
     rt: &Arc<Runtime>,
     container_id: &str,
     exec: runtime::exec::ExecRequest,
-    ch: &mut Channels,
+    ch: &mut Channels<S>,
     gone: Gone,
 ) -> Outcome {
     let mut process = match rt.exec(container_id, &exec).await {
@@ -343,10 +246,10 @@ async fn run_exec(
     }
 }
 
-async fn run_attach(
+async fn run_attach<S: Sink>(
     rt: &Arc<Runtime>,
     container_id: &str,
-    ch: &mut Channels,
+    ch: &mut Channels<S>,
     gone: Gone,
 ) -> Outcome {
     use runtime::attach::{Decoder, Frame};

@@ -17,14 +17,17 @@ use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Message, Role, WebSocketConfig};
 
-use super::channel::Sink;
-use super::remotecommand::{Channels, StatusFormat};
-use super::{Request, Server, header_values, plain};
+use super::channel::{Gone, Sink};
+use super::handshake::{header_values, negotiate, plain};
+use super::portforward::{self, Pair};
+use super::remotecommand::{self, Channels, StatusFormat};
+use super::request::Request;
 
 const REMOTE_COMMAND: &[&str] = &[
     "v5.channel.k8s.io",
@@ -42,13 +45,34 @@ const CLOSE_SIGNAL: u8 = 255;
 
 /// What the handlers send.
 #[derive(Debug)]
-pub enum Outgoing {
+enum Outgoing {
     Data(u8, Bytes),
+}
+
+/// One channel's output: messages for the session's writer.
+#[derive(Debug)]
+struct ChannelSink {
+    channel: u8,
+    out: mpsc::Sender<Outgoing>,
+}
+
+impl Sink for ChannelSink {
+    async fn write(&mut self, data: Bytes) -> std::io::Result<()> {
+        self.out
+            .send(Outgoing::Data(self.channel, data))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::BrokenPipe,
+                    "the WebSocket connection is closed",
+                )
+            })
+    }
 }
 
 /// Answers a WebSocket upgrade and serves the session in the background.
 pub fn upgrade(
-    server: Arc<Server>,
+    runtime: Arc<Runtime>,
     mut req: hyper::Request<Incoming>,
     request: Request,
 ) -> Response<Full<Bytes>> {
@@ -106,7 +130,7 @@ pub fn upgrade(
     let protocol = if offered.is_empty() {
         None
     } else {
-        match super::negotiate(&offered, supported) {
+        match negotiate(&offered, supported) {
             Some(p) => Some(p),
             None => {
                 return plain(
@@ -127,7 +151,7 @@ pub fn upgrade(
             .max_frame_size(Some(16 << 20));
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(config)).await;
-        serve(server, ws, request, protocol.unwrap_or(""), ports).await;
+        serve(runtime, ws, request, protocol.unwrap_or(""), ports).await;
     });
     let mut resp = Response::new(Full::new(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -150,7 +174,7 @@ pub fn upgrade(
 }
 
 async fn serve<IO>(
-    server: Arc<Server>,
+    runtime: Arc<Runtime>,
     ws: WebSocketStream<IO>,
     request: Request,
     protocol: &'static str,
@@ -239,8 +263,8 @@ async fn serve<IO>(
         }
         let _ = gone_tx.send(true);
     });
-    let gone = super::channel::Gone(gone_rx);
-    let sink_for = |channel: u8| Sink::WebSocket {
+    let gone = Gone(gone_rx);
+    let sink_for = |channel: u8| ChannelSink {
         channel,
         out: out_tx.clone(),
     };
@@ -259,9 +283,9 @@ async fn serve<IO>(
                 };
                 let pod = pod_id.clone();
                 forwards.spawn(async move {
-                    super::portforward::forward(
+                    portforward::forward(
                         &pod,
-                        super::portforward::Pair {
+                        Pair {
                             port,
                             data_in,
                             data_out,
@@ -278,19 +302,14 @@ async fn serve<IO>(
         }
         other => {
             let channels = Channels {
-                format: if protocol.starts_with("v4.") || protocol.starts_with("v5.") {
-                    StatusFormat::Status
-                } else {
-                    StatusFormat::Text
-                },
+                format: StatusFormat::of(protocol),
                 stdin: receivers.remove(&0),
                 stdout: Some(sink_for(1)),
                 stderr: Some(sink_for(2)),
                 error: Some(sink_for(3)),
                 resize: receivers.remove(&4),
-                held_open: Vec::new(),
             };
-            super::remotecommand::serve(&server.runtime, other, channels, gone).await;
+            remotecommand::serve(&runtime, other, channels, gone).await;
         }
     }
     drop(out_tx);

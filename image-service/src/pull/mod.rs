@@ -328,8 +328,16 @@ impl Puller {
             },
         );
 
-        self.fetch_layers(&src, &layers, &chains, &diff_ids, &opts.progress)
-            .await?;
+        let keep_setuid = self.inner.store.keeps_setuid_of(reference);
+        self.fetch_layers(
+            &src,
+            &layers,
+            &chains,
+            &diff_ids,
+            keep_setuid,
+            &opts.progress,
+        )
+        .await?;
 
         // Small blobs last: an image's manifest in the store means it is complete.
         let store = Arc::clone(&self.inner.store);
@@ -425,6 +433,7 @@ impl Puller {
         layers: &[(String, u64, Compression)],
         chains: &[String],
         diff_ids: &[String],
+        keep_setuid: bool,
         progress: &Option<Progress>,
     ) -> Result<()> {
         let store = &self.inner.store;
@@ -471,8 +480,10 @@ impl Puller {
                 (Arc::clone(store), diff_ids[i].clone(), layers[i].2);
             let p = parent.clone();
             let c = chain.clone();
-            blocking(move || store.ensure_snapshot(p.as_deref(), &c, &path, compression, &diff_id))
-                .await?;
+            blocking(move || {
+                store.ensure_snapshot(p.as_deref(), &c, &path, compression, &diff_id, keep_setuid)
+            })
+            .await?;
             emit(
                 progress,
                 PullEvent::Unpacked {

@@ -99,7 +99,8 @@ impl ImageStore {
         let mut parent: Option<&str> = None;
         for (i, chain) in chains.iter().enumerate() {
             let (_, _, path, compression) = &layers[i];
-            self.ensure_snapshot(parent, chain, path, *compression, &diff_ids[i])?;
+            let keep = self.keeps_setuid_of(&image_name);
+            self.ensure_snapshot(parent, chain, path, *compression, &diff_ids[i], keep)?;
             parent = Some(chain);
         }
 

@@ -17,7 +17,6 @@ use crate::layout::{self, Candidate, Loaded};
 use crate::platform::{Offer, Platform, choose};
 use crate::reference;
 use crate::tree::TreeCloner;
-use crate::unpack::apply_layer;
 use crate::{Error, IoContext, Result, is_sha256_hex, random_name, sha256_hex};
 
 mod gc;
@@ -122,6 +121,7 @@ pub struct ImageStore {
     platform: Platform,
     cloner: Arc<dyn TreeCloner>,
     cache: RwLock<Cache>,
+    keep_setuid: Vec<String>,
 }
 
 fn ensure_dir(path: &Path) -> Result<()> {
@@ -221,7 +221,46 @@ impl ImageStore {
             platform,
             cloner,
             cache: RwLock::new(Cache::default()),
+            keep_setuid: Vec::new(),
         })
+    }
+
+    /// Images whose setuid and setgid bits are kept at unpack (`image.keep_setuid`): names as
+    /// references give them, `repository` (every tag) or `repository:tag`. Snapshots are shared
+    /// by layer (ChainID): a layer already unpacked for another image keeps what it was given.
+    pub fn with_keep_setuid(mut self, names: Vec<String>) -> ImageStore {
+        self.keep_setuid = names;
+        self
+    }
+
+    /// Whether a layer unpacked for `name` keeps its setuid and setgid bits.
+    pub fn keeps_setuid_of(&self, name: &str) -> bool {
+        if self.keep_setuid.is_empty() {
+            return false;
+        }
+        let Ok(parsed) = reference::parse(name) else {
+            return false;
+        };
+        let full = reference::tag_ref_of(&parsed).unwrap_or_default();
+        let repository = full
+            .rsplit_once(':')
+            .map(|(r, _)| r)
+            .unwrap_or(&full)
+            .to_string();
+        self.keep_setuid.iter().any(|k| {
+            let k = reference::parse(k)
+                .ok()
+                .and_then(|p| reference::tag_ref_of(&p))
+                .unwrap_or_else(|| k.clone());
+            k == full
+                || k.strip_suffix(":latest").is_some_and(|r| r == repository)
+                || *k == repository
+        })
+    }
+
+    /// Whether any name of `image` keeps setuid and setgid bits.
+    pub fn keeps_setuid(&self, image: &Image) -> bool {
+        image.repo_tags.iter().any(|t| self.keeps_setuid_of(t))
     }
 
     /// The platform images are pulled and imported for.

@@ -47,6 +47,7 @@ impl ImageStore {
         layer: &Path,
         compression: crate::unpack::Compression,
         diff_id: &str,
+        keep_setuid: bool,
     ) -> Result<()> {
         let final_path = self.snapshots_dir().join(sha256_hex(chain)?);
         if final_path.is_dir() {
@@ -70,11 +71,12 @@ impl ImageStore {
                 }
             }
             let file = File::open(layer).ctx(|| format!("open layer {}", layer.display()))?;
-            apply_layer(
+            crate::unpack::apply_layer_with(
                 &tmp,
                 BufReader::with_capacity(256 << 10, file),
                 compression,
                 diff_id,
+                keep_setuid,
             )
         })();
         if let Err(e) = result {

@@ -111,8 +111,15 @@ pub(super) fn command_for(
         nofile: spec.limits.nofile,
         terminal,
     };
-    platform::confine(&mut cmd, &spec.rootfs, Path::new(&spec.cwd), &creds)
-        .map_err(|e| MonitorError::io("confining the process", e))?;
+    let confinement = spec.confinement.as_ref().map(|p| p.to_platform());
+    platform::confine(
+        &mut cmd,
+        &spec.rootfs,
+        Path::new(&spec.cwd),
+        &creds,
+        confinement.as_ref(),
+    )
+    .map_err(|e| MonitorError::io("confining the process", e))?;
     Ok(cmd)
 }
 

@@ -160,16 +160,33 @@ impl Runtime {
         std::fs::create_dir_all(dir).at("creating", dir)?;
         let snapshot = self.images.lease(id, image)?;
         // The image's own passwd and group: the snapshot is the root's initial content.
+        let annotated = crate::confinement::annotated_user(&spec, pod)?;
+        let (run_as_user, run_as_username) = match &annotated {
+            Some((uid, name)) => (*uid, name.as_str()),
+            None => (spec.run_as_user, spec.run_as_username.as_str()),
+        };
         let user = user::resolve(
             &snapshot,
             &UserRequest {
-                run_as_user: spec.run_as_user,
+                run_as_user,
                 run_as_group: spec.run_as_group,
-                run_as_username: &spec.run_as_username,
+                run_as_username,
                 supplemental_groups: &spec.supplemental_groups,
                 image_user: &image.config.user,
             },
         )?;
+        crate::confinement::check_root(
+            &spec,
+            pod,
+            user.uid,
+            &crate::confinement::RootRules {
+                allow_root: self.opts.allow_root,
+                allow_root_namespaces: &self.opts.allow_root_namespaces,
+            },
+        )?;
+        let confined = crate::confinement::is_confined(&spec, pod);
+        // setuid and setgid bits grant nothing in a confined root, unless the image keeps them.
+        let nosuid = confined && !self.images.keeps_setuid(image);
         let layer = if self.opts.copy_rootfs {
             None
         } else {
@@ -177,7 +194,7 @@ impl Runtime {
         };
         let layers: Vec<&Path> = layer.iter().map(PathBuf::as_path).collect();
         let (rootfs, layered) =
-            crate::rootfs::clone_rootfs(&snapshot, &layers, dir, self.opts.copy_rootfs)
+            crate::rootfs::clone_rootfs(&snapshot, &layers, dir, self.opts.copy_rootfs, nosuid)
                 .at("making the container root from", &snapshot)?;
         tracing::debug!(container = id, elapsed = ?t0.elapsed(), "rootfs cloned");
         let inside = |p: &str| {
@@ -240,10 +257,50 @@ impl Runtime {
         let cwd_host = inside(&cwd)?;
         std::fs::create_dir_all(&cwd_host).at("creating the working dir", &cwd_host)?;
 
-        let mounted = self
+        let mut mounted = self
             .opts
             .mounts
             .mount_all(&rootfs, &spec.mounts, &plan.sources, id)?;
+        let confinement = (|| -> Result<Option<crate::confinement::Policy>> {
+            let volumes = spec
+                .mounts
+                .iter()
+                .map(|m| Ok((inside(&m.container_path)?, m.readonly)))
+                .collect::<Result<Vec<_>>>()?;
+            let existing = |paths: &[String]| -> Vec<PathBuf> {
+                paths
+                    .iter()
+                    .filter_map(|p| inside(p).ok())
+                    .filter(|p| std::fs::symlink_metadata(p).is_ok())
+                    .collect()
+            };
+            let masked = existing(&spec.security.masked_paths);
+            let read_only = existing(&spec.security.readonly_paths);
+            // Landlock only grants: where the OS has bind mounts, masked and read-only paths
+            // are mounts over them (what containerd does); the Seatbelt profile denies them.
+            if platform::HAS_BIND_MOUNTS {
+                mounted.extend(crate::mounts::mask(dir, &masked, &read_only)?);
+            }
+
+            crate::confinement::policy(
+                &spec,
+                pod,
+                &rootfs,
+                &volumes,
+                masked,
+                read_only,
+                &self.opts.seatbelt_mach_services,
+            )
+        })();
+        let confinement = match confinement {
+            Ok(c) => c,
+            Err(e) => {
+                for t in mounted.iter().rev() {
+                    let _ = platform::unmount(t);
+                }
+                return Err(e);
+            }
+        };
 
         let process = ProcessSpec {
             args,
@@ -266,6 +323,7 @@ impl Runtime {
                 .state_dir
                 .join("m")
                 .join(format!("{}.sock", &id[..32.min(id.len())])),
+            confinement,
         };
         let bytes =
             serde_json::to_vec_pretty(&process).map_err(|e| Error::Internal(e.to_string()))?;
@@ -336,7 +394,7 @@ impl Runtime {
         let tmp = layers.join(format!("{key}.tmp-{}", &new_id()[..12]));
         let made = (|| -> Result<()> {
             std::fs::create_dir_all(&tmp).at("creating", &tmp)?;
-            let merged = crate::rootfs::overlay(snapshot, &[], &tmp).at("layering", &tmp)?;
+            let merged = crate::rootfs::overlay(snapshot, &[], &tmp, false).at("layering", &tmp)?;
             let prepared = prepare_root(&merged, user);
             platform::unmount(&merged).at("unmounting", &merged)?;
             prepared?;

@@ -71,6 +71,13 @@ pub struct RuntimeOptions {
     /// The host's mDNSResponder socket, relayed into every running container's root (see
     /// [`crate::dns_proxy`]); `None` relays nothing.
     pub mdns_socket: Option<PathBuf>,
+    /// Let every container run as root (uid 0); otherwise only privileged ones and those of
+    /// `allow_root_namespaces`.
+    pub allow_root: bool,
+    /// Namespaces whose pods may run containers as root.
+    pub allow_root_namespaces: Vec<String>,
+    /// Mach services a confined container may look up (macOS).
+    pub seatbelt_mach_services: Vec<String>,
 }
 
 /// What happened to a container, for GetContainerEvents.

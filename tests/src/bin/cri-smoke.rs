@@ -157,6 +157,21 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(((), format!("stdout {stdout:?}, exit code 3")))
         });
+        // Under the container's confinement (Seatbelt on a Mac, Landlock and seccomp on Linux)
+        // the root's own files stay readable: on a Mac this is the first proof that the profile's
+        // paths match what a chrooted process opens.
+        let _ = step!(report, "confined read", {
+            let out = exec(&mut rt, id, &["/bin/cat", "/etc/passwd"], 10).await?;
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            if out.exit_code != 0 || !stdout.contains("build:") {
+                bail!(
+                    "exit code {}, stdout {stdout:?}, stderr {:?}",
+                    out.exit_code,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            Ok(((), "the root's /etc/passwd is readable".to_string()))
+        });
         let _ = step!(report, "log", {
             let path = logs.join("smoke/0.log");
             let line = wait_for(Duration::from_secs(10), "the first log line", || {
@@ -215,6 +230,20 @@ async fn main() -> anyhow::Result<()> {
             Ok(((), "removed".to_string()))
         });
     }
+    let _ = step!(report, "root refused", {
+        let mut config = container_config("as-root", "true");
+        config.image = Some(cri::ImageSpec {
+            image: args.image.clone(),
+            ..Default::default()
+        });
+        config
+            .annotations
+            .insert("darwin-cri.io/run-as-user".into(), "root".into());
+        match create(&mut rt, &pod, config).await {
+            Ok(id) => bail!("a container annotated to run as root was created ({id})"),
+            Err(e) => Ok(((), format!("{:?}: {}", e.code(), e.message()))),
+        }
+    });
     let _ = step!(report, "stop and remove pod", {
         rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
             pod_sandbox_id: pod.clone(),

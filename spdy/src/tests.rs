@@ -1,6 +1,6 @@
 use bytes::{Bytes, BytesMut};
 
-use super::frame::*;
+use crate::frame::*;
 
 /// SYN_STREAM(1, FIN, streamtype=error), SYN_STREAM(3, streamtype=stdin, port=8080),
 /// DATA(3, FIN, "hello"), PING(1): the header blocks compressed by CPython's zlib with the

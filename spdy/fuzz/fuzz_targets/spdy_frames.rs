@@ -6,11 +6,7 @@
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../src/streaming/spdy/frame.rs"]
-#[allow(dead_code)]
-mod frame;
-
-use frame::{Decoder, Encoder, Frame, Limits};
+use spdy::frame::{Decoder, Encoder, Frame, Limits};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits {

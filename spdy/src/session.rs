@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, Semaphore, mpsc};
 
-use super::frame::{
+use crate::frame::{
     Decoder, Encoder, FLAG_FIN, Frame, FrameError, Headers, INITIAL_WINDOW, Limits,
     SETTINGS_INITIAL_WINDOW_SIZE, goaway, rst,
 };
@@ -271,10 +271,10 @@ impl Session {
         )
     }
 
-    /// Resolves once the client can send nothing more: it closed the connection, went away,
-    /// idled out or broke the protocol.
-    pub fn client_gone(&self) -> crate::streaming::channel::Gone {
-        crate::streaming::channel::Gone(self.gone.clone())
+    /// Turns `true` once the client can send nothing more: it closed the connection, went
+    /// away, idled out or broke the protocol.
+    pub fn client_gone(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.gone.clone()
     }
 
     /// Ends the session: GOAWAY with `status`, then, once what was queued is written (within

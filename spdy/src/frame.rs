@@ -1,8 +1,8 @@
 //! SPDY/3.1 frames: decoding and encoding, with header blocks compressed by zlib primed with
 //! the SPDY/3 dictionary (one compression context per direction for the whole session).
 //!
-//! This file depends on nothing else in the crate (the fuzz target includes it by path).
-//! Everything read is untrusted: lengths are checked before use, decompressed header blocks are
+//! This module depends on nothing else in the crate; the fuzz target and the end-to-end tests'
+//! client use it as it is. Everything read is untrusted: lengths are checked before use, decompressed header blocks are
 //! bounded, and a malformed frame is an error, never a panic.
 
 use std::sync::OnceLock;
