@@ -152,7 +152,12 @@ fn init_logging(config: &Config, file: bool) -> anyhow::Result<()> {
             LogFormat::Human => builder.init(),
         }
     } else {
-        let builder = builder.with_writer(std::io::stderr);
+        // Colour only for a person at a terminal: under launchd stderr is a file, and escape
+        // codes there make the log unreadable.
+        use std::io::IsTerminal;
+        let builder = builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr);
         match config.log.format {
             LogFormat::Json => builder.json().init(),
             LogFormat::Human => builder.init(),

@@ -30,4 +30,6 @@ pub mod user;
 pub use confinement::UNCONFINED_HANDLER;
 pub use error::{Error, Result};
 pub use model::*;
-pub use runtime::{ContainerEvent, EventKind, ExecOutput, Runtime, RuntimeOptions};
+pub use runtime::{
+    ContainerEvent, EventKind, ExecOutput, Runtime, RuntimeOptions, not_running_message,
+};

@@ -25,9 +25,27 @@ async fn main() -> anyhow::Result<()> {
     };
     let (mut pod_start, mut create_start, mut to_running, mut stop_remove, mut exec_times) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Every other pod on the unconfined handler: container start with and without confinement
+    // (Landlock, seccomp, capabilities) from one run.
+    let (mut confined_start, mut unconfined_start) = (Vec::new(), Vec::new());
+    let logs = server.dir.path().join("logs");
     for i in 0..iterations {
+        let unconfined = i % 2 == 1;
         let t0 = Instant::now();
-        let pod = run_pod(&mut rt, &server, &format!("bench-{i}")).await?;
+        let name = format!("bench-{i}");
+        std::fs::create_dir_all(logs.join(&name))?;
+        let pod = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(pod_config(&name, &logs.join(&name))),
+                runtime_handler: if unconfined {
+                    "darwin-unconfined".into()
+                } else {
+                    String::new()
+                },
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
         let t1 = Instant::now();
         let id = create(&mut rt, &pod, sleeper("c")).await?;
         start(&mut rt, &id).await?;
@@ -52,6 +70,11 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         pod_start.push(t1 - t0);
         create_start.push(t2 - t1);
+        if unconfined {
+            unconfined_start.push(t2 - t1);
+        } else {
+            confined_start.push(t2 - t1);
+        }
         to_running.push(t2 - t0);
         exec_times.push(t3 - t2);
         stop_remove.push(t3.elapsed());
@@ -96,6 +119,8 @@ async fn main() -> anyhow::Result<()> {
     );
     print_latencies("RunPodSandbox", pod_start);
     print_latencies("CreateContainer+StartContainer", create_start);
+    print_latencies("  confined (default handler)", confined_start);
+    print_latencies("  unconfined (darwin-unconfined)", unconfined_start);
     print_latencies("pod+container to running", to_running);
     print_latencies("ExecSync (true)", exec_times);
     print_latencies("Stop+Remove container and pod", stop_remove);

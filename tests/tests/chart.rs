@@ -408,6 +408,15 @@ examplePod:
     promtool_check(&pr.spec.groups);
 
     let pod: Pod = strict("Pod", &nonblank(&r, "example-pod.yaml").expect("made"));
+    assert_eq!(
+        pod.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("darwin-cri.io/run-as-user"))
+            .map(String::as_str),
+        Some("build"),
+        "the example build runs as a build user"
+    );
     let spec = pod.spec.expect("spec");
     assert_eq!(spec.runtime_class_name.as_deref(), Some("macos-builds"));
     assert_eq!(

@@ -40,9 +40,9 @@ impl Cri {
         }
         let c = self.runtime.container(id).map_err(from_runtime)?;
         if c.state != ContainerState::Running {
-            return Err(Status::failed_precondition(format!(
-                "container {} is {:?}, not running",
-                c.id, c.state
+            return Err(Status::failed_precondition(runtime::not_running_message(
+                &c,
+                "stream to it",
             )));
         }
         Ok(c)

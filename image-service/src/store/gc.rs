@@ -17,10 +17,11 @@ pub(super) fn remove_path(path: &Path) -> io::Result<()> {
 
 impl ImageStore {
     /// Removes a name, or the image: a tag of an image with other tags is untagged;
-    /// otherwise (the last tag, a repo digest, the id) the image and all its names go,
-    /// then unused snapshots and blobs are garbage-collected. An image whose snapshot a
-    /// container holds is refused with [`Error::InUse`]. Returns `false` when nothing
-    /// matched.
+    /// otherwise (the last tag, a repo digest, the id) the image and all its names go at once,
+    /// then unused snapshots and blobs are garbage-collected. As with containerd, an image that
+    /// containers still use is removed too: their leases keep its snapshot (what their roots
+    /// are made of) until they are removed, and the collection after the last release takes
+    /// it. Returns `false` when nothing matched.
     pub fn remove(&self, reference: &str) -> Result<bool> {
         let Some(image) = self.resolve(reference)? else {
             return Ok(false);
@@ -33,10 +34,6 @@ impl ImageStore {
             remove_path(&path).ctx(|| format!("remove {}", path.display()))?;
             self.invalidate();
             return Ok(true);
-        }
-        let chain = sha256_hex(&image.chain_id)?;
-        if let Some((holder, _)) = self.leases()?.into_iter().find(|(_, c)| c == chain) {
-            return Err(Error::InUse(format!("{} (container {holder})", image.id)));
         }
         for (path, r) in self.load_refs()? {
             if r.id == image.id {
@@ -179,16 +176,33 @@ impl ImageStore {
             .collect())
     }
 
-    /// Ends `holder`'s lease; a missing lease is fine.
+    /// Ends `holder`'s lease; a missing lease is fine. A snapshot only that lease kept (its
+    /// image was removed meanwhile) is collected.
     pub fn release(&self, holder: &str) -> Result<()> {
         let path = self.lease_path(holder)?;
+        let chain = fs::read_to_string(&path).unwrap_or_default();
         match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Io {
-                context: format!("remove {}", path.display()),
-                source: e,
-            }),
-            _ => Ok(()),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::Io {
+                    context: format!("remove {}", path.display()),
+                    source: e,
+                });
+            }
+            Err(_) => return Ok(()),
+            Ok(()) => {}
         }
+        let orphaned = !chain.trim().is_empty()
+            && self.snapshots_dir().join(chain.trim()).exists()
+            && !self.load_metas()?.iter().any(|(_, m)| {
+                m.chain_ids
+                    .iter()
+                    .chain([&m.chain_id])
+                    .any(|c| c.strip_prefix("sha256:") == Some(chain.trim()))
+            });
+        if orphaned {
+            self.gc()?;
+        }
+        Ok(())
     }
 
     /// Bytes and inodes used under the store root.

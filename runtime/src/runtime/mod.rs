@@ -34,7 +34,7 @@ mod sessions;
 
 use containers::mark_running;
 use process_spec::{DEFAULT_PATH, merge_command, set_env, signal_by_name};
-pub use sessions::ExecOutput;
+pub use sessions::{ExecOutput, not_running_message};
 
 /// Settings of the runtime, from the server's configuration.
 #[derive(Debug, Clone)]

@@ -141,12 +141,20 @@ impl Runtime {
             }
         }
         // Prepared layers of images that are gone, and half-made ones.
+        // Removed images' layers stay while containers made from them exist.
+        let in_use: Vec<String> = self
+            .read_containers()
+            .values()
+            .map(|c| c.image_id.clone())
+            .collect();
         let images: Vec<String> = self
             .images
             .list()?
             .into_iter()
-            .map(|i| {
-                let d = i.id.trim_start_matches("sha256:").to_string();
+            .map(|i| i.id)
+            .chain(in_use)
+            .map(|id| {
+                let d = id.trim_start_matches("sha256:").to_string();
                 d[..d.len().min(16)].to_string()
             })
             .collect();

@@ -14,7 +14,57 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
     pub exit_code: i32,
 }
+/// What a request that needs container `c` running is told when it is not: for an exited
+/// one, when it exited and with what code.
+pub fn not_running_message(c: &Container, what: &str) -> String {
+    match c.state {
+        ContainerState::Exited => format!(
+            "container {} is not running (exited at {}, code {}): cannot {what}",
+            c.id,
+            chrono::DateTime::from_timestamp_nanos(c.finished_at)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            c.exit_code
+        ),
+        ContainerState::Running => format!(
+            "container {} is running but its monitor does not answer: cannot {what}",
+            c.id
+        ),
+        ContainerState::Created => format!(
+            "container {} is not running (created, not started): cannot {what}",
+            c.id
+        ),
+        ContainerState::Unknown => format!(
+            "container {} is not running (its state is unknown): cannot {what}",
+            c.id
+        ),
+    }
+}
+
 impl Runtime {
+    /// Why container `id` cannot take `what` (an exec, an attach) now: it is not running. An
+    /// exit under way (its monitor gone, its record not written yet) is waited for a moment, so
+    /// that a request racing the container's end gets the exit's facts, never the OS error of a
+    /// socket that went away.
+    pub(super) async fn not_running(&self, id: &str, what: &str) -> Error {
+        let exit = self.exits.lock().ok().and_then(|e| e.get(id).cloned());
+        if let Some(mut exit) = exit {
+            let _ = tokio::time::timeout(Duration::from_secs(2), exit.wait_for(|done| *done)).await;
+        }
+        // The monitor records the exit after its process ends: give that a moment too.
+        for _ in 0..20 {
+            match self.container(id) {
+                Ok(c) if c.state == ContainerState::Running && !monitor::is_running(&c.dir) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                _ => break,
+            }
+        }
+        match self.container(id) {
+            Ok(c) => Error::FailedPrecondition(not_running_message(&c, what)),
+            Err(e) => e,
+        }
+    }
+
     /// Starts a process in running container `id` through its monitor (so it is the monitor's
     /// child: in the container's stats and limits, and ended with it), in the container's root
     /// as its user with its environment. Its stdio: pipes for the requested streams, or a
@@ -26,10 +76,7 @@ impl Runtime {
     ) -> Result<crate::exec::ExecProcess> {
         let c = self.container(id)?;
         if c.state != ContainerState::Running {
-            return Err(Error::FailedPrecondition(format!(
-                "container {} is {:?}, not running: cannot exec in it",
-                c.id, c.state
-            )));
+            return Err(self.not_running(id, "exec in it").await);
         }
         if req.cmd.is_empty() {
             return Err(Error::InvalidArgument("exec needs a command".into()));
@@ -45,9 +92,22 @@ impl Runtime {
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
-        let (conn, pid) = started.map_err(|e| {
-            Error::FailedPrecondition(format!("exec {:?} in container {}: {e}", req.cmd[0], c.id))
-        })?;
+        let (conn, pid) = match started {
+            Ok(started) => started,
+            // The monitor refused the command itself (no such executable, say): its answer.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::Other
+                    && monitor::is_running(&c.dir)
+                    && !e.to_string().contains("has exited") =>
+            {
+                return Err(Error::FailedPrecondition(format!(
+                    "exec {:?} in container {}: {e}",
+                    req.cmd[0], c.id
+                )));
+            }
+            // The socket is gone or reset: the container ended meanwhile.
+            Err(_) => return Err(self.not_running(id, "exec in it").await),
+        };
         crate::exec::ExecProcess::new(pid, conn, stdio, req)
             .map_err(|e| Error::io("preparing the exec's stdio", e))
     }
@@ -57,22 +117,17 @@ impl Runtime {
     pub async fn attach(&self, id: &str) -> Result<(std::os::unix::net::UnixStream, bool)> {
         let c = self.container(id)?;
         if c.state != ContainerState::Running {
-            return Err(Error::FailedPrecondition(format!(
-                "container {} is {:?}, not running: cannot attach to it",
-                c.id, c.state
-            )));
+            return Err(self.not_running(id, "attach to it").await);
         }
         let socket = c.process.control_socket.clone();
         let tty = c.process.tty;
         let conn = tokio::task::spawn_blocking(move || monitor::open_attach(&socket))
             .await
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .map_err(|e| {
-                Error::FailedPrecondition(format!(
-                    "attaching to container {}: its monitor did not answer: {e}",
-                    c.id
-                ))
-            })?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(_) => return Err(self.not_running(id, "attach to it").await),
+        };
         Ok((conn, tty))
     }
 
