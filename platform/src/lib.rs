@@ -496,6 +496,14 @@ pub fn layer_rootfs(lowers: &[&Path], dir: &Path, rootfs: &Path, nosuid: bool) -
     imp::layer_rootfs(lowers, dir, rootfs, nosuid)
 }
 
+/// Mounts a /proc at `target` (a directory in a container root), nosuid, nodev and noexec:
+/// process tools (ps, top, pgrep) read it on Linux, as they read sysctl on macOS, where there is
+/// nothing to mount (an error of kind Unsupported). With no PID namespace it shows the host's
+/// processes, as macOS's ps in a chroot does.
+pub fn mount_proc(target: &Path) -> io::Result<()> {
+    imp::mount_proc(target)
+}
+
 /// Makes the tree at `path` (a container root that is no mount of its own) ignore setuid and
 /// setgid bits: a nosuid bind mount on Linux. macOS cannot (darwin-cri's whole root should be on
 /// a volume mounted nosuid: doctor checks); an error of kind Unsupported there.

@@ -770,6 +770,17 @@ impl Confined {
     }
 }
 
+pub fn mount_proc(target: &Path) -> io::Result<()> {
+    nix::mount::mount(
+        Some("proc"),
+        target,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )?;
+    Ok(())
+}
+
 /// Mounts the tree at `path` on itself with setuid and setgid bits ignored, for a root that is
 /// no mount of its own (a copied root).
 pub fn remount_nosuid(path: &Path) -> io::Result<()> {

@@ -463,6 +463,14 @@ pub fn capability_number(_name: &str) -> Option<u32> {
     None
 }
 
+/// ps, top and pgrep read sysctl on macOS, which works in a chroot: no /proc to mount.
+pub fn mount_proc(_target: &Path) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "macOS has no /proc; process tools use sysctl",
+    ))
+}
+
 /// A process cannot remount a tree nosuid on macOS: the volume holding darwin-cri's root is to
 /// be mounted nosuid as a whole (`darwin-cri doctor` checks it; install.sh can make one).
 pub fn remount_nosuid(_path: &Path) -> io::Result<()> {

@@ -58,6 +58,30 @@ impl Default for MountPolicy {
     }
 }
 
+/// What containerd masks in every container's /proc and /sys (kernel memory, keys, timers and
+/// scheduler internals, hardware) and what it makes read-only (kernel settings, the sysrq
+/// trigger, interrupts, buses): the same here, for the /proc the Linux twin gives every root.
+pub const DEFAULT_MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+pub const DEFAULT_READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
 /// Masks and write-protects paths inside a container root as containerd does, with mounts
 /// (where the OS has bind mounts): a masked file gets the host's /dev/null over it, a masked
 /// directory an empty read-only directory (made in `container_dir`), a read-only path itself

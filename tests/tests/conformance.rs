@@ -74,3 +74,82 @@ async fn the_log_has_no_colour_codes_off_a_terminal() -> anyhow::Result<()> {
     assert!(!log.contains('\u{1b}'), "escape codes in the log: {log:?}");
     Ok(())
 }
+
+/// Every root has a /proc (the Linux twin; macOS's ps and top read sysctl in a chroot): process
+/// tools work and a `top` container runs until stopped; the kernel's settings and memory stay
+/// out of reach.
+#[tokio::test(flavor = "multi_thread")]
+async fn process_tools_work_and_proc_is_masked() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "top").await?;
+    let mut config = container_config("top", "");
+    config.command = vec!["top".into(), "-b".into(), "-d".into(), "1".into()];
+    let id = create(&mut rt, &pod, config).await?;
+    start(&mut rt, &id).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = status(&mut rt, &id).await?;
+    assert_eq!(
+        s.state,
+        cri::ContainerState::ContainerRunning as i32,
+        "top keeps running: {s:?}"
+    );
+    let r = exec(&mut rt, &id, &["ps"], 10).await?;
+    assert!(
+        String::from_utf8_lossy(&r.stdout).contains("top -b"),
+        "ps lists the container's processes: {}",
+        String::from_utf8_lossy(&r.stdout)
+    );
+    let r = exec(&mut rt, &id, &["pidof", "top"], 10).await?;
+    assert_eq!(r.exit_code, 0, "pidof finds top");
+    let hostname = nix::unistd::gethostname()?;
+    let r = exec(
+        &mut rt,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "cat /proc/sys/kernel/hostname > /proc/sys/kernel/hostname",
+        ],
+        10,
+    )
+    .await?;
+    assert_ne!(r.exit_code, 0, "/proc/sys is read-only");
+    assert_eq!(nix::unistd::gethostname()?, hostname);
+    // Whichever of the masked files this kernel has reads as empty.
+    let masked = [
+        "/proc/kcore",
+        "/proc/keys",
+        "/proc/timer_list",
+        "/proc/sched_debug",
+    ]
+    .into_iter()
+    .filter(|p| std::path::Path::new(p).exists())
+    .collect::<Vec<_>>();
+    assert!(
+        !masked.is_empty(),
+        "this kernel has none of the masked files"
+    );
+    for path in masked {
+        let r = exec(&mut rt, &id, &["sh", "-c", &format!("wc -c < {path}")], 10).await?;
+        assert_eq!(
+            String::from_utf8_lossy(&r.stdout).trim(),
+            "0",
+            "{path} masked: {r:?}"
+        );
+    }
+    rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 5,
+    })
+    .await?;
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await?;
+    assert!(
+        mounts_under(&server.root()).is_empty(),
+        "/proc and its masks go with the container"
+    );
+    Ok(())
+}

@@ -274,8 +274,38 @@ impl Runtime {
                     .filter(|p| std::fs::symlink_metadata(p).is_ok())
                     .collect()
             };
-            let masked = existing(&spec.security.masked_paths);
-            let read_only = existing(&spec.security.readonly_paths);
+            // /proc for process tools (the Linux twin; macOS's read sysctl), before the masks
+            // that cover its sensitive parts. Privileged containers get it unmasked, as with
+            // containerd.
+            let proc_dir = inside("/proc")?;
+            std::fs::create_dir_all(&proc_dir).at("creating", &proc_dir)?;
+            match platform::mount_proc(&proc_dir) {
+                Ok(()) => mounted.push(proc_dir.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("mounting /proc in {}", rootfs.display()),
+                        e,
+                    ));
+                }
+            }
+            let defaults = |list: &[&str]| -> Vec<String> {
+                if spec.security.privileged {
+                    Vec::new()
+                } else {
+                    list.iter().map(|p| p.to_string()).collect()
+                }
+            };
+            let mut masked_req = spec.security.masked_paths.clone();
+            masked_req.extend(defaults(crate::mounts::DEFAULT_MASKED_PATHS));
+            masked_req.sort();
+            masked_req.dedup();
+            let mut read_only_req = spec.security.readonly_paths.clone();
+            read_only_req.extend(defaults(crate::mounts::DEFAULT_READONLY_PATHS));
+            read_only_req.sort();
+            read_only_req.dedup();
+            let masked = existing(&masked_req);
+            let read_only = existing(&read_only_req);
             // Landlock only grants: where the OS has bind mounts, masked and read-only paths
             // are mounts over them (what containerd does); the Seatbelt profile denies them.
             if platform::HAS_BIND_MOUNTS {
