@@ -76,6 +76,7 @@ pub async fn run(
     checks.push(chroot(scratch.as_deref()));
     checks.extend(mounts(config, scratch.as_deref()));
     checks.push(root_filesystem(config, scratch.as_deref()));
+    checks.push(root_nosuid(config));
     checks.push(socket_paths(config));
     checks.extend(permissions(config, config_file));
     checks.push(mdns(config));
@@ -166,14 +167,29 @@ fn sip() -> Check {
         Ok(out) => {
             let text = String::from_utf8_lossy(&out.stdout).to_string();
             let line = text.lines().next().unwrap_or_default().trim().to_string();
+            // What the state allows (docs/seatbelt.md; unproven on a Mac): chroot(2) itself and
+            // Seatbelt work with SIP on; running a root's copy of the dyld shared cache needs
+            // SIP's file-system protection off (copies lose the flag the kernel requires).
             if text.contains("status: disabled") {
-                Check::ok("sip", line)
+                Check::ok(
+                    "sip",
+                    format!("{line}: chroot roots can run their copy of the dyld shared cache"),
+                )
+            } else if text.contains("Filesystem Protections: disabled") {
+                Check::ok(
+                    "sip",
+                    format!(
+                        "{line} (file-system protection off): chroot roots can run their copy \
+                         of the dyld shared cache; Seatbelt confinement works either way"
+                    ),
+                )
             } else {
                 Check::warn(
                     "sip",
                     line,
-                    "chroot(2) needs System Integrity Protection off: boot to recoveryOS and \
-                     run `csrutil disable` (the chroot check below says whether it is needed)",
+                    "with SIP on, chroot(2) and Seatbelt work but a root's copy of the dyld shared \
+                     cache is not mapped, so programs in containers fail to start: in recoveryOS \
+                     run `csrutil enable --without fs` (or `csrutil disable`); see docs/seatbelt.md",
                 )
             }
         }
@@ -340,6 +356,46 @@ fn file_mount(policy: &runtime::mounts::MountPolicy, dir: &Path) -> Check {
             "file mount",
             format!("mounting a file failed: {e}"),
             "check that the mount mechanism works by hand as root",
+        ),
+    }
+}
+
+/// Whether darwin-cri's root (image store and container roots together, so that clones stay on
+/// one volume) is on a file system mounted nosuid: on macOS the only way setuid bits in a
+/// container root grant nothing (the Linux twin mounts each layered root nosuid itself).
+fn root_nosuid(config: &Config) -> Check {
+    use nix::sys::statvfs::{FsFlags, statvfs};
+    match statvfs(&config.root) {
+        Ok(st) if st.flags().contains(FsFlags::ST_NOSUID) => Check::ok(
+            "nosuid",
+            format!(
+                "{} is on a file system mounted nosuid",
+                config.root.display()
+            ),
+        ),
+        Ok(_) if MACOS => Check::warn(
+            "nosuid",
+            format!(
+                "{} is not on a volume mounted nosuid: a setuid program kept in an image \
+                 (image.keep_setuid) or made in a container by root works there",
+                config.root.display()
+            ),
+            "put darwin-cri's root on its own APFS volume mounted nosuid: \
+             `diskutil apfs addVolume disk3 APFS darwin-cri -mountpoint /var/lib/darwin-cri`, \
+             then `mount -u -o nosuid /var/lib/darwin-cri` (and an /etc/fstab entry with nosuid)",
+        ),
+        Ok(_) => Check::ok(
+            "nosuid",
+            "layered container roots are mounted nosuid one by one (copied roots rely on the \
+             setuid bits cleared at unpack)",
+        ),
+        Err(e) => Check::warn(
+            "nosuid",
+            format!(
+                "cannot read the mount flags of {}: {e}",
+                config.root.display()
+            ),
+            "check that the root directory exists",
         ),
     }
 }
