@@ -13,8 +13,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --locked --workspace --features cri-server/kube 2>&1 | tee "$log"
 # The first run on a Mac (scripts/mac-smoke.sh), against the Linux twin: the steps a Mac owner
-# reports with cannot rot.
-cargo build --locked -p darwin-cri-tests --bin cri-smoke
+# reports with cannot rot (cargo test built cri-smoke beside darwin-cri).
 scripts/mac-smoke.sh
 # The code style the README promises, with and without the node reporter.
 cargo fmt --all --check

@@ -95,8 +95,12 @@ pub enum Error {
 }
 
 /// Adds context to `std::io::Result`.
+/// Adds what was being done to an I/O error. The same trait, with the same two methods, as the
+/// runtime's: `ctx` with a context made on failure only, `at` for "what path".
+#[allow(dead_code)]
 pub(crate) trait IoContext<T> {
     fn ctx<C: FnOnce() -> String>(self, context: C) -> Result<T>;
+    fn at(self, what: &str, path: &std::path::Path) -> Result<T>;
 }
 
 impl<T> IoContext<T> for std::io::Result<T> {
@@ -105,6 +109,10 @@ impl<T> IoContext<T> for std::io::Result<T> {
             context: context(),
             source,
         })
+    }
+
+    fn at(self, what: &str, path: &std::path::Path) -> Result<T> {
+        self.ctx(|| format!("{what} {}", path.display()))
     }
 }
 

@@ -79,12 +79,19 @@ redb_errors!(
     redb::CommitError
 );
 
-/// Adds the path to an I/O error.
+/// Adds what was being done to an I/O error. The same trait, with the same two methods, as
+/// image-service's: `ctx` with a context made on failure only, `at` for "what path".
+#[allow(dead_code)]
 pub(crate) trait IoContext<T> {
+    fn ctx<C: FnOnce() -> String>(self, context: C) -> Result<T>;
     fn at(self, what: &str, path: &std::path::Path) -> Result<T>;
 }
 
 impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx<C: FnOnce() -> String>(self, context: C) -> Result<T> {
+        self.map_err(|e| Error::io(context(), e))
+    }
+
     fn at(self, what: &str, path: &std::path::Path) -> Result<T> {
         self.map_err(|e| Error::path(what, path, e))
     }

@@ -184,6 +184,11 @@ impl MountPolicy {
                 let fd = platform::open_nofollow(source)?;
                 if !std::fs::metadata(source)?.is_dir() {
                     drop(fd);
+                    // A link is the host's file: a read-only one would take a root process's
+                    // writes. Read-only file mounts are copies, read-only for everyone.
+                    if readonly {
+                        return read_only_copy(source, target);
+                    }
                     return link_or_copy(source, target);
                 }
                 bindfs(program, options, source, target, readonly).map(|()| Mounted::Mount)
@@ -240,6 +245,7 @@ impl MountPolicy {
                 match how {
                     Mounted::Mount => mounted.push(target),
                     Mounted::Link => {}
+                    Mounted::Copy if m.readonly => {}
                     Mounted::Copy => tracing::warn!(
                         container = container_id,
                         source = %source.display(),
@@ -269,6 +275,14 @@ pub enum Mounted {
     Link,
     /// A copy (source and root on different file systems): writes stay in the root.
     Copy,
+}
+
+fn read_only_copy(source: &Path, target: &Path) -> io::Result<Mounted> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(target);
+    std::fs::copy(source, target)?;
+    std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o444))?;
+    Ok(Mounted::Copy)
 }
 
 fn link_or_copy(source: &Path, target: &Path) -> io::Result<Mounted> {

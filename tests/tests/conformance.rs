@@ -116,6 +116,9 @@ async fn process_tools_work_and_proc_is_masked() -> anyhow::Result<()> {
     .await?;
     assert_ne!(r.exit_code, 0, "/proc/sys is read-only");
     assert_eq!(nix::unistd::gethostname()?, hostname);
+    // /proc/1/root leads to the host's root: Landlock keeps it closed, even to root.
+    let r = exec(&mut rt, &id, &["cat", "/proc/1/root/etc/hostname"], 10).await?;
+    assert_ne!(r.exit_code, 0, "read the host through /proc/1/root: {r:?}");
     // Whichever of the masked files this kernel has reads as empty.
     let masked = [
         "/proc/kcore",

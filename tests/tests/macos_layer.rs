@@ -51,11 +51,14 @@ async fn bindfs_volumes_work_and_are_repaired_after_their_daemon_dies() -> anyho
     std::fs::create_dir_all(&scratch)?;
     let termination_log = server.dir.path().join("termination-log");
     std::fs::write(&termination_log, "")?;
+    let hosts = server.dir.path().join("etc-hosts");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n")?;
     let mut config = container_config("c", "sleep 1000");
     config.mounts = vec![
         volume_mount("/data", &data, true),
         volume_mount("/scratch", &scratch, false),
         volume_mount("/dev/termination-log", &termination_log, false),
+        volume_mount("/etc/hosts", &hosts, true),
     ];
     let cid = create(&mut rt, &pod, config).await?;
     start(&mut rt, &cid).await?;
@@ -76,6 +79,21 @@ async fn bindfs_volumes_work_and_are_repaired_after_their_daemon_dies() -> anyho
     .await?;
     assert_eq!(r.exit_code, 0);
     assert_eq!(std::fs::read_to_string(&termination_log)?, "done\n");
+    // A read-only file mount is no link to the host's file: even root's write stays inside.
+    let r = exec(&mut rt, &cid, &["cat", "/etc/hosts"], 10).await?;
+    assert_eq!(r.stdout, b"127.0.0.1 localhost\n");
+    exec(
+        &mut rt,
+        &cid,
+        &["sh", "-c", "echo 6.6.6.6 evil > /etc/hosts"],
+        10,
+    )
+    .await?;
+    assert_eq!(
+        std::fs::read_to_string(&hosts)?,
+        "127.0.0.1 localhost\n",
+        "the host's file is untouched"
+    );
     let fuse_mounts: Vec<PathBuf> = mounts_under(&server.root())
         .into_iter()
         .filter(|m| m.ends_with("data") || m.ends_with("scratch"))
