@@ -488,6 +488,8 @@ mod tests {
                 annotations: Default::default(),
                 runtime_handler: handler.into(),
                 network: Default::default(),
+                run_as_user: None,
+                run_as_group: None,
             },
             state: PodState::Ready,
             created_at: 0,

@@ -45,6 +45,12 @@ pub struct PodSpec {
     pub annotations: BTreeMap<String, String>,
     pub runtime_handler: String,
     pub network: NetworkMode,
+    /// The pod's runAsUser and runAsGroup: what a darwin kubelet sends (in the pod's Linux
+    /// section; containers get no Linux section from it), the default of its containers.
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
+    #[serde(default)]
+    pub run_as_group: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -175,6 +175,30 @@ async fn root_is_refused_unless_allowed_and_the_annotation_chooses_a_user() -> a
         .insert("darwin-cri.io/run-as-user".into(), "root".into());
     let e = create(&mut rt, &pod, root).await.expect_err("refused");
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    // A darwin kubelet sends the pod's runAsUser in the pod's Linux section only: the
+    // containers run as that user.
+    let logs = server.dir.path().join("logs/podlevel");
+    std::fs::create_dir_all(&logs)?;
+    let mut pod_config = pod_config("podlevel", &logs);
+    pod_config.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let podlevel = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    let id = create(&mut rt, &podlevel, container_config("u", "id -u")).await?;
+    start(&mut rt, &id).await?;
+    let s = wait_exited(&mut rt, &id, std::time::Duration::from_secs(10)).await?;
+    assert!(std::fs::read_to_string(&s.log_path)?.contains(" 1000\n"));
     // A privileged container may run as root.
     let mut privileged = container_config("p", "true");
     privileged.linux = Some(security(|sc| sc.privileged = true));

@@ -21,6 +21,7 @@ pub fn hash(m: &BTreeMap<String, String>) -> HashMap<String, String> {
 pub fn pod_spec(config: cri::PodSandboxConfig, handler: String) -> Result<PodSpec, Status> {
     let m = config.metadata.ok_or_else(|| required("config.metadata"))?;
     let mut network = NetworkMode::Pod;
+    let (mut run_as_user, mut run_as_group) = (None, None);
     if let Some(sc) = config
         .linux
         .as_ref()
@@ -40,6 +41,8 @@ pub fn pod_spec(config: cri::PodSandboxConfig, handler: String) -> Result<PodSpe
                 ));
             }
         }
+        run_as_user = sc.run_as_user.as_ref().map(|v| v.value);
+        run_as_group = sc.run_as_group.as_ref().map(|v| v.value);
         if sc
             .selinux_options
             .as_ref()
@@ -68,6 +71,8 @@ pub fn pod_spec(config: cri::PodSandboxConfig, handler: String) -> Result<PodSpe
         annotations: map(&config.annotations),
         runtime_handler: handler,
         network,
+        run_as_user,
+        run_as_group,
     })
 }
 

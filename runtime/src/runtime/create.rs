@@ -161,15 +161,20 @@ impl Runtime {
         let snapshot = self.images.lease(id, image)?;
         // The image's own passwd and group: the snapshot is the root's initial content.
         let annotated = crate::confinement::annotated_user(&spec, pod)?;
+        // The container's own user, else the annotation's, else the pod's (a darwin kubelet
+        // sends runAsUser only in the pod's Linux section), else the image's.
         let (run_as_user, run_as_username) = match &annotated {
             Some((uid, name)) => (*uid, name.as_str()),
+            None if spec.run_as_user.is_none() && spec.run_as_username.is_empty() => {
+                (pod.spec.run_as_user, "")
+            }
             None => (spec.run_as_user, spec.run_as_username.as_str()),
         };
         let user = user::resolve(
             &snapshot,
             &UserRequest {
                 run_as_user,
-                run_as_group: spec.run_as_group,
+                run_as_group: spec.run_as_group.or(pod.spec.run_as_group),
                 run_as_username,
                 supplemental_groups: &spec.supplemental_groups,
                 image_user: &image.config.user,
