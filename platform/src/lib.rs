@@ -511,6 +511,11 @@ pub fn remount_nosuid(path: &Path) -> io::Result<()> {
     imp::remount_nosuid(path)
 }
 
+/// Every capability this OS has, in number order (Linux's; none on macOS).
+pub fn capability_names() -> &'static [&'static str] {
+    imp::CAPABILITY_NAMES
+}
+
 /// The number of Linux capability `name` ("NET_ADMIN", "CAP_NET_ADMIN"); `None` if there is no
 /// such capability, or on macOS, which has none.
 pub fn capability_number(name: &str) -> Option<u32> {

@@ -459,6 +459,8 @@ pub fn check_seccomp_profile(_json: &str) -> io::Result<()> {
 }
 
 /// macOS has no capabilities: root is root.
+pub const CAPABILITY_NAMES: &[&str] = &[];
+
 pub fn capability_number(_name: &str) -> Option<u32> {
     None
 }

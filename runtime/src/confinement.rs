@@ -213,13 +213,9 @@ pub fn capabilities(spec: &ContainerSpec) -> Result<Vec<String>> {
         .map(|c| canonical(c))
         .collect::<Result<Vec<_>>>()?;
     let mut kept: Vec<String> = if add.iter().any(|c| c == "ALL") {
-        (0..64)
-            .filter_map(|n| {
-                ALL_CAPABILITY_NAMES
-                    .get(n)
-                    .filter(|c| platform::capability_number(c).is_some())
-                    .map(|c| c.to_string())
-            })
+        platform::capability_names()
+            .iter()
+            .map(|c| c.to_string())
             .collect()
     } else {
         DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect()
@@ -236,51 +232,6 @@ pub fn capabilities(spec: &ContainerSpec) -> Result<Vec<String>> {
     }
     Ok(kept)
 }
-
-/// Every capability name, for "ALL".
-const ALL_CAPABILITY_NAMES: &[&str] = &[
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "SETGID",
-    "SETUID",
-    "SETPCAP",
-    "LINUX_IMMUTABLE",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_ADMIN",
-    "NET_RAW",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "SYS_MODULE",
-    "SYS_RAWIO",
-    "SYS_CHROOT",
-    "SYS_PTRACE",
-    "SYS_PACCT",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_NICE",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "MKNOD",
-    "LEASE",
-    "AUDIT_WRITE",
-    "AUDIT_CONTROL",
-    "SETFCAP",
-    "MAC_OVERRIDE",
-    "MAC_ADMIN",
-    "SYSLOG",
-    "WAKE_ALARM",
-    "BLOCK_SUSPEND",
-    "AUDIT_READ",
-    "PERFMON",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-];
 
 /// The request's seccomp profile as (also refuse Docker's defaults, a profile to add).
 pub fn seccomp(spec: &ContainerSpec) -> Result<(bool, Option<String>)> {

@@ -22,6 +22,31 @@ use crate::{Error, IoContext, Result, is_sha256_hex, random_name, sha256_hex};
 mod gc;
 mod import;
 mod snapshots;
+
+/// Every `*.json` record in `dir` that parses, with its path; a malformed one is skipped with a
+/// warning naming `what` it is, one removed meanwhile (by another process) is skipped quietly.
+fn load_json_dir<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    what: &str,
+) -> Result<Vec<(PathBuf, T)>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).ctx(|| format!("read {}", dir.display()))? {
+        let entry = entry.ctx(|| format!("read {}", dir.display()))?;
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        match fs::read(&path).map(|b| serde_json::from_slice::<T>(&b)) {
+            Ok(Ok(record)) => out.push((path, record)),
+            Ok(Err(e)) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring malformed {what}")
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).ctx(|| format!("read {}", path.display())),
+        }
+    }
+    Ok(out)
+}
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests;
@@ -353,45 +378,11 @@ impl ImageStore {
     }
 
     fn load_metas(&self) -> Result<Vec<(PathBuf, Meta)>> {
-        let dir = self.meta_dir();
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
-            let entry = entry.ctx(|| format!("read {}", dir.display()))?;
-            let path = entry.path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            match fs::read(&path).map(|b| serde_json::from_slice::<Meta>(&b)) {
-                Ok(Ok(m)) => out.push((path, m)),
-                Ok(Err(e)) => {
-                    tracing::warn!(path = %path.display(), error = %e, "ignoring malformed image metadata")
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).ctx(|| format!("read {}", path.display())),
-            }
-        }
-        Ok(out)
+        load_json_dir(&self.meta_dir(), "image metadata")
     }
 
     fn load_refs(&self) -> Result<Vec<(PathBuf, RefFile)>> {
-        let dir = self.refs_dir();
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
-            let entry = entry.ctx(|| format!("read {}", dir.display()))?;
-            let path = entry.path();
-            if path.extension().is_none_or(|e| e != "json") {
-                continue;
-            }
-            match fs::read(&path).map(|b| serde_json::from_slice::<RefFile>(&b)) {
-                Ok(Ok(r)) => out.push((path, r)),
-                Ok(Err(e)) => {
-                    tracing::warn!(path = %path.display(), error = %e, "ignoring malformed image ref")
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).ctx(|| format!("read {}", path.display())),
-            }
-        }
-        Ok(out)
+        load_json_dir(&self.refs_dir(), "image ref")
     }
 
     fn load_images(&self) -> Result<Vec<Image>> {

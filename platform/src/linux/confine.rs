@@ -60,7 +60,7 @@ const RUNTIME_DEFAULT_CALLS: &[libc::c_long] = &[
 ];
 
 /// Linux capability names in number order (capability.h): the index is the number.
-const CAPABILITIES: &[&str] = &[
+pub const CAPABILITY_NAMES: &[&str] = &[
     "CHOWN",
     "DAC_OVERRIDE",
     "DAC_READ_SEARCH",
@@ -108,7 +108,7 @@ const CAPABILITIES: &[&str] = &[
 pub fn capability_number(name: &str) -> Option<u32> {
     let upper = name.to_ascii_uppercase();
     let bare = upper.strip_prefix("CAP_").unwrap_or(&upper);
-    CAPABILITIES
+    CAPABILITY_NAMES
         .iter()
         .position(|c| *c == bare)
         .map(|i| i as u32)
@@ -262,7 +262,7 @@ impl Confined {
         let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())
-            .unwrap_or(CAPABILITIES.len() as u32 - 1);
+            .unwrap_or(CAPABILITY_NAMES.len() as u32 - 1);
         let drop = (0..=last)
             .filter(|n| keep & (1 << n) == 0)
             .map(|n| n as libc::c_ulong)

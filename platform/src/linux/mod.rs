@@ -412,7 +412,10 @@ pub fn filesystem_type(path: &Path) -> io::Result<String> {
 }
 
 mod confine;
-pub use confine::{Confined, HAS_SECCOMP, capability_number, check_seccomp_profile, known_syscall};
+pub use confine::{
+    CAPABILITY_NAMES, Confined, HAS_SECCOMP, capability_number, check_seccomp_profile,
+    known_syscall,
+};
 
 pub fn mount_proc(target: &Path) -> io::Result<()> {
     nix::mount::mount(
