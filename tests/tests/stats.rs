@@ -289,3 +289,76 @@ async fn cpu_survives_an_exit_before_any_sample_and_the_containers_removal() -> 
     assert!(after >= before, "pod CPU went from {before} to {after} ns");
     Ok(())
 }
+
+/// CPU is counted in nanoseconds: a busy loop of about 300 ms is reported within 10% of what the
+/// kernel's clock-tick account says of the same process, and not as a whole number of ticks.
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_is_counted_in_nanoseconds() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "burn").await?;
+    let script = "i=0; while [ $i -lt 250000 ]; do i=$((i+1)); done; exec sleep 1000";
+    let id = create(&mut rt, &pod, container_config("burn", script)).await?;
+    start(&mut rt, &id).await?;
+    // The loop is over once the figure stops moving (samples are a second apart at most).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last = 0;
+    let reported = loop {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let now = cpu_ns(&container_stats(&mut rt, &id).await?);
+        if now > 0 && now == last {
+            break now;
+        }
+        last = now;
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the busy loop did not end"
+        );
+    };
+    let st = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await?
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"])?;
+    let pid = info["pid"].as_i64().unwrap_or(0) as i32;
+    let reference = cpu_ticks(pid) * 10_000_000;
+    assert!(reference >= 150_000_000, "the loop burned {reference} ns");
+    let diff = reported.abs_diff(reference) as f64 / reference as f64;
+    assert!(
+        diff <= 0.10,
+        "reported {reported} ns, the kernel's ticks say {reference} ns ({:.1}% apart)",
+        diff * 100.0
+    );
+    // Nanoseconds from the scheduler, not clock ticks rounded to 10 ms.
+    assert_ne!(
+        reported % 10_000_000,
+        0,
+        "{reported} ns is a whole number of clock ticks"
+    );
+    // The pod's figure is the sum of its (one) container's.
+    let pod_stats = rt
+        .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await?
+        .into_inner()
+        .stats
+        .ok_or_else(|| anyhow::anyhow!("no pod stats"))?;
+    let pod_cpu = pod_stats
+        .linux
+        .as_ref()
+        .and_then(|l| l.cpu.as_ref())
+        .and_then(|c| c.usage_core_nano_seconds.as_ref())
+        .map(|v| v.value)
+        .unwrap_or(0);
+    let containers: u64 = pod_stats
+        .linux
+        .as_ref()
+        .map(|l| l.containers.iter().map(cpu_ns).sum())
+        .unwrap_or(0);
+    assert_eq!(pod_cpu, containers, "pod CPU is the sum of its containers'");
+    Ok(())
+}
