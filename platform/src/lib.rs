@@ -83,7 +83,8 @@ pub struct ProcUsage {
 /// What a confined container's processes may do, one value for both systems: Seatbelt on macOS,
 /// Landlock, seccomp and capabilities on the Linux twin. Applied between fork and exec, after the
 /// root is changed; `None` in [`confine`] means unconfined (privileged pods).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Confinement {
     /// Host paths below which files may be read and run: the container root, its volumes.
     pub read: Vec<PathBuf>,
@@ -470,6 +471,13 @@ pub fn wait_for_exited_child() -> io::Result<i32> {
 /// The whole process table.
 pub fn process_table() -> io::Result<Vec<ProcInfo>> {
     imp::process_table()
+}
+
+/// One process's own CPU time (all its threads) in nanoseconds, exactly: the process table's
+/// figure is in clock ticks on Linux (10 ms), which round a small request's work to nothing.
+/// Asked only for the processes of containers, not the whole table.
+pub fn process_cpu_ns(pid: i32) -> Option<u64> {
+    imp::process_cpu_ns(pid)
 }
 
 /// The whole process table with each process's usage: one walk for every container's stats.

@@ -206,6 +206,11 @@ pub fn process_usage(pid: i32) -> Option<ProcUsage> {
     usage(pid)
 }
 
+/// `proc_pid_rusage` already counts in nanoseconds (Mach time converted).
+pub fn process_cpu_ns(pid: i32) -> Option<u64> {
+    usage(pid).map(|u| u.cpu_ns)
+}
+
 fn usage(pid: i32) -> Option<ProcUsage> {
     // SAFETY: rusage_info_v2 is plain old data; zeroed is a valid value.
     let mut info: libc::rusage_info_v2 = unsafe { std::mem::zeroed() };

@@ -14,8 +14,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::model::{ContainerSpec, Pod, SeccompProfile};
 use crate::{Error, Result};
 
@@ -70,38 +68,9 @@ pub struct RootRules<'a> {
     pub allow_root_namespaces: &'a [String],
 }
 
-/// The policy as the monitor receives it, in the container's process spec.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Policy {
-    pub read: Vec<PathBuf>,
-    pub write: Vec<PathBuf>,
-    pub deny: Vec<PathBuf>,
-    pub read_only: Vec<PathBuf>,
-    pub no_new_privs: bool,
-    pub capabilities: Vec<String>,
-    pub runtime_default_seccomp: bool,
-    pub seccomp_profile: Option<String>,
-    pub network: bool,
-    pub mach_services: Vec<String>,
-}
-
-impl Policy {
-    /// The platform layer's value.
-    pub fn to_platform(&self) -> platform::Confinement {
-        platform::Confinement {
-            read: self.read.clone(),
-            write: self.write.clone(),
-            deny: self.deny.clone(),
-            read_only: self.read_only.clone(),
-            no_new_privs: self.no_new_privs,
-            capabilities: self.capabilities.clone(),
-            runtime_default_seccomp: self.runtime_default_seccomp,
-            seccomp_profile: self.seccomp_profile.clone(),
-            network: self.network,
-            mach_services: self.mach_services.clone(),
-        }
-    }
-}
+/// The policy as the monitor receives it, in the container's process spec: the platform
+/// layer's value itself.
+pub type Policy = platform::Confinement;
 
 /// Whether the container's processes are confined.
 pub fn is_confined(spec: &ContainerSpec, pod: &Pod) -> bool {

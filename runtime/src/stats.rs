@@ -226,7 +226,13 @@ fn measure_tree(
 }
 
 fn add((p, usage): &(ProcInfo, ProcUsage), cpu: &mut u64, u: &mut Usage) {
-    *cpu += usage.cpu_ns + usage.children_cpu_ns;
+    // A live process's own time, exactly (the table's is in clock ticks on Linux).
+    let own = if p.alive {
+        platform::process_cpu_ns(p.pid).unwrap_or(usage.cpu_ns)
+    } else {
+        usage.cpu_ns
+    };
+    *cpu += own + usage.children_cpu_ns;
     if !p.alive {
         return;
     }

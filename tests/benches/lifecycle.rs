@@ -91,15 +91,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut monitor_rss = Vec::new();
     for id in &ids {
-        let st = rt
-            .container_status(cri::ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: true,
-            })
-            .await?
-            .into_inner();
-        let info: serde_json::Value = serde_json::from_str(&st.info["info"])?;
-        let pid = info["monitorPid"].as_u64().unwrap_or(0) as u32;
+        let pid = monitor_pid(&mut rt, id).await? as u32;
         monitor_rss.push((
             status_kib_rss(pid),
             status_kib(pid, "RssAnon"),

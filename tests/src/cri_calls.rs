@@ -149,6 +149,15 @@ pub async fn exec(
 
 /// The pid of a container's monitor, from ContainerStatus's verbose info.
 pub async fn monitor_pid(rt: &mut Rt, id: &str) -> anyhow::Result<i32> {
+    verbose_pid(rt, id, "monitorPid").await
+}
+
+/// The pid of container `id`'s main process, from ContainerStatus' verbose info.
+pub async fn main_pid(rt: &mut Rt, id: &str) -> anyhow::Result<i32> {
+    verbose_pid(rt, id, "pid").await
+}
+
+async fn verbose_pid(rt: &mut Rt, id: &str, key: &str) -> anyhow::Result<i32> {
     let st = rt
         .container_status(cri::ContainerStatusRequest {
             container_id: id.into(),
@@ -158,10 +167,10 @@ pub async fn monitor_pid(rt: &mut Rt, id: &str) -> anyhow::Result<i32> {
         .into_inner();
     let info: serde_json::Value =
         serde_json::from_str(st.info.get("info").map(String::as_str).unwrap_or("{}"))?;
-    info["monitorPid"]
+    info[key]
         .as_i64()
         .map(|p| p as i32)
-        .ok_or_else(|| anyhow::anyhow!("no monitor pid for {id}"))
+        .ok_or_else(|| anyhow::anyhow!("no {key} for {id}"))
 }
 
 /// `config` run as user `name` of the image (its /etc/passwd).

@@ -315,15 +315,7 @@ async fn cpu_is_counted_in_nanoseconds() -> anyhow::Result<()> {
             "the busy loop did not end"
         );
     };
-    let st = rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: true,
-        })
-        .await?
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&st.info["info"])?;
-    let pid = info["pid"].as_i64().unwrap_or(0) as i32;
+    let pid = main_pid(&mut rt, &id).await?;
     let reference = cpu_ticks(pid) * 10_000_000;
     assert!(reference >= 150_000_000, "the loop burned {reference} ns");
     let diff = reported.abs_diff(reference) as f64 / reference as f64;

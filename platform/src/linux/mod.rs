@@ -157,41 +157,29 @@ fn clock_ticks() -> u64 {
 
 pub fn process_usage(pid: i32) -> Option<ProcUsage> {
     let bytes = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    let text = String::from_utf8_lossy(&bytes);
-    let mut usage = parse_usage(&text)?;
-    if let Some(ns) = scheduler_cpu_ns(pid, &text) {
-        usage.cpu_ns = ns;
-    }
-    Some(usage)
+    parse_usage(&String::from_utf8_lossy(&bytes))
 }
 
 /// The CPU time of every thread of `pid` in nanoseconds, from the scheduler's own account
 /// (`schedstat`, whose first field is the task's run time): exact where the stat file's clock
-/// ticks (10 ms) round a small request's work down to nothing, as macOS's `proc_pid_rusage` is.
-/// `stat` is the process's stat line (its thread count says whether one file is enough).
-/// `None` where the kernel keeps no such account.
-fn scheduler_cpu_ns(pid: i32, stat: &str) -> Option<u64> {
-    let first = |path: &str| -> Option<u64> {
-        std::fs::read_to_string(path)
-            .ok()?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    };
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let threads: u64 = rest.split(' ').nth(17)?.parse().ok()?;
-    if threads <= 1 {
-        return first(&format!("/proc/{pid}/schedstat"));
-    }
+/// ticks (10 ms) round a small request's work down to nothing. `None` where the kernel keeps no
+/// such account.
+pub fn process_cpu_ns(pid: i32) -> Option<u64> {
     let mut total = 0;
+    let mut any = false;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))
         .ok()?
         .flatten()
     {
-        total += first(&task.path().join("schedstat").to_string_lossy()).unwrap_or(0);
+        let ns = std::fs::read_to_string(task.path().join("schedstat"))
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse::<u64>().ok());
+        if let Some(ns) = ns {
+            total += ns;
+            any = true;
+        }
     }
-    Some(total)
+    any.then_some(total)
 }
 
 /// Every pid in /proc.
@@ -206,11 +194,7 @@ pub fn process_usage_table() -> io::Result<Vec<(ProcInfo, ProcUsage)>> {
         .filter_map(|pid| {
             let bytes = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
             let text = String::from_utf8_lossy(&bytes);
-            let mut usage = parse_usage(&text)?;
-            if let Some(ns) = scheduler_cpu_ns(pid, &text) {
-                usage.cpu_ns = ns;
-            }
-            Some((parse_stat(pid, &text)?, usage))
+            Some((parse_stat(pid, &text)?, parse_usage(&text)?))
         })
         .collect())
 }

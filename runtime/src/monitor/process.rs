@@ -111,13 +111,12 @@ pub(super) fn command_for(
         nofile: spec.limits.nofile,
         terminal,
     };
-    let confinement = spec.confinement.as_ref().map(|p| p.to_platform());
     platform::confine(
         &mut cmd,
         &spec.rootfs,
         Path::new(&spec.cwd),
         &creds,
-        confinement.as_ref(),
+        spec.confinement.as_ref(),
     )
     .map_err(|e| MonitorError::io("confining the process", e))?;
     Ok(cmd)
