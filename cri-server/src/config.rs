@@ -183,6 +183,7 @@ pub struct RuntimeConfig {
     pub event_buffer: usize,
     pub stats_interval_ms: u64,
     pub mdns_socket: String,
+    pub cluster_dns_resolver_dir: String,
     pub allow_root: bool,
     pub allow_root_namespaces: Vec<String>,
     pub seatbelt_mach_services: Vec<String>,
@@ -282,6 +283,7 @@ impl Default for RuntimeConfig {
             event_buffer: 1024,
             stats_interval_ms: 1000,
             mdns_socket: String::new(),
+            cluster_dns_resolver_dir: String::new(),
             allow_root: false,
             allow_root_namespaces: Vec::new(),
             seatbelt_mach_services: runtime::confinement::DEFAULT_MACH_SERVICES
@@ -293,6 +295,15 @@ impl Default for RuntimeConfig {
 }
 
 impl RuntimeConfig {
+    /// Where cluster domains' resolver files go: "" is the OS's (macOS only), "none" nowhere.
+    pub fn resolver_dir(&self) -> Option<PathBuf> {
+        match self.cluster_dns_resolver_dir.as_str() {
+            "none" => None,
+            "" => platform::RESOLVER_DIR.map(PathBuf::from),
+            path => Some(path.into()),
+        }
+    }
+
     /// The host socket relayed into container roots: "" is the OS's (macOS only), "none" none.
     pub fn mdns_socket(&self) -> Option<PathBuf> {
         match self.mdns_socket.as_str() {

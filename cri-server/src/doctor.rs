@@ -80,6 +80,7 @@ pub async fn run(
     checks.push(socket_paths(config));
     checks.extend(permissions(config, config_file));
     checks.push(mdns(config));
+    checks.push(cluster_dns(config));
     checks.extend(registries(config).await);
     checks.extend(kubelet(config, kubelet_config));
     if let Some(dir) = scratch {
@@ -552,6 +553,50 @@ fn mdns(config: &Config) -> Check {
             "start mDNSResponder (launchctl kickstart system/com.apple.mDNSResponder) or set runtime.mdns_socket",
         ),
     }
+}
+
+/// The resolver(5) files darwin-cri keeps for ready pods' cluster domains.
+fn cluster_dns(config: &Config) -> Check {
+    let Some(dir) = config.runtime.resolver_dir() else {
+        return Check::ok(
+            "cluster dns",
+            "pods resolve cluster names through their resolv.conf (no resolver directory)",
+        );
+    };
+    let mut ours = Vec::new();
+    let mut others = Vec::new();
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if runtime::cluster_dns::is_ours(&e.path()) {
+            let servers: Vec<String> = std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.strip_prefix("nameserver "))
+                .map(str::to_string)
+                .collect();
+            ours.push(format!("{name} → {}", servers.join(", ")));
+        } else {
+            others.push(name);
+        }
+    }
+    let mut detail = if ours.is_empty() {
+        format!(
+            "{}: no cluster domain is routed (written when a pod with a cluster DNS config starts)",
+            dir.display()
+        )
+    } else {
+        format!("{}: {}", dir.display(), ours.join("; "))
+    };
+    if !others.is_empty() {
+        detail.push_str(&format!(
+            "; not darwin-cri's, left alone: {}",
+            others.join(", ")
+        ));
+    }
+    Check::ok("cluster dns", detail)
 }
 
 async fn registries(config: &Config) -> Vec<Check> {

@@ -160,6 +160,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         stats_interval: Duration::from_millis(config.runtime.stats_interval_ms),
         mounts: config.mounts.policy(),
         mdns_socket: config.runtime.mdns_socket(),
+        resolver_dir: config.runtime.resolver_dir(),
         allow_root: config.runtime.allow_root,
         allow_root_namespaces: config.runtime.allow_root_namespaces.clone(),
         seatbelt_mach_services: config.runtime.seatbelt_mach_services.clone(),

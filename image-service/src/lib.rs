@@ -13,6 +13,8 @@
 //! Every file is written atomically (temporary file, fsync, rename) so several
 //! processes (the server and the `darwin-cri image import` CLI) can share a store.
 
+pub mod diff;
+pub mod layer;
 pub mod reference;
 pub mod registry;
 pub mod safe_path;
@@ -32,7 +34,7 @@ pub use platform::Platform;
 #[doc(hidden)]
 pub use pull::fuzzing;
 pub use pull::{PullEvent, PullOptions, Puller};
-pub use store::{FsUsage, Image, ImageConfig, ImageStore};
+pub use store::{FsUsage, Image, ImageConfig, ImageDocuments, ImageStore, NewImage, NewLayer};
 pub use tree::{CopyCloner, LinkCloner, NativeCloner, TreeCloner};
 
 /// Result type of this crate.

@@ -48,6 +48,11 @@ pub const HAS_BIND_MOUNTS: bool = imp::HAS_BIND_MOUNTS;
 /// Whether [`clone_tree`] can clone a whole tree in one call (APFS `clonefile` on macOS).
 pub const CLONES_TREES: bool = imp::CLONES_TREES;
 
+/// Where the host reads per-domain DNS resolvers (resolver(5): `/etc/resolver/<domain>` on
+/// macOS, whose programs resolve through mDNSResponder, not a chroot's resolv.conf). Linux
+/// programs read the root's resolv.conf, so the twin has none.
+pub const RESOLVER_DIR: Option<&str> = imp::RESOLVER_DIR;
+
 /// A path as a C string, for the calls below.
 pub(crate) fn cstring(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes())
@@ -502,6 +507,12 @@ pub fn process_info(pid: i32) -> Option<ProcInfo> {
 /// With `nosuid`, setuid and setgid bits in the root grant nothing.
 pub fn layer_rootfs(lowers: &[&Path], dir: &Path, rootfs: &Path, nosuid: bool) -> io::Result<()> {
     imp::layer_rootfs(lowers, dir, rootfs, nosuid)
+}
+
+/// Whether `dir`, in an overlayfs upper directory, is marked opaque (it hides the lower layers'
+/// content of the same directory). Always false on macOS, which has no overlay.
+pub fn is_overlay_opaque(dir: &Path) -> bool {
+    imp::is_overlay_opaque(dir)
 }
 
 /// Mounts a /proc at `target` (a directory in a container root), nosuid, nodev and noexec:

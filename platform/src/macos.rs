@@ -19,6 +19,7 @@ use super::{ProcInfo, ProcUsage, cstring};
 
 pub const OS: super::Os = super::Os::MacOs;
 pub const HAS_BIND_MOUNTS: bool = false;
+pub const RESOLVER_DIR: Option<&str> = Some("/etc/resolver");
 pub const CLONES_TREES: bool = true;
 
 pub type RlimitResource = libc::c_int;
@@ -329,6 +330,11 @@ pub fn processes_in_root(rootfs: &Path) -> Vec<i32> {
         .filter(|p| p.alive && root_of(p.pid).as_deref() == Some(rootfs))
         .map(|p| p.pid)
         .collect()
+}
+
+/// No overlay, so no opaque directories.
+pub fn is_overlay_opaque(_dir: &Path) -> bool {
+    false
 }
 
 /// macOS has no layered filesystem a process can mount; APFS clones (`tree_cloner`) are its

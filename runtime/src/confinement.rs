@@ -343,6 +343,42 @@ pub fn docker_profile_to_seccompiler(text: &[u8]) -> std::result::Result<String,
 /// `volumes` each mount's host path inside the root with whether it is read-only, and
 /// `masked`/`read_only` the request's masked and read-only paths resolved inside the root
 /// (those that exist).
+/// An unconfined container (privileged, or of the darwin-unconfined handler) gets no Landlock,
+/// seccomp or Seatbelt profile, so a security setting that only confinement applies would be
+/// dropped unseen; it is refused instead. Privileged containers keep their privileges as under
+/// containerd (capability drops and seccomp do not apply to them), but a read-only root is
+/// something they ask to lose, not to have.
+fn refuse_unconfined_asks(spec: &ContainerSpec) -> Result<()> {
+    let sec = &spec.security;
+    let mut asked = Vec::new();
+    if sec.readonly_rootfs {
+        asked.push("readOnlyRootFilesystem");
+    }
+    if !sec.privileged {
+        if !sec.drop_capabilities.is_empty() {
+            asked.push("capabilities.drop");
+        }
+        if matches!(sec.seccomp, SeccompProfile::Localhost(_)) {
+            asked.push("a Localhost seccomp profile");
+        }
+        if sec.no_new_privs {
+            asked.push("allowPrivilegeEscalation: false");
+        }
+    }
+    if asked.is_empty() {
+        return Ok(());
+    }
+    let who = if sec.privileged {
+        "a privileged container"
+    } else {
+        "a container of the darwin-unconfined runtime handler"
+    };
+    Err(Error::InvalidArgument(format!(
+        "{who} runs without confinement, so {} cannot be applied; use the default runtime handler",
+        asked.join(", ")
+    )))
+}
+
 pub fn policy(
     spec: &ContainerSpec,
     pod: &Pod,
@@ -353,6 +389,7 @@ pub fn policy(
     mach_services: &[String],
 ) -> Result<Option<Policy>> {
     if !is_confined(spec, pod) {
+        refuse_unconfined_asks(spec)?;
         return Ok(None);
     }
     let sec = &spec.security;
@@ -410,6 +447,7 @@ mod tests {
                 network: Default::default(),
                 run_as_user: None,
                 run_as_group: None,
+                port_mappings: Vec::new(),
             },
             state: PodState::Ready,
             created_at: 0,
@@ -555,6 +593,11 @@ mod tests {
             .expect("confined");
         assert_eq!(ro.write, vec![root.join("dev"), root.join("data")]);
         spec.security.privileged = true;
+        assert!(
+            super::policy(&spec, &p, root, &vols, vec![], vec![], &[]).is_err(),
+            "an unconfined read-only root is refused, not pretended"
+        );
+        spec.security.readonly_rootfs = false;
         assert_eq!(
             super::policy(&spec, &p, root, &vols, vec![], vec![], &[]).expect("p"),
             None
@@ -564,6 +607,48 @@ mod tests {
         assert_eq!(
             super::policy(&spec, &unconfined, root, &vols, vec![], vec![], &[]).expect("p"),
             None
+        );
+    }
+
+    #[test]
+    fn unconfined_containers_refuse_what_only_confinement_applies() {
+        let pod = pod("ci", UNCONFINED_HANDLER);
+        let root = Path::new("/r");
+        let ask = |f: fn(&mut SecuritySpec)| {
+            let mut spec = ContainerSpec::default();
+            f(&mut spec.security);
+            policy(&spec, &pod, root, &[], vec![], vec![], &[])
+        };
+        assert!(ask(|_| {}).expect("nothing asked").is_none());
+        for (f, named) in [
+            (
+                (|s: &mut SecuritySpec| s.readonly_rootfs = true) as fn(&mut SecuritySpec),
+                "readOnlyRootFilesystem",
+            ),
+            (
+                |s| s.drop_capabilities = vec!["NET_RAW".into()],
+                "capabilities.drop",
+            ),
+            (|s| s.no_new_privs = true, "allowPrivilegeEscalation"),
+            (
+                |s| s.seccomp = SeccompProfile::Localhost("/p.json".into()),
+                "Localhost seccomp",
+            ),
+        ] {
+            let err = ask(f).expect_err("refused").to_string();
+            assert!(
+                err.contains(named) && err.contains("darwin-unconfined"),
+                "{err}"
+            );
+        }
+        // A privileged container keeps its privileges whatever it drops, as under containerd.
+        assert!(
+            ask(|s| {
+                s.privileged = true;
+                s.drop_capabilities = vec!["ALL".into()];
+            })
+            .expect("privileged")
+            .is_none()
         );
     }
 }

@@ -9,12 +9,14 @@
 #![deny(unsafe_code)]
 
 pub mod attach;
+pub mod cluster_dns;
 pub mod confinement;
 mod devices;
 pub mod dns_proxy;
 mod error;
 pub mod exec;
 mod fsutil;
+pub mod host_ports;
 pub mod jail;
 pub mod limits;
 pub mod logs;

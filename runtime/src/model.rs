@@ -51,6 +51,39 @@ pub struct PodSpec {
     pub run_as_user: Option<i64>,
     #[serde(default)]
     pub run_as_group: Option<i64>,
+    /// Ports kubelet asks the node to serve for the pod (hostPort).
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
+}
+
+/// The transport of a port mapping.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        })
+    }
+}
+
+/// A hostPort: the node's `host_port` (on `host_ip`, or every address when empty) serves the
+/// container's `container_port`. Pods share the node's network, so a container's port already
+/// is a node port; only a host port that differs needs a forwarder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub protocol: Protocol,
+    pub container_port: u16,
+    pub host_port: u16,
+    pub host_ip: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +138,10 @@ pub struct ContainerSpec {
     pub run_as_group: Option<i64>,
     pub run_as_username: String,
     pub supplemental_groups: Vec<i64>,
+    /// supplementalGroupsPolicy Strict: only the groups named in the request, not the image's
+    /// /etc/group memberships of the user.
+    #[serde(default)]
+    pub supplemental_groups_strict: bool,
     /// CPU and memory from kubelet's LinuxContainerResources (a Linux kubelet only).
     #[serde(default)]
     pub linux_resources: Option<crate::limits::LinuxResources>,
@@ -237,3 +274,20 @@ impl Container {
             .unwrap_or_default()
     }
 }
+
+/// What `image commit` needs of a container, kept in its directory (`origin.json`) so that the
+/// command works with or without the server running: the image its root was made from, and the
+/// paths the runtime put there or mounted over (relative to the root), which are not the
+/// container's own changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerOrigin {
+    pub container_id: String,
+    pub image_id: String,
+    pub rootfs: PathBuf,
+    /// The overlay's upper directory where the root is layered; `None` for a clone or copy.
+    pub upper: Option<PathBuf>,
+    pub runtime_paths: Vec<PathBuf>,
+}
+
+/// The file in a container's directory holding its [`ContainerOrigin`].
+pub const ORIGIN_FILE: &str = "origin.json";

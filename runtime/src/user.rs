@@ -67,6 +67,9 @@ pub struct UserRequest<'a> {
     pub run_as_group: Option<i64>,
     pub run_as_username: &'a str,
     pub supplemental_groups: &'a [i64],
+    /// Leave out the user's memberships in the image's /etc/group (supplementalGroupsPolicy
+    /// Strict).
+    pub strict_groups: bool,
     pub image_user: &'a str,
 }
 
@@ -162,7 +165,7 @@ pub fn resolve_with(
         gid = id_from_i64(g, "run_as_group")?;
     }
     let mut all = vec![gid];
-    if let Some(e) = entry {
+    if let Some(e) = entry.filter(|_| !req.strict_groups) {
         all.extend(
             groups
                 .iter()
@@ -205,6 +208,18 @@ mod tests {
         assert_eq!(
             (r.uid, r.gid, r.groups.clone(), r.home.as_str()),
             (1000, 1000, vec![1000, 2000], "/home/app")
+        );
+        let strict = resolve_req(UserRequest {
+            run_as_user: Some(1000),
+            supplemental_groups: &[3000],
+            strict_groups: true,
+            ..Default::default()
+        })
+        .expect("resolves");
+        assert_eq!(
+            strict.groups,
+            vec![1000, 3000],
+            "Strict leaves out /etc/group"
         );
     }
 

@@ -156,3 +156,213 @@ async fn process_tools_work_and_proc_is_masked() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn run_pod_with(
+    rt: &mut Rt,
+    server: &Server,
+    name: &str,
+    edit: impl FnOnce(&mut cri::PodSandboxConfig),
+) -> Result<String, tonic::Status> {
+    let logs = server.dir.path().join("logs").join(name);
+    std::fs::create_dir_all(&logs).map_err(|e| tonic::Status::internal(e.to_string()))?;
+    let mut config = pod_config(name, &logs);
+    edit(&mut config);
+    Ok(rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id)
+}
+
+fn tcp_mapping(host_port: u16, container_port: u16) -> cri::PortMapping {
+    cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: container_port.into(),
+        host_port: host_port.into(),
+        host_ip: String::new(),
+    }
+}
+
+/// An HTTP GET on 127.0.0.1:port; the whole answer.
+async fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+/// hostPort: busybox httpd on its container port answers on the pod's host port; a second pod
+/// asking for the same host port is refused at RunPodSandbox, and gets it once the first pod
+/// stops; the forwarder stops with its pod.
+#[tokio::test(flavor = "multi_thread")]
+async fn host_ports_are_forwarded_and_never_given_twice() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let (host_port, container_port) = (free_port()?, free_port()?);
+    let web = run_pod_with(&mut rt, &server, "web", |c| {
+        c.port_mappings = vec![tcp_mapping(host_port, container_port)];
+    })
+    .await?;
+    let id = create(
+        &mut rt,
+        &web,
+        container_config(
+            "httpd",
+            &format!(
+                "mkdir -p /www && echo served-by-httpd > /www/index.html && \
+                 exec httpd -f -p 127.0.0.1:{container_port} -h /www"
+            ),
+        ),
+    )
+    .await?;
+    start(&mut rt, &id).await?;
+    let page = wait_for(
+        Duration::from_secs(10),
+        "httpd through the host port",
+        || async {
+            match http_get(host_port, "/index.html").await {
+                Ok(page) if page.contains("served-by-httpd") => Some(page),
+                _ => None,
+            }
+        },
+    )
+    .await?;
+    assert!(page.starts_with("HTTP/1."), "{page}");
+
+    // The same host port, whether forwarded or served directly by the container, is refused.
+    for (name, mapping) in [
+        ("clash", tcp_mapping(host_port, 80)),
+        ("clash-direct", tcp_mapping(host_port, host_port)),
+    ] {
+        let e = run_pod_with(&mut rt, &server, name, |c| c.port_mappings = vec![mapping])
+            .await
+            .expect_err("the host port is taken");
+        assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+        assert!(
+            e.message().contains(&format!(
+                "host port {host_port}/TCP is already used by pod sandbox {web}"
+            )),
+            "{}",
+            e.message()
+        );
+    }
+    // A refused pod leaves no trace: its name is free for kubelet's retry.
+    assert!(
+        rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+            .await?
+            .into_inner()
+            .items
+            .iter()
+            .all(|p| p
+                .metadata
+                .as_ref()
+                .is_some_and(|m| !m.name.starts_with("clash")))
+    );
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+        pod_sandbox_id: web.clone(),
+    })
+    .await?;
+    wait_for(Duration::from_secs(5), "the forwarder to stop", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", host_port))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await?;
+    run_pod_with(&mut rt, &server, "clash", |c| {
+        c.port_mappings = vec![tcp_mapping(host_port, 80)]
+    })
+    .await?;
+    Ok(())
+}
+
+/// Cluster DNS on a Mac: the cluster domain's resolver(5) file is written with the first pod that
+/// uses it and removed with the last; other files in the directory are left alone. The Linux
+/// twin runs the same code on a directory of the test's.
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_domain_resolver_file_lives_with_its_pods() -> anyhow::Result<()> {
+    let resolver = tempfile::tempdir()?;
+    let foreign = resolver.path().join("corp.example");
+    std::fs::write(&foreign, "nameserver 192.0.2.1\n")?;
+    let server = Server::start_with_config(&format!(
+        "[runtime]\ncluster_dns_resolver_dir = {:?}\n",
+        resolver.path().display().to_string()
+    ))
+    .await?;
+    let (mut rt, _) = server.client().await?;
+    let file = resolver.path().join("cluster.local");
+    let a = run_pod(&mut rt, &server, "dns-a").await?;
+    let b = run_pod(&mut rt, &server, "dns-b").await?;
+    let written = std::fs::read_to_string(&file)?;
+    assert!(written.contains("nameserver 10.96.0.10\n"), "{written}");
+
+    let out = std::process::Command::new(binary())
+        .args(server.args())
+        .arg("doctor")
+        .output()?;
+    let doctor = String::from_utf8_lossy(&out.stdout);
+    assert!(doctor.contains("cluster.local → 10.96.0.10"), "{doctor}");
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: a })
+        .await?;
+    assert!(file.exists(), "pod b still uses the domain");
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: b })
+        .await?;
+    assert!(!file.exists(), "removed with the last pod");
+    assert_eq!(std::fs::read_to_string(&foreign)?, "nameserver 192.0.2.1\n");
+    Ok(())
+}
+
+/// Linux-only fields darwin nodes cannot honour are refused, naming the field.
+#[tokio::test(flavor = "multi_thread")]
+async fn linux_only_fields_are_refused_by_name() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let e = run_pod_with(&mut rt, &server, "tuned", |c| {
+        c.linux = Some(cri::LinuxPodSandboxConfig {
+            sysctls: [("net.core.somaxconn".to_string(), "1024".to_string())].into(),
+            ..Default::default()
+        });
+    })
+    .await
+    .expect_err("sysctls refused");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message()
+            .contains("sysctls (net.core.somaxconn) are not available on darwin nodes"),
+        "{}",
+        e.message()
+    );
+
+    let pod = run_pod(&mut rt, &server, "fields").await?;
+    let mut config = container_config("labelled", "sleep 1");
+    config.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            selinux_options: Some(cri::SeLinuxOption {
+                r#type: "container_t".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let e = create(&mut rt, &pod, config)
+        .await
+        .expect_err("SELinux refused");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("selinux_options"), "{}", e.message());
+    Ok(())
+}

@@ -67,6 +67,21 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Sta
         spec.run_as_group = sc.run_as_group.map(|v| v.value);
         spec.run_as_username = sc.run_as_username;
         spec.supplemental_groups = sc.supplemental_groups;
+        spec.supplemental_groups_strict =
+            sc.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32;
+        super::sandbox::refuse_selinux(sc.selinux_options.as_ref(), "container")?;
+        // Deprecated, and read on purpose: a profile named only there must not be dropped.
+        #[allow(deprecated)]
+        let (seccomp_path, apparmor_profile) = (
+            sc.seccomp_profile_path.as_str(),
+            sc.apparmor_profile.as_str(),
+        );
+        super::sandbox::refuse_deprecated_seccomp(seccomp_path, sc.seccomp.as_ref(), "container")?;
+        if sc.apparmor.is_none() && apparmor_profile.starts_with("localhost/") {
+            return Err(Status::invalid_argument(format!(
+                "container security_context.apparmor_profile {apparmor_profile:?}: AppArmor profiles are not available on darwin nodes"
+            )));
+        }
         let localhost = cri::security_profile::ProfileType::Localhost as i32;
         spec.security.privileged = sc.privileged;
         spec.security.readonly_rootfs = sc.readonly_rootfs;

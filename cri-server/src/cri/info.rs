@@ -66,7 +66,7 @@ pub fn status(svc: &Cri, verbose: bool) -> cri::StatusResponse {
         info,
         runtime_handlers: handlers,
         features: Some(cri::RuntimeFeatures {
-            supplemental_groups_policy: false,
+            supplemental_groups_policy: true,
         }),
     }
 }

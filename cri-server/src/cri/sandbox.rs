@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use k8s_cri::v1 as cri;
-use runtime::{DnsConfig, NetworkMode, Pod, PodMetadata, PodSpec, PodState};
+use runtime::{DnsConfig, NetworkMode, Pod, PodMetadata, PodSpec, PodState, PortMapping, Protocol};
 use tonic::Status;
 
 use super::status::required;
@@ -43,16 +43,39 @@ pub fn pod_spec(config: cri::PodSandboxConfig, handler: String) -> Result<PodSpe
         }
         run_as_user = sc.run_as_user.as_ref().map(|v| v.value);
         run_as_group = sc.run_as_group.as_ref().map(|v| v.value);
-        if sc
-            .selinux_options
-            .as_ref()
-            .is_some_and(|s| !s.r#type.is_empty() || !s.level.is_empty())
-        {
+        refuse_selinux(sc.selinux_options.as_ref(), "pod")?;
+        // kubelet repeats the pod's profiles on each container, where they are honoured or
+        // refused; a profile only the pod names must not be dropped unseen.
+        if !platform::HAS_SECCOMP && is_localhost(sc.seccomp.as_ref()) {
             return Err(Status::invalid_argument(
-                "SELinux options are not available on darwin nodes",
+                "seccomp profiles (Localhost) are not available on darwin nodes: macOS confines containers with Seatbelt",
             ));
         }
+        if is_localhost(sc.apparmor.as_ref()) {
+            return Err(Status::invalid_argument(
+                "AppArmor profiles are not available on darwin nodes",
+            ));
+        }
+        // Deprecated, and read on purpose: a profile named only there must not be dropped.
+        #[allow(deprecated)]
+        let deprecated_path = sc.seccomp_profile_path.as_str();
+        refuse_deprecated_seccomp(deprecated_path, sc.seccomp.as_ref(), "pod")?;
     }
+    if let Some(linux) = &config.linux
+        && !linux.sysctls.is_empty()
+    {
+        let mut names: Vec<&str> = linux.sysctls.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        return Err(Status::invalid_argument(format!(
+            "sysctls ({}) are not available on darwin nodes: pods share the host's kernel settings",
+            names.join(", ")
+        )));
+    }
+    let port_mappings = config
+        .port_mappings
+        .iter()
+        .map(port_mapping)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(PodSpec {
         metadata: PodMetadata {
             name: m.name,
@@ -73,7 +96,63 @@ pub fn pod_spec(config: cri::PodSandboxConfig, handler: String) -> Result<PodSpe
         network,
         run_as_user,
         run_as_group,
+        port_mappings,
     })
+}
+
+fn port(n: i32, what: &str) -> Result<u16, Status> {
+    u16::try_from(n)
+        .map_err(|_| Status::invalid_argument(format!("port mapping: {what} {n} is not a port")))
+}
+
+fn port_mapping(m: &cri::PortMapping) -> Result<PortMapping, Status> {
+    let protocol = match cri::Protocol::try_from(m.protocol) {
+        Ok(cri::Protocol::Tcp) => Protocol::Tcp,
+        Ok(cri::Protocol::Udp) => Protocol::Udp,
+        Ok(cri::Protocol::Sctp) => Protocol::Sctp,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "port mapping: unknown protocol {}",
+                m.protocol
+            )));
+        }
+    };
+    Ok(PortMapping {
+        protocol,
+        container_port: port(m.container_port, "container port")?,
+        host_port: port(m.host_port, "host port")?,
+        host_ip: m.host_ip.clone(),
+    })
+}
+
+pub fn is_localhost(p: Option<&cri::SecurityProfile>) -> bool {
+    p.is_some_and(|p| p.profile_type == cri::security_profile::ProfileType::Localhost as i32)
+}
+
+/// SELinux types and levels change what a process may touch; there are no labels to give.
+pub fn refuse_selinux(s: Option<&cri::SeLinuxOption>, whose: &str) -> Result<(), Status> {
+    if s.is_some_and(|s| !s.r#type.is_empty() || !s.level.is_empty()) {
+        return Err(Status::invalid_argument(format!(
+            "SELinux options ({whose} security_context.selinux_options) are not available on darwin nodes"
+        )));
+    }
+    Ok(())
+}
+
+/// The deprecated `seccomp_profile_path` counts only when the structured field is unset (as in
+/// containerd); a `localhost/…` value there is a profile that must not be dropped.
+pub fn refuse_deprecated_seccomp(
+    path: &str,
+    structured: Option<&cri::SecurityProfile>,
+    whose: &str,
+) -> Result<(), Status> {
+    if structured.is_none() && path.starts_with("localhost/") {
+        return Err(Status::invalid_argument(format!(
+            "{whose} security_context.seccomp_profile_path {path:?}: the deprecated field is not read; \
+             set seccompProfile (security_context.seccomp) instead"
+        )));
+    }
+    Ok(())
 }
 
 fn metadata(p: &Pod) -> cri::PodSandboxMetadata {

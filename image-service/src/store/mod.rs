@@ -19,6 +19,9 @@ use crate::reference;
 use crate::tree::TreeCloner;
 use crate::{Error, IoContext, Result, is_sha256_hex, random_name, sha256_hex};
 
+pub use author::{ImageDocuments, NewImage, NewLayer};
+
+mod author;
 mod gc;
 mod import;
 mod snapshots;

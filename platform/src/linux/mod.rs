@@ -12,6 +12,7 @@ use super::{ProcInfo, ProcUsage};
 
 pub const OS: super::Os = super::Os::Linux;
 pub const HAS_BIND_MOUNTS: bool = true;
+pub const RESOLVER_DIR: Option<&str> = None;
 pub const CLONES_TREES: bool = false;
 
 pub type RlimitResource = libc::__rlimit_resource_t;
@@ -291,6 +292,29 @@ pub fn processes_in_root(rootfs: &Path) -> Vec<i32> {
 /// An overlayfs over the read-only snapshot and the layers above it (`lowers`, the uppermost
 /// first): creating a container root costs one mount, however big the image. The upper and work
 /// directories live in the container directory.
+/// overlayfs marks an opaque directory with `trusted.overlay.opaque` (or `user.overlay.opaque`
+/// on a userxattr mount) set to "y".
+pub fn is_overlay_opaque(dir: &Path) -> bool {
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    [c"trusted.overlay.opaque", c"user.overlay.opaque"]
+        .iter()
+        .any(|name| {
+            let mut value = [0u8; 4];
+            // SAFETY: both strings are NUL-terminated and the buffer's length is passed.
+            let n = unsafe {
+                libc::lgetxattr(
+                    path.as_ptr(),
+                    name.as_ptr(),
+                    value.as_mut_ptr().cast(),
+                    value.len(),
+                )
+            };
+            n == 1 && value[0] == b'y'
+        })
+}
+
 pub fn layer_rootfs(lowers: &[&Path], dir: &Path, rootfs: &Path, nosuid: bool) -> io::Result<()> {
     let upper = dir.join("upper");
     let work = dir.join("work");

@@ -177,6 +177,7 @@ impl Runtime {
                 run_as_group: spec.run_as_group.or(pod.spec.run_as_group),
                 run_as_username,
                 supplemental_groups: &spec.supplemental_groups,
+                strict_groups: spec.supplemental_groups_strict,
                 image_user: &image.config.user,
             },
         )?;
@@ -365,6 +366,7 @@ impl Runtime {
         tracing::debug!(container = id, elapsed = ?t0.elapsed(), "container prepared");
         write_atomic(&dir.join(monitor::PROCESS_FILE), &bytes)
             .at("writing", &dir.join(monitor::PROCESS_FILE))?;
+        self.write_origin(id, &image.id, &rootfs, layered, dir, &mounted, &spec)?;
         let meta = spec.metadata.clone().unwrap_or(ContainerMetadata {
             name: String::new(),
             attempt: 0,
@@ -394,6 +396,57 @@ impl Runtime {
             pid_start_time: 0,
             final_cpu_ns: 0,
         })
+    }
+
+    /// Records what `image commit` needs to know of the container (see [`ContainerOrigin`]).
+    #[allow(clippy::too_many_arguments)]
+    fn write_origin(
+        &self,
+        id: &str,
+        image_id: &str,
+        rootfs: &Path,
+        layered: bool,
+        dir: &Path,
+        mounted: &[PathBuf],
+        spec: &ContainerSpec,
+    ) -> Result<()> {
+        let mut runtime_paths: Vec<PathBuf> = Vec::new();
+        let mut add = |host: &Path| {
+            if let Ok(rel) = host.strip_prefix(rootfs)
+                && !rel.as_os_str().is_empty()
+                && !runtime_paths.iter().any(|p| p == rel)
+            {
+                runtime_paths.push(rel.to_path_buf());
+            }
+        };
+        for m in mounted {
+            add(m);
+        }
+        let mut made = vec![
+            "/etc/hosts".to_string(),
+            "/etc/resolv.conf".to_string(),
+            "/etc/hostname".to_string(),
+            "/dev".to_string(),
+            "/proc".to_string(),
+            crate::dns_proxy::MDNS_SOCKET.to_string(),
+        ];
+        made.extend(spec.mounts.iter().map(|m| m.container_path.clone()));
+        for p in made {
+            if let Ok(host) = resolve_in_root(rootfs, Path::new(&p)) {
+                add(&host);
+            }
+        }
+        runtime_paths.sort();
+        let origin = ContainerOrigin {
+            container_id: id.to_string(),
+            image_id: image_id.to_string(),
+            rootfs: rootfs.to_path_buf(),
+            upper: layered.then(|| dir.join("upper")),
+            runtime_paths,
+        };
+        let bytes =
+            serde_json::to_vec_pretty(&origin).map_err(|e| Error::Internal(e.to_string()))?;
+        write_atomic(&dir.join(ORIGIN_FILE), &bytes).at("writing", &dir.join(ORIGIN_FILE))
     }
 
     /// A read-only layer holding what [`prepare_root`] adds to a root of this image for this

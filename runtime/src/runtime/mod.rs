@@ -71,6 +71,8 @@ pub struct RuntimeOptions {
     /// The host's mDNSResponder socket, relayed into every running container's root (see
     /// [`crate::dns_proxy`]); `None` relays nothing.
     pub mdns_socket: Option<PathBuf>,
+    /// Where cluster domains' resolver(5) files are written (see [`crate::cluster_dns`]).
+    pub resolver_dir: Option<PathBuf>,
     /// Let every container run as root (uid 0); otherwise only privileged ones and those of
     /// `allow_root_namespaces`.
     pub allow_root: bool,
@@ -117,6 +119,10 @@ pub struct Runtime {
     starting: Mutex<HashSet<String>>,
     /// The mDNSResponder relay of each running container.
     pub(crate) dns_proxies: Mutex<HashMap<String, crate::dns_proxy::DnsProxy>>,
+    /// The forwarders of ready pods' host ports.
+    host_ports: crate::host_ports::HostPorts,
+    /// The host resolver's files for ready pods' cluster domains.
+    cluster_dns: crate::cluster_dns::ClusterDns,
     /// The shared statistics sample.
     sampler: Arc<Mutex<crate::stats::Sampler>>,
     /// Callers wait here for one sample instead of each walking the process table.
@@ -212,6 +218,7 @@ impl Runtime {
             })
             .map(|c| (c.id.clone(), c))
             .collect();
+        let cluster_dns = crate::cluster_dns::ClusterDns::new(opts.resolver_dir.clone());
         Ok(Arc::new(Runtime {
             opts,
             images,
@@ -224,6 +231,8 @@ impl Runtime {
             subscribers: Mutex::new(Vec::new()),
             starting: Mutex::new(HashSet::new()),
             dns_proxies: Mutex::new(HashMap::new()),
+            host_ports: crate::host_ports::HostPorts::default(),
+            cluster_dns,
             sampler: Arc::new(Mutex::new(crate::stats::Sampler::default())),
             sample_gate: tokio::sync::Mutex::new(()),
             oom_kills: std::sync::atomic::AtomicU64::new(0),

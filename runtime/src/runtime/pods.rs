@@ -56,6 +56,11 @@ impl Runtime {
         self.reserve(key.clone(), "pod sandbox")?;
         let id = new_id();
         let dir = self.opts.root.join("pods").join(&id);
+        if let Err(e) = self.host_ports.open(&id, &spec.port_mappings) {
+            self.release(&key);
+            return Err(e);
+        }
+        let dns = spec.dns.clone();
         let result = self.make_pod_dir(&dir, &spec).and_then(|()| {
             let pod = Pod {
                 id: id.clone(),
@@ -69,10 +74,12 @@ impl Runtime {
             Ok(())
         });
         if let Err(e) = result {
+            self.host_ports.close(&id);
             let _ = remove_tree(&dir);
             self.release(&key);
             return Err(e);
         }
+        self.cluster_dns.add(&id, dns.as_ref());
         Ok(id)
     }
 
@@ -163,6 +170,9 @@ impl Runtime {
         if let Some(e) = first_error {
             return Err(e);
         }
+        // Nothing runs in the pod any more: its host ports and cluster domains go.
+        self.host_ports.close(&pod.id);
+        self.cluster_dns.remove(&pod.id);
         // Nothing of a stopped pod stays mounted: container roots and kubelet's volumes.
         let dir = pod.dir.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -197,6 +207,9 @@ impl Runtime {
         for cid in self.pod_container_ids(&pod.id) {
             self.remove_container(&cid).await?;
         }
+        // kubelet may remove a pod it never stopped.
+        self.host_ports.close(&pod.id);
+        self.cluster_dns.remove(&pod.id);
         let dir = pod.dir.clone();
         tokio::task::spawn_blocking(move || remove_tree(&dir))
             .await

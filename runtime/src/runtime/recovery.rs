@@ -64,6 +64,16 @@ impl Runtime {
 
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
         self.unmount_stale();
+        for p in self.list_pods() {
+            if p.state != PodState::Ready {
+                continue;
+            }
+            if let Err(e) = self.host_ports.open(&p.id, &p.spec.port_mappings) {
+                tracing::warn!(pod = p.id, error = %e, "cannot serve the pod's host ports again");
+            }
+            self.cluster_dns.add(&p.id, p.spec.dns.as_ref());
+        }
+        self.cluster_dns.sweep();
         for c in self.list_containers() {
             let started = if c.state == ContainerState::Created {
                 // The server may have died between starting the monitor and recording it; a

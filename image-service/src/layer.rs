@@ -1,0 +1,324 @@
+//! Making layers: a set of changes to a tree written as one compressed tar blob, hashed once on
+//! the way to disk (the DiffID over the tar, the digest over the compressed bytes), so a layer of
+//! any size is streamed, never held in memory.
+//!
+//! Changes are OCI's: an added or changed entry is written as it is in the source tree; a
+//! deletion is a `.wh.<name>` whiteout; a directory whose lower content is hidden is marked with
+//! `.wh..wh..opq`. Entries are written in the order given; callers sort them, and with
+//! [`TarOptions::fixed_mtime`] the same files give the same bytes (reproducible images).
+//! Extended attributes are not carried (file capabilities would be a privilege the unpacker
+//! strips anyway); sockets are left out, as containerd does.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use crate::content::create_tmp_file;
+use crate::{IoContext, Result};
+
+/// How a new layer is compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LayerCompression {
+    #[default]
+    Gzip,
+    Zstd,
+}
+
+impl LayerCompression {
+    /// The layer media type: OCI's, or Docker's where the manifest is a Docker one (gzip only).
+    pub fn media_type(self, docker: bool) -> &'static str {
+        match (self, docker) {
+            (LayerCompression::Gzip, true) => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            (LayerCompression::Gzip, false) => "application/vnd.oci.image.layer.v1.tar+gzip",
+            (LayerCompression::Zstd, _) => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LayerCompression> {
+        match s {
+            "gzip" => Some(LayerCompression::Gzip),
+            "zstd" => Some(LayerCompression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// A layer blob written into the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    /// `sha256:` of the compressed blob.
+    pub digest: String,
+    /// `sha256:` of the uncompressed tar.
+    pub diff_id: String,
+    /// Compressed size.
+    pub size: u64,
+    pub compression: LayerCompression,
+}
+
+/// One change of a tree, by its path relative to the tree's root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The entry as it is in the source tree (a directory's entry only, not its content).
+    Add(PathBuf),
+    /// The entry is gone.
+    Delete(PathBuf),
+    /// The directory's lower content is hidden (its entry and content are added separately).
+    Opaque(PathBuf),
+}
+
+/// How entries are written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TarOptions {
+    /// Every entry's mtime, instead of the file's: the same files give the same layer.
+    pub fixed_mtime: Option<u64>,
+    /// Every entry's owner, instead of the file's (COPY --chown).
+    pub owner: Option<(u32, u32)>,
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W> Hashing<W> {
+    fn new(inner: W) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+
+    fn finish(self) -> (W, String, u64) {
+        let digest = format!("sha256:{}", hex::encode(self.hasher.finalize()));
+        (self.inner, digest, self.count)
+    }
+}
+
+enum Encoder {
+    Gzip(flate2::write::GzEncoder<Hashing<File>>),
+    Zstd(zstd::Encoder<'static, Hashing<File>>),
+}
+
+impl Write for Encoder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Gzip(e) => e.write(buf),
+            Encoder::Zstd(e) => e.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Gzip(e) => e.flush(),
+            Encoder::Zstd(e) => e.flush(),
+        }
+    }
+}
+
+impl Encoder {
+    fn finish(self) -> io::Result<Hashing<File>> {
+        match self {
+            Encoder::Gzip(e) => e.finish(),
+            Encoder::Zstd(e) => e.finish(),
+        }
+    }
+}
+
+/// The tar stream of a layer being written.
+pub struct LayerWriter {
+    tar: tar::Builder<Hashing<Encoder>>,
+    tmp: PathBuf,
+    compression: LayerCompression,
+    /// First path written of each multiply-linked inode: later ones become hard links.
+    links: HashMap<(u64, u64), PathBuf>,
+    opts: TarOptions,
+}
+
+impl std::fmt::Debug for LayerWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerWriter")
+            .field("tmp", &self.tmp)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LayerWriter {
+    /// A new layer in a temporary file of `tmp_dir`.
+    pub fn new(tmp_dir: &Path, compression: LayerCompression, opts: TarOptions) -> Result<Self> {
+        let (tmp, file) = create_tmp_file(tmp_dir)
+            .ctx(|| format!("create a layer file in {}", tmp_dir.display()))?;
+        let hashed = Hashing::new(file);
+        let encoder = match compression {
+            // A fixed header (no name, mtime 0): the same tar gives the same blob.
+            LayerCompression::Gzip => Encoder::Gzip(
+                flate2::GzBuilder::new().write(hashed, flate2::Compression::default()),
+            ),
+            LayerCompression::Zstd => {
+                Encoder::Zstd(zstd::Encoder::new(hashed, 3).ctx(|| "start zstd".to_string())?)
+            }
+        };
+        let mut tar = tar::Builder::new(Hashing::new(encoder));
+        tar.mode(tar::HeaderMode::Complete);
+        tar.follow_symlinks(false);
+        Ok(LayerWriter {
+            tar,
+            tmp,
+            compression,
+            links: HashMap::new(),
+            opts,
+        })
+    }
+
+    /// Writes the changes of `root` (a tree, the paths relative to it).
+    pub fn changes(&mut self, root: &Path, changes: &[Change]) -> Result<()> {
+        for c in changes {
+            match c {
+                Change::Add(rel) => self.add(&root.join(rel), rel)?,
+                Change::Delete(rel) => {
+                    let name = rel.file_name().map(|n| n.to_string_lossy().into_owned());
+                    let Some(name) = name else { continue };
+                    let wh = rel.with_file_name(format!(".wh.{name}"));
+                    self.marker(&wh)?;
+                }
+                Change::Opaque(rel) => self.marker(&rel.join(".wh..wh..opq"))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the file system entry at `src` as `dest` (relative), a directory's entry only.
+    pub fn add(&mut self, src: &Path, dest: &Path) -> Result<()> {
+        let meta = fs::symlink_metadata(src).ctx(|| format!("stat {}", src.display()))?;
+        let ft = meta.file_type();
+        if ft.is_socket() {
+            return Ok(());
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+        if let Some(t) = self.opts.fixed_mtime {
+            header.set_mtime(t);
+        }
+        if let Some((uid, gid)) = self.opts.owner {
+            header.set_uid(uid.into());
+            header.set_gid(gid.into());
+        }
+        let err = |e: io::Error| crate::Error::Io {
+            context: format!("write {} into the layer", dest.display()),
+            source: e,
+        };
+        if ft.is_dir() {
+            header.set_size(0);
+            return self
+                .tar
+                .append_data(&mut header, dest, io::empty())
+                .map_err(err);
+        }
+        if !ft.is_symlink() && meta.nlink() > 1 {
+            let key = (meta.dev(), meta.ino());
+            if let Some(first) = self.links.get(&key).cloned() {
+                header.set_entry_type(tar::EntryType::Link);
+                header.set_size(0);
+                return self.tar.append_link(&mut header, dest, first).map_err(err);
+            }
+            self.links.insert(key, dest.to_path_buf());
+        }
+        if ft.is_symlink() {
+            let target = fs::read_link(src).ctx(|| format!("readlink {}", src.display()))?;
+            header.set_size(0);
+            return self.tar.append_link(&mut header, dest, target).map_err(err);
+        }
+        if ft.is_file() {
+            let f = File::open(src).ctx(|| format!("open {}", src.display()))?;
+            return self.tar.append_data(&mut header, dest, f).map_err(err);
+        }
+        // FIFOs and device nodes: the header says all (the unpacker makes no device nodes).
+        header.set_size(0);
+        self.tar
+            .append_data(&mut header, dest, io::empty())
+            .map_err(err)
+    }
+
+    /// Writes a whole tree below `src` as `dest`, sorted by name.
+    pub fn add_tree(&mut self, src: &Path, dest: &Path) -> Result<()> {
+        self.add(src, dest)?;
+        let meta = fs::symlink_metadata(src).ctx(|| format!("stat {}", src.display()))?;
+        if !meta.is_dir() {
+            return Ok(());
+        }
+        for name in sorted_names(src)? {
+            self.add_tree(&src.join(&name), &dest.join(&name))?;
+        }
+        Ok(())
+    }
+
+    fn marker(&mut self, dest: &Path) -> Result<()> {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(0);
+        header.set_mode(0o644);
+        header.set_mtime(self.opts.fixed_mtime.unwrap_or(0));
+        self.tar
+            .append_data(&mut header, dest, io::empty())
+            .ctx(|| format!("write {} into the layer", dest.display()))
+    }
+
+    /// Ends the tar, and moves the blob into `blobs_dir` under its digest.
+    pub fn finish(self, blobs_dir: &Path) -> Result<LayerBlob> {
+        let tmp = self.tmp.clone();
+        let result = (|| {
+            let (encoder, diff_id, _) = self
+                .tar
+                .into_inner()
+                .ctx(|| "end the tar".to_string())?
+                .finish();
+            let (file, digest, size) = encoder
+                .finish()
+                .ctx(|| "end the compressed stream".to_string())?
+                .finish();
+            file.sync_all().ctx(|| "sync the layer".to_string())?;
+            let dest = blobs_dir.join(crate::sha256_hex(&digest)?);
+            fs::rename(&tmp, &dest).ctx(|| format!("store layer {digest}"))?;
+            Ok(LayerBlob {
+                digest,
+                diff_id,
+                size,
+                compression: self.compression,
+            })
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+/// The names in `dir`, sorted bytewise (a stable order for reproducible layers).
+pub(crate) fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
+    let mut names = fs::read_dir(dir)
+        .ctx(|| format!("read {}", dir.display()))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<io::Result<Vec<_>>>()
+        .ctx(|| format!("read {}", dir.display()))?;
+    names.sort();
+    Ok(names)
+}
