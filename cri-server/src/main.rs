@@ -5,6 +5,7 @@ mod config;
 mod cri;
 mod doctor;
 mod image_cli;
+mod image_make;
 mod logfile;
 mod metrics;
 mod node_facts;
@@ -120,6 +121,25 @@ enum ImageCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Keep a container's changes since its image (added, changed and deleted files) as a new
+    /// image: its image plus one layer. Works on running and stopped containers.
+    Commit {
+        /// The container's id, or a unique start of it.
+        container: String,
+        /// The new image's name, e.g. `registry.farm.local/ios-tools:1`.
+        name: String,
+        /// Layer compression: gzip or zstd.
+        #[arg(long, default_value = "gzip")]
+        compression: String,
+    },
+    /// Give a stored image another name.
+    Tag { source: String, target: String },
+    /// Write a stored image as an OCI image layout directory (for farms without a registry).
+    Save {
+        reference: String,
+        #[arg(long, short)]
+        output: PathBuf,
+    },
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Config> {
@@ -227,6 +247,20 @@ fn main() -> anyhow::Result<()> {
                 ImageCommand::Rm { references } => image_cli::remove(&config, references),
                 ImageCommand::Import { dir, name } => {
                     image_cli::import(&config, dir, name.as_deref())
+                }
+                ImageCommand::Commit {
+                    container,
+                    name,
+                    compression,
+                } => image_make::commit(
+                    &config,
+                    container,
+                    name,
+                    image_make::compression(compression)?,
+                ),
+                ImageCommand::Tag { source, target } => image_make::tag(&config, source, target),
+                ImageCommand::Save { reference, output } => {
+                    image_make::save(&config, reference, output)
                 }
             }
         }

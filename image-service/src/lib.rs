@@ -34,7 +34,9 @@ pub use platform::Platform;
 #[doc(hidden)]
 pub use pull::fuzzing;
 pub use pull::{PullEvent, PullOptions, Puller};
-pub use store::{FsUsage, Image, ImageConfig, ImageDocuments, ImageStore, NewImage, NewLayer};
+pub use store::{
+    FsUsage, Image, ImageConfig, ImageDocuments, ImageStore, NewImage, NewLayer, StoreHold,
+};
 pub use tree::{CopyCloner, LinkCloner, NativeCloner, TreeCloner};
 
 /// Result type of this crate.

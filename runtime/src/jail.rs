@@ -99,6 +99,25 @@ pub fn prepare(rootfs: &Path, uid: u32, gid: u32, home: &str) -> Result<()> {
     Ok(())
 }
 
+/// Every path [`prepare`] may make for a user with home `home`, parents included (absolute,
+/// inside the root): what `image commit` leaves out where the image had nothing there.
+pub fn layout_paths(home: &str) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = LINKS.iter().map(|(l, _)| PathBuf::from(l)).collect();
+    let mut dirs: Vec<PathBuf> = DIRECTORIES.iter().map(|(d, _)| PathBuf::from(d)).collect();
+    if !NO_HOME.contains(&home) {
+        dirs.push(PathBuf::from(home));
+        dirs.extend(HOME_DIRECTORIES.iter().map(|d| Path::new(home).join(d)));
+    }
+    for d in dirs {
+        for a in d.ancestors() {
+            if a != Path::new("/") && !out.iter().any(|o| o == a) {
+                out.push(a.to_path_buf());
+            }
+        }
+    }
+    out
+}
+
 /// Who gets the directories made at or below `from`.
 #[derive(Debug, Clone, Copy)]
 struct Owner<'a> {

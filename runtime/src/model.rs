@@ -287,6 +287,10 @@ pub struct ContainerOrigin {
     /// The overlay's upper directory where the root is layered; `None` for a clone or copy.
     pub upper: Option<PathBuf>,
     pub runtime_paths: Vec<PathBuf>,
+    /// Entries the runtime made where the image had nothing (the macOS layout of
+    /// [`crate::jail`]): left out themselves, but what the container put below them is kept.
+    #[serde(default)]
+    pub runtime_entries: Vec<PathBuf>,
 }
 
 /// The file in a container's directory holding its [`ContainerOrigin`].

@@ -66,7 +66,35 @@ fn write_beside(path: &Path, bytes: &[u8]) -> Result<()> {
         .ctx(|| format!("write {}", path.display()))
 }
 
+/// A hold on the store that keeps garbage collection out (it would take a layer in the making
+/// for debris): held by whoever makes layers, from the first one until the image is recorded.
+#[derive(Debug)]
+pub struct StoreHold {
+    _lock: Flock<File>,
+}
+
 impl ImageStore {
+    /// Keeps garbage collection out while layers are made (see [`StoreHold`]).
+    pub fn hold(&self) -> Result<StoreHold> {
+        Ok(StoreHold {
+            _lock: self.lock_shared()?,
+        })
+    }
+
+    /// A new layer written into the store's temporary space; hold the store meanwhile.
+    pub fn layer_writer(
+        &self,
+        compression: crate::layer::LayerCompression,
+        opts: crate::layer::TarOptions,
+    ) -> Result<crate::layer::LayerWriter> {
+        crate::layer::LayerWriter::new(&self.tmp_dir(), compression, opts)
+    }
+
+    /// Ends a layer and keeps it as a blob.
+    pub fn store_layer(&self, writer: crate::layer::LayerWriter) -> Result<LayerBlob> {
+        writer.finish(&self.blobs_dir())
+    }
+
     /// Where the blob `digest` is kept, if the store has it.
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
         let path = self.blobs_dir().join(sha256_hex(digest)?);

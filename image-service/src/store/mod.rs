@@ -19,7 +19,7 @@ use crate::reference;
 use crate::tree::TreeCloner;
 use crate::{Error, IoContext, Result, is_sha256_hex, random_name, sha256_hex};
 
-pub use author::{ImageDocuments, NewImage, NewLayer};
+pub use author::{ImageDocuments, NewImage, NewLayer, StoreHold};
 
 mod author;
 mod gc;

@@ -366,7 +366,10 @@ impl Runtime {
         tracing::debug!(container = id, elapsed = ?t0.elapsed(), "container prepared");
         write_atomic(&dir.join(monitor::PROCESS_FILE), &bytes)
             .at("writing", &dir.join(monitor::PROCESS_FILE))?;
-        self.write_origin(id, &image.id, &rootfs, layered, dir, &mounted, &spec)?;
+        let layout = (snapshot.as_path(), user.home.as_str());
+        self.write_origin(
+            id, &image.id, &rootfs, layered, dir, &mounted, &spec, layout,
+        )?;
         let meta = spec.metadata.clone().unwrap_or(ContainerMetadata {
             name: String::new(),
             attempt: 0,
@@ -409,6 +412,7 @@ impl Runtime {
         dir: &Path,
         mounted: &[PathBuf],
         spec: &ContainerSpec,
+        (snapshot, home): (&Path, &str),
     ) -> Result<()> {
         let mut runtime_paths: Vec<PathBuf> = Vec::new();
         let mut add = |host: &Path| {
@@ -437,12 +441,33 @@ impl Runtime {
             }
         }
         runtime_paths.sort();
+        let mut runtime_entries = Vec::new();
+        for p in crate::jail::layout_paths(home) {
+            let is_link = crate::jail::LINKS.iter().any(|(l, _)| Path::new(l) == p);
+            let rel = if is_link {
+                p.strip_prefix("/").unwrap_or(&p).to_path_buf()
+            } else {
+                match resolve_in_root(rootfs, &p) {
+                    Ok(host) => match host.strip_prefix(rootfs) {
+                        Ok(rel) => rel.to_path_buf(),
+                        Err(_) => continue,
+                    },
+                    Err(_) => continue,
+                }
+            };
+            if std::fs::symlink_metadata(snapshot.join(&rel)).is_err() {
+                runtime_entries.push(rel);
+            }
+        }
+        runtime_entries.sort();
+        runtime_entries.dedup();
         let origin = ContainerOrigin {
             container_id: id.to_string(),
             image_id: image_id.to_string(),
             rootfs: rootfs.to_path_buf(),
             upper: layered.then(|| dir.join("upper")),
             runtime_paths,
+            runtime_entries,
         };
         let bytes =
             serde_json::to_vec_pretty(&origin).map_err(|e| Error::Internal(e.to_string()))?;

@@ -1,0 +1,143 @@
+//! Making images from the command line: `image commit` (a container's changes as a new layer),
+//! `image tag`, `image save`. They work on the store in process, beside a running server or
+//! without one, as `image pull` does.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use image_service::layer::{LayerCompression, TarOptions};
+use image_service::{NewImage, NewLayer};
+use runtime::{ContainerOrigin, ORIGIN_FILE};
+
+use crate::config::Config;
+use crate::serve;
+
+/// `--compression`: gzip (what every registry and runtime reads) or zstd.
+pub fn compression(name: &str) -> anyhow::Result<LayerCompression> {
+    LayerCompression::parse(name).with_context(|| format!("--compression {name:?}: gzip or zstd"))
+}
+
+/// The directory and origin record of the container whose id starts with `query`.
+fn find_container(root: &Path, query: &str) -> anyhow::Result<(PathBuf, ContainerOrigin)> {
+    if query.len() < 3 || !query.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{query:?} is not a container id (or the start of one)");
+    }
+    let pods = root.join("pods");
+    let mut found = Vec::new();
+    for pod in std::fs::read_dir(&pods)
+        .with_context(|| format!("reading {}", pods.display()))?
+        .flatten()
+    {
+        let Ok(containers) = std::fs::read_dir(pod.path().join("containers")) else {
+            continue;
+        };
+        for c in containers.flatten() {
+            if c.file_name().to_string_lossy().starts_with(query) {
+                found.push(c.path());
+            }
+        }
+    }
+    let dir = match found.as_slice() {
+        [one] => one.clone(),
+        [] => bail!("no container {query}"),
+        _ => bail!(
+            "{query} names {} containers: give more of the id",
+            found.len()
+        ),
+    };
+    let path = dir.join(ORIGIN_FILE);
+    let origin: ContainerOrigin =
+        serde_json::from_slice(&std::fs::read(&path).with_context(|| {
+            format!(
+                "reading {} (containers made before 0.2 cannot be committed)",
+                path.display()
+            )
+        })?)
+        .with_context(|| format!("parsing {}", path.display()))?;
+    Ok((dir, origin))
+}
+
+/// `image commit CONTAINER NAME`: the container's changes since its image, as one new layer on
+/// top of it. What the runtime put in the root and what is mounted there are left out.
+pub fn commit(
+    config: &Config,
+    container: &str,
+    name: &str,
+    compression: LayerCompression,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let store = serve::open_images(config)?;
+    let (_, origin) = find_container(&config.root, container)?;
+    let image = store.resolve(&origin.image_id)?.with_context(|| {
+        format!(
+            "the container's image {} is no longer stored",
+            origin.image_id
+        )
+    })?;
+    let hold = store.hold()?;
+    let skip = |p: &Path| {
+        origin.runtime_paths.iter().any(|r| p.starts_with(r))
+            || origin.runtime_entries.iter().any(|r| p == r)
+    };
+    let (source, changes) = match &origin.upper {
+        Some(upper) if upper.is_dir() => (
+            upper.clone(),
+            image_service::diff::overlay_changes(upper, &skip)?,
+        ),
+        _ => {
+            let snapshot = store.rootfs(&image)?;
+            (
+                origin.rootfs.clone(),
+                image_service::diff::tree_changes(&origin.rootfs, &snapshot, &skip)?,
+            )
+        }
+    };
+    let mut writer = store.layer_writer(compression, TarOptions::default())?;
+    writer.changes(&source, &changes)?;
+    let blob = store.store_layer(writer)?;
+    let committed = store.create_image(NewImage {
+        base: Some(image),
+        layers: vec![NewLayer {
+            blob: Some(blob.clone()),
+            created_by: format!("darwin-cri image commit {}", origin.container_id),
+        }],
+        names: vec![name.to_string()],
+        ..Default::default()
+    })?;
+    drop(hold);
+    eprintln!(
+        "committed {} changes of {} as {} ({} layer, {} bytes) in {:.1}s",
+        changes.len(),
+        &origin.container_id[..12.min(origin.container_id.len())],
+        committed
+            .repo_tags
+            .first()
+            .map(String::as_str)
+            .unwrap_or(name),
+        blob.digest,
+        blob.size,
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}", committed.id);
+    Ok(())
+}
+
+/// `image tag SOURCE TARGET`.
+pub fn tag(config: &Config, source: &str, target: &str) -> anyhow::Result<()> {
+    let store = serve::open_images(config)?;
+    let image = store
+        .tag(source, target)
+        .with_context(|| format!("tagging {source} as {target}"))?;
+    println!("{}", image.id);
+    Ok(())
+}
+
+/// `image save NAME -o DIR`: an OCI image layout, for farms without a registry.
+pub fn save(config: &Config, reference: &str, dir: &Path) -> anyhow::Result<()> {
+    let store = serve::open_images(config)?;
+    let image = store
+        .save_oci_layout(reference, dir)
+        .with_context(|| format!("saving {reference} to {}", dir.display()))?;
+    println!("{}", image.id);
+    Ok(())
+}
