@@ -39,6 +39,9 @@ if [ "${1:-}" = "--tests" ]; then
   [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
   command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
   command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
+  # Images darwin-cri makes and pushes are pulled and run by containerd too (ctr, runc).
+  command -v containerd >/dev/null 2>&1 || need+=(containerd)
+  command -v runc >/dev/null 2>&1 || need+=(runc)
   command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
   # The macOS layer's tests: volumes through bindfs (FUSE), as on macOS; deploy/install.sh is
   # checked with shellcheck; doctor runs as an unprivileged user through setpriv.

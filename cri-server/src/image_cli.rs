@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use image_service::registry::{Credentials, Registry};
-use image_service::{Image, Platform, PullEvent, PullOptions, Puller};
+use image_service::{
+    BlobOutcome, Image, Platform, PullEvent, PullOptions, Puller, PushEvent, PushOptions, Pusher,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::Config;
@@ -23,25 +25,7 @@ pub fn pull(
     quiet: bool,
 ) -> anyhow::Result<()> {
     let store = serve::open_images(config)?;
-    let credentials = match user {
-        None => Credentials::default(),
-        Some(u) => {
-            let (name, pass) = match u.split_once(':') {
-                Some((n, p)) => (n.to_string(), p.to_string()),
-                None => (
-                    u.to_string(),
-                    std::env::var("DARWIN_CRI_REGISTRY_PASSWORD").context(
-                        "--user without :PASSWORD reads the password from DARWIN_CRI_REGISTRY_PASSWORD",
-                    )?,
-                ),
-            };
-            Credentials {
-                username: name,
-                password: pass,
-                ..Default::default()
-            }
-        }
-    };
+    let credentials = credentials(user)?;
     let platform = platform
         .map(|p| Platform::parse(p).with_context(|| format!("--platform {p:?}")))
         .transpose()?;
@@ -49,18 +33,7 @@ pub fn pull(
         Registry::new(config.image.registry()).context("setting up the registry client")?;
     let puller = Puller::new(store, registry, config.image.max_concurrent_downloads);
 
-    let bar = if quiet || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr())
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
+    let bar = progress_bar(quiet);
     bar.set_message("resolving");
     let layers: Arc<Mutex<HashMap<String, bool>>> = Arc::default();
     let (b, l) = (bar.clone(), Arc::clone(&layers));
@@ -110,6 +83,113 @@ pub fn pull(
         );
     }
     println!("{}", image.id);
+    Ok(())
+}
+
+/// `--user USER[:PASSWORD]`; default: docker config.json, else anonymous.
+fn credentials(user: Option<&str>) -> anyhow::Result<Credentials> {
+    let Some(u) = user else {
+        return Ok(Credentials::default());
+    };
+    let (name, pass) = match u.split_once(':') {
+        Some((n, p)) => (n.to_string(), p.to_string()),
+        None => (
+            u.to_string(),
+            std::env::var("DARWIN_CRI_REGISTRY_PASSWORD").context(
+                "--user without :PASSWORD reads the password from DARWIN_CRI_REGISTRY_PASSWORD",
+            )?,
+        ),
+    };
+    Ok(Credentials {
+        username: name,
+        password: pass,
+        ..Default::default()
+    })
+}
+
+fn progress_bar(quiet: bool) -> ProgressBar {
+    let bar = if quiet || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr())
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// What `image push` is asked.
+#[derive(Debug)]
+pub struct PushArgs<'a> {
+    pub source: &'a str,
+    pub dest: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub compression: Option<image_service::layer::LayerCompression>,
+    pub chunk_size: usize,
+    pub quiet: bool,
+}
+
+/// `image push NAME [DEST]`: prints the manifest digest; a progress bar on a terminal.
+pub fn push(config: &Config, args: PushArgs<'_>) -> anyhow::Result<()> {
+    let PushArgs {
+        source,
+        dest,
+        user,
+        compression,
+        chunk_size,
+        quiet,
+    } = args;
+    let store = serve::open_images(config)?;
+    let registry =
+        Registry::new(config.image.registry()).context("setting up the registry client")?;
+    let pusher = Pusher::new(store, registry);
+    let bar = progress_bar(quiet);
+    bar.set_message("preparing");
+    let b = bar.clone();
+    let progress = Arc::new(move |e: PushEvent| match e {
+        PushEvent::Started { blobs } => {
+            b.set_length(blobs.iter().map(|(_, s)| s).sum());
+            b.set_message(format!("{} blobs", blobs.len()));
+        }
+        PushEvent::Progress { bytes } => b.inc(bytes),
+        PushEvent::BlobDone { digest, outcome } => {
+            if outcome != BlobOutcome::Sent {
+                b.set_message(format!("{} {:?}", &digest[..19.min(digest.len())], outcome));
+            }
+        }
+    });
+    let opts = PushOptions {
+        credentials: credentials(user)?,
+        compression,
+        chunk_size,
+        progress: Some(progress),
+    };
+    let started = std::time::Instant::now();
+    let pushed = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(pusher.push(source, dest, opts))
+        .with_context(|| format!("pushing {source}"))?;
+    bar.finish_and_clear();
+    if !quiet {
+        let count = |o: BlobOutcome| pushed.blobs.iter().filter(|(_, x)| *x == o).count();
+        eprintln!(
+            "pushed {} in {:.1}s: {} blobs sent ({}), {} already there, {} mounted",
+            pushed.name,
+            started.elapsed().as_secs_f64(),
+            count(BlobOutcome::Sent),
+            human(pushed.sent_bytes),
+            count(BlobOutcome::Existed),
+            count(BlobOutcome::Mounted),
+        );
+    }
+    println!("{}", pushed.manifest_digest);
     Ok(())
 }
 

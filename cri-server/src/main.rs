@@ -132,6 +132,26 @@ enum ImageCommand {
         #[arg(long, default_value = "gzip")]
         compression: String,
     },
+    /// Push a stored image to its registry (never a mirror): blobs the registry has are not
+    /// sent again, large ones go in resumable chunks.
+    Push {
+        /// The stored image (name or id).
+        source: String,
+        /// Where to push it, e.g. `registry.farm.local/ios-tools:1`; default: its own name.
+        dest: Option<String>,
+        /// Registry credentials `USER[:PASSWORD]` (as for pull).
+        #[arg(long)]
+        user: Option<String>,
+        /// Push layers gzip- or zstd-compressed (converted once and kept); default: as stored.
+        #[arg(long)]
+        compression: Option<String>,
+        /// Blobs above this many bytes go in chunks of it (default 16 MiB).
+        #[arg(long, hide = true, default_value_t = 0)]
+        chunk_size: usize,
+        /// No progress bar or summary; print only the manifest digest.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Give a stored image another name.
     Tag { source: String, target: String },
     /// Write a stored image as an OCI image layout directory (for farms without a registry).
@@ -259,6 +279,27 @@ fn main() -> anyhow::Result<()> {
                     image_make::compression(compression)?,
                 ),
                 ImageCommand::Tag { source, target } => image_make::tag(&config, source, target),
+                ImageCommand::Push {
+                    source,
+                    dest,
+                    user,
+                    compression,
+                    chunk_size,
+                    quiet,
+                } => image_cli::push(
+                    &config,
+                    image_cli::PushArgs {
+                        source,
+                        dest: dest.as_deref(),
+                        user: user.as_deref(),
+                        compression: compression
+                            .as_deref()
+                            .map(image_make::compression)
+                            .transpose()?,
+                        chunk_size: *chunk_size,
+                        quiet: *quiet,
+                    },
+                ),
                 ImageCommand::Save { reference, output } => {
                     image_make::save(&config, reference, output)
                 }

@@ -312,6 +312,49 @@ impl LayerWriter {
     }
 }
 
+/// Writes the uncompressed tar read from `tar` as a new blob in `compression` (a layer pushed
+/// in another compression than it was pulled in); the DiffID stays what it was.
+pub(crate) fn recompress(
+    tmp_dir: &Path,
+    blobs_dir: &Path,
+    mut tar: impl io::Read,
+    compression: LayerCompression,
+) -> Result<LayerBlob> {
+    let (tmp, file) =
+        create_tmp_file(tmp_dir).ctx(|| format!("create a layer file in {}", tmp_dir.display()))?;
+    let result = (|| {
+        let hashed = Hashing::new(file);
+        let encoder = match compression {
+            LayerCompression::Gzip => Encoder::Gzip(
+                flate2::GzBuilder::new().write(hashed, flate2::Compression::default()),
+            ),
+            LayerCompression::Zstd => {
+                Encoder::Zstd(zstd::Encoder::new(hashed, 3).ctx(|| "start zstd".to_string())?)
+            }
+        };
+        let mut diff = Hashing::new(encoder);
+        io::copy(&mut tar, &mut diff).ctx(|| "recompress a layer".to_string())?;
+        let (encoder, diff_id, _) = diff.finish();
+        let (file, digest, size) = encoder
+            .finish()
+            .ctx(|| "end the compressed stream".to_string())?
+            .finish();
+        file.sync_all().ctx(|| "sync the layer".to_string())?;
+        let dest = blobs_dir.join(crate::sha256_hex(&digest)?);
+        fs::rename(&tmp, &dest).ctx(|| format!("store layer {digest}"))?;
+        Ok(LayerBlob {
+            digest,
+            diff_id,
+            size,
+            compression,
+        })
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// The names in `dir`, sorted bytewise (a stable order for reproducible layers).
 pub(crate) fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
     let mut names = fs::read_dir(dir)

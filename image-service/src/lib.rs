@@ -15,6 +15,7 @@
 
 pub mod diff;
 pub mod layer;
+pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod safe_path;
@@ -34,6 +35,7 @@ pub use platform::Platform;
 #[doc(hidden)]
 pub use pull::fuzzing;
 pub use pull::{PullEvent, PullOptions, Puller};
+pub use push::{BlobOutcome, PushEvent, PushOptions, Pushed, Pusher};
 pub use store::{
     FsUsage, Image, ImageConfig, ImageDocuments, ImageStore, NewImage, NewLayer, StoreHold,
 };

@@ -375,6 +375,11 @@ pub struct ProxyMode {
     pub corrupt_blobs: AtomicBool,
     /// Blob bodies at this many bytes per second (0: full speed).
     pub throttle: AtomicU64,
+    /// The upload chunk (PATCH, counted from 1) that is lost on the way: the registry never
+    /// sees it and its client gets a 502, as after a broken connection; 0: none.
+    pub break_patch: AtomicUsize,
+    /// PATCH requests seen.
+    pub patches: AtomicUsize,
 }
 
 /// A recording, meddling HTTP proxy in front of a registry.
@@ -523,15 +528,25 @@ impl ProxyCtx {
                 );
             }
         }
+        if req.method() == hyper::Method::PATCH {
+            let n = self.mode.patches.fetch_add(1, Ordering::Relaxed) + 1;
+            if n == self.mode.break_patch.load(Ordering::Relaxed) {
+                return full(StatusCode::BAD_GATEWAY, &[], Vec::new());
+            }
+        }
         let mut up = Request::builder()
             .method(req.method())
             .uri(format!("http://{}{path}", self.upstream));
-        for name in ["accept", "range"] {
+        for name in ["accept", "range", "content-type", "content-range"] {
             if let Some(v) = req.headers().get(name) {
                 up = up.header(name, v);
             }
         }
-        let Ok(up) = up.body(Full::new(Bytes::new())) else {
+        // Pushes send bodies: passed on whole.
+        let Ok(request_body) = req.into_body().collect().await else {
+            return full(StatusCode::BAD_GATEWAY, &[], Vec::new());
+        };
+        let Ok(up) = up.body(Full::new(request_body.to_bytes())) else {
             return full(StatusCode::BAD_GATEWAY, &[], Vec::new());
         };
         let resp = match self.client.request(up).await {
@@ -545,9 +560,12 @@ impl ProxyCtx {
             "docker-content-digest",
             "content-range",
             "location",
+            "range",
+            "docker-upload-uuid",
         ] {
             if let Some(v) = resp.headers().get(name).and_then(|v| v.to_str().ok()) {
-                headers.push((name, v.to_string()));
+                // Upload locations name the registry: the client is to keep coming here.
+                headers.push((name, v.replace(&self.upstream, &self.self_addr)));
             }
         }
         let Ok(body) = resp.into_body().collect().await else {

@@ -7,11 +7,19 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use anyhow::Context;
+
+use darwin_cri_tests::registry::{Proxy, ProxyMode, TestRegistry};
 use darwin_cri_tests::v1 as cri;
 use darwin_cri_tests::*;
 
 /// Runs `darwin-cri image ARGS` against the server's root; stdout.
 fn image_cli(server: &Server, args: &[&str]) -> anyhow::Result<String> {
+    Ok(image_cli_both(server, args)?.0)
+}
+
+/// Runs `darwin-cri image ARGS` against the server's root; stdout and stderr.
+fn image_cli_both(server: &Server, args: &[&str]) -> anyhow::Result<(String, String)> {
     let out = Command::new(binary())
         .args(server.args())
         .arg("image")
@@ -23,7 +31,10 @@ fn image_cli(server: &Server, args: &[&str]) -> anyhow::Result<String> {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(String::from_utf8(out.stdout)?)
+    Ok((
+        String::from_utf8(out.stdout)?,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }
 
 /// The entry names of the top layer of the image saved in an OCI layout.
@@ -193,4 +204,281 @@ async fn commit_of_an_overlay_root_keeps_the_containers_changes_only() -> anyhow
 #[tokio::test(flavor = "multi_thread")]
 async fn commit_of_a_copied_root_keeps_the_containers_changes_only() -> anyhow::Result<()> {
     commit_round_trip("[runtime]\nrootfs = \"copy\"\n").await
+}
+
+/// Runs a container of `image` in a new pod of `server` with `script`; its log.
+async fn run_image(
+    server: &Server,
+    image: &str,
+    name: &str,
+    script: &str,
+) -> anyhow::Result<String> {
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, server, name).await?;
+    let mut config = container_config(name, script);
+    config.image = Some(cri::ImageSpec {
+        image: image.into(),
+        ..Default::default()
+    });
+    let id = create(&mut rt, &pod, config).await?;
+    start(&mut rt, &id).await?;
+    wait_exited(&mut rt, &id, Duration::from_secs(20)).await?;
+    Ok(std::fs::read_to_string(
+        server
+            .dir
+            .path()
+            .join("logs")
+            .join(name)
+            .join(name)
+            .join("0.log"),
+    )?)
+}
+
+fn skopeo(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("skopeo").args(args).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "skopeo {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+const CHECK_SCRIPT: &str = "cat /added; test -e /bin/vi || echo vi-gone; stat -c %h /added";
+
+fn assert_checked(log: &str) {
+    for line in ["new", "vi-gone", "2"] {
+        assert!(
+            log.lines().any(|l| l.ends_with(&format!(" {line}"))),
+            "{line} missing from {log}"
+        );
+    }
+}
+
+/// A committed image pushed to a real registry (through a proxy that breaks an upload chunk
+/// on the way) is read and verified by skopeo, pulled and run by a second darwin-cri from an
+/// empty root and by containerd; a second push sends nothing; another repository of the same
+/// registry gets the blobs by mount; zstd layers are converted once and kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn pushed_images_are_read_by_skopeo_darwin_cri_and_containerd() -> anyhow::Result<()> {
+    let registry = TestRegistry::start()?;
+    let proxy = Proxy::start(
+        &registry.addr,
+        ProxyMode {
+            break_patch: 3.into(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let insecure = format!(
+        "[image.registries.{:?}]\ninsecure = true\n[image.registries.{:?}]\ninsecure = true\n",
+        registry.addr, proxy.addr
+    );
+    let server = Server::start_with_config(&insecure).await?;
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "maker").await?;
+    let id = create(
+        &mut rt,
+        &pod,
+        container_config(
+            "maker",
+            "echo new > /added && ln /added /added-link && rm /bin/vi",
+        ),
+    )
+    .await?;
+    start(&mut rt, &id).await?;
+    wait_exited(&mut rt, &id, Duration::from_secs(10)).await?;
+    image_cli(&server, &["commit", &id, "localhost/tools:1"])?;
+
+    // Chunks of 64 KiB: the busybox layer goes in a few dozen, one of which loses its answer.
+    let via_proxy = format!("{}/made/tools:1", proxy.addr);
+    let (_, summary) = image_cli_both(
+        &server,
+        &[
+            "push",
+            "--chunk-size",
+            "65536",
+            "localhost/tools:1",
+            &via_proxy,
+        ],
+    )?;
+    assert!(summary.contains("3 blobs sent"), "{summary}");
+    // The third chunk was lost; the upload went on from what the registry had, 128 KiB.
+    assert!(
+        summary.contains("resuming") && summary.contains("offset=131072"),
+        "{summary}"
+    );
+    assert!(
+        proxy
+            .mode
+            .patches
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 10
+    );
+
+    let direct = format!("docker://{}/made/tools:1", registry.addr);
+    let raw: serde_json::Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &direct,
+    ])?)?;
+    assert_eq!(raw["layers"].as_array().map(Vec::len), Some(2), "{raw}");
+    let copied = server.dir.path().join("skopeo-copy");
+    skopeo(&[
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        &direct,
+        &format!("oci:{}:1", copied.display()),
+    ])?;
+
+    // Pushed again: nothing sent. To another repository: mounted, not sent.
+    let (_, again) = image_cli_both(&server, &["push", "localhost/tools:1", &via_proxy])?;
+    assert!(
+        again.contains("0 blobs sent") && again.contains("3 already there"),
+        "{again}"
+    );
+    let other = format!("{}/copies/tools:1", proxy.addr);
+    let (_, mounted) = image_cli_both(&server, &["push", "localhost/tools:1", &other])?;
+    assert!(mounted.contains("3 mounted"), "{mounted}");
+    assert!(
+        proxy
+            .seen
+            .lock()
+            .expect("seen")
+            .iter()
+            .any(|(m, p, _)| m == "POST"
+                && p.contains("mount=")
+                && (p.contains("from=made%2Ftools") || p.contains("from=made/tools"))),
+        "no mount request"
+    );
+
+    // zstd: converted once, kept, and read by skopeo.
+    let zstd_dest = format!("{}/made/tools:zstd", registry.addr);
+    let (_, first) = image_cli_both(
+        &server,
+        &[
+            "push",
+            "--compression",
+            "zstd",
+            "localhost/tools:1",
+            &zstd_dest,
+        ],
+    )?;
+    assert!(first.contains("2 blobs sent"), "{first}");
+    let (_, second) = image_cli_both(
+        &server,
+        &[
+            "push",
+            "--compression",
+            "zstd",
+            "localhost/tools:1",
+            &zstd_dest,
+        ],
+    )?;
+    assert!(second.contains("0 blobs sent"), "{second}");
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{zstd_dest}"),
+    ])?;
+    assert!(raw.contains("tar+zstd"), "{raw}");
+
+    // A second darwin-cri, empty, pulls and runs both.
+    let fresh = Server::start_with_config(&insecure).await?;
+    let (_, mut images) = fresh.client().await?;
+    for reference in [format!("{}/made/tools:1", registry.addr), zstd_dest.clone()] {
+        let pulled = images
+            .pull_image(cri::PullImageRequest {
+                image: Some(cri::ImageSpec {
+                    image: reference.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        assert!(!pulled.image_ref.is_empty());
+        let name = if reference.ends_with("zstd") {
+            "zstd"
+        } else {
+            "gzip"
+        };
+        assert_checked(&run_image(&fresh, &reference, name, CHECK_SCRIPT).await?);
+    }
+
+    // containerd (Debian's, with runc) pulls and runs it too.
+    let out = run_in_containerd(&format!("{}/made/tools:1", registry.addr), CHECK_SCRIPT)?;
+    for line in ["new", "vi-gone", "2"] {
+        assert!(
+            out.lines().any(|l| l.trim() == line),
+            "{line} missing from containerd's run: {out}"
+        );
+    }
+    Ok(())
+}
+
+/// Pulls `reference` (plain HTTP) into a private containerd and runs `script` in it; stdout.
+fn run_in_containerd(reference: &str, script: &str) -> anyhow::Result<String> {
+    let dir = tempfile::Builder::new()
+        .prefix("darwin-cri-ctrd")
+        .tempdir()?;
+    let d = dir.path().display();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        format!(
+            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{d}/c.sock\"\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n"
+        ),
+    )?;
+    let log = std::fs::File::create(dir.path().join("containerd.log"))?;
+    let mut daemon = Command::new("containerd")
+        .arg("--config")
+        .arg(dir.path().join("config.toml"))
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    let result = (|| -> anyhow::Result<String> {
+        let socket = dir.path().join("c.sock");
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "containerd did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let ctr = |args: &[&str]| -> anyhow::Result<String> {
+            let out = Command::new("ctr")
+                .arg("--address")
+                .arg(&socket)
+                .args(["-n", "darwin-cri-test"])
+                .args(args)
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "ctr {}: {}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        ctr(&["images", "pull", "--plain-http", reference])?;
+        ctr(&[
+            "run",
+            "--rm",
+            reference,
+            "made-by-darwin-cri",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+    })();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let log = std::fs::read_to_string(dir.path().join("containerd.log")).unwrap_or_default();
+    result.with_context(|| format!("containerd's log: {log}"))
 }

@@ -363,6 +363,70 @@ impl Registry {
         }
     }
 
+    /// The origin endpoint of `registry`: pushes never go to a mirror.
+    pub(crate) fn origin(&self, registry: &str) -> Endpoint {
+        let mut all = self.endpoints(registry);
+        all.pop().unwrap_or(Endpoint {
+            base: format!("https://{registry}"),
+            host: registry.to_string(),
+            is_mirror: false,
+        })
+    }
+
+    /// Sends `method` to `url` (an API URL of `ep`) on behalf of `repo`, authenticating for
+    /// `scope` (`repository:R:pull,push`…) as the registry asks; any status comes back to the
+    /// caller. The body is sent again on a retry, and retries happen only with `retry`: an
+    /// upload chunk that failed half-way is resumed from what the registry has, not repeated.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn request(
+        &self,
+        method: Method,
+        ep: &Endpoint,
+        url: &str,
+        headers: HeaderMap,
+        body: Option<bytes::Bytes>,
+        creds: &Credentials,
+        scope: &str,
+        retry: bool,
+    ) -> Result<reqwest::Response> {
+        let creds = self.credentials_for(ep, creds).await;
+        let key = (ep.base.clone(), scope.to_string(), creds.fingerprint());
+        let mut authorization = self.cached_token(&key);
+        if authorization.is_none() && !creds.registry_token.is_empty() {
+            authorization = Some(format!("Bearer {}", creds.registry_token));
+        }
+        let mut challenged = false;
+        loop {
+            let mut h = headers.clone();
+            if let Some(a) = &authorization {
+                let mut v = HeaderValue::from_str(a)
+                    .map_err(|_| Error::Unauthenticated(format!("{}: unusable token", ep.host)))?;
+                v.set_sensitive(true);
+                h.insert(header::AUTHORIZATION, v);
+            }
+            let attempts = if retry { self.inner.config.attempts } else { 1 };
+            let resp = self
+                .send_with(method.clone(), url, h, body.clone(), attempts)
+                .await?;
+            if resp.status() == StatusCode::UNAUTHORIZED && !challenged {
+                challenged = true;
+                let challenge = resp
+                    .headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_challenge);
+                let Some(challenge) = challenge else {
+                    return Ok(resp);
+                };
+                let (value, ttl) = self.answer(ep, &challenge, &creds, scope).await?;
+                self.store_token(key.clone(), value.clone(), ttl);
+                authorization = Some(value);
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
     /// Sends one request with retries on connection errors and 5xx.
     async fn send(
         &self,
@@ -370,17 +434,31 @@ impl Registry {
         url: &str,
         headers: HeaderMap,
     ) -> Result<reqwest::Response> {
-        let attempts = self.inner.config.attempts.max(1);
+        self.send_with(method, url, headers, None, self.inner.config.attempts)
+            .await
+    }
+
+    async fn send_with(
+        &self,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Option<bytes::Bytes>,
+        attempts: u32,
+    ) -> Result<reqwest::Response> {
+        let attempts = attempts.max(1);
         let mut delay = self.inner.config.retry_delay;
         let mut last = format!("{} did not answer", host_of(url));
         for attempt in 1..=attempts {
-            let res = self
+            let mut request = self
                 .inner
                 .http
                 .request(method.clone(), url)
-                .headers(headers.clone())
-                .send()
-                .await;
+                .headers(headers.clone());
+            if let Some(b) = &body {
+                request = request.body(b.clone());
+            }
+            let res = request.send().await;
             match res {
                 Ok(r) if r.status().is_server_error() && attempt < attempts => {
                     tracing::debug!(host = %host_of(url), status = %r.status(), "registry error; retrying");

@@ -134,7 +134,7 @@ impl ImageStore {
     }
 
     /// Stores a JSON document as a blob; its digest and size.
-    fn put_json_blob(&self, value: &Value) -> Result<(String, u64, Vec<u8>)> {
+    pub(crate) fn put_json_blob(&self, value: &Value) -> Result<(String, u64, Vec<u8>)> {
         let bytes = serde_json::to_vec(value)
             .map_err(|e| Error::InvalidLayout(format!("serialize: {e}")))?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
@@ -143,6 +143,53 @@ impl ImageStore {
             write_atomic(&self.tmp_dir(), &path, &bytes)?;
         }
         Ok((digest, bytes.len() as u64, bytes))
+    }
+
+    /// The layer blob `digest` (compressed as `from`) in `to`: converted once, then kept and
+    /// found again (`converted/<hex>.<to>`), so a second push of the layer sends nothing new.
+    pub(crate) fn converted_layer(
+        &self,
+        digest: &str,
+        from: crate::unpack::Compression,
+        to: crate::layer::LayerCompression,
+    ) -> Result<(String, u64)> {
+        let suffix = match to {
+            crate::layer::LayerCompression::Gzip => "gzip",
+            crate::layer::LayerCompression::Zstd => "zstd",
+        };
+        let dir = self.root.join("converted");
+        ensure_dir(&dir)?;
+        let record = dir.join(format!("{}.{suffix}", sha256_hex(digest)?));
+        if let Ok(text) = fs::read_to_string(&record)
+            && let Some((d, size)) = text.trim().split_once(' ')
+            && let Ok(size) = size.parse::<u64>()
+            && self.blob_path(d).is_ok()
+        {
+            return Ok((d.to_string(), size));
+        }
+        let file = File::open(self.blob_path(digest)?).ctx(|| format!("open blob {digest}"))?;
+        let reader = BufReader::with_capacity(256 << 10, file);
+        let tar: Box<dyn io::Read> = match from {
+            crate::unpack::Compression::None => Box::new(reader),
+            crate::unpack::Compression::Gzip => Box::new(flate2::read::GzDecoder::new(reader)),
+            crate::unpack::Compression::Zstd => {
+                Box::new(zstd::Decoder::with_buffer(reader).ctx(|| "start zstd".to_string())?)
+            }
+        };
+        let blob = crate::layer::recompress(&self.tmp_dir(), &self.blobs_dir(), tar, to)?;
+        write_atomic(
+            &self.tmp_dir(),
+            &record,
+            format!("{} {}", blob.digest, blob.size).as_bytes(),
+        )?;
+        Ok((blob.digest, blob.size))
+    }
+
+    /// Records that the image is `name` (`repo@digest`) in a registry.
+    pub(crate) fn add_repo_digest(&self, image: &Image, name: &str) -> Result<()> {
+        self.write_ref(name, &image.id)?;
+        self.invalidate();
+        Ok(())
     }
 
     /// Gives the stored image `source` the name `target` too.

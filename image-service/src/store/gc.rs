@@ -81,6 +81,25 @@ impl ImageStore {
                 }
             }
         }
+        // Layers converted for a push live as long as the layer they were made from.
+        let converted = self.root.join("converted");
+        for e in fs::read_dir(&converted).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let source = name.split('.').next().unwrap_or_default();
+            let target = fs::read_to_string(e.path()).unwrap_or_default();
+            let target = target
+                .split(' ')
+                .next()
+                .and_then(|d| d.strip_prefix("sha256:"));
+            match target {
+                Some(t) if blobs.contains(source) => {
+                    blobs.insert(t.to_string());
+                }
+                _ => {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         let sweep = |dir: PathBuf, keep: &HashSet<String>| -> Result<()> {
             for entry in fs::read_dir(&dir).ctx(|| format!("read {}", dir.display()))? {
                 let entry = entry.ctx(|| format!("read {}", dir.display()))?;

@@ -1,0 +1,562 @@
+//! Pushing stored images to a registry: the OCI distribution push protocol.
+//!
+//! For each blob (layers, then the config): a HEAD says whether the repository has it already;
+//! a cross-repository mount is asked for where the image came from another repository of the
+//! same registry; otherwise an upload session (POST) takes the blob in one PUT, or, past
+//! [`PushOptions::chunk_size`], in PATCHed chunks that resume from what the registry says it has
+//! after a broken connection. The manifest goes last, by tag. Pushes go to the registry itself,
+//! never to a mirror, with the same credentials, CA files and insecure list as pulls; a bearer
+//! token is asked for with push scope.
+//!
+//! Blobs are read from the store a chunk at a time: a layer of any size costs one chunk of
+//! memory. Layers are pushed as they are stored, unless another compression is asked for: then
+//! each is converted once and kept, so a second push of it sends nothing.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Method, StatusCode, Url};
+use serde_json::{Value, json};
+
+use crate::layer::LayerCompression;
+use crate::registry::{Credentials, Registry};
+use crate::{Error, Image, ImageStore, IoContext, Result, reference};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// How many times an upload resumes after a broken chunk before it gives up.
+const MAX_RESUMES: u32 = 5;
+
+/// What happened to one blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobOutcome {
+    /// Uploaded.
+    Sent,
+    /// The repository had it.
+    Existed,
+    /// Mounted from another repository of the registry.
+    Mounted,
+}
+
+/// Progress of a push.
+#[derive(Debug, Clone)]
+pub enum PushEvent {
+    /// The blobs to push, with their sizes.
+    Started { blobs: Vec<(String, u64)> },
+    /// Bytes sent.
+    Progress { bytes: u64 },
+    BlobDone {
+        digest: String,
+        outcome: BlobOutcome,
+    },
+}
+
+type ProgressFn = Arc<dyn Fn(PushEvent) + Send + Sync>;
+
+/// Options of one push.
+#[derive(Clone, Default)]
+pub struct PushOptions {
+    pub credentials: Credentials,
+    /// Push layers in this compression (converting those stored otherwise); `None` pushes
+    /// them as stored.
+    pub compression: Option<LayerCompression>,
+    /// Blobs larger than this go in chunks of this size (0: 16 MiB).
+    pub chunk_size: usize,
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for PushOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushOptions")
+            .field("credentials", &self.credentials)
+            .field("compression", &self.compression)
+            .field("chunk_size", &self.chunk_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    /// `registry/repository:tag`.
+    pub name: String,
+    pub manifest_digest: String,
+    /// Bytes uploaded (blobs the registry had or mounted are not counted).
+    pub sent_bytes: u64,
+    pub blobs: Vec<(String, BlobOutcome)>,
+}
+
+/// Pushes images of a store.
+#[derive(Debug, Clone)]
+pub struct Pusher {
+    store: Arc<ImageStore>,
+    registry: Registry,
+}
+
+/// The manifest to push and the blobs it names (digest, size), layers first.
+struct Prepared {
+    manifest: Vec<u8>,
+    media_type: String,
+    blobs: Vec<(String, u64)>,
+}
+
+fn header_value(s: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(s).map_err(|_| Error::Registry(format!("{s:?} is not header text")))
+}
+
+async fn error_of(what: &str, resp: reqwest::Response) -> Error {
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    let body: String = body.chars().take(300).collect();
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            Error::Unauthenticated(format!("{what}: the registry refused ({status}) {body}"))
+        }
+        _ => Error::Registry(format!("{what}: {status} {body}")),
+    }
+}
+
+impl Pusher {
+    pub fn new(store: Arc<ImageStore>, registry: Registry) -> Pusher {
+        Pusher { store, registry }
+    }
+
+    /// Pushes the stored image `source` as `dest` (default: its first name).
+    pub async fn push(
+        &self,
+        source: &str,
+        dest: Option<&str>,
+        opts: PushOptions,
+    ) -> Result<Pushed> {
+        let image = self
+            .store
+            .resolve(source)?
+            .ok_or_else(|| Error::NotFound(source.to_string()))?;
+        let name = match dest {
+            Some(d) => reference::normalize(d)?,
+            None => image.repo_tags.first().cloned().ok_or_else(|| {
+                Error::InvalidReference(format!("{source} has no name to push to: give one"))
+            })?,
+        };
+        let parsed = reference::parse(&name)?;
+        let host = parsed.registry().to_string();
+        let repo = parsed.repository().to_string();
+        let target = parsed
+            .tag()
+            .map(str::to_string)
+            .unwrap_or_else(|| "latest".to_string());
+        let store = Arc::clone(&self.store);
+        let (img, compression) = (image.clone(), opts.compression);
+        let prepared = tokio::task::spawn_blocking(move || prepare(&store, &img, compression))
+            .await
+            .map_err(|e| Error::Registry(format!("preparing the push: {e}")))??;
+        if let Some(p) = &opts.progress {
+            p(PushEvent::Started {
+                blobs: prepared.blobs.clone(),
+            });
+        }
+        let ep = self.registry.origin(&host);
+        let scope = format!("repository:{repo}:pull,push");
+        // Where the image came from on this registry, for cross-repository mounts.
+        let mount_from: Option<String> = image.repo_digests.iter().find_map(|d| {
+            let r = reference::parse(d).ok()?;
+            (r.registry() == host && r.repository() != repo).then(|| r.repository().to_string())
+        });
+        let chunk = if opts.chunk_size == 0 {
+            16 << 20
+        } else {
+            opts.chunk_size
+        };
+        let mut sent_bytes = 0;
+        let mut outcomes = Vec::new();
+        for (digest, size) in &prepared.blobs {
+            let (outcome, sent) = self
+                .push_blob(
+                    &ep,
+                    &repo,
+                    &scope,
+                    digest,
+                    *size,
+                    mount_from.as_deref(),
+                    chunk,
+                    &opts,
+                )
+                .await?;
+            sent_bytes += sent;
+            if let Some(p) = &opts.progress {
+                p(PushEvent::BlobDone {
+                    digest: digest.clone(),
+                    outcome,
+                });
+            }
+            outcomes.push((digest.clone(), outcome));
+        }
+        let url = format!("{}/v2/{repo}/manifests/{target}", ep.base);
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, header_value(&prepared.media_type)?);
+        let resp = self
+            .registry
+            .request(
+                Method::PUT,
+                &ep,
+                &url,
+                h,
+                Some(prepared.manifest.clone().into()),
+                &opts.credentials,
+                &scope,
+                true,
+            )
+            .await?;
+        if !resp.status().is_success() {
+            return Err(error_of(&format!("PUT manifest {name}"), resp).await);
+        }
+        let manifest_digest = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&prepared.manifest))
+        );
+        if manifest_digest == image.manifest_digest {
+            self.store
+                .add_repo_digest(&image, &format!("{host}/{repo}@{manifest_digest}"))?;
+        }
+        Ok(Pushed {
+            name,
+            manifest_digest,
+            sent_bytes,
+            blobs: outcomes,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn push_blob(
+        &self,
+        ep: &crate::registry::Endpoint,
+        repo: &str,
+        scope: &str,
+        digest: &str,
+        size: u64,
+        mount_from: Option<&str>,
+        chunk: usize,
+        opts: &PushOptions,
+    ) -> Result<(BlobOutcome, u64)> {
+        let creds = &opts.credentials;
+        let head = format!("{}/v2/{repo}/blobs/{digest}", ep.base);
+        let resp = self
+            .registry
+            .request(
+                Method::HEAD,
+                ep,
+                &head,
+                HeaderMap::new(),
+                None,
+                creds,
+                scope,
+                true,
+            )
+            .await?;
+        if resp.status().is_success() {
+            return Ok((BlobOutcome::Existed, 0));
+        }
+        let uploads = format!("{}/v2/{repo}/blobs/uploads/", ep.base);
+        let (url, scope_here) = match mount_from {
+            Some(from) => (
+                format!("{uploads}?mount={digest}&from={from}"),
+                format!("{scope} repository:{from}:pull"),
+            ),
+            None => (uploads.clone(), scope.to_string()),
+        };
+        let resp = self
+            .registry
+            .request(
+                Method::POST,
+                ep,
+                &url,
+                HeaderMap::new(),
+                None,
+                creds,
+                &scope_here,
+                true,
+            )
+            .await?;
+        if resp.status() == StatusCode::CREATED && mount_from.is_some() {
+            return Ok((BlobOutcome::Mounted, 0));
+        }
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(error_of(&format!("starting the upload of {digest}"), resp).await);
+        }
+        let mut location = location_of(&ep.base, &resp)?;
+        let path = self.store.blob_path(digest)?;
+        let mut file = std::fs::File::open(&path).ctx(|| format!("open {}", path.display()))?;
+        let progress = |n: u64| {
+            if let Some(p) = &opts.progress {
+                p(PushEvent::Progress { bytes: n });
+            }
+        };
+        if size <= chunk as u64 {
+            let mut body = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut body)
+                .ctx(|| format!("read {}", path.display()))?;
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            let url = with_digest(&location, digest)?;
+            let resp = self
+                .registry
+                .request(
+                    Method::PUT,
+                    ep,
+                    &url,
+                    h,
+                    Some(body.into()),
+                    creds,
+                    scope,
+                    true,
+                )
+                .await?;
+            if resp.status() != StatusCode::CREATED {
+                return Err(error_of(&format!("uploading {digest}"), resp).await);
+            }
+            progress(size);
+            return Ok((BlobOutcome::Sent, size));
+        }
+        // Chunked: each PATCH says where it starts; after a failure the registry says what it
+        // has (the upload's status) and the upload goes on from there.
+        let mut offset: u64 = 0;
+        let mut resumes = 0;
+        let mut buf = vec![0u8; chunk];
+        while offset < size {
+            let len = chunk.min((size - offset) as usize);
+            file.seek(SeekFrom::Start(offset))
+                .ctx(|| format!("seek {}", path.display()))?;
+            file.read_exact(&mut buf[..len])
+                .ctx(|| format!("read {}", path.display()))?;
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert(
+                header::CONTENT_RANGE,
+                header_value(&format!("{offset}-{}", offset + len as u64 - 1))?,
+            );
+            let body = bytes::Bytes::copy_from_slice(&buf[..len]);
+            let sent = self
+                .registry
+                .request(
+                    Method::PATCH,
+                    ep,
+                    &location,
+                    h,
+                    Some(body),
+                    creds,
+                    scope,
+                    false,
+                )
+                .await;
+            match sent {
+                Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+                    location = location_of(&ep.base, &resp)?;
+                    offset += len as u64;
+                    progress(len as u64);
+                }
+                other => {
+                    resumes += 1;
+                    let why = match other {
+                        Ok(resp) => error_of("chunk", resp).await.to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    if resumes > MAX_RESUMES {
+                        return Err(Error::Registry(format!(
+                            "uploading {digest}: gave up after {MAX_RESUMES} resumes: {why}"
+                        )));
+                    }
+                    tracing::info!(%digest, offset, error = %why, "upload chunk failed; resuming");
+                    match self.upload_status(ep, &location, creds, scope).await {
+                        Ok((loc, have)) => {
+                            location = loc;
+                            if have != offset {
+                                progress(have.saturating_sub(offset));
+                            }
+                            offset = have;
+                        }
+                        // The registry lost track of the session (a chunk half-written): a
+                        // new session from the start.
+                        Err(e) => {
+                            tracing::info!(%digest, error = %e, "upload session lost; starting again");
+                            let resp = self
+                                .registry
+                                .request(
+                                    Method::POST,
+                                    ep,
+                                    &uploads,
+                                    HeaderMap::new(),
+                                    None,
+                                    creds,
+                                    scope,
+                                    true,
+                                )
+                                .await?;
+                            if resp.status() != StatusCode::ACCEPTED {
+                                return Err(error_of(
+                                    &format!("restarting the upload of {digest}"),
+                                    resp,
+                                )
+                                .await);
+                            }
+                            location = location_of(&ep.base, &resp)?;
+                            offset = 0;
+                        }
+                    }
+                }
+            }
+        }
+        let url = with_digest(&location, digest)?;
+        let resp = self
+            .registry
+            .request(
+                Method::PUT,
+                ep,
+                &url,
+                HeaderMap::new(),
+                None,
+                creds,
+                scope,
+                true,
+            )
+            .await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(error_of(&format!("completing the upload of {digest}"), resp).await);
+        }
+        Ok((BlobOutcome::Sent, size))
+    }
+
+    /// How much of an upload the registry has: (location, next offset).
+    async fn upload_status(
+        &self,
+        ep: &crate::registry::Endpoint,
+        location: &str,
+        creds: &Credentials,
+        scope: &str,
+    ) -> Result<(String, u64)> {
+        let resp = self
+            .registry
+            .request(
+                Method::GET,
+                ep,
+                location,
+                HeaderMap::new(),
+                None,
+                creds,
+                scope,
+                true,
+            )
+            .await?;
+        if resp.status() != StatusCode::NO_CONTENT {
+            return Err(error_of("the upload's status", resp).await);
+        }
+        let have = resp
+            .headers()
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|r| r.rsplit('-').next())
+            .and_then(|end| end.parse::<u64>().ok())
+            .map(|end| end + 1)
+            .unwrap_or(0);
+        let loc = location_of(&ep.base, &resp).unwrap_or_else(|_| location.to_string());
+        Ok((loc, have))
+    }
+}
+
+/// The upload URL a response names, made absolute.
+fn location_of(base: &str, resp: &reqwest::Response) -> Result<String> {
+    let loc = resp
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| Error::Registry("the registry sent no upload location".to_string()))?;
+    let base = Url::parse(base).map_err(|e| Error::Registry(format!("{base}: {e}")))?;
+    base.join(loc)
+        .map(|u| u.to_string())
+        .map_err(|e| Error::Registry(format!("upload location {loc:?}: {e}")))
+}
+
+fn with_digest(location: &str, digest: &str) -> Result<String> {
+    let mut url = Url::parse(location).map_err(|e| Error::Registry(format!("{location}: {e}")))?;
+    url.query_pairs_mut().append_pair("digest", digest);
+    Ok(url.to_string())
+}
+
+/// The manifest and blobs of `image` with its layers in `compression` (converted and kept where
+/// they are stored otherwise).
+fn prepare(
+    store: &ImageStore,
+    image: &Image,
+    compression: Option<LayerCompression>,
+) -> Result<Prepared> {
+    let docs = store.documents(image)?;
+    let mut manifest = docs.manifest.clone();
+    let mut changed = false;
+    let mut blobs = Vec::new();
+    let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
+    let mut new_layers = Vec::with_capacity(layers.len());
+    for l in layers {
+        let digest = l["digest"].as_str().unwrap_or_default().to_string();
+        let media = l["mediaType"].as_str().unwrap_or_default().to_string();
+        let stored = crate::layout::layer_compression(&media)?;
+        let wanted = compression.filter(|c| {
+            !matches!(
+                (c, stored),
+                (LayerCompression::Gzip, crate::unpack::Compression::Gzip)
+                    | (LayerCompression::Zstd, crate::unpack::Compression::Zstd)
+            )
+        });
+        match wanted {
+            None => {
+                blobs.push((digest, l["size"].as_u64().unwrap_or(0)));
+                new_layers.push(l);
+            }
+            Some(c) => {
+                let (d, size) = store.converted_layer(&digest, stored, c)?;
+                blobs.push((d.clone(), size));
+                let mut nl = l.clone();
+                nl["digest"] = json!(d);
+                nl["size"] = json!(size);
+                nl["mediaType"] = json!(c.media_type(
+                    docs.manifest_media_type == DOCKER_MANIFEST && c == LayerCompression::Gzip
+                ));
+                new_layers.push(nl);
+                changed = true;
+            }
+        }
+    }
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    blobs.push((config_digest, docs.config_bytes.len() as u64));
+    let mut media_type = docs.manifest_media_type.clone();
+    if !changed {
+        return Ok(Prepared {
+            manifest: docs.manifest_bytes,
+            media_type,
+            blobs,
+        });
+    }
+    // zstd layers exist only in OCI manifests.
+    if media_type == DOCKER_MANIFEST && compression == Some(LayerCompression::Zstd) {
+        media_type = OCI_MANIFEST.to_string();
+        manifest["mediaType"] = json!(OCI_MANIFEST);
+        manifest["config"]["mediaType"] = json!(OCI_CONFIG);
+    }
+    manifest["layers"] = Value::Array(new_layers);
+    let (_, _, bytes) = store.put_json_blob(&manifest)?;
+    Ok(Prepared {
+        manifest: bytes,
+        media_type,
+        blobs,
+    })
+}
