@@ -141,3 +141,56 @@ pub fn save(config: &Config, reference: &str, dir: &Path) -> anyhow::Result<()> 
     println!("{}", image.id);
     Ok(())
 }
+
+/// What `image base` is asked.
+#[derive(Debug)]
+pub struct BaseArgs<'a> {
+    pub name: &'a str,
+    pub programs: &'a [String],
+    pub add: &'a [PathBuf],
+    pub user: &'a str,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub keep_mtimes: bool,
+    pub compression: LayerCompression,
+}
+
+/// `image base NAME`: the host's own files as a base image.
+pub fn base(config: &Config, args: BaseArgs<'_>) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let macos = platform::OS == platform::Os::MacOs;
+    let uid = args.uid.unwrap_or(if macos { 501 } else { 1000 });
+    let gid = args.gid.unwrap_or(if macos { 20 } else { uid });
+    let home = if macos {
+        format!("/Users/{}", args.user)
+    } else {
+        format!("/home/{}", args.user)
+    };
+    let store = serve::open_images(config)?;
+    let opts = image_service::base::BaseOptions {
+        name: args.name.to_string(),
+        programs: args.programs.to_vec(),
+        add: args.add.to_vec(),
+        user: (args.user.to_string(), uid, gid, home),
+        keep_mtimes: args.keep_mtimes,
+        compression: args.compression,
+    };
+    let (image, missing) = image_service::base::make_base(&store, &opts)
+        .with_context(|| format!("making the base image {}", args.name))?;
+    if !missing.is_empty() {
+        eprintln!("not on this host, left out: {}", missing.join(", "));
+    }
+    eprintln!(
+        "made {} ({}, {} bytes) in {:.1}s",
+        image
+            .repo_tags
+            .first()
+            .map(String::as_str)
+            .unwrap_or(args.name),
+        image.platform,
+        image.size,
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}", image.id);
+    Ok(())
+}

@@ -152,6 +152,36 @@ enum ImageCommand {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Make a base image from this host's own files: a shell and the usual tools (or the
+    /// programs named), everything they load, and an /etc with root and a build user, the
+    /// image's USER. On macOS it carries dyld and its shared cache: keep it in a private
+    /// registry. The same files give the same image id.
+    Base {
+        /// The image's name, e.g. `registry.farm.local/macos-base:15`.
+        name: String,
+        /// A program to include instead of the default set (by name on PATH, or a path);
+        /// repeatable.
+        #[arg(long = "program")]
+        programs: Vec<String>,
+        /// A file or directory tree to add as it is; repeatable.
+        #[arg(long)]
+        add: Vec<PathBuf>,
+        /// The build user's name (the image's USER).
+        #[arg(long, default_value = "build")]
+        user: String,
+        /// Its uid (default: 501 on macOS, 1000 elsewhere).
+        #[arg(long)]
+        uid: Option<u32>,
+        /// Its gid (default: 20, staff, on macOS; the uid elsewhere).
+        #[arg(long)]
+        gid: Option<u32>,
+        /// Keep the files' modification times (the image is then not reproducible).
+        #[arg(long)]
+        keep_mtimes: bool,
+        /// Layer compression: gzip or zstd.
+        #[arg(long, default_value = "gzip")]
+        compression: String,
+    },
     /// Give a stored image another name.
     Tag { source: String, target: String },
     /// Write a stored image as an OCI image layout directory (for farms without a registry).
@@ -279,6 +309,28 @@ fn main() -> anyhow::Result<()> {
                     image_make::compression(compression)?,
                 ),
                 ImageCommand::Tag { source, target } => image_make::tag(&config, source, target),
+                ImageCommand::Base {
+                    name,
+                    programs,
+                    add,
+                    user,
+                    uid,
+                    gid,
+                    keep_mtimes,
+                    compression,
+                } => image_make::base(
+                    &config,
+                    image_make::BaseArgs {
+                        name,
+                        programs,
+                        add,
+                        user,
+                        uid: *uid,
+                        gid: *gid,
+                        keep_mtimes: *keep_mtimes,
+                        compression: image_make::compression(compression)?,
+                    },
+                ),
                 ImageCommand::Push {
                     source,
                     dest,

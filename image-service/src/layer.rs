@@ -208,6 +208,15 @@ impl LayerWriter {
 
     /// Writes the file system entry at `src` as `dest` (relative), a directory's entry only.
     pub fn add(&mut self, src: &Path, dest: &Path) -> Result<()> {
+        self.add_with(src, dest, self.opts.owner)
+    }
+
+    /// [`Self::add`] with this owner whatever the options say.
+    pub fn add_owned(&mut self, src: &Path, dest: &Path, owner: (u32, u32)) -> Result<()> {
+        self.add_with(src, dest, Some(owner))
+    }
+
+    fn add_with(&mut self, src: &Path, dest: &Path, owner: Option<(u32, u32)>) -> Result<()> {
         let meta = fs::symlink_metadata(src).ctx(|| format!("stat {}", src.display()))?;
         let ft = meta.file_type();
         if ft.is_socket() {
@@ -218,7 +227,7 @@ impl LayerWriter {
         if let Some(t) = self.opts.fixed_mtime {
             header.set_mtime(t);
         }
-        if let Some((uid, gid)) = self.opts.owner {
+        if let Some((uid, gid)) = owner {
             header.set_uid(uid.into());
             header.set_gid(gid.into());
         }

@@ -13,6 +13,7 @@
 //! Every file is written atomically (temporary file, fsync, rename) so several
 //! processes (the server and the `darwin-cri image import` CLI) can share a store.
 
+pub mod base;
 pub mod diff;
 pub mod layer;
 pub mod push;

@@ -482,3 +482,49 @@ fn run_in_containerd(reference: &str, script: &str) -> anyhow::Result<String> {
     let log = std::fs::read_to_string(dir.path().join("containerd.log")).unwrap_or_default();
     result.with_context(|| format!("containerd's log: {log}"))
 }
+
+/// `image base`: the host's bash and coreutils with what they load, and an /etc with root and a
+/// build user (the image's USER), run as a container; the same files give the same image id.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_base_image_of_host_files_runs_bash_and_is_reproducible() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let first = image_cli(&server, &["base", "localhost/hostbase:1"])?;
+    let second = image_cli(&server, &["base", "localhost/hostbase:2"])?;
+    assert_eq!(
+        first.trim(),
+        second.trim(),
+        "the same files, the same image id"
+    );
+
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "based").await?;
+    let mut config = container_config("bash", "");
+    config.command = vec![
+        "/bin/bash".into(),
+        "-c".into(),
+        "ls /; cat /etc/passwd; id -un; echo home=$HOME".into(),
+    ];
+    config.image = Some(cri::ImageSpec {
+        image: "localhost/hostbase:1".into(),
+        ..Default::default()
+    });
+    let id = create(&mut rt, &pod, config).await?;
+    start(&mut rt, &id).await?;
+    let st = wait_exited(&mut rt, &id, Duration::from_secs(20)).await?;
+    let log = std::fs::read_to_string(server.dir.path().join("logs/based/bash/0.log"))?;
+    assert_eq!(st.exit_code, 0, "{log}");
+    for line in [
+        "usr",
+        "etc",
+        "root:x:0:0:root:/root:/bin/bash",
+        "build:x:1000:1000:build:/home/build:/bin/bash",
+        "build",
+        "home=/home/build",
+    ] {
+        assert!(
+            log.lines().any(|l| l.ends_with(&format!(" {line}"))),
+            "{line} missing from {log}"
+        );
+    }
+    Ok(())
+}
