@@ -194,3 +194,80 @@ pub fn base(config: &Config, args: BaseArgs<'_>) -> anyhow::Result<()> {
     println!("{}", image.id);
     Ok(())
 }
+
+/// What `image build` is asked.
+#[derive(Debug)]
+pub struct BuildArgs<'a> {
+    pub tags: &'a [String],
+    pub file: Option<&'a Path>,
+    pub build_args: &'a [String],
+    pub target: Option<&'a str>,
+    pub no_cache: bool,
+    pub compression: LayerCompression,
+    pub context: &'a Path,
+}
+
+/// `image build -t NAME [-f FILE] CONTEXT`: prints the image id; the steps and their output on
+/// stderr.
+pub fn build(config: &Config, args: BuildArgs<'_>) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let context = std::fs::canonicalize(args.context)
+        .with_context(|| format!("the build context {}", args.context.display()))?;
+    let containerfile = match args.file {
+        Some(f) => f.to_path_buf(),
+        None => ["Containerfile", "Dockerfile"]
+            .iter()
+            .map(|n| context.join(n))
+            .find(|p| p.is_file())
+            .with_context(|| format!("no Containerfile or Dockerfile in {}", context.display()))?,
+    };
+    let mut build_args = std::collections::BTreeMap::new();
+    for a in args.build_args {
+        let (k, v) = a
+            .split_once('=')
+            .with_context(|| format!("--build-arg {a:?}: NAME=value"))?;
+        build_args.insert(k.to_string(), v.to_string());
+    }
+    let store = serve::open_images(config)?;
+    let monitor_exe = std::env::current_exe().context("finding the darwin-cri executable")?;
+    let opts = runtime::build::BuildOptions {
+        containerfile,
+        context,
+        tags: args.tags.to_vec(),
+        build_args,
+        target: args.target.map(str::to_string),
+        no_cache: args.no_cache,
+        compression: args.compression,
+        work_dir: config.root.join("builds"),
+        monitor_exe,
+        state_dir: config.state_dir.clone(),
+        copy_rootfs: config.runtime.rootfs == crate::config::RootfsMode::Copy,
+        max_log_line: config.runtime.max_log_line_bytes,
+        mdns_socket: config.runtime.mdns_socket(),
+        mach_services: config.runtime.seatbelt_mach_services.clone(),
+    };
+    let registry = image_service::registry::Registry::new(config.image.registry())
+        .context("setting up the registry client")?;
+    let puller = image_service::Puller::new(
+        std::sync::Arc::clone(&store),
+        registry,
+        config.image.max_concurrent_downloads,
+    );
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let pull = |reference: &str| -> image_service::Result<image_service::Image> {
+        eprintln!("pulling {reference}");
+        tokio.block_on(puller.pull(reference, image_service::PullOptions::default()))
+    };
+    let mut err = std::io::stderr();
+    let image = runtime::build::build(&store, &opts, &pull, &mut err)?;
+    eprintln!(
+        "built {} in {:.1}s",
+        image.repo_tags.join(", "),
+        started.elapsed().as_secs_f64()
+    );
+    println!("{}", image.id);
+    Ok(())
+}

@@ -182,6 +182,29 @@ enum ImageCommand {
         #[arg(long, default_value = "gzip")]
         compression: String,
     },
+    /// Build an image from a Containerfile (Dockerfile): RUN steps run as containers of this
+    /// runtime, COPY and ADD read the context directly. Works with or without the server.
+    Build {
+        /// The image's name; repeatable.
+        #[arg(long = "tag", short = 't', required = true)]
+        tags: Vec<String>,
+        /// The Containerfile (default: CONTEXT/Containerfile, else CONTEXT/Dockerfile).
+        #[arg(long = "file", short = 'f')]
+        file: Option<PathBuf>,
+        /// A build argument `NAME=value`; repeatable.
+        #[arg(long = "build-arg")]
+        build_args: Vec<String>,
+        /// Build up to this stage (its name in `FROM … AS name`).
+        #[arg(long)]
+        target: Option<String>,
+        /// Run every step, cached or not.
+        #[arg(long)]
+        no_cache: bool,
+        /// Layer compression: gzip or zstd.
+        #[arg(long, default_value = "gzip")]
+        compression: String,
+        context: PathBuf,
+    },
     /// Give a stored image another name.
     Tag { source: String, target: String },
     /// Write a stored image as an OCI image layout directory (for farms without a registry).
@@ -309,6 +332,26 @@ fn main() -> anyhow::Result<()> {
                     image_make::compression(compression)?,
                 ),
                 ImageCommand::Tag { source, target } => image_make::tag(&config, source, target),
+                ImageCommand::Build {
+                    tags,
+                    file,
+                    build_args,
+                    target,
+                    no_cache,
+                    compression,
+                    context,
+                } => image_make::build(
+                    &config,
+                    image_make::BuildArgs {
+                        tags,
+                        file: file.as_deref(),
+                        build_args,
+                        target: target.as_deref(),
+                        no_cache: *no_cache,
+                        compression: image_make::compression(compression)?,
+                        context,
+                    },
+                ),
                 ImageCommand::Base {
                     name,
                     programs,

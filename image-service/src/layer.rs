@@ -280,6 +280,66 @@ impl LayerWriter {
         Ok(())
     }
 
+    /// Writes one entry of another tar (ADD of a local archive) below `dest_dir`: its path is
+    /// cleaned as if below `/` (a leading `..` goes nowhere), hard links are kept inside the
+    /// layer.
+    pub fn append_tar_entry<R: io::Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        dest_dir: &Path,
+    ) -> Result<()> {
+        let path = entry
+            .path()
+            .ctx(|| "an entry path of the archive".to_string())?
+            .into_owned();
+        let rel = crate::safe_path::clean_relative(&path);
+        let dest = if rel.as_os_str().is_empty() {
+            dest_dir.to_path_buf()
+        } else {
+            dest_dir.join(&rel)
+        };
+        let mut header = entry.header().clone();
+        // Archives made by hand may leave numeric fields blank: read as 0, as tar does.
+        if header.uid().is_err() {
+            header.set_uid(0);
+        }
+        if header.gid().is_err() {
+            header.set_gid(0);
+        }
+        if header.mtime().is_err() {
+            header.set_mtime(0);
+        }
+        if let Some(t) = self.opts.fixed_mtime {
+            header.set_mtime(t);
+        }
+        if let Some((uid, gid)) = self.opts.owner {
+            header.set_uid(uid.into());
+            header.set_gid(gid.into());
+        }
+        let kind = header.entry_type();
+        let err = |e: io::Error| crate::Error::Io {
+            context: format!("write {} into the layer", dest.display()),
+            source: e,
+        };
+        if kind.is_hard_link() || kind.is_symlink() {
+            let target = entry
+                .link_name()
+                .ctx(|| "an archive link".to_string())?
+                .map(|t| t.into_owned())
+                .unwrap_or_default();
+            let target = if kind.is_hard_link() {
+                dest_dir.join(crate::safe_path::clean_relative(&target))
+            } else {
+                target
+            };
+            return self
+                .tar
+                .append_link(&mut header, &dest, target)
+                .map_err(err);
+        }
+        self.tar.append_data(&mut header, &dest, entry).map_err(err)
+    }
+
     fn marker(&mut self, dest: &Path) -> Result<()> {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);

@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod attach;
+pub mod build;
 pub mod cluster_dns;
 pub mod confinement;
 mod devices;

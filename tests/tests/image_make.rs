@@ -528,3 +528,163 @@ async fn a_base_image_of_host_files_runs_bash_and_is_reproducible() -> anyhow::R
     }
     Ok(())
 }
+
+/// `image build`: a two-stage Containerfile with ARG, ENV, WORKDIR, COPY (--chown, --from, a
+/// .dockerignore), ADD of a local archive, RUN, LABEL, EXPOSE, USER and CMD, from a context on
+/// another file system (a tmpfs); the RUN output streams; the image runs; a rebuild comes from
+/// the cache; a failing step names itself and its exit code and leaves nothing behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_containerfile_builds_runs_caches_and_fails_cleanly() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let context = server.dir.path().join("context");
+    std::fs::create_dir_all(&context)?;
+    mount_small_tmpfs(&context, 64 << 20)?;
+    std::fs::create_dir_all(context.join("files"))?;
+    std::fs::write(context.join("files/a.txt"), "file-a\n")?;
+    std::fs::write(context.join("files/secret.key"), "not for the image\n")?;
+    std::fs::write(context.join(".dockerignore"), "files/*.key\n")?;
+    let mut archive = tar::Builder::new(flate2::write::GzEncoder::new(
+        std::fs::File::create(context.join("bundle.tar.gz"))?,
+        flate2::Compression::default(),
+    ));
+    let mut header = tar::Header::new_gnu();
+    header.set_size(6);
+    header.set_mode(0o644);
+    header.set_cksum();
+    archive.append_data(&mut header, "inner.txt", &b"inner\n"[..])?;
+    archive.into_inner()?.finish()?;
+    std::fs::write(
+        context.join("Containerfile"),
+        format!(
+            "FROM {BUSYBOX} AS tools\n\
+             RUN mkdir -p /out && echo built-in-stage-one > /out/tool && ln /out/tool /out/tool-link\n\
+             FROM {BUSYBOX}\n\
+             ARG GREETING=hello\n\
+             ENV APP_HOME=/app MODE=$GREETING\n\
+             WORKDIR $APP_HOME\n\
+             COPY --chown=1000:1000 files/ ./files/\n\
+             COPY --from=tools /out/ /opt/tools/\n\
+             ADD bundle.tar.gz /opt/bundle/\n\
+             RUN echo \"$GREETING from RUN\" > /app/greeting && rm /bin/vi && echo step-output-line\n\
+             LABEL org.example.role=test\n\
+             EXPOSE 8080\n\
+             USER 1000\n\
+             CMD [\"sh\", \"-c\", \"cat /app/greeting /app/files/a.txt /opt/tools/tool /opt/bundle/inner.txt; ls /app/files; test -e /bin/vi || echo vi-gone; stat -c %u /app/files/a.txt; test $(stat -c %i /opt/tools/tool) = $(stat -c %i /opt/tools/tool-link) && echo linked; echo mode=$MODE\"]\n"
+        ),
+    )?;
+    let ctx = context.display().to_string();
+    let build = [
+        "build",
+        "-t",
+        "localhost/built:1",
+        "--build-arg",
+        "GREETING=hi",
+        ctx.as_str(),
+    ];
+    let (id, log) = image_cli_both(&server, &build)?;
+    assert!(
+        log.lines().any(|l| l == "step-output-line"),
+        "the RUN output streams: {log}"
+    );
+    assert!(log.contains("STEP 14/14: CMD"), "{log}");
+
+    let (mut rt, mut images) = server.client().await?;
+    let listed = images
+        .list_images(cri::ListImagesRequest { filter: None })
+        .await?
+        .into_inner()
+        .images;
+    assert!(
+        listed
+            .iter()
+            .any(|i| i.id == id.trim() && i.repo_tags == vec!["localhost/built:1"]),
+        "{listed:?}"
+    );
+    let pod = run_pod(&mut rt, &server, "built").await?;
+    let mut config = container_config("built", "");
+    config.command = Vec::new();
+    config.image = Some(cri::ImageSpec {
+        image: "localhost/built:1".into(),
+        ..Default::default()
+    });
+    let cid = create(&mut rt, &pod, config).await?;
+    start(&mut rt, &cid).await?;
+    wait_exited(&mut rt, &cid, Duration::from_secs(20)).await?;
+    let out = std::fs::read_to_string(server.dir.path().join("logs/built/built/0.log"))?;
+    for line in [
+        "hi from RUN",
+        "file-a",
+        "built-in-stage-one",
+        "inner",
+        "a.txt",
+        "vi-gone",
+        "1000",
+        "linked",
+        "mode=hi",
+    ] {
+        assert!(
+            out.lines().any(|l| l.ends_with(&format!(" {line}"))),
+            "{line} missing from {out}"
+        );
+    }
+    assert!(!out.contains("secret.key"), ".dockerignore: {out}");
+
+    // Again: every step that makes a layer comes from the cache.
+    let (_, again) = image_cli_both(&server, &build)?;
+    assert_eq!(again.matches("--> cached").count(), 5, "{again}");
+    assert!(
+        !again.lines().any(|l| l == "step-output-line"),
+        "not run again: {again}"
+    );
+
+    // A failing step: named with its exit code; no image, no step directory, no mount left.
+    std::fs::write(
+        context.join("Containerfile"),
+        format!("FROM {BUSYBOX}\nRUN echo before-failing && exit 7\n"),
+    )?;
+    let out = Command::new(binary())
+        .args(server.args())
+        .args(["image", "build", "-t", "localhost/broken:1", ctx.as_str()])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("step 2/2") && err.contains("exit code 7"),
+        "{err}"
+    );
+    assert!(err.contains("before-failing"), "{err}");
+    let builds = server.root().join("builds");
+    let left: Vec<_> = std::fs::read_dir(&builds)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "cache" && n != "sockets")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(platform::mounts_under(&builds)?.is_empty());
+    let listed = images
+        .list_images(cri::ListImagesRequest { filter: None })
+        .await?
+        .into_inner()
+        .images;
+    assert!(
+        !listed
+            .iter()
+            .any(|i| i.repo_tags.iter().any(|t| t.contains("broken")))
+    );
+
+    // An instruction it does not carry out is an error naming its line.
+    std::fs::write(
+        context.join("Containerfile"),
+        format!("FROM {BUSYBOX}\nHEALTHCHECK CMD true\n"),
+    )?;
+    let out = Command::new(binary())
+        .args(server.args())
+        .args(["image", "build", "-t", "localhost/broken:2", ctx.as_str()])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("line 2") && err.contains("HEALTHCHECK"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -95,6 +95,45 @@ impl ImageStore {
         writer.finish(&self.blobs_dir())
     }
 
+    /// Unpacks a new layer over the snapshot `parent` (none: over nothing); the new ChainID.
+    /// The snapshot stays while the store is held, and after that as long as an image uses it.
+    pub fn add_layer_snapshot(&self, parent: Option<&str>, blob: &LayerBlob) -> Result<String> {
+        let chain = match parent {
+            None => blob.diff_id.clone(),
+            Some(p) => format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(format!("{p} {}", blob.diff_id).as_bytes()))
+            ),
+        };
+        let compression = match blob.compression {
+            crate::layer::LayerCompression::Gzip => crate::unpack::Compression::Gzip,
+            crate::layer::LayerCompression::Zstd => crate::unpack::Compression::Zstd,
+        };
+        let path = self.blob_path(&blob.digest)?;
+        self.ensure_snapshot(parent, &chain, &path, compression, &blob.diff_id, false)?;
+        Ok(chain)
+    }
+
+    /// The unpacked tree of the ChainID `chain`.
+    pub fn snapshot_path(&self, chain: &str) -> Result<PathBuf> {
+        let path = self.snapshots_dir().join(sha256_hex(chain)?);
+        if path.is_dir() {
+            Ok(path)
+        } else {
+            Err(Error::NotFound(format!("snapshot {chain}")))
+        }
+    }
+
+    /// The ChainID of an image's top layer, `None` for an image without layers.
+    pub fn top_chain(&self, image: &Image) -> Result<Option<String>> {
+        let docs = self.documents(image)?;
+        let layers = docs.config["rootfs"]["diff_ids"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0);
+        Ok((layers > 0).then(|| image.chain_id.clone()))
+    }
+
     /// Where the blob `digest` is kept, if the store has it.
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {
         let path = self.blobs_dir().join(sha256_hex(digest)?);

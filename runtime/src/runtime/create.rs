@@ -16,7 +16,7 @@ pub(super) struct Plan {
 
 /// What every root of an image gets before its container's own files: /dev, the jail layout
 /// (see [`crate::jail`]) with the user's home, a world-writable /tmp, and /etc.
-pub(super) fn prepare_root(rootfs: &Path, user: &user::ResolvedUser) -> Result<()> {
+pub(crate) fn prepare_root(rootfs: &Path, user: &user::ResolvedUser) -> Result<()> {
     let inside = |p: &str| {
         resolve_in_root(rootfs, Path::new(p)).at("resolving in the container root", Path::new(p))
     };

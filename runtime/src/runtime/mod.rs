@@ -33,7 +33,9 @@ mod resources;
 mod sessions;
 
 use containers::mark_running;
-use process_spec::{DEFAULT_PATH, merge_command, set_env, signal_by_name};
+pub(crate) use create::prepare_root;
+pub(crate) use process_spec::DEFAULT_PATH;
+use process_spec::{merge_command, set_env, signal_by_name};
 pub use sessions::{ExecOutput, not_running_message};
 
 /// Settings of the runtime, from the server's configuration.

@@ -5,7 +5,7 @@ use nix::sys::signal::Signal;
 
 use crate::{Error, Result};
 
-pub(super) const DEFAULT_PATH: &str =
+pub(crate) const DEFAULT_PATH: &str =
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// containerd's rule: a command replaces the image's entrypoint and cmd; args alone replace
