@@ -159,8 +159,8 @@ enum ImageCommand {
     Base {
         /// The image's name, e.g. `registry.farm.local/macos-base:15`.
         name: String,
-        /// A program to include instead of the default set (by name on PATH, or a path);
-        /// repeatable.
+        /// A program to include instead of the default set (a name looked up in /usr/bin, /bin,
+        /// /usr/sbin and /sbin, or a path); repeatable.
         #[arg(long = "program")]
         programs: Vec<String>,
         /// A file or directory tree to add as it is; repeatable.

@@ -568,7 +568,8 @@ pub fn make_base(store: &ImageStore, opts: &BaseOptions) -> Result<(Image, Vec<S
             {
                 continue;
             }
-            parents(&mut w, &mut written, &rel, true)?;
+            // Generated files' parents are made here, not the host's (macOS's /etc is a link).
+            parents(&mut w, &mut written, &rel, entry.is_some())?;
             match entry {
                 None => {
                     if written.insert(rel.clone()) {

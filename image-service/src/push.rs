@@ -160,11 +160,30 @@ impl Pusher {
         }
         let ep = self.registry.origin(&host);
         let scope = format!("repository:{repo}:pull,push");
-        // Where the image came from on this registry, for cross-repository mounts.
-        let mount_from: Option<String> = image.repo_digests.iter().find_map(|d| {
-            let r = reference::parse(d).ok()?;
-            (r.registry() == host && r.repository() != repo).then(|| r.repository().to_string())
-        });
+        // Where each blob already is on this registry (images pulled from or pushed to another
+        // of its repositories: a base image's layers under an image built on it), for
+        // cross-repository mounts.
+        let mut mount_sources: std::collections::HashMap<String, String> = Default::default();
+        for other in self.store.list()? {
+            let Some(from) = other.repo_digests.iter().find_map(|d| {
+                let r = reference::parse(d).ok()?;
+                (r.registry() == host && r.repository() != repo).then(|| r.repository().to_string())
+            }) else {
+                continue;
+            };
+            let Ok(docs) = self.store.documents(&other) else {
+                continue;
+            };
+            let digests = docs.manifest["layers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain([&docs.manifest["config"]])
+                .filter_map(|d| d["digest"].as_str().map(str::to_string));
+            for d in digests {
+                mount_sources.entry(d).or_insert_with(|| from.clone());
+            }
+        }
         let chunk = if opts.chunk_size == 0 {
             16 << 20
         } else {
@@ -180,7 +199,7 @@ impl Pusher {
                     &scope,
                     digest,
                     *size,
-                    mount_from.as_deref(),
+                    mount_sources.get(digest).map(String::as_str),
                     chunk,
                     &opts,
                 )

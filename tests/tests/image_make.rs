@@ -355,6 +355,29 @@ async fn pushed_images_are_read_by_skopeo_darwin_cri_and_containerd() -> anyhow:
         "no mount request"
     );
 
+    // An image built on a pushed one: the base's layers are mounted from where they are.
+    let context = server.dir.path().join("derived");
+    std::fs::create_dir_all(&context)?;
+    std::fs::write(
+        context.join("Containerfile"),
+        "FROM localhost/tools:1\nRUN echo more > /more\n",
+    )?;
+    image_cli(
+        &server,
+        &[
+            "build",
+            "-t",
+            "localhost/derived:1",
+            &context.display().to_string(),
+        ],
+    )?;
+    let derived = format!("{}/derived/tools:1", proxy.addr);
+    let (_, summary) = image_cli_both(&server, &["push", "localhost/derived:1", &derived])?;
+    assert!(
+        summary.contains("2 blobs sent") && summary.contains("2 mounted"),
+        "{summary}"
+    );
+
     // zstd: converted once, kept, and read by skopeo.
     let zstd_dest = format!("{}/made/tools:zstd", registry.addr);
     let (_, first) = image_cli_both(
