@@ -40,7 +40,7 @@ struct Args {
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
     /// Run only these benchmarks (comma-separated): idle, pod-start, concurrent, exec, memory,
-    /// lists, pull. Default: all.
+    /// lists, pull, rounds. Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -255,6 +255,44 @@ async fn main() -> anyhow::Result<()> {
     for (k, c) in clients.iter_mut().enumerate() {
         for p in all[k].drain(..) {
             c.remove_pod(&p).await?;
+        }
+    }
+
+    if args.runs("rounds") {
+        // A daemon that runs for months: its memory after rounds of work must stay flat.
+        eprintln!("memory over rounds of 20 pulls and 100 pod+container cycles");
+        let mut after: Vec<Vec<f64>> = vec![Vec::new(), Vec::new()];
+        for (k, d) in daemons.iter().enumerate() {
+            after[k].push(rss_kib(d.pid()) as f64 / 1024.0);
+        }
+        for round in 1..=5 {
+            for (k, c) in clients.iter_mut().enumerate() {
+                for _ in 0..20 {
+                    c.remove_image(&pause).await?;
+                    c.pull(&pause).await?;
+                }
+                // Two at a time, as kubelet's pod workers do.
+                for i in 0..50 {
+                    let (mut a, mut b) = (c.clone(), c.clone());
+                    let (na, nb) = (format!("round{round}-{i}-a"), format!("round{round}-{i}-b"));
+                    let (pa, pb) = tokio::try_join!(a.start_pod(&na, 1), b.start_pod(&nb, 1))?;
+                    tokio::try_join!(a.remove_pod(&pa), b.remove_pod(&pb))?;
+                }
+                after[k].push(rss_kib(daemons[k].pid()) as f64 / 1024.0);
+            }
+        }
+        for (i, label) in [
+            "fresh", "round 1", "round 2", "round 3", "round 4", "round 5",
+        ]
+        .iter()
+        .enumerate()
+        {
+            report.add(Figure::new(
+                &format!("daemon RSS, {label} (20 pulls, 100 pod+container cycles per round)"),
+                "MiB",
+                after[0][i],
+                after[1][i],
+            ));
         }
     }
 
