@@ -230,7 +230,7 @@ pub fn build(config: &Config, args: BuildArgs<'_>) -> anyhow::Result<()> {
     }
     let store = serve::open_images(config)?;
     let monitor_exe = std::env::current_exe().context("finding the darwin-cri executable")?;
-    let opts = runtime::build::BuildOptions {
+    let opts = crate::build::BuildOptions {
         containerfile,
         context,
         tags: args.tags.to_vec(),
@@ -239,12 +239,15 @@ pub fn build(config: &Config, args: BuildArgs<'_>) -> anyhow::Result<()> {
         no_cache: args.no_cache,
         compression: args.compression,
         work_dir: config.root.join("builds"),
-        monitor_exe,
-        state_dir: config.state_dir.clone(),
-        copy_rootfs: config.runtime.rootfs == crate::config::RootfsMode::Copy,
-        max_log_line: config.runtime.max_log_line_bytes,
-        mdns_socket: config.runtime.mdns_socket(),
-        mach_services: config.runtime.seatbelt_mach_services.clone(),
+        step: runtime::step::StepOptions {
+            monitor_exe,
+            state_dir: config.state_dir.clone(),
+            copy_rootfs: config.runtime.rootfs == crate::config::RootfsMode::Copy,
+            max_log_line: config.runtime.max_log_line_bytes,
+            mdns_socket: config.runtime.mdns_socket(),
+            sockets_dir: config.root.join("builds").join("sockets"),
+            mach_services: config.runtime.seatbelt_mach_services.clone(),
+        },
     };
     let registry = image_service::registry::Registry::new(config.image.registry())
         .context("setting up the registry client")?;
@@ -262,7 +265,7 @@ pub fn build(config: &Config, args: BuildArgs<'_>) -> anyhow::Result<()> {
         tokio.block_on(puller.pull(reference, image_service::PullOptions::default()))
     };
     let mut err = std::io::stderr();
-    let image = runtime::build::build(&store, &opts, &pull, &mut err)?;
+    let image = crate::build::build(&store, &opts, &pull, &mut err)?;
     eprintln!(
         "built {} in {:.1}s",
         image.repo_tags.join(", "),

@@ -1,6 +1,7 @@
 //! `darwin-cri`: a Kubernetes CRI runtime for macOS nodes.
 #![forbid(unsafe_code)]
 
+mod build;
 mod config;
 mod cri;
 mod doctor;

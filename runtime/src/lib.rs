@@ -9,7 +9,6 @@
 #![deny(unsafe_code)]
 
 pub mod attach;
-pub mod build;
 pub mod cluster_dns;
 pub mod confinement;
 mod devices;
@@ -27,6 +26,7 @@ pub mod mounts;
 pub mod rootfs;
 mod runtime;
 pub mod stats;
+pub mod step;
 mod store;
 pub mod user;
 

@@ -19,24 +19,20 @@
 pub mod containerfile;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
-use image_service::layer::{Change, LayerBlob, LayerCompression, TarOptions};
+use image_service::layer::{LayerBlob, LayerCompression, TarOptions};
 use image_service::safe_path::resolve_in_root;
 use image_service::{Image, ImageStore, NewImage, NewLayer};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use crate::error::IoContext;
-use crate::model::{ContainerSpec, Pod, PodMetadata, PodSpec, PodState, ProcessSpec};
-use crate::monitor::{self, Handshake};
-use crate::user::{self, UserRequest};
-use crate::{Error, Result};
+use anyhow::{Context, Result, anyhow, bail};
 use containerfile::{Command, Containerfile, Instruction, Kind};
+use runtime::step::{StepOptions, StepRoot};
+use runtime::user;
 
 /// How a build is asked for, and where it runs.
 #[derive(Debug, Clone)]
@@ -50,16 +46,8 @@ pub struct BuildOptions {
     pub compression: LayerCompression,
     /// `<root>/builds`: step directories and the cache.
     pub work_dir: PathBuf,
-    /// The `darwin-cri` executable, run as each RUN step's monitor.
-    pub monitor_exe: PathBuf,
-    /// Where monitors' control sockets go (short: socket paths are limited).
-    pub state_dir: PathBuf,
-    /// Copy step roots instead of layering them (the Linux stand-in for macOS's clones).
-    pub copy_rootfs: bool,
-    pub max_log_line: usize,
-    /// The host's mDNSResponder socket relayed into RUN roots (macOS), as for pods.
-    pub mdns_socket: Option<PathBuf>,
-    pub mach_services: Vec<String>,
+    /// How RUN steps run (runtime::step).
+    pub step: StepOptions,
 }
 
 /// Where FROM images come from when the store lacks them.
@@ -152,7 +140,8 @@ pub fn build(
     pull: Pull<'_>,
     out: Output<'_>,
 ) -> Result<Image> {
-    let text = std::fs::read_to_string(&opts.containerfile).at("reading", &opts.containerfile)?;
+    let text = std::fs::read_to_string(&opts.containerfile)
+        .with_context(|| format!("reading {}", opts.containerfile.display()))?;
     let file = containerfile::parse(&text)?;
     let target = match &opts.target {
         None => file.stages.len() - 1,
@@ -160,11 +149,12 @@ pub fn build(
             .stages
             .iter()
             .position(|s| s.name.as_deref() == Some(t.to_ascii_lowercase().as_str()))
-            .ok_or_else(|| Error::InvalidArgument(format!("no stage named {t:?} (--target)")))?,
+            .ok_or_else(|| anyhow!("no stage named {t:?} (--target)"))?,
     };
     let ignore = DockerIgnore::load(&opts.context)?;
     let _hold = store.hold()?;
-    std::fs::create_dir_all(opts.work_dir.join("cache")).at("creating", &opts.work_dir)?;
+    std::fs::create_dir_all(opts.work_dir.join("cache"))
+        .with_context(|| format!("creating {}", opts.work_dir.display()))?;
     let steps: usize = file.stages[..=target]
         .iter()
         .map(|s| s.instructions.len() + 1)
@@ -204,7 +194,7 @@ pub fn build(
             None => {
                 let image = match store.resolve(&from)? {
                     Some(i) => i,
-                    None => pull(&from).map_err(Error::Image)?,
+                    None => pull(&from).with_context(|| format!("pulling {from}"))?,
                 };
                 let docs = store.documents(&image)?;
                 let chain = store.top_chain(&image)?;
@@ -221,20 +211,10 @@ pub fn build(
         for ins in &stage.instructions {
             step += 1;
             let _ = writeln!(out, "STEP {step}/{steps}: {}", ins.text);
-            run_instruction(store, opts, &ignore, &done, &global, &mut state, ins, out).map_err(
-                |e| match e {
-                    Error::FailedPrecondition(m) | Error::InvalidArgument(m) => {
-                        Error::InvalidArgument(format!(
-                            "step {step}/{steps} (line {}): {m}",
-                            ins.line
-                        ))
-                    }
-                    other => Error::Internal(format!(
-                        "step {step}/{steps} (line {}, {}): {other}",
-                        ins.line, ins.text
-                    )),
-                },
-            )?;
+            run_instruction(store, opts, &ignore, &done, &global, &mut state, ins, out)
+                .with_context(|| {
+                    format!("step {step}/{steps} (line {}): {}", ins.line, ins.text)
+                })?;
         }
         done.push(state);
     }
@@ -407,9 +387,6 @@ fn run_instruction(
                     env.push(format!("{k}={v}"));
                 }
             }
-            if !env.iter().any(|e| e.starts_with("PATH=")) {
-                env.push(crate::runtime::DEFAULT_PATH.to_string());
-            }
             let key = cache_key(&[
                 state.chain.as_deref().unwrap_or("scratch"),
                 &ins.text,
@@ -423,9 +400,7 @@ fn run_instruction(
                 }
                 None => {
                     let Some(chain) = state.chain.clone() else {
-                        return Err(Error::InvalidArgument(
-                            "RUN needs a file system: the stage has no layers yet".into(),
-                        ));
+                        bail!("RUN needs a file system: the stage has no layers yet");
                     };
                     let lower = store.snapshot_path(&chain)?;
                     let blob = run_step(store, opts, &lower, state, argv, env, out)?;
@@ -451,9 +426,7 @@ fn run_instruction(
                         Some(s) => s.chain.clone(),
                         None => {
                             let image = store.resolve(&f)?.ok_or_else(|| {
-                                Error::InvalidArgument(format!(
-                                    "--from={f}: no such stage or stored image"
-                                ))
+                                anyhow!("--from={f}: no such stage or stored image")
                             })?;
                             store.top_chain(&image)?
                         }
@@ -461,7 +434,7 @@ fn run_instruction(
                     match chain {
                         Some(c) => store.snapshot_path(&c)?,
                         None => {
-                            return Err(Error::InvalidArgument(format!("--from={f} has no files")));
+                            return Err(anyhow!("--from={f} has no files"));
                         }
                     }
                 }
@@ -579,15 +552,19 @@ fn remember(opts: &BuildOptions, key: &str, blob: &LayerBlob) {
         LayerCompression::Gzip => "gzip",
         LayerCompression::Zstd => "zstd",
     };
+    // Written whole, then renamed: a reader never sees half an entry.
     let path = opts.work_dir.join("cache").join(key);
-    let _ = crate::fsutil::write_atomic(
-        &path,
-        format!(
-            "{} {} {} {compression}\n",
-            blob.digest, blob.diff_id, blob.size
-        )
-        .as_bytes(),
+    let tmp = path.with_extension(format!("new{}", std::process::id()));
+    let entry = format!(
+        "{} {} {} {compression}\n",
+        blob.digest, blob.diff_id, blob.size
     );
+    if std::fs::write(&tmp, entry)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .is_err()
+    {
+        let _ = std::fs::remove_file(&tmp);
+    }
 }
 
 /// `--chown=user[:group]`: names from the image's /etc/passwd and /etc/group, or numbers.
@@ -612,11 +589,7 @@ fn resolve_chown(spec: &str, root: Option<&Path>) -> Result<(u32, u32)> {
             .iter()
             .find(|e| e.name == u)
             .map(|e| e.uid)
-            .ok_or_else(|| {
-                Error::InvalidArgument(format!(
-                    "--chown: user {u:?} is not in the image's /etc/passwd"
-                ))
-            })?,
+            .ok_or_else(|| anyhow!("--chown: user {u:?} is not in the image's /etc/passwd"))?,
     };
     let gid = match g {
         None => passwd
@@ -630,11 +603,7 @@ fn resolve_chown(spec: &str, root: Option<&Path>) -> Result<(u32, u32)> {
                 .iter()
                 .find(|e| e.name == g)
                 .map(|e| e.gid)
-                .ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "--chown: group {g:?} is not in the image's /etc/group"
-                    ))
-                })?,
+                .ok_or_else(|| anyhow!("--chown: group {g:?} is not in the image's /etc/group"))?,
         },
     };
     Ok((uid, gid))
@@ -666,7 +635,7 @@ impl DockerIgnore {
             let glob = globset::GlobBuilder::new(&pat.display().to_string())
                 .literal_separator(true)
                 .build()
-                .map_err(|e| Error::InvalidArgument(format!(".dockerignore: {l:?}: {e}")))?;
+                .map_err(|e| anyhow!(".dockerignore: {l:?}: {e}"))?;
             rules.push((glob.compile_matcher(), negate));
         }
         Ok(DockerIgnore { rules })
@@ -733,11 +702,12 @@ fn copy_plan(
         if name.contains(['*', '?', '[']) {
             let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
             let glob = globset::Glob::new(&name)
-                .map_err(|e| Error::InvalidArgument(format!("{s:?}: {e}")))?
+                .map_err(|e| anyhow!("{s:?}: {e}"))?
                 .compile_matcher();
-            let dir = resolve_in_root(root, &parent).at("resolving", &parent)?;
+            let dir = resolve_in_root(root, &parent)
+                .with_context(|| format!("resolving {}", parent.display()))?;
             let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .at("reading", &dir)?
+                .with_context(|| format!("reading {}", dir.display()))?
                 .flatten()
                 .filter(|e| glob.is_match(e.file_name()))
                 .map(|e| parent.join(e.file_name()))
@@ -745,9 +715,7 @@ fn copy_plan(
                 .collect();
             found.sort();
             if found.is_empty() {
-                return Err(Error::InvalidArgument(format!(
-                    "no source file matches {s:?}"
-                )));
+                return Err(anyhow!("no source file matches {s:?}"));
             }
             matched.extend(found);
         } else {
@@ -759,9 +727,9 @@ fn copy_plan(
     let mut plan = CopyPlan::default();
     for rel in matched {
         // The source is resolved inside its root: a symlink in the context cannot lead out.
-        let src = resolve_in_root(root, &rel).at("resolving the source", &rel)?;
-        let meta = std::fs::metadata(&src)
-            .map_err(|e| Error::InvalidArgument(format!("source {}: {e}", rel.display())))?;
+        let src = resolve_in_root(root, &rel)
+            .with_context(|| format!("resolving the source {}", rel.display()))?;
+        let meta = std::fs::metadata(&src).map_err(|e| anyhow!("source {}: {e}", rel.display()))?;
         if meta.is_dir() {
             // A directory's content goes into the destination.
             walk_into(&src, &rel, &dest_rel, in_context, ignore, &mut plan.entries)?;
@@ -793,7 +761,7 @@ fn walk_into(
         out.push((dir.to_path_buf(), dest.to_path_buf()));
     }
     let mut names: Vec<_> = std::fs::read_dir(dir)
-        .at("reading", dir)?
+        .with_context(|| format!("reading {}", dir.display()))?
         .flatten()
         .map(|e| e.file_name())
         .collect();
@@ -804,7 +772,8 @@ fn walk_into(
             continue;
         }
         let path = dir.join(&n);
-        let meta = std::fs::symlink_metadata(&path).at("stat", &path)?;
+        let meta =
+            std::fs::symlink_metadata(&path).with_context(|| format!("stat {}", path.display()))?;
         if meta.is_dir() {
             walk_into(&path, &child_rel, &dest.join(&n), in_context, ignore, out)?;
         } else {
@@ -833,20 +802,23 @@ impl CopyPlan {
         for (src, dest) in self.entries.iter().chain(self.archives.iter()) {
             h.update(dest.as_os_str().as_encoded_bytes());
             h.update([0]);
-            let meta = std::fs::symlink_metadata(src).at("stat", src)?;
+            let meta = std::fs::symlink_metadata(src)
+                .with_context(|| format!("stat {}", src.display()))?;
             h.update(meta.mode().to_le_bytes());
             h.update(meta.uid().to_le_bytes());
             h.update(meta.gid().to_le_bytes());
             if meta.file_type().is_symlink() {
                 h.update(
                     std::fs::read_link(src)
-                        .at("readlink", src)?
+                        .with_context(|| format!("readlink {}", src.display()))?
                         .as_os_str()
                         .as_encoded_bytes(),
                 );
             } else if meta.is_file() {
-                let mut f = std::fs::File::open(src).at("opening", src)?;
-                std::io::copy(&mut f, &mut h).at("reading", src)?;
+                let mut f = std::fs::File::open(src)
+                    .with_context(|| format!("opening {}", src.display()))?;
+                std::io::copy(&mut f, &mut h)
+                    .with_context(|| format!("reading {}", src.display()))?;
             }
         }
         Ok(hex::encode(h.finalize()))
@@ -857,19 +829,29 @@ impl CopyPlan {
             w.add(src, dest)?;
         }
         for (archive, dest) in &self.archives {
-            let f = std::fs::File::open(archive).at("opening", archive)?;
+            let f = std::fs::File::open(archive)
+                .with_context(|| format!("opening {}", archive.display()))?;
             let mut reader = std::io::BufReader::new(f);
-            let head = reader.fill_buf().at("reading", archive)?.to_vec();
+            let head = reader
+                .fill_buf()
+                .with_context(|| format!("reading {}", archive.display()))?
+                .to_vec();
             let stream: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
                 Box::new(flate2::read::GzDecoder::new(reader))
             } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-                Box::new(zstd::Decoder::with_buffer(reader).at("reading", archive)?)
+                Box::new(
+                    zstd::Decoder::with_buffer(reader)
+                        .with_context(|| format!("reading {}", archive.display()))?,
+                )
             } else {
                 Box::new(reader)
             };
             let mut tar = tar::Archive::new(stream);
-            for entry in tar.entries().at("reading", archive)? {
-                let mut entry = entry.at("reading", archive)?;
+            for entry in tar
+                .entries()
+                .with_context(|| format!("reading {}", archive.display()))?
+            {
+                let mut entry = entry.with_context(|| format!("reading {}", archive.display()))?;
                 w.append_tar_entry(&mut entry, dest)?;
             }
         }
@@ -887,262 +869,17 @@ fn run_step(
     env: Vec<String>,
     out: Output<'_>,
 ) -> Result<LayerBlob> {
-    let id = {
-        let mut b = [0u8; 16];
-        let _ = getrandom::fill(&mut b);
-        hex::encode(b)
-    };
-    let dir = opts.work_dir.join(&id);
-    std::fs::create_dir_all(&dir).at("creating", &dir)?;
-    let result = run_step_in(store, opts, lower, state, args, env, out, &dir, &id);
-    // Whatever happened, nothing stays mounted or on disk.
-    for m in platform::mounts_under(&dir)
-        .unwrap_or_default()
-        .into_iter()
-        .rev()
-    {
-        let _ = platform::unmount(&m);
-    }
-    let _ = crate::fsutil::remove_tree(&dir);
-    result
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_step_in(
-    store: &ImageStore,
-    opts: &BuildOptions,
-    lower: &Path,
-    state: &StageState,
-    args: Vec<String>,
-    env: Vec<String>,
-    out: Output<'_>,
-    dir: &Path,
-    id: &str,
-) -> Result<LayerBlob> {
-    let (rootfs, layered) = crate::rootfs::clone_rootfs(lower, &[], dir, opts.copy_rootfs, false)
-        .at("making the step's root from", lower)?;
-    let user = user::resolve(
-        lower,
-        &UserRequest {
-            image_user: &state.get("User"),
-            ..Default::default()
-        },
-    )?;
-    crate::runtime::prepare_root(&rootfs, &user)?;
-    let inside = |p: &str| {
-        resolve_in_root(&rootfs, Path::new(p)).at("resolving in the step's root", Path::new(p))
-    };
-    for file in ["hosts", "resolv.conf"] {
-        let target = inside(&format!("/etc/{file}"))?;
-        let _ = std::fs::remove_file(&target);
-        std::fs::copy(Path::new("/etc").join(file), &target).at("writing", &target)?;
-    }
-    let mut mounted = Vec::new();
-    let proc_dir = inside("/proc")?;
-    std::fs::create_dir_all(&proc_dir).at("creating", &proc_dir)?;
-    match platform::mount_proc(&proc_dir) {
-        Ok(()) => mounted.push(proc_dir),
-        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
-        Err(e) => return Err(Error::io("mounting /proc in the step's root", e)),
-    }
-    let existing = |list: &[&str]| -> Vec<PathBuf> {
-        list.iter()
-            .filter_map(|p| inside(p).ok())
-            .filter(|p| std::fs::symlink_metadata(p).is_ok())
-            .collect()
-    };
-    let masked = existing(crate::mounts::DEFAULT_MASKED_PATHS);
-    let read_only = existing(crate::mounts::DEFAULT_READONLY_PATHS);
-    if platform::HAS_BIND_MOUNTS {
-        mounted.extend(crate::mounts::mask(dir, &masked, &read_only)?);
-    }
-    // Confined as a pod's container of the default handler.
-    let pod = Pod {
-        id: format!("build-{id}"),
-        spec: PodSpec {
-            metadata: PodMetadata {
-                name: "build".into(),
-                namespace: "build".into(),
-                uid: id.into(),
-                attempt: 0,
-            },
-            hostname: String::new(),
-            log_directory: String::new(),
-            dns: None,
-            labels: Default::default(),
-            annotations: Default::default(),
-            runtime_handler: String::new(),
-            network: Default::default(),
-            run_as_user: None,
-            run_as_group: None,
-            port_mappings: Vec::new(),
-        },
-        state: PodState::Ready,
-        created_at: 0,
-        dir: dir.to_path_buf(),
-    };
-    let confinement = crate::confinement::policy(
-        &ContainerSpec::default(),
-        &pod,
-        &rootfs,
-        &[],
-        masked,
-        read_only,
-        &opts.mach_services,
-    )?;
-    let workdir = state.get("WorkingDir");
-    let cwd = if workdir.is_empty() {
-        "/".to_string()
-    } else {
-        workdir
-    };
-    std::fs::create_dir_all(inside(&cwd)?).at("creating the working dir", Path::new(&cwd))?;
-    let mut env = env;
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", user.home));
-    }
-    let log = dir.join("output.log");
-    let process = ProcessSpec {
-        args,
-        env,
-        cwd,
-        uid: user.uid,
-        gid: user.gid,
-        groups: user.groups.clone(),
-        rootfs: rootfs.clone(),
-        log_path: Some(log.clone()),
-        max_log_line: opts.max_log_line,
-        tty: false,
-        stdin: false,
-        stdin_once: false,
-        stop_signal: String::new(),
-        limits: Default::default(),
-        limit_interval_ms: 250,
-        control_socket: opts
-            .state_dir
-            .join("m")
-            .join(format!("b{}.sock", &id[..24])),
-        confinement,
-    };
-    let bytes = serde_json::to_vec_pretty(&process).map_err(|e| Error::Internal(e.to_string()))?;
-    crate::fsutil::write_atomic(&dir.join(monitor::PROCESS_FILE), &bytes).at("writing", dir)?;
-    std::fs::create_dir_all(opts.state_dir.join("m")).at("creating", &opts.state_dir)?;
-
-    let exit = {
-        let _relay = dns_relay(opts, &rootfs);
-        let monitor_log = std::fs::File::create(dir.join("monitor.log")).at("creating", dir)?;
-        let mut cmd = std::process::Command::new(&opts.monitor_exe);
-        cmd.arg("monitor")
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(monitor_log));
-        platform::inherit_only_stdio(&mut cmd);
-        let mut child = cmd.spawn().map_err(|e| {
-            Error::io(
-                format!("starting the monitor {}", opts.monitor_exe.display()),
-                e,
-            )
-        })?;
-        let mut line = String::new();
-        if let Some(stdout) = child.stdout.take() {
-            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-        }
-        match serde_json::from_str::<Handshake>(line.trim()) {
-            Ok(Handshake::Started(_)) => {}
-            Ok(Handshake::Failed(m)) => {
-                let _ = child.wait();
-                return Err(Error::FailedPrecondition(format!(
-                    "the step could not start: {m}"
-                )));
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log = std::fs::read_to_string(dir.join("monitor.log")).unwrap_or_default();
-                return Err(Error::FailedPrecondition(format!(
-                    "the step's monitor did not start: {}",
-                    log.trim()
-                )));
-            }
-        }
-        // The step's output as it comes (the monitor writes CRI log records).
-        let mut offset = 0u64;
-        loop {
-            let finished = child.try_wait().ok().flatten().is_some();
-            offset = stream_log(&log, offset, out);
-            if finished {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        monitor::read_exit(dir)
-    };
-    for m in mounted.iter().rev() {
-        let _ = platform::unmount(m);
-    }
-    let exit =
-        exit.ok_or_else(|| Error::Internal("the step's monitor left no exit record".into()))?;
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).map_err(|e| anyhow!("no randomness for a step id: {e}"))?;
+    let dir = opts.work_dir.join(hex::encode(id));
+    // Dropped at the end, whatever happened: nothing stays mounted or on disk.
+    let mut root = StepRoot::prepare(&opts.step, lower, &dir, &state.get("User"))?;
+    let shown = args.join(" ");
+    let exit = root.run(&opts.step, args, env, &state.get("WorkingDir"), out)?;
     if exit.exit_code != 0 {
-        return Err(Error::FailedPrecondition(format!(
-            "RUN {} failed with exit code {}",
-            process.args.join(" "),
-            exit.exit_code
-        )));
+        bail!("RUN {shown} failed with exit code {}", exit.exit_code);
     }
-    // What the runtime put there is not the step's.
-    let mut skip_paths: Vec<PathBuf> = Vec::new();
-    for p in [
-        "/etc/hosts",
-        "/etc/resolv.conf",
-        "/dev",
-        "/proc",
-        crate::dns_proxy::MDNS_SOCKET,
-    ] {
-        if let Ok(host) = inside(p)
-            && let Ok(rel) = host.strip_prefix(&rootfs)
-        {
-            skip_paths.push(rel.to_path_buf());
-        }
-    }
-    let skip_entries: Vec<PathBuf> = crate::jail::layout_paths(&user.home)
-        .into_iter()
-        .filter_map(|p| {
-            let is_link = crate::jail::LINKS.iter().any(|(l, _)| Path::new(l) == p);
-            let rel = if is_link {
-                p.strip_prefix("/").ok()?.to_path_buf()
-            } else {
-                resolve_in_root(&rootfs, &p)
-                    .ok()?
-                    .strip_prefix(&rootfs)
-                    .ok()?
-                    .to_path_buf()
-            };
-            std::fs::symlink_metadata(lower.join(&rel))
-                .is_err()
-                .then_some(rel)
-        })
-        .chain(
-            [PathBuf::from("tmp"), PathBuf::from("etc")]
-                .into_iter()
-                .filter(|r| std::fs::symlink_metadata(lower.join(r)).is_err()),
-        )
-        .collect();
-    let skip = |p: &Path| {
-        skip_paths.iter().any(|r| p.starts_with(r)) || skip_entries.iter().any(|r| p == r)
-    };
-    let upper = dir.join("upper");
-    let (source, changes): (PathBuf, Vec<Change>) = if layered {
-        (
-            upper.clone(),
-            image_service::diff::overlay_changes(&upper, &skip)?,
-        )
-    } else {
-        (
-            rootfs.clone(),
-            image_service::diff::tree_changes(&rootfs, lower, &skip)?,
-        )
-    };
+    let (source, changes) = root.changes()?;
     let mut w = store.layer_writer(opts.compression, TarOptions::default())?;
     w.changes(&source, &changes)?;
     let blob = store.store_layer(w)?;
@@ -1154,69 +891,4 @@ fn run_step_in(
         blob.size
     );
     Ok(blob)
-}
-
-/// The host's mDNSResponder relayed into the step's root (macOS), as for a pod's container.
-fn dns_relay(
-    opts: &BuildOptions,
-    rootfs: &Path,
-) -> Option<(tokio::runtime::Runtime, crate::dns_proxy::DnsProxy)> {
-    let upstream = opts.mdns_socket.as_ref()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .ok()?;
-    let started = (|| -> std::io::Result<crate::dns_proxy::DnsProxy> {
-        let dir = resolve_in_root(rootfs, Path::new(crate::dns_proxy::ROOT_DIR))?;
-        std::fs::create_dir_all(&dir)?;
-        let fd = platform::open_dir_nofollow(&dir)?;
-        let _guard = rt.enter();
-        crate::dns_proxy::DnsProxy::start(
-            upstream,
-            fd,
-            crate::dns_proxy::NAME,
-            &opts.work_dir.join("sockets"),
-        )
-    })();
-    match started {
-        Ok(p) => Some((rt, p)),
-        Err(e) => {
-            tracing::warn!(error = %e, "no DNS relay in the step's root");
-            None
-        }
-    }
-}
-
-/// Prints the messages of the CRI log records written since `offset`; the new offset.
-fn stream_log(log: &Path, offset: u64, out: Output<'_>) -> u64 {
-    let Ok(mut f) = std::fs::File::open(log) else {
-        return offset;
-    };
-    if f.seek(SeekFrom::Start(offset)).is_err() {
-        return offset;
-    }
-    let mut buf = Vec::new();
-    if f.read_to_end(&mut buf).is_err() {
-        return offset;
-    }
-    // Only whole records: a line still being written waits for the next round.
-    let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
-        return offset;
-    };
-    for rec in buf[..end].split(|b| *b == b'\n') {
-        let text = String::from_utf8_lossy(rec);
-        let mut parts = text.splitn(4, ' ');
-        let (_, _, tag, msg) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next().unwrap_or(""),
-        );
-        let _ = out.write_all(msg.as_bytes());
-        if tag != Some("P") {
-            let _ = out.write_all(b"\n");
-        }
-    }
-    let _ = out.flush();
-    offset + end as u64 + 1
 }

@@ -6,7 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Error, Result};
+/// A Containerfile that cannot be carried out: the message names the line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Error(String);
+
+pub type Result<T> = std::result::Result<T, Error>;
 
 /// A command in exec form (JSON array) or shell form (one string for the shell).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +71,7 @@ pub struct Containerfile {
 }
 
 fn err(line: usize, msg: impl std::fmt::Display) -> Error {
-    Error::InvalidArgument(format!("Containerfile line {line}: {msg}"))
+    Error(format!("Containerfile line {line}: {msg}"))
 }
 
 /// Joins continued lines: (first line number, text).
@@ -322,9 +327,7 @@ pub fn parse(text: &str) -> Result<Containerfile> {
         }
     }
     if file.stages.is_empty() {
-        return Err(Error::InvalidArgument(
-            "the Containerfile has no FROM".to_string(),
-        ));
+        return Err(Error("the Containerfile has no FROM".to_string()));
     }
     Ok(file)
 }
