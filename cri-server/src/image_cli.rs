@@ -131,6 +131,7 @@ pub struct PushArgs<'a> {
     pub user: Option<&'a str>,
     pub compression: Option<image_service::layer::LayerCompression>,
     pub chunk_size: usize,
+    pub manifest_only: bool,
     pub quiet: bool,
 }
 
@@ -142,6 +143,7 @@ pub fn push(config: &Config, args: PushArgs<'_>) -> anyhow::Result<()> {
         user,
         compression,
         chunk_size,
+        manifest_only,
         quiet,
     } = args;
     let store = serve::open_images(config)?;
@@ -167,6 +169,7 @@ pub fn push(config: &Config, args: PushArgs<'_>) -> anyhow::Result<()> {
         credentials: credentials(user)?,
         compression,
         chunk_size,
+        manifest_only,
         progress: Some(progress),
     };
     let started = std::time::Instant::now();
@@ -188,6 +191,9 @@ pub fn push(config: &Config, args: PushArgs<'_>) -> anyhow::Result<()> {
             count(BlobOutcome::Existed),
             count(BlobOutcome::Mounted),
         );
+        if let Some(index) = &pushed.index_digest {
+            eprintln!("the tag names index {index}");
+        }
     }
     println!("{}", pushed.manifest_digest);
     Ok(())

@@ -149,6 +149,11 @@ enum ImageCommand {
         /// Blobs above this many bytes go in chunks of it (default 16 MiB).
         #[arg(long, hide = true, default_value_t = 0)]
         chunk_size: usize,
+        /// Tag the platform manifest itself, not an index naming it with its platform (the
+        /// default, merged into the index the tag already has: one tag for Intel and Apple
+        /// silicon images, chosen by macOS version too).
+        #[arg(long)]
+        manifest_only: bool,
         /// No progress bar or summary; print only the manifest digest.
         #[arg(long, short)]
         quiet: bool,
@@ -381,6 +386,7 @@ fn main() -> anyhow::Result<()> {
                     user,
                     compression,
                     chunk_size,
+                    manifest_only,
                     quiet,
                 } => image_cli::push(
                     &config,
@@ -393,6 +399,7 @@ fn main() -> anyhow::Result<()> {
                             .map(image_make::compression)
                             .transpose()?,
                         chunk_size: *chunk_size,
+                        manifest_only: *manifest_only,
                         quiet: *quiet,
                     },
                 ),

@@ -26,6 +26,10 @@ use crate::{Error, Image, ImageStore, IoContext, Result, reference};
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// Largest index read back from a registry to merge into.
+const MAX_INDEX: u64 = 4 << 20;
 
 /// How many times an upload resumes after a broken chunk before it gives up.
 const MAX_RESUMES: u32 = 5;
@@ -65,6 +69,8 @@ pub struct PushOptions {
     pub compression: Option<LayerCompression>,
     /// Blobs larger than this go in chunks of this size (0: 16 MiB).
     pub chunk_size: usize,
+    /// Push the platform manifest alone under the tag, not an index naming it.
+    pub manifest_only: bool,
     pub progress: Option<ProgressFn>,
 }
 
@@ -84,6 +90,9 @@ pub struct Pushed {
     /// `registry/repository:tag`.
     pub name: String,
     pub manifest_digest: String,
+    /// The index the tag names (this image's platform merged into what the tag had), unless
+    /// the manifest was pushed alone.
+    pub index_digest: Option<String>,
     /// Bytes uploaded (blobs the registry had or mounted are not counted).
     pub sent_bytes: u64,
     pub blobs: Vec<(String, BlobOutcome)>,
@@ -101,6 +110,8 @@ struct Prepared {
     manifest: Vec<u8>,
     media_type: String,
     blobs: Vec<(String, u64)>,
+    /// The index entry's platform: os, architecture, variant, os.version.
+    platform: Value,
 }
 
 fn header_value(s: &str) -> Result<HeaderValue> {
@@ -213,29 +224,57 @@ impl Pusher {
             }
             outcomes.push((digest.clone(), outcome));
         }
-        let url = format!("{}/v2/{repo}/manifests/{target}", ep.base);
-        let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, header_value(&prepared.media_type)?);
-        let resp = self
-            .registry
-            .request(
-                Method::PUT,
-                &ep,
-                &url,
-                h,
-                Some(prepared.manifest.clone().into()),
-                &opts.credentials,
-                &scope,
-                true,
-            )
-            .await?;
-        if !resp.status().is_success() {
-            return Err(error_of(&format!("PUT manifest {name}"), resp).await);
-        }
         let manifest_digest = format!(
             "sha256:{}",
             hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&prepared.manifest))
         );
+        // The manifest by digest, then the tag: the manifest itself, or an index naming it with
+        // its platform (os.version included, so that pulls choose by macOS version), merged
+        // into the index the tag already names: an Intel and an Apple silicon build pushed to
+        // one tag make one multi-platform image.
+        let reference = if opts.manifest_only {
+            target.as_str()
+        } else {
+            manifest_digest.as_str()
+        };
+        self.put_manifest(
+            &ep,
+            &repo,
+            reference,
+            &prepared.media_type,
+            prepared.manifest.clone(),
+            &opts.credentials,
+            &scope,
+        )
+        .await?;
+        let mut index_digest = None;
+        if !opts.manifest_only {
+            let entry = json!({
+                "mediaType": prepared.media_type,
+                "digest": manifest_digest,
+                "size": prepared.manifest.len(),
+                "platform": prepared.platform,
+            });
+            let index = self
+                .merged_index(&ep, &repo, &target, entry, &opts.credentials, &scope)
+                .await?;
+            let bytes = serde_json::to_vec(&index)
+                .map_err(|e| Error::Registry(format!("serialize index: {e}")))?;
+            index_digest = Some(format!(
+                "sha256:{}",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+            ));
+            self.put_manifest(
+                &ep,
+                &repo,
+                &target,
+                OCI_INDEX,
+                bytes,
+                &opts.credentials,
+                &scope,
+            )
+            .await?;
+        }
         if manifest_digest == image.manifest_digest {
             self.store
                 .add_repo_digest(&image, &format!("{host}/{repo}@{manifest_digest}"))?;
@@ -243,9 +282,95 @@ impl Pusher {
         Ok(Pushed {
             name,
             manifest_digest,
+            index_digest,
             sent_bytes,
             blobs: outcomes,
         })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn put_manifest(
+        &self,
+        ep: &crate::registry::Endpoint,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: Vec<u8>,
+        creds: &Credentials,
+        scope: &str,
+    ) -> Result<()> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", ep.base);
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_TYPE, header_value(media_type)?);
+        let resp = self
+            .registry
+            .request(
+                Method::PUT,
+                ep,
+                &url,
+                h,
+                Some(body.into()),
+                creds,
+                scope,
+                true,
+            )
+            .await?;
+        if !resp.status().is_success() {
+            return Err(error_of(&format!("PUT manifest {repo}:{reference}"), resp).await);
+        }
+        Ok(())
+    }
+
+    /// The index the tag names with `entry` in it, in place of an entry of the same platform;
+    /// a new index when the tag names nothing, or a plain manifest (replaced).
+    async fn merged_index(
+        &self,
+        ep: &crate::registry::Endpoint,
+        repo: &str,
+        tag: &str,
+        entry: Value,
+        creds: &Credentials,
+        scope: &str,
+    ) -> Result<Value> {
+        let url = format!("{}/v2/{repo}/manifests/{tag}", ep.base);
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT,
+            header_value(&format!("{OCI_INDEX}, {DOCKER_LIST}"))?,
+        );
+        let resp = self
+            .registry
+            .request(Method::GET, ep, &url, h, None, creds, scope, true)
+            .await?;
+        let mut entries: Vec<Value> = Vec::new();
+        if resp.status().is_success() {
+            let reply = crate::registry::Reply { response: resp };
+            let body = reply.bytes_limited(MAX_INDEX, "the tag's index").await?;
+            let existing: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let is_index = matches!(
+                existing["mediaType"].as_str(),
+                Some(OCI_INDEX | DOCKER_LIST)
+            ) || existing["manifests"].is_array();
+            if is_index {
+                entries = existing["manifests"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+            }
+        }
+        let same_platform = |e: &Value| {
+            let (a, b) = (&e["platform"], &entry["platform"]);
+            ["os", "architecture", "variant", "os.version"]
+                .iter()
+                .all(|k| a[*k] == b[*k])
+        };
+        entries.retain(|e| !same_platform(e) && e["digest"] != entry["digest"]);
+        entries.push(entry);
+        Ok(json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": entries,
+        }))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -552,6 +677,15 @@ fn prepare(
             }
         }
     }
+    let mut platform = json!({
+        "os": docs.config["os"],
+        "architecture": docs.config["architecture"],
+    });
+    for k in ["variant", "os.version"] {
+        if docs.config[k].is_string() {
+            platform[k] = docs.config[k].clone();
+        }
+    }
     let config_digest = manifest["config"]["digest"]
         .as_str()
         .unwrap_or_default()
@@ -563,6 +697,7 @@ fn prepare(
             manifest: docs.manifest_bytes,
             media_type,
             blobs,
+            platform,
         });
     }
     // zstd layers exist only in OCI manifests.
@@ -577,5 +712,6 @@ fn prepare(
         manifest: bytes,
         media_type,
         blobs,
+        platform,
     })
 }

@@ -146,7 +146,8 @@ async fn commit_round_trip(config: &str) -> anyhow::Result<()> {
     // A container of the new image has the changes; the hard link survives.
     let mut config = container_config(
         "from-commit",
-        "cat /added /d/e/f; test -e /bin/vi || echo vi-gone; stat -c %h /added; tail -n1 /etc/group",
+        "cat /added /d/e/f; test -e /bin/vi || echo vi-gone; \
+         test $(stat -c %i /added) = $(stat -c %i /added-link) && echo linked; tail -n1 /etc/group",
     );
     config.image = Some(cri::ImageSpec {
         image: "localhost/committed:1".into(),
@@ -156,7 +157,7 @@ async fn commit_round_trip(config: &str) -> anyhow::Result<()> {
     start(&mut rt, &second).await?;
     wait_exited(&mut rt, &second, Duration::from_secs(10)).await?;
     let log = std::fs::read_to_string(server.dir.path().join("logs/maker/from-commit/0.log"))?;
-    for line in ["new", "deep", "vi-gone", "2", "extra"] {
+    for line in ["new", "deep", "vi-gone", "linked", "extra"] {
         assert!(
             log.lines().any(|l| l.ends_with(&format!(" {line}"))),
             "{line} missing from {log}"
@@ -245,10 +246,11 @@ fn skopeo(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-const CHECK_SCRIPT: &str = "cat /added; test -e /bin/vi || echo vi-gone; stat -c %h /added";
+const CHECK_SCRIPT: &str = "cat /added; test -e /bin/vi || echo vi-gone; \
+     test $(stat -c %i /added) = $(stat -c %i /added-link) && echo linked";
 
 fn assert_checked(log: &str) {
-    for line in ["new", "vi-gone", "2"] {
+    for line in ["new", "vi-gone", "linked"] {
         assert!(
             log.lines().any(|l| l.ends_with(&format!(" {line}"))),
             "{line} missing from {log}"
@@ -317,13 +319,28 @@ async fn pushed_images_are_read_by_skopeo_darwin_cri_and_containerd() -> anyhow:
             > 10
     );
 
+    // The tag names an index with the image's platform; the manifest is under its digest.
     let direct = format!("docker://{}/made/tools:1", registry.addr);
-    let raw: serde_json::Value = serde_json::from_str(&skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &direct,
-    ])?)?;
+    let inspect = |what: &str| -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_str(&skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            what,
+        ])?)?)
+    };
+    let index = inspect(&direct)?;
+    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 1, "{index}");
+    assert_eq!(entries[0]["platform"]["os"], "linux", "{index}");
+    let manifest_digest = entries[0]["digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let raw = inspect(&format!(
+        "docker://{}/made/tools@{manifest_digest}",
+        registry.addr
+    ))?;
     assert_eq!(raw["layers"].as_array().map(Vec::len), Some(2), "{raw}");
     let copied = server.dir.path().join("skopeo-copy");
     skopeo(&[
@@ -377,6 +394,20 @@ async fn pushed_images_are_read_by_skopeo_darwin_cri_and_containerd() -> anyhow:
         summary.contains("2 blobs sent") && summary.contains("2 mounted"),
         "{summary}"
     );
+    // The same platform pushed again to a tag: its entry in the tag's index is replaced.
+    let derived_digest = image_cli(&server, &["push", "localhost/derived:1", &via_proxy])?;
+    let index = inspect(&direct)?;
+    let entries = index["manifests"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 1, "{index}");
+    assert_eq!(entries[0]["digest"], derived_digest.trim(), "{index}");
+    // Pushed as the manifest alone, the tag names the manifest.
+    let plain = format!("{}/made/plain:1", registry.addr);
+    image_cli(
+        &server,
+        &["push", "--manifest-only", "localhost/tools:1", &plain],
+    )?;
+    let raw = inspect(&format!("docker://{plain}"))?;
+    assert_eq!(raw["layers"].as_array().map(Vec::len), Some(2), "{raw}");
 
     // zstd: converted once, kept, and read by skopeo.
     let zstd_dest = format!("{}/made/tools:zstd", registry.addr);
@@ -402,13 +433,10 @@ async fn pushed_images_are_read_by_skopeo_darwin_cri_and_containerd() -> anyhow:
         ],
     )?;
     assert!(second.contains("0 blobs sent"), "{second}");
-    let raw = skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{zstd_dest}"),
-    ])?;
-    assert!(raw.contains("tar+zstd"), "{raw}");
+    let index = inspect(&format!("docker://{zstd_dest}"))?;
+    let digest = index["manifests"][0]["digest"].as_str().unwrap_or_default();
+    let raw = inspect(&format!("docker://{}/made/tools@{digest}", registry.addr))?;
+    assert!(raw.to_string().contains("tar+zstd"), "{raw}");
 
     // A second darwin-cri, empty, pulls and runs both.
     let fresh = Server::start_with_config(&insecure).await?;
@@ -435,7 +463,7 @@ async fn pushed_images_are_read_by_skopeo_darwin_cri_and_containerd() -> anyhow:
 
     // containerd (Debian's, with runc) pulls and runs it too.
     let out = run_in_containerd(&format!("{}/made/tools:1", registry.addr), CHECK_SCRIPT)?;
-    for line in ["new", "vi-gone", "2"] {
+    for line in ["new", "vi-gone", "linked"] {
         assert!(
             out.lines().any(|l| l.trim() == line),
             "{line} missing from containerd's run: {out}"
@@ -653,11 +681,33 @@ async fn a_containerfile_builds_runs_caches_and_fails_cleanly() -> anyhow::Resul
     assert!(!out.contains("secret.key"), ".dockerignore: {out}");
 
     // Again: every step that makes a layer comes from the cache.
-    let (_, again) = image_cli_both(&server, &build)?;
+    let (rebuilt, again) = image_cli_both(&server, &build)?;
     assert_eq!(again.matches("--> cached").count(), 5, "{again}");
     assert!(
         !again.lines().any(|l| l == "step-output-line"),
         "not run again: {again}"
+    );
+
+    // RemoveImage treats it as a pulled image: the name goes at once, the content when unused (the
+    // cache then misses: its layers went with the image).
+    images
+        .remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: "localhost/built:1".into(),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    let listed = images
+        .list_images(cri::ListImagesRequest { filter: None })
+        .await?
+        .into_inner()
+        .images;
+    assert!(
+        !listed
+            .iter()
+            .any(|i| i.id == rebuilt.trim() || i.repo_tags.iter().any(|t| t.contains("built:1"))),
+        "{listed:?}"
     );
 
     // A failing step: named with its exit code; no image, no step directory, no mount left.
