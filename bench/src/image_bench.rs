@@ -84,20 +84,11 @@ fn filler(path: &Path, mb: usize, seed: u64) -> anyhow::Result<()> {
     let mut x = seed | 1;
     let mut chunk = vec![0u8; 1 << 20];
     for _ in 0..mb {
-        for (i, block) in chunk.chunks_mut(4096).enumerate() {
-            if i % 2 == 0 {
-                for b in block.iter_mut() {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    *b = x as u8;
-                }
-            } else {
-                for (j, b) in block.iter_mut().enumerate() {
-                    *b = b"darwin-cri image benchmark "[j % 27];
-                }
-            }
-        }
+        darwin_cri_tests::registry::fill_binary_like(
+            &mut chunk,
+            &mut x,
+            b"darwin-cri image benchmark ",
+        );
         f.write_all(&chunk)?;
     }
     f.flush()?;

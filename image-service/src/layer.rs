@@ -136,6 +136,20 @@ impl Write for Encoder {
 }
 
 impl Encoder {
+    /// A compressor writing into `file` and hashing what it writes. A fixed gzip header (no
+    /// name, mtime 0): the same tar gives the same blob.
+    fn new(file: File, compression: LayerCompression) -> Result<Encoder> {
+        let hashed = Hashing::new(file);
+        Ok(match compression {
+            LayerCompression::Gzip => Encoder::Gzip(
+                flate2::GzBuilder::new().write(hashed, flate2::Compression::default()),
+            ),
+            LayerCompression::Zstd => {
+                Encoder::Zstd(zstd::Encoder::new(hashed, 3).ctx(|| "start zstd".to_string())?)
+            }
+        })
+    }
+
     fn finish(self) -> io::Result<Hashing<File>> {
         match self {
             Encoder::Gzip(e) => e.finish(),
@@ -167,16 +181,7 @@ impl LayerWriter {
     pub fn new(tmp_dir: &Path, compression: LayerCompression, opts: TarOptions) -> Result<Self> {
         let (tmp, file) = create_tmp_file(tmp_dir)
             .ctx(|| format!("create a layer file in {}", tmp_dir.display()))?;
-        let hashed = Hashing::new(file);
-        let encoder = match compression {
-            // A fixed header (no name, mtime 0): the same tar gives the same blob.
-            LayerCompression::Gzip => Encoder::Gzip(
-                flate2::GzBuilder::new().write(hashed, flate2::Compression::default()),
-            ),
-            LayerCompression::Zstd => {
-                Encoder::Zstd(zstd::Encoder::new(hashed, 3).ctx(|| "start zstd".to_string())?)
-            }
-        };
+        let encoder = Encoder::new(file, compression)?;
         let mut tar = tar::Builder::new(Hashing::new(encoder));
         tar.mode(tar::HeaderMode::Complete);
         tar.follow_symlinks(false);
@@ -392,15 +397,7 @@ pub(crate) fn recompress(
     let (tmp, file) =
         create_tmp_file(tmp_dir).ctx(|| format!("create a layer file in {}", tmp_dir.display()))?;
     let result = (|| {
-        let hashed = Hashing::new(file);
-        let encoder = match compression {
-            LayerCompression::Gzip => Encoder::Gzip(
-                flate2::GzBuilder::new().write(hashed, flate2::Compression::default()),
-            ),
-            LayerCompression::Zstd => {
-                Encoder::Zstd(zstd::Encoder::new(hashed, 3).ctx(|| "start zstd".to_string())?)
-            }
-        };
+        let encoder = Encoder::new(file, compression)?;
         let mut diff = Hashing::new(encoder);
         io::copy(&mut tar, &mut diff).ctx(|| "recompress a layer".to_string())?;
         let (encoder, diff_id, _) = diff.finish();

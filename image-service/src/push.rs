@@ -300,14 +300,31 @@ impl Pusher {
         scope: &str,
     ) -> Result<()> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", ep.base);
+        let what = format!("PUT manifest {repo}:{reference}");
+        self.put(ep, &url, media_type, body, creds, scope, &what)
+            .await
+    }
+
+    /// PUTs `body` as `content_type`; an error naming `what` unless the registry took it.
+    #[allow(clippy::too_many_arguments)]
+    async fn put(
+        &self,
+        ep: &crate::registry::Endpoint,
+        url: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        creds: &Credentials,
+        scope: &str,
+        what: &str,
+    ) -> Result<()> {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, header_value(media_type)?);
+        h.insert(header::CONTENT_TYPE, header_value(content_type)?);
         let resp = self
             .registry
             .request(
                 Method::PUT,
                 ep,
-                &url,
+                url,
                 h,
                 Some(body.into()),
                 creds,
@@ -316,7 +333,7 @@ impl Pusher {
             )
             .await?;
         if !resp.status().is_success() {
-            return Err(error_of(&format!("PUT manifest {repo}:{reference}"), resp).await);
+            return Err(error_of(what, resp).await);
         }
         Ok(())
     }
@@ -442,28 +459,18 @@ impl Pusher {
             let mut body = Vec::with_capacity(size as usize);
             file.read_to_end(&mut body)
                 .ctx(|| format!("read {}", path.display()))?;
-            let mut h = HeaderMap::new();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
             let url = with_digest(&location, digest)?;
-            let resp = self
-                .registry
-                .request(
-                    Method::PUT,
-                    ep,
-                    &url,
-                    h,
-                    Some(body.into()),
-                    creds,
-                    scope,
-                    true,
-                )
-                .await?;
-            if resp.status() != StatusCode::CREATED {
-                return Err(error_of(&format!("uploading {digest}"), resp).await);
-            }
+            let what = format!("uploading {digest}");
+            self.put(
+                ep,
+                &url,
+                "application/octet-stream",
+                body,
+                creds,
+                scope,
+                &what,
+            )
+            .await?;
             progress(size);
             return Ok((BlobOutcome::Sent, size));
         }

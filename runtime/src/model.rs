@@ -10,7 +10,7 @@ pub fn now_nanos() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PodMetadata {
     pub name: String,
     pub namespace: String,
@@ -35,7 +35,7 @@ pub enum NetworkMode {
     Node,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PodSpec {
     pub metadata: PodMetadata,
     pub hostname: String,

@@ -139,6 +139,25 @@ impl Drop for TestRegistry {
     }
 }
 
+/// Fills `data` as real binaries compress: 4 KiB blocks of xorshift noise (from `state`)
+/// alternating with blocks of repeated `text`.
+pub fn fill_binary_like(data: &mut [u8], state: &mut u64, text: &[u8]) {
+    for (i, chunk) in data.chunks_mut(4096).enumerate() {
+        if i % 2 == 0 {
+            for byte in chunk.iter_mut() {
+                *state ^= *state << 13;
+                *state ^= *state >> 7;
+                *state ^= *state << 17;
+                *byte = *state as u8;
+            }
+        } else {
+            for (j, byte) in chunk.iter_mut().enumerate() {
+                *byte = text[j % text.len()];
+            }
+        }
+    }
+}
+
 /// A layer of `files` files of `file_mb` MB each: half random, half repeated text, so
 /// gzip works about as hard as on real binaries.
 pub fn big_layer(seed: u64, files: usize, file_mb: usize) -> Vec<u8> {
@@ -146,20 +165,7 @@ pub fn big_layer(seed: u64, files: usize, file_mb: usize) -> Vec<u8> {
     let mut x = seed | 1;
     for f in 0..files {
         let mut data = vec![0u8; file_mb << 20];
-        for (i, chunk) in data.chunks_mut(4096).enumerate() {
-            if i % 2 == 0 {
-                for byte in chunk.iter_mut() {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    *byte = x as u8;
-                }
-            } else {
-                for (j, byte) in chunk.iter_mut().enumerate() {
-                    *byte = b"darwin-cri pull benchmark "[j % 26];
-                }
-            }
-        }
+        fill_binary_like(&mut data, &mut x, b"darwin-cri pull benchmark ");
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(0o644);

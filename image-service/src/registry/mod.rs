@@ -320,47 +320,28 @@ impl Registry {
         creds: &Credentials,
     ) -> Result<Reply> {
         let url = format!("{}/v2/{repo}/{path}", ep.base);
-        let creds = self.credentials_for(ep, creds).await;
         let scope = format!("repository:{repo}:pull");
-        let key = (ep.base.clone(), scope.clone(), creds.fingerprint());
-        let mut authorization = self.cached_token(&key);
-        if authorization.is_none() && !creds.registry_token.is_empty() {
-            authorization = Some(format!("Bearer {}", creds.registry_token));
+        let resp = self
+            .request(Method::GET, ep, &url, headers, None, creds, &scope, true)
+            .await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(Reply { response: resp });
         }
-        let mut challenged = false;
-        loop {
-            let mut h = headers.clone();
-            if let Some(a) = &authorization {
-                let mut v = HeaderValue::from_str(a)
-                    .map_err(|_| Error::Unauthenticated(format!("{}: unusable token", ep.host)))?;
-                v.set_sensitive(true);
-                h.insert(header::AUTHORIZATION, v);
-            }
-            let resp = self.send(Method::GET, &url, h).await?;
-            let status = resp.status();
-            if status.is_success() {
-                return Ok(Reply { response: resp });
-            }
-            if status == StatusCode::UNAUTHORIZED && !challenged {
-                challenged = true;
-                let challenge = resp
-                    .headers()
-                    .get(header::WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_challenge);
-                let Some(challenge) = challenge else {
-                    return Err(Error::Unauthenticated(format!(
-                        "{} refused access to {repo} and sent no usable challenge",
-                        ep.host
-                    )));
-                };
-                let (value, ttl) = self.answer(ep, &challenge, &creds, &scope).await?;
-                self.store_token(key.clone(), value.clone(), ttl);
-                authorization = Some(value);
-                continue;
-            }
-            return Err(status_error(status, ep, repo, path, !creds.is_empty()));
+        let challenged = resp
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_challenge)
+            .is_some();
+        if status == StatusCode::UNAUTHORIZED && !challenged {
+            return Err(Error::Unauthenticated(format!(
+                "{} refused access to {repo} and sent no usable challenge",
+                ep.host
+            )));
         }
+        let had_creds = !self.credentials_for(ep, creds).await.is_empty();
+        Err(status_error(status, ep, repo, path, had_creds))
     }
 
     /// The origin endpoint of `registry`: pushes never go to a mirror.
@@ -427,17 +408,7 @@ impl Registry {
         }
     }
 
-    /// Sends one request with retries on connection errors and 5xx.
-    async fn send(
-        &self,
-        method: Method,
-        url: &str,
-        headers: HeaderMap,
-    ) -> Result<reqwest::Response> {
-        self.send_with(method, url, headers, None, self.inner.config.attempts)
-            .await
-    }
-
+    /// Sends one request, with up to `attempts` tries on connection errors and 5xx.
     async fn send_with(
         &self,
         method: Method,
