@@ -365,19 +365,7 @@ impl LayerWriter {
                 .into_inner()
                 .ctx(|| "end the tar".to_string())?
                 .finish();
-            let (file, digest, size) = encoder
-                .finish()
-                .ctx(|| "end the compressed stream".to_string())?
-                .finish();
-            file.sync_all().ctx(|| "sync the layer".to_string())?;
-            let dest = blobs_dir.join(crate::sha256_hex(&digest)?);
-            fs::rename(&tmp, &dest).ctx(|| format!("store layer {digest}"))?;
-            Ok(LayerBlob {
-                digest,
-                diff_id,
-                size,
-                compression: self.compression,
-            })
+            keep_blob(encoder, diff_id, &tmp, blobs_dir, self.compression)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -401,24 +389,35 @@ pub(crate) fn recompress(
         let mut diff = Hashing::new(encoder);
         io::copy(&mut tar, &mut diff).ctx(|| "recompress a layer".to_string())?;
         let (encoder, diff_id, _) = diff.finish();
-        let (file, digest, size) = encoder
-            .finish()
-            .ctx(|| "end the compressed stream".to_string())?
-            .finish();
-        file.sync_all().ctx(|| "sync the layer".to_string())?;
-        let dest = blobs_dir.join(crate::sha256_hex(&digest)?);
-        fs::rename(&tmp, &dest).ctx(|| format!("store layer {digest}"))?;
-        Ok(LayerBlob {
-            digest,
-            diff_id,
-            size,
-            compression,
-        })
+        keep_blob(encoder, diff_id, &tmp, blobs_dir, compression)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Ends the compressed stream, syncs it and moves it into `blobs_dir` under its digest.
+fn keep_blob(
+    encoder: Encoder,
+    diff_id: String,
+    tmp: &Path,
+    blobs_dir: &Path,
+    compression: LayerCompression,
+) -> Result<LayerBlob> {
+    let (file, digest, size) = encoder
+        .finish()
+        .ctx(|| "end the compressed stream".to_string())?
+        .finish();
+    file.sync_all().ctx(|| "sync the layer".to_string())?;
+    let dest = blobs_dir.join(crate::sha256_hex(&digest)?);
+    fs::rename(tmp, &dest).ctx(|| format!("store layer {digest}"))?;
+    Ok(LayerBlob {
+        digest,
+        diff_id,
+        size,
+        compression,
+    })
 }
 
 /// The names in `dir`, sorted bytewise (a stable order for reproducible layers).

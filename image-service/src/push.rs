@@ -538,27 +538,8 @@ impl Pusher {
                         // new session from the start.
                         Err(e) => {
                             tracing::info!(%digest, error = %e, "upload session lost; starting again");
-                            let resp = self
-                                .registry
-                                .request(
-                                    Method::POST,
-                                    ep,
-                                    &uploads,
-                                    HeaderMap::new(),
-                                    None,
-                                    creds,
-                                    scope,
-                                    true,
-                                )
-                                .await?;
-                            if resp.status() != StatusCode::ACCEPTED {
-                                return Err(error_of(
-                                    &format!("restarting the upload of {digest}"),
-                                    resp,
-                                )
-                                .await);
-                            }
-                            location = location_of(&ep.base, &resp)?;
+                            let what = format!("restarting the upload of {digest}");
+                            location = self.start_upload(ep, &uploads, creds, scope, &what).await?;
                             offset = 0;
                         }
                     }
@@ -583,6 +564,34 @@ impl Pusher {
             return Err(error_of(&format!("completing the upload of {digest}"), resp).await);
         }
         Ok((BlobOutcome::Sent, size))
+    }
+
+    /// Opens an upload session (POST); its location.
+    async fn start_upload(
+        &self,
+        ep: &crate::registry::Endpoint,
+        uploads: &str,
+        creds: &Credentials,
+        scope: &str,
+        what: &str,
+    ) -> Result<String> {
+        let resp = self
+            .registry
+            .request(
+                Method::POST,
+                ep,
+                uploads,
+                HeaderMap::new(),
+                None,
+                creds,
+                scope,
+                true,
+            )
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(error_of(what, resp).await);
+        }
+        location_of(&ep.base, &resp)
     }
 
     /// How much of an upload the registry has: (location, next offset).
