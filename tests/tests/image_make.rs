@@ -273,9 +273,19 @@ async fn pushed_images_are_read_by_skopeo_darwin_cri_and_containerd() -> anyhow:
         },
     )
     .await?;
+    // A registry that wants a bearer token, from --user.
+    let guarded = Proxy::start(
+        &registry.addr,
+        ProxyMode {
+            bearer: Some(("builder".into(), "s3cret".into())),
+            ..Default::default()
+        },
+    )
+    .await?;
     let insecure = format!(
-        "[image.registries.{:?}]\ninsecure = true\n[image.registries.{:?}]\ninsecure = true\n",
-        registry.addr, proxy.addr
+        "[image.registries.{:?}]\ninsecure = true\n[image.registries.{:?}]\ninsecure = true\n\
+         [image.registries.{:?}]\ninsecure = true\n",
+        registry.addr, proxy.addr, guarded.addr
     );
     let server = Server::start_with_config(&insecure).await?;
     let (mut rt, _) = server.client().await?;
@@ -408,6 +418,36 @@ async fn pushed_images_are_read_by_skopeo_darwin_cri_and_containerd() -> anyhow:
     )?;
     let raw = inspect(&format!("docker://{plain}"))?;
     assert_eq!(raw["layers"].as_array().map(Vec::len), Some(2), "{raw}");
+
+    let guarded_dest = format!("{}/guarded/tools:1", guarded.addr);
+    let out = Command::new(binary())
+        .args(server.args())
+        .args(["image", "push", "localhost/tools:1", &guarded_dest])
+        .output()?;
+    assert!(
+        !out.status.success(),
+        "anonymous push to a guarded registry"
+    );
+    let (_, summary) = image_cli_both(
+        &server,
+        &[
+            "push",
+            "--user",
+            "builder:s3cret",
+            "localhost/tools:1",
+            &guarded_dest,
+        ],
+    )?;
+    assert!(summary.contains("pushed"), "{summary}");
+    assert!(
+        guarded
+            .seen
+            .lock()
+            .expect("seen")
+            .iter()
+            .any(|(m, p, _)| m == "PUT" && p.contains("/manifests/")),
+        "the manifest went through the guarded registry"
+    );
 
     // zstd: converted once, kept, and read by skopeo.
     let zstd_dest = format!("{}/made/tools:zstd", registry.addr);
