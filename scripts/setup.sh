@@ -26,9 +26,6 @@ if [ "${1:-}" = "--bench" ]; then
   # images, busybox for them, and a font for the chart.
   command -v containerd >/dev/null 2>&1 || need+=(containerd)
   command -v runc >/dev/null 2>&1 || need+=(runc)
-  # image base reads Mach-O load commands: its tests build fixtures with clang and ld64.lld.
-  command -v clang >/dev/null 2>&1 || need+=(clang)
-  command -v ld64.lld >/dev/null 2>&1 || command -v ld64.lld-14 >/dev/null 2>&1 || need+=(lld)
   [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
   [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
   command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
@@ -42,6 +39,9 @@ if [ "${1:-}" = "--tests" ]; then
   [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
   command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
   command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
+  # image base reads Mach-O load commands: its tests build fixtures with clang and ld64.lld.
+  command -v clang >/dev/null 2>&1 || need+=(clang)
+  command -v ld64.lld >/dev/null 2>&1 || command -v ld64.lld-14 >/dev/null 2>&1 || need+=(lld)
   # Images darwin-cri makes and pushes are pulled and run by containerd too (ctr, runc).
   command -v containerd >/dev/null 2>&1 || need+=(containerd)
   command -v runc >/dev/null 2>&1 || need+=(runc)
