@@ -9,5 +9,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --bench
-cargo build --release --bin darwin-cri --bin cri-bench
+cargo build --release --bin darwin-cri --bin darwin-cri-monitor --bin cri-bench
 exec target/release/cri-bench --darwin-cri target/release/darwin-cri "$@"

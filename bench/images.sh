@@ -7,5 +7,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --bench
-cargo build --release --bin darwin-cri --bin image-bench
+cargo build --release --bin darwin-cri --bin darwin-cri-monitor --bin image-bench
 exec target/release/image-bench --darwin-cri target/release/darwin-cri "$@"

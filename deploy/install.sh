@@ -29,7 +29,8 @@ Options:
   --prefix DIR         prepend DIR to every installed path (packaging, tests); implies
                        --no-launchctl and needs no root
   --binary PATH        the darwin-cri binary to install (default: ./target/release/darwin-cri,
-                       then the repository's target/release/darwin-cri, then darwin-cri on PATH)
+                       then the repository's target/release/darwin-cri, then darwin-cri on PATH);
+                       darwin-cri-monitor, the per-container monitor, is taken from beside it
   --no-launchctl       do not touch launchd and do not run doctor (implied when not on macOS)
   --kubelet-config PATH
                        passed to `darwin-cri doctor --kubelet-config PATH`
@@ -153,11 +154,14 @@ fi
 
 # The paths as the running system sees them (what the plist and config refer to) ...
 readonly SYS_BIN="/usr/local/bin/darwin-cri"
+# The per-container monitor: the server starts it from its own directory.
+readonly SYS_MONITOR="/usr/local/bin/darwin-cri-monitor"
 readonly SYS_CONF_DIR="/usr/local/etc/darwin-cri"
 readonly SYS_CONF="$SYS_CONF_DIR/config.toml"
 readonly SYS_PLIST="/Library/LaunchDaemons/$LABEL.plist"
 # ... and where they are written: the same under --prefix.
 readonly BIN="$PREFIX$SYS_BIN"
+readonly MONITOR="$PREFIX$SYS_MONITOR"
 readonly CONF_DIR="$PREFIX$SYS_CONF_DIR"
 readonly CONF="$PREFIX$SYS_CONF"
 readonly PLIST="$PREFIX$SYS_PLIST"
@@ -294,6 +298,16 @@ do_install() {
             die "$src_bin is not an executable file"
         fi
     fi
+    # The monitor from the same build: a server runs its own version's monitor.
+    local src_monitor
+    src_monitor="$(dirname "$src_bin")/darwin-cri-monitor"
+    if [[ ! -f "$src_monitor" || ! -x "$src_monitor" ]]; then
+        if [[ "$DRY_RUN" == 1 ]]; then
+            note "# warning: no $src_monitor beside the binary"
+        else
+            die "no darwin-cri-monitor beside $src_bin: build both (cargo build --release --bins)"
+        fi
+    fi
     local f
     for f in "$SRC_CONF" "$SRC_PLIST" "$SRC_NEWSYSLOG"; do
         [[ -f "$f" ]] || die "missing $f: run install.sh from a complete darwin-cri checkout"
@@ -307,6 +321,7 @@ do_install() {
     if [[ "$NO_LAUNCHCTL" == 0 ]]; then
         stop_service
     fi
+    install_file 755 "$src_monitor" "$MONITOR"
     install_file 755 "$src_bin" "$BIN"
 
     if [[ -e "$CONF" ]]; then
@@ -388,6 +403,7 @@ do_uninstall() {
     fi
 
     remove_file "$BIN"
+    remove_file "$MONITOR"
     remove_file "$PLIST"
     remove_file "$NEWSYSLOG"
 

@@ -19,7 +19,8 @@ os=$(uname -s)
 target=${CARGO_TARGET_DIR:-target}
 bin=${DARWIN_CRI:-$target/debug/darwin-cri}
 smoke=${CRI_SMOKE:-$target/debug/cri-smoke}
-[ -x "$bin" ] || cargo build --locked --bin darwin-cri
+[ -x "$bin" ] && [ -x "$(dirname "$bin")/darwin-cri-monitor" ] ||
+    cargo build --locked --bin darwin-cri --bin darwin-cri-monitor
 [ -x "$smoke" ] || cargo build --locked -p darwin-cri-tests --bin cri-smoke
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 smoke=$(cd "$(dirname "$smoke")" && pwd)/$(basename "$smoke")

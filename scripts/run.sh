@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --locked --release --bin darwin-cri
+cargo build --locked --release --bin darwin-cri --bin darwin-cri-monitor
 exec target/release/darwin-cri "$@" serve

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --tests
 # With the node reporter (the kube feature), so that its tests run too.
-cargo build --locked --bin darwin-cri --features cri-server/kube
+cargo build --locked --bin darwin-cri --bin darwin-cri-monitor --features cri-server/kube
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --locked --workspace --features cri-server/kube 2>&1 | tee "$log"

@@ -134,7 +134,11 @@ state = "{d}/state"
             let line = cmdline(pid);
             let ours = line.contains(&marker);
             let shim = ours && line.contains("containerd-shim");
-            let monitor = ours && line.split(' ').any(|w| w == "monitor");
+            // `darwin-cri-monitor BUNDLE`, or `darwin-cri monitor BUNDLE` where it is missing.
+            let monitor = ours
+                && line
+                    .split(' ')
+                    .any(|w| w == "monitor" || w.ends_with("/darwin-cri-monitor"));
             if shim {
                 found.push(pid);
                 // The pause process is the sandbox's: the one that sleeps for ever.

@@ -68,7 +68,7 @@ pub async fn run(
     config_file: Option<&Path>,
     kubelet_config: Option<&Path>,
 ) -> Vec<Check> {
-    let mut checks = vec![user()];
+    let mut checks = vec![user(), monitor()];
     if MACOS {
         checks.push(sip());
     }
@@ -556,6 +556,40 @@ fn mdns(config: &Config) -> Check {
 }
 
 /// The resolver(5) files darwin-cri keeps for ready pods' cluster domains.
+/// The small monitor binary beside this one (what each container runs under).
+fn monitor() -> Check {
+    let Ok(exe) = std::env::current_exe() else {
+        return Check::warn(
+            "monitor",
+            "cannot tell where darwin-cri is installed",
+            "run darwin-cri by its full path",
+        );
+    };
+    let program = runtime::monitor::MonitorProgram::beside(&exe);
+    if program.is_small() {
+        Check::ok(
+            "monitor",
+            format!(
+                "{} (protocol {})",
+                program.exe().display(),
+                runtime::monitor::PROTOCOL
+            ),
+        )
+    } else {
+        Check::warn(
+            "monitor",
+            format!(
+                "no {} beside {}: containers are monitored by darwin-cri itself, at a higher \
+                 memory cost each",
+                runtime::monitor::MONITOR_BINARY,
+                exe.display()
+            ),
+            "install darwin-cri-monitor from the same build into the same directory \
+             (deploy/install.sh and the Homebrew formula do)",
+        )
+    }
+}
+
 fn cluster_dns(config: &Config) -> Check {
     let Some(dir) = config.runtime.resolver_dir() else {
         return Check::ok(

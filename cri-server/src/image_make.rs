@@ -229,7 +229,7 @@ pub fn build(config: &Config, args: BuildArgs<'_>) -> anyhow::Result<()> {
         build_args.insert(k.to_string(), v.to_string());
     }
     let store = serve::open_images(config)?;
-    let monitor_exe = std::env::current_exe().context("finding the darwin-cri executable")?;
+    let monitor = serve::monitor_program()?;
     let opts = crate::build::BuildOptions {
         containerfile,
         context,
@@ -240,7 +240,7 @@ pub fn build(config: &Config, args: BuildArgs<'_>) -> anyhow::Result<()> {
         compression: args.compression,
         work_dir: config.root.join("builds"),
         step: runtime::step::StepOptions {
-            monitor_exe,
+            monitor,
             state_dir: config.state_dir.clone(),
             copy_rootfs: config.runtime.rootfs == crate::config::RootfsMode::Copy,
             max_log_line: config.runtime.max_log_line_bytes,

@@ -282,9 +282,9 @@ fn node_report(_config: Config, _once: bool) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    // The monitor runs once per container and must stay small: it is dispatched before the
-    // argument parser, the async runtime or logging are touched, so their code is never paged
-    // in (the monitor's RSS is mostly the pages of this binary that it touches).
+    // Where darwin-cri-monitor is not installed beside it, this binary is the monitor (see
+    // runtime::monitor::MonitorProgram): dispatched before the argument parser, the async
+    // runtime or logging are touched, so that their code is never paged in.
     let mut args = std::env::args_os().skip(1);
     if let (Some(cmd), Some(bundle), None) = (args.next(), args.next(), args.next())
         && cmd == "monitor"

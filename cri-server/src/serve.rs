@@ -78,6 +78,21 @@ pub fn platform(config: &Config) -> anyhow::Result<Platform> {
     }
 }
 
+/// The monitor containers and build steps run under: `darwin-cri-monitor` beside this
+/// executable, or this executable itself (with a warning: each container then costs more).
+pub fn monitor_program() -> anyhow::Result<runtime::monitor::MonitorProgram> {
+    let exe = std::env::current_exe().context("locating the darwin-cri executable")?;
+    let program = runtime::monitor::MonitorProgram::beside(&exe);
+    if !program.is_small() {
+        tracing::warn!(
+            expected = %exe.with_file_name(runtime::monitor::MONITOR_BINARY).display(),
+            "the small monitor binary is not installed beside darwin-cri: containers are \
+             monitored by darwin-cri itself, which costs each one more memory"
+        );
+    }
+    Ok(program)
+}
+
 pub fn open_images(config: &Config) -> anyhow::Result<Arc<ImageStore>> {
     let images = ImageStore::open(
         &config.root.join("images"),
@@ -146,7 +161,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     };
     let opts = RuntimeOptions {
         root: config.root.clone(),
-        monitor_exe: std::env::current_exe().context("locating the darwin-cri executable")?,
+        monitor: monitor_program()?,
         strict_pod_network: config.runtime.strict_pod_network,
         node_ip,
         max_log_line: config.runtime.max_log_line_bytes,

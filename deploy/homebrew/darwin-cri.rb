@@ -24,7 +24,9 @@ class DarwinCri < Formula
   depends_on :macos
 
   def install
-    # With the node reporter (`darwin-cri node-report`, `node.report = true`).
+    # With the node reporter (`darwin-cri node-report`, `node.report = true`). cargo install
+    # installs both of the package's binaries into bin/: darwin-cri and darwin-cri-monitor, the
+    # per-container monitor that the server starts from its own directory.
     system "cargo", "install", "--features", "kube", *std_cargo_args(path: "cri-server")
 
     # The node configuration: Homebrew keeps an existing etc/darwin-cri/config.toml on upgrade
@@ -76,8 +78,8 @@ class DarwinCri < Formula
       and start the daemon with:
         sudo brew services start darwin-cri
       After `brew upgrade darwin-cri`, restart it (sudo brew services restart darwin-cri): the
-      running server starts each new container's monitor from the installed binary, which must
-      be its own version. Running containers keep running through the restart.
+      running server starts each new container's monitor from the installed darwin-cri-monitor,
+      which must be its own version. Running containers keep running through the restart.
       Its log is #{var}/log/darwin-cri.log.
 
       kubelet does not ship for macOS; see #{opt_pkgshare}/README.md for darwin kubelet builds
@@ -86,6 +88,8 @@ class DarwinCri < Formula
   end
 
   test do
+    # The server looks for its monitor beside itself.
+    assert_match "protocol", shell_output("#{bin}/darwin-cri-monitor --version")
     output = shell_output("#{bin}/darwin-cri config default")
     assert_match 'socket = "/var/run/darwin-cri/darwin-cri.sock"', output
     assert_match "[mounts]", output

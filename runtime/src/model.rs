@@ -257,6 +257,10 @@ pub struct Container {
     pub pid: i32,
     pub monitor_pid: i32,
     pub monitor_start_time: u64,
+    /// The control protocol of the monitor (see [`crate::monitor::PROTOCOL`]); 0 before the
+    /// start, or where the record predates the field.
+    #[serde(default)]
+    pub monitor_protocol: u32,
     /// Start time of the container process, to tell it from a process that reuses its pid.
     #[serde(default)]
     pub pid_start_time: u64,

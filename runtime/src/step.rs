@@ -30,8 +30,8 @@ use crate::{Error, Result};
 /// Where and how steps run.
 #[derive(Debug, Clone)]
 pub struct StepOptions {
-    /// The `darwin-cri` executable, run as the step's monitor.
-    pub monitor_exe: PathBuf,
+    /// What the step's monitor runs: `darwin-cri-monitor` beside `darwin-cri`.
+    pub monitor: monitor::MonitorProgram,
     /// Where monitors' control sockets go (short: socket paths are limited).
     pub state_dir: PathBuf,
     /// Copy the root instead of layering it (the Linux stand-in for macOS's clones).
@@ -230,16 +230,14 @@ impl StepRoot {
         let monitor_log_path = self.dir.join("monitor.log");
         let monitor_log =
             std::fs::File::create(&monitor_log_path).at("creating", &monitor_log_path)?;
-        let mut cmd = std::process::Command::new(&opts.monitor_exe);
-        cmd.arg("monitor")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
+        let mut cmd = opts.monitor.command(&self.dir);
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(monitor_log));
         platform::inherit_only_stdio(&mut cmd);
         let mut child = cmd.spawn().map_err(|e| {
             Error::io(
-                format!("starting the monitor {}", opts.monitor_exe.display()),
+                format!("starting the monitor {}", opts.monitor.exe().display()),
                 e,
             )
         })?;

@@ -36,7 +36,7 @@ pub use k8s_cri::v1;
 pub const BUSYBOX: &str = "docker.io/library/busybox:latest";
 
 /// The `darwin-cri` binary next to the test executable (target/<profile>/darwin-cri), or
-/// `DARWIN_CRI_BIN`.
+/// `DARWIN_CRI_BIN`; `darwin-cri-monitor` must be beside it.
 pub fn binary() -> PathBuf {
     if let Ok(p) = std::env::var("DARWIN_CRI_BIN") {
         return PathBuf::from(p);
@@ -47,11 +47,14 @@ pub fn binary() -> PathBuf {
         dir.pop();
     }
     let bin = dir.join("darwin-cri");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build --bin darwin-cri` (scripts/test.sh does)",
-        bin.display()
-    );
+    // The tests run containers under the small monitor, as an installed node does.
+    for needed in [&bin, &dir.join("darwin-cri-monitor")] {
+        assert!(
+            needed.exists(),
+            "{} is missing: build it first with `cargo build --bins` (scripts/test.sh does)",
+            needed.display()
+        );
+    }
     bin
 }
 

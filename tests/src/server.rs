@@ -40,6 +40,9 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub child: Option<Child>,
     pub extra_args: Vec<String>,
+    /// The `darwin-cri` that [`Server::restart`] runs: [`binary`] unless a test swaps it (as
+    /// an upgrade would).
+    pub binary: PathBuf,
 }
 
 impl Server {
@@ -107,6 +110,7 @@ impl Server {
             dir,
             child: None,
             extra_args,
+            binary: binary(),
         };
         if let Some(bytes) = tmpfs {
             let root = server.root();
@@ -137,7 +141,7 @@ impl Server {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let child = Command::new(binary())
+        let child = Command::new(&self.binary)
             .args(self.args())
             .arg("serve")
             .stdin(Stdio::null())

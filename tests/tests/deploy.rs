@@ -120,6 +120,7 @@ fn install_sh_dry_run_changes_nothing_and_installs_are_idempotent_and_undone() -
     assert!(ok, "{out}");
     for action in [
         "/usr/local/bin/darwin-cri",
+        "/usr/local/bin/darwin-cri-monitor",
         "/Library/LaunchDaemons/io.darwin-cri.plist",
         "/etc/newsyslog.d/darwin-cri.conf",
         "/var/lib/darwin-cri",
@@ -150,13 +151,16 @@ fn install_sh_dry_run_changes_nothing_and_installs_are_idempotent_and_undone() -
         std::fs::read(&config)?,
         std::fs::read(deploy().join("darwin-cri.toml"))?
     );
-    assert_eq!(
-        std::fs::metadata(installed("/usr/local/bin/darwin-cri"))?
-            .permissions()
-            .mode()
-            & 0o777,
-        0o755
-    );
+    for bin in [
+        "/usr/local/bin/darwin-cri",
+        "/usr/local/bin/darwin-cri-monitor",
+    ] {
+        assert_eq!(
+            std::fs::metadata(installed(bin))?.permissions().mode() & 0o777,
+            0o755,
+            "{bin}"
+        );
+    }
     assert_eq!(
         std::fs::metadata(installed("/var/lib/darwin-cri"))?
             .permissions()
@@ -192,6 +196,7 @@ fn install_sh_dry_run_changes_nothing_and_installs_are_idempotent_and_undone() -
     assert!(ok, "{out}");
     for gone in [
         "/usr/local/bin/darwin-cri",
+        "/usr/local/bin/darwin-cri-monitor",
         "/Library/LaunchDaemons/io.darwin-cri.plist",
         "/etc/newsyslog.d/darwin-cri.conf",
     ] {
@@ -642,6 +647,6 @@ fn the_homebrew_formula_builds_this_checkout_and_names_only_files_that_exist() -
             other => panic!("an unexpected call {other:?}"),
         }
     }
-    assert_eq!((cargo, installed, commands), (1, 6, 3), "{calls:?}");
+    assert_eq!((cargo, installed, commands), (1, 6, 4), "{calls:?}");
     Ok(())
 }

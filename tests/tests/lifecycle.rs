@@ -505,6 +505,9 @@ async fn server_killed_and_restarted_keeps_containers_and_their_exit_codes() -> 
     // A running container adopted after the restart can still be stopped and exec'd into.
     let r = exec(&mut rt, &forever, &["echo", "alive"], 10).await?;
     assert_eq!(r.stdout, b"alive\n");
+    let (exe, protocol) = monitor_of(&mut rt, &forever).await?;
+    assert!(exe.ends_with("/darwin-cri-monitor"), "{exe}");
+    assert_eq!(protocol, 2, "the monitor says its protocol");
     rt.stop_container(cri::StopContainerRequest {
         container_id: forever.clone(),
         timeout: 5,
@@ -604,5 +607,80 @@ async fn container_roots_are_private_when_copied() -> anyhow::Result<()> {
             .all(|m| m.to_string_lossy().contains("/rootfs/proc")),
         "{mounts:?}"
     );
+    Ok(())
+}
+
+/// The executable of container `id`'s monitor and the protocol it said it speaks.
+async fn monitor_of(rt: &mut Rt, id: &str) -> anyhow::Result<(String, i64)> {
+    let pid = monitor_pid(rt, id).await?;
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))?;
+    let st = rt
+        .container_status(cri::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await?
+        .into_inner();
+    let info: serde_json::Value =
+        serde_json::from_str(st.info.get("info").map(String::as_str).unwrap_or("{}"))?;
+    Ok((
+        exe.display().to_string(),
+        info["monitorProtocol"].as_i64().unwrap_or(0),
+    ))
+}
+
+/// A server swapped for another binary talks to the monitors the first one started, and a
+/// darwin-cri installed without darwin-cri-monitor beside it monitors containers itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_server_binary_keeps_the_old_monitors_and_a_lone_one_monitors_itself()
+-> anyhow::Result<()> {
+    let mut server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "upgrade").await?;
+    let before = create(&mut rt, &pod, container_config("before", "sleep 1000")).await?;
+    start(&mut rt, &before).await?;
+    let (exe, _) = monitor_of(&mut rt, &before).await?;
+    assert!(exe.ends_with("/darwin-cri-monitor"), "{exe}");
+
+    // The "upgrade": the same server from another directory, with no monitor binary beside it.
+    let lone_dir = server.dir.path().join("lone");
+    std::fs::create_dir(&lone_dir)?;
+    let lone = lone_dir.join("darwin-cri");
+    if std::fs::hard_link(&server.binary, &lone).is_err() {
+        std::fs::copy(&server.binary, &lone)?;
+    }
+    server.kill();
+    server.binary = lone.clone();
+    server.restart().await?;
+    let (mut rt, _) = server.client().await?;
+    let r = exec(&mut rt, &before, &["echo", "still"], 10).await?;
+    assert_eq!(
+        r.stdout, b"still\n",
+        "exec through the monitor the old server started"
+    );
+
+    let after = create(&mut rt, &pod, container_config("after", "sleep 1000")).await?;
+    start(&mut rt, &after).await?;
+    let (exe, protocol) = monitor_of(&mut rt, &after).await?;
+    assert_eq!(
+        exe,
+        lone.display().to_string(),
+        "the fallback: darwin-cri monitor"
+    );
+    assert_eq!(protocol, 2);
+    let r = exec(&mut rt, &after, &["echo", "fallback"], 10).await?;
+    assert_eq!(r.stdout, b"fallback\n");
+    assert!(
+        server
+            .log()
+            .contains("small monitor binary is not installed"),
+        "the server says why containers cost more: {}",
+        server.log()
+    );
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await?;
+    server.wait_no_container_processes().await?;
     Ok(())
 }

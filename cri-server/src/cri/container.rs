@@ -197,6 +197,7 @@ pub fn status(c: &Container, verbose: bool) -> cri::ContainerStatusResponse {
             serde_json::json!({
                 "pid": c.pid,
                 "monitorPid": c.monitor_pid,
+                "monitorProtocol": c.monitor_protocol,
                 "rootfs": c.process.rootfs,
                 "args": c.process.args,
                 "cwd": c.process.cwd,

@@ -1,6 +1,6 @@
 //! The server's side of the monitor's control socket: one command per connection, one line each
 //! way (`exec` then a length-prefixed [`ExecStart`] with the stdio as descriptors; `attach`;
-//! `reopen`; `limits`).
+//! `reopen`; `limits`; `version`).
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -52,6 +52,31 @@ pub fn start_exec(
             line.trim_start_matches("error ").to_string(),
         )),
     }
+}
+
+/// The control protocol the monitor behind `socket` speaks: its answer to `version`, or 1 from a
+/// monitor older than that command.
+pub fn protocol_of(socket: &Path, timeout: Duration) -> std::io::Result<u32> {
+    let mut conn = UnixStream::connect(socket)?;
+    conn.set_read_timeout(Some(timeout))?;
+    conn.set_write_timeout(Some(timeout))?;
+    conn.write_all(b"version\n")?;
+    parse_version(&read_line(&conn)?)
+}
+
+fn parse_version(reply: &str) -> std::io::Result<u32> {
+    if let Some(n) = reply.strip_prefix("ok ").and_then(|n| n.parse().ok()) {
+        return Ok(n);
+    }
+    if reply.starts_with("error unknown command") {
+        return Ok(1);
+    }
+    expect_ok(reply).and_then(|()| Err(std::io::Error::other("`version` answered without one")))
+}
+
+/// Whether a monitor's refusal says it does not know the command (an older monitor).
+pub fn is_unknown_command(e: &std::io::Error) -> bool {
+    e.to_string().starts_with("unknown command")
 }
 
 /// One answer line, read byte by byte (nothing past it is consumed).
@@ -114,6 +139,20 @@ mod tests {
         assert_eq!(e.to_string(), "unknown command \"x\"");
         let e = expect_ok("").expect_err("closed");
         assert!(e.to_string().contains("without answering"), "{e}");
+    }
+
+    #[test]
+    fn versions_come_from_the_answer_and_older_monitors_are_one() {
+        assert_eq!(parse_version("ok 2").expect("v2"), 2);
+        assert_eq!(
+            parse_version("error unknown command \"version\"").expect("v1"),
+            1
+        );
+        assert!(parse_version("").is_err());
+        assert!(parse_version("ok").is_err());
+        assert!(is_unknown_command(
+            &expect_ok("error unknown command \"exec\"").expect_err("old")
+        ));
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The monitor's control socket: one command per connection, one line each way. `reopen` (the
-//! log, after kubelet rotated it), `limits` (re-read from the bundle and applied), `attach` and
-//! `exec` (connections kept and served on by the supervise loop).
+//! The monitor's control socket: one command per connection, one line each way. `version` (the
+//! [`PROTOCOL`] it speaks), `reopen` (the log, after kubelet rotated it), `limits` (re-read from
+//! the bundle and applied), `attach` and `exec` (connections kept and served on by the supervise
+//! loop).
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -61,6 +62,7 @@ pub(super) fn handle_command(
     let reply = match std::io::BufRead::read_line(&mut reader, &mut line) {
         Err(e) => format!("error reading the command: {e}"),
         Ok(_) => match line.trim() {
+            "version" => format!("ok {PROTOCOL}"),
             // Everything read before this point went to the old file; what follows goes to the
             // new one: the monitor is the only writer, so no line is lost or written twice.
             "reopen" => match log.reopen(spec.log_path.as_deref()) {

@@ -1,4 +1,5 @@
-//! The per-container monitor: the `darwin-cri` binary re-executed as `darwin-cri monitor BUNDLE`.
+//! The per-container monitor: the small `darwin-cri-monitor BUNDLE` binary installed beside
+//! `darwin-cri` (or, where it is missing, the server's own binary as `darwin-cri monitor BUNDLE`).
 //!
 //! The server is never the parent of a container. At StartContainer it starts a monitor, which
 //! leaves the server's session (setsid), starts the container process in its root, tells the
@@ -15,8 +16,14 @@
 //! exec, attach, send a control command), `process` is the monitor itself (start, supervise,
 //! control commands) with `stdio` (the attached clients), and this file holds what both sides
 //! read and write: the bundle's files, the handshake, the exit record, the exec request. The
-//! monitor side uses nothing of the server's (no async runtime, no gRPC), so it could become a
-//! small binary of its own.
+//! monitor side uses nothing of the server's (no async runtime, no gRPC, no TLS): that is what
+//! lets `darwin-cri-monitor` (cri-server/src/bin) be a small binary of its own, whose pages and
+//! relocations cost each container a fraction of the server binary's.
+//!
+//! Monitors outlive the server that started them, and an upgraded server talks to monitors that
+//! an older one started: the handshake and `started.json` carry the monitor's [`PROTOCOL`], and
+//! the control socket answers `version`. A monitor that predates the version (none in either
+//! place) speaks protocol 1.
 
 use std::path::{Path, PathBuf};
 
@@ -28,8 +35,72 @@ mod control;
 mod process;
 mod stdio;
 
-pub use client::{open_attach, send_command, start_exec};
+pub use client::{is_unknown_command, open_attach, protocol_of, send_command, start_exec};
 pub use process::{find_executable, run};
+
+/// The control protocol this build's monitor speaks. 1: `reopen`, `limits`, `attach`, `exec`
+/// (monitors that do not say their version). 2: adds `version`, and the handshake and
+/// `started.json` carry the number. A command that a monitor's version lacks is answered
+/// `error unknown command "…"`; the server says which container and why instead of passing
+/// that on.
+pub const PROTOCOL: u32 = 2;
+
+/// The version of monitors that say none.
+fn protocol_one() -> u32 {
+    1
+}
+
+/// The small monitor binary's file name, looked for beside the server's executable.
+pub const MONITOR_BINARY: &str = "darwin-cri-monitor";
+
+/// How a monitor is started: `darwin-cri-monitor BUNDLE` from beside the server's executable,
+/// or, when that is missing (a lone `darwin-cri` copied to a Mac), the server's own binary as
+/// `darwin-cri monitor BUNDLE`, which works the same but costs each container more memory.
+#[derive(Debug, Clone)]
+pub struct MonitorProgram {
+    exe: PathBuf,
+    /// Whether `exe` is the server's binary, which needs the `monitor` subcommand.
+    subcommand: bool,
+}
+
+impl MonitorProgram {
+    /// The monitor for the server at `server_exe`: `darwin-cri-monitor` in the same directory
+    /// when it is there, else the server itself.
+    pub fn beside(server_exe: &Path) -> Self {
+        let small = server_exe.with_file_name(MONITOR_BINARY);
+        if small.is_file() {
+            MonitorProgram {
+                exe: small,
+                subcommand: false,
+            }
+        } else {
+            MonitorProgram {
+                exe: server_exe.to_path_buf(),
+                subcommand: true,
+            }
+        }
+    }
+
+    /// The monitor binary that will run.
+    pub fn exe(&self) -> &Path {
+        &self.exe
+    }
+
+    /// Whether this is the small binary (not the server's own as a fallback).
+    pub fn is_small(&self) -> bool {
+        !self.subcommand
+    }
+
+    /// The command that starts a monitor for `bundle` (stdio left to the caller).
+    pub fn command(&self, bundle: &Path) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.exe);
+        if self.subcommand {
+            cmd.arg("monitor");
+        }
+        cmd.arg(bundle);
+        cmd
+    }
+}
 
 pub const PROCESS_FILE: &str = "process.json";
 
@@ -53,6 +124,9 @@ pub struct Started {
     pub started_at: i64,
     pub monitor_pid: i32,
     pub monitor_start_time: u64,
+    /// The monitor's control protocol ([`PROTOCOL`] of the build that started it).
+    #[serde(default = "protocol_one")]
+    pub protocol: u32,
 }
 
 /// The handshake line: started, or why the container could not start.
@@ -171,6 +245,28 @@ mod tests {
     }
 
     #[test]
+    fn the_small_monitor_is_preferred_and_the_server_is_the_fallback() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = dir.path().join("darwin-cri");
+        std::fs::write(&server, b"").expect("server");
+        let bundle = Path::new("/b");
+        let fallback = MonitorProgram::beside(&server);
+        assert!(!fallback.is_small());
+        let cmd = fallback.command(bundle);
+        assert_eq!(cmd.get_program(), server.as_os_str());
+        assert_eq!(cmd.get_args().collect::<Vec<_>>(), ["monitor", "/b"]);
+        std::fs::write(dir.path().join(MONITOR_BINARY), b"").expect("monitor");
+        let small = MonitorProgram::beside(&server);
+        assert!(small.is_small());
+        let cmd = small.command(bundle);
+        assert_eq!(
+            cmd.get_program(),
+            dir.path().join(MONITOR_BINARY).as_os_str()
+        );
+        assert_eq!(cmd.get_args().collect::<Vec<_>>(), ["/b"]);
+    }
+
+    #[test]
     fn records_round_trip_and_bad_ones_read_as_none() {
         let dir = tempfile::tempdir().expect("tempdir");
         let started = Started {
@@ -179,6 +275,7 @@ mod tests {
             started_at: 3,
             monitor_pid: 4,
             monitor_start_time: 5,
+            protocol: PROTOCOL,
         };
         std::fs::write(
             bundle_file(dir.path(), STARTED_FILE),
@@ -186,6 +283,13 @@ mod tests {
         )
         .expect("write");
         assert_eq!(read_started(dir.path()), Some(started));
+        // What a monitor from before the version wrote: protocol 1.
+        std::fs::write(
+            bundle_file(dir.path(), STARTED_FILE),
+            r#"{"pid":1,"start_time":2,"started_at":3,"monitor_pid":4,"monitor_start_time":5}"#,
+        )
+        .expect("write");
+        assert_eq!(read_started(dir.path()).map(|s| s.protocol), Some(1));
         std::fs::write(bundle_file(dir.path(), EXIT_FILE), "{\"exit_code\":").expect("write");
         assert_eq!(read_exit(dir.path()), None);
         let line = serde_json::to_string(&Handshake::Failed("no such file".into())).expect("json");

@@ -234,6 +234,7 @@ fn start(bundle: &Path) -> Result<Running, MonitorError> {
         monitor_start_time: platform::process_info(me)
             .map(|p| p.start_time)
             .unwrap_or(0),
+        protocol: PROTOCOL,
     };
     // From here on a failure must not leave the container running untracked.
     let mut child = child;

@@ -10,6 +10,7 @@ pub(super) fn mark_running(c: &mut Container, s: &monitor::Started) {
     c.started_at = s.started_at;
     c.monitor_pid = s.monitor_pid;
     c.monitor_start_time = s.monitor_start_time;
+    c.monitor_protocol = s.protocol;
 }
 impl Runtime {
     /// Marks a container busy (starting or being removed) until the guard is dropped; a second
@@ -101,10 +102,8 @@ impl Runtime {
             .at("creating", &c.dir.join("monitor.log"))?;
         // Before the process starts: a build may resolve a name as its first act.
         self.start_dns_proxy(&c);
-        let mut monitor = tokio::process::Command::new(&self.opts.monitor_exe);
+        let mut monitor = tokio::process::Command::from(self.opts.monitor.command(&c.dir));
         monitor
-            .arg("monitor")
-            .arg(&c.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(monitor_log));
@@ -112,7 +111,7 @@ impl Runtime {
         let mut child = monitor.spawn().map_err(|e| {
             self.stop_dns_proxy(&c.id);
             Error::io(
-                format!("starting the monitor {}", self.opts.monitor_exe.display()),
+                format!("starting the monitor {}", self.opts.monitor.exe().display()),
                 e,
             )
         })?;

@@ -396,6 +396,7 @@ impl Runtime {
             pid: 0,
             monitor_pid: 0,
             monitor_start_time: 0,
+            monitor_protocol: 0,
             pid_start_time: 0,
             final_cpu_ns: 0,
         })

@@ -43,8 +43,8 @@ pub use sessions::{ExecOutput, not_running_message};
 pub struct RuntimeOptions {
     /// Persistent state: the metadata store, pods and their containers' roots.
     pub root: PathBuf,
-    /// The `darwin-cri` executable that is re-executed as each container's monitor.
-    pub monitor_exe: PathBuf,
+    /// What each container's monitor runs: `darwin-cri-monitor` beside the server.
+    pub monitor: monitor::MonitorProgram,
     /// Refuse pods that ask for a network of their own instead of running them on the host's.
     pub strict_pod_network: bool,
     /// The address pods report; detected from the host's interfaces when `None`.

@@ -94,6 +94,15 @@ impl Runtime {
         .map_err(|e| Error::Internal(e.to_string()))?;
         let (conn, pid) = match started {
             Ok(started) => started,
+            // A monitor that an older darwin-cri started, from before exec went through it.
+            Err(e) if monitor::is_unknown_command(&e) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "container {} runs under a monitor from an older darwin-cri (protocol {}) \
+                     that cannot exec; restart the container to exec in it",
+                    c.id,
+                    c.monitor_protocol.max(1)
+                )));
+            }
             // The monitor refused the command itself (no such executable, say): its answer.
             Err(e)
                 if e.kind() == std::io::ErrorKind::Other
