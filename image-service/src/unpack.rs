@@ -1,7 +1,9 @@
 //! Safe application of (untrusted) OCI layer tarballs onto a snapshot directory.
 //!
 //! The stream is processed entry by entry: compressed file -> decoder -> DiffID hasher
-//! -> tar reader. Every entry is created through [`resolve_parent_in_root`], so symlinks
+//! -> tar reader. Decoding and hashing (most of a layer's CPU: inflate and SHA-256) run on a
+//! thread of their own, handing the tar reader bounded chunks, so that a layer's unpacking uses
+//! two cores: one decodes while the other creates files. Every entry is created through [`resolve_parent_in_root`], so symlinks
 //! in parent components resolve inside the snapshot and the final component is never
 //! followed; regular files are opened with `O_CREAT|O_EXCL|O_NOFOLLOW`.
 
@@ -46,7 +48,7 @@ struct DirAttrs {
 /// Applies the layer read from `layer` to `root` and verifies that the uncompressed
 /// stream hashes to `expected_diff_id`. On error the caller must discard `root`. Regular files
 /// lose their setuid and setgid bits: an image must not bring a way to gain privileges.
-pub(crate) fn apply_layer<R: Read>(
+pub(crate) fn apply_layer<R: Read + Send>(
     root: &Path,
     layer: R,
     compression: Compression,
@@ -57,13 +59,47 @@ pub(crate) fn apply_layer<R: Read>(
 
 /// [`apply_layer`], keeping setuid and setgid bits with `keep_setuid` (the operator's
 /// `image.keep_setuid` names the image).
-pub(crate) fn apply_layer_with<R: Read>(
+pub(crate) fn apply_layer_with<R: Read + Send>(
     root: &Path,
     layer: R,
     compression: Compression,
     expected_diff_id: &str,
     keep_setuid: bool,
 ) -> Result<()> {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(DECODED_CHUNKS);
+        let decoder = scope.spawn(move || decode_layer(layer, compression, tx));
+        let applied = apply_decoded(root, ChunkReader::new(rx), keep_setuid);
+        // The decoder ends once the tar side has read to the end, or has stopped reading (its
+        // channel is closed then).
+        let diff_id = decoder.join().map_err(|_| Error::Io {
+            context: "layer decoder".into(),
+            source: io::Error::other("the decoding thread panicked"),
+        })?;
+        let state = applied?;
+        let actual = diff_id?;
+        if actual != expected_diff_id {
+            return Err(Error::DigestMismatch {
+                expected: expected_diff_id.to_string(),
+                actual,
+            });
+        }
+        state.finish_dirs()
+    })
+}
+
+/// Chunks of decoded layer in flight between the decoder and the tar reader.
+const DECODED_CHUNKS: usize = 8;
+/// The size of one: large enough that the channel costs nothing beside inflate.
+const DECODED_CHUNK: usize = 256 << 10;
+
+/// Decodes `layer`, hashing what it decodes, into `tx`; returns the DiffID (`sha256:<hex>`) of
+/// the whole decoded stream. A decoding error is also sent, so that the tar side stops with it.
+fn decode_layer<R: Read>(
+    layer: R,
+    compression: Compression,
+    tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+) -> Result<String> {
     let decoded: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(layer),
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(layer)),
@@ -75,7 +111,84 @@ pub(crate) fn apply_layer_with<R: Read>(
             .ctx(|| "start zstd decoder".to_string())?,
         ),
     };
-    let mut archive = tar::Archive::new(HashingReader::new(decoded));
+    let mut hashing = HashingReader::new(decoded);
+    loop {
+        let mut chunk = vec![0u8; DECODED_CHUNK];
+        let mut filled = 0;
+        // Whole chunks (the decoders return a few KiB at a time): fewer hand-overs.
+        while filled < chunk.len() {
+            match hashing.read(&mut chunk[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let kind = e.kind();
+                    let text = e.to_string();
+                    let _ = tx.send(Err(io::Error::new(kind, text)));
+                    return Err(Error::Io {
+                        context: "decode layer".into(),
+                        source: e,
+                    });
+                }
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        chunk.truncate(filled);
+        if tx.send(Ok(chunk)).is_err() {
+            // The tar side stopped (an unsafe entry, a full disk): its error is the one told.
+            break;
+        }
+    }
+    Ok(hashing.finish().0)
+}
+
+/// Reads the decoded layer from the decoder's chunks.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl ChunkReader {
+    fn new(rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>) -> Self {
+        ChunkReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The decoder is done: the end of the stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Creates the entries of the decoded tar stream under `root`, reading it to its end (the
+/// DiffID covers the padding after the archive's last block too).
+fn apply_decoded<'a>(
+    root: &'a Path,
+    decoded: ChunkReader,
+    keep_setuid: bool,
+) -> Result<LayerState<'a>> {
+    let mut archive = tar::Archive::new(decoded);
     let mut state = LayerState {
         root,
         dirs: Vec::new(),
@@ -86,16 +199,9 @@ pub(crate) fn apply_layer_with<R: Read>(
         let mut entry = entry.ctx(|| "read layer entry".to_string())?;
         state.apply_entry(&mut entry)?;
     }
-    let mut hashing = archive.into_inner();
-    io::copy(&mut hashing, &mut io::sink()).ctx(|| "read layer trailer".to_string())?;
-    let (actual, _) = hashing.finish();
-    if actual != expected_diff_id {
-        return Err(Error::DigestMismatch {
-            expected: expected_diff_id.to_string(),
-            actual,
-        });
-    }
-    state.finish_dirs()
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).ctx(|| "read layer trailer".to_string())?;
+    Ok(state)
 }
 
 struct LayerState<'a> {
