@@ -148,6 +148,10 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     claim_socket(&config.socket)?;
 
     let images = open_images(&config)?;
+    // A server killed mid-pull leaves half-built snapshots behind.
+    if let Err(e) = images.sweep_tmp() {
+        tracing::warn!(error = %e, "cannot clear the image store's leftovers");
+    }
     let node_ip = if config.runtime.node_ip.is_empty() {
         None
     } else {

@@ -386,6 +386,11 @@ pub struct ProxyMode {
     pub break_patch: AtomicUsize,
     /// PATCH requests seen.
     pub patches: AtomicUsize,
+    /// This many of the next blob bodies end halfway (the rest never comes), as a dropped
+    /// connection does.
+    pub cut_blobs: AtomicUsize,
+    /// Range headers are not passed on: the registry answers every resume with the whole blob.
+    pub ignore_range: AtomicBool,
 }
 
 /// A recording, meddling HTTP proxy in front of a registry.
@@ -544,6 +549,9 @@ impl ProxyCtx {
             .method(req.method())
             .uri(format!("http://{}{path}", self.upstream));
         for name in ["accept", "range", "content-type", "content-range"] {
+            if name == "range" && self.mode.ignore_range.load(Ordering::Relaxed) {
+                continue;
+            }
             if let Some(v) = req.headers().get(name) {
                 up = up.header(name, v);
             }
@@ -582,6 +590,16 @@ impl ProxyCtx {
         if is_blob && self.mode.corrupt_blobs.load(Ordering::Relaxed) && !body.is_empty() {
             let mid = body.len() / 2;
             body[mid] ^= 0xff;
+        }
+        if is_blob
+            && body.len() > 1024
+            && self
+                .mode
+                .cut_blobs
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            body.truncate(body.len() / 2);
         }
         let rate = self.mode.throttle.load(Ordering::Relaxed);
         if !is_blob || rate == 0 {

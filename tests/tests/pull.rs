@@ -651,3 +651,110 @@ async fn concurrent_pulls_share_downloads_and_a_killed_pull_resumes() -> anyhow:
     assert_eq!(std::fs::read(snap.join("big"))?.len(), big.len());
     Ok(())
 }
+
+/// A layer is unpacked while it downloads (its file grows in the half-built snapshot before the
+/// blob is complete); a download that breaks and resumes under the unpacker, or that the registry
+/// makes start over, still gives the right snapshot and a verified store.
+#[tokio::test(flavor = "multi_thread")]
+async fn layers_unpack_while_they_download_through_resumes_and_restarts() -> anyhow::Result<()> {
+    let reg = TestRegistry::start()?;
+    let work = tempfile::tempdir()?;
+    let mut big = vec![0u8; 6 << 20];
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for b in big.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let mut layout = Layout::new(&work.path().join("big"))?;
+    layout.image(
+        "linux",
+        host_arch(),
+        None,
+        &[tar_layer(&[("small", b"s")]), tar_layer(&[("big", &big)])],
+        Compression::Gzip,
+    )?;
+    layout.finish()?;
+    reg.push(&layout.dir, "stream/app:1")?;
+    let proxy = Proxy::start(&reg.addr, ProxyMode::default()).await?;
+    let cfg = config_file(work.path(), &[(&proxy.addr, vec![], true)])?;
+    let name = format!("{}/stream/app:1", proxy.addr);
+
+    // Throttled to 2 MB/s: the big file grows in the snapshot being built while the blob is
+    // still arriving.
+    let server = server_with(&cfg).await?;
+    proxy.mode.throttle.store(2 << 20, Ordering::Relaxed);
+    let (_, mut img) = server.client().await?;
+    let n = name.clone();
+    let pending = tokio::spawn(async move { img.pull_image(pull_req(&n, None)).await });
+    let (tmp, ingest) = (
+        server.root().join("images/tmp"),
+        server.root().join("images/ingest"),
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "a file written while its layer downloads",
+        || {
+            let (tmp, ingest) = (tmp.clone(), ingest.clone());
+            async move {
+                let unpacked = std::fs::read_dir(&tmp)
+                    .ok()?
+                    .filter_map(|e| std::fs::metadata(e.ok()?.path().join("big")).ok())
+                    .map(|m| m.len())
+                    .max()?;
+                let downloading = std::fs::read_dir(&ingest)
+                    .ok()?
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .any(|m| m.len() > 0);
+                (unpacked > (1 << 20) && downloading).then_some(())
+            }
+        },
+    )
+    .await?;
+    pending.await??;
+    let snap = snapshot_of(&server, &name).await?;
+    assert_eq!(std::fs::read(snap.join("big"))?, big);
+    verify_store(&server.root())?;
+    drop(server);
+
+    // Broken halfway, resumed with a Range request, under the unpacker.
+    for ignore_range in [false, true] {
+        let server = server_with(&cfg).await?;
+        proxy.mode.throttle.store(4 << 20, Ordering::Relaxed);
+        proxy.mode.cut_blobs.store(1, Ordering::Relaxed);
+        proxy
+            .mode
+            .ignore_range
+            .store(ignore_range, Ordering::Relaxed);
+        proxy.seen.lock().expect("seen").clear();
+        let (_, mut img) = server.client().await?;
+        img.pull_image(pull_req(&name, None)).await?;
+        assert_eq!(
+            proxy.mode.cut_blobs.load(Ordering::Relaxed),
+            0,
+            "a body was cut"
+        );
+        let resumed = proxy.seen.lock().expect("seen").iter().any(|(_, _, r)| {
+            r.as_deref()
+                .is_some_and(|r| r.starts_with("bytes=") && r != "bytes=0-")
+        });
+        assert!(resumed, "the download resumed with a Range request");
+        let snap = snapshot_of(&server, &name).await?;
+        assert_eq!(
+            std::fs::read(snap.join("big"))?,
+            big,
+            "ignore_range: {ignore_range}"
+        );
+        assert_eq!(std::fs::read(snap.join("small"))?, b"s");
+        verify_store(&server.root())?;
+        if ignore_range {
+            assert!(
+                server.log().contains("unpacking it again from the blob"),
+                "the layer was unpacked again after the restart: {}",
+                server.log()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,7 +1,144 @@
 //! Blob downloads: streamed through a verifying writer into `ingest/<hex>`, resumed with a
 //! `Range` request after a broken connection, renamed into the store once size and digest match.
+//! While a layer downloads, the unpacker reads what has landed through a [`Follower`].
+
+use std::sync::Condvar;
 
 use super::*;
+
+/// A blob as its download goes: which file holds it, how much of it is written, and how the
+/// download ended. Shared by the download (which tells) and the unpacker (which follows).
+#[derive(Debug, Default)]
+pub(super) struct Growing {
+    state: Mutex<GrowState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GrowState {
+    /// The file being written and how many bytes of it are there.
+    file: Option<(PathBuf, u64)>,
+    /// The download started over or moved to another file: what a follower read so far may
+    /// not be what the blob holds at those offsets, so it stops.
+    restarted: bool,
+    /// Set when the download is over: the verified blob, or why it failed.
+    end: Option<std::result::Result<PathBuf, String>>,
+}
+
+impl Growing {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GrowState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `len` bytes of the blob are in `path`.
+    pub(super) fn wrote(&self, path: &std::path::Path, len: u64) {
+        let mut st = self.lock();
+        if let Some((p, l)) = &st.file
+            && (p != path || len < *l)
+        {
+            st.restarted = true;
+        }
+        st.file = Some((path.to_path_buf(), len));
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// The download is over: the blob is verified at the path, or it failed.
+    pub(super) fn end(&self, outcome: std::result::Result<&std::path::Path, String>) {
+        let mut st = self.lock();
+        match outcome {
+            Ok(path) => {
+                // Renamed into the store (or there already): the same bytes, at the new place.
+                let len = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                st.file = Some((path.to_path_buf(), len));
+                st.end = Some(Ok(path.to_path_buf()));
+            }
+            Err(why) => st.end = Some(Err(why)),
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// Ends a download that stopped without saying how (its task was cancelled): followers
+    /// must not wait for bytes that will never come.
+    pub(super) fn abandon(&self) {
+        let mut st = self.lock();
+        if st.end.is_none() {
+            st.end = Some(Err("the download was cancelled".into()));
+        }
+        drop(st);
+        self.changed.notify_all();
+    }
+
+    /// Whether a follower may have read bytes the blob does not hold (it then failed, and the
+    /// layer is applied again from the stored blob).
+    pub(super) fn restarted(&self) -> bool {
+        self.lock().restarted
+    }
+
+    pub(super) fn follow(self: &Arc<Self>) -> Follower {
+        Follower {
+            growing: Arc::clone(self),
+            file: None,
+            pos: 0,
+        }
+    }
+}
+
+/// Reads a blob from its first byte while it downloads: waits for bytes not yet written, and
+/// ends only once the download has verified the whole blob.
+pub(super) struct Follower {
+    growing: Arc<Growing>,
+    file: Option<File>,
+    pos: u64,
+}
+
+impl Read for Follower {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        loop {
+            let (path, len) = {
+                let mut st = self.growing.lock();
+                loop {
+                    if st.restarted {
+                        return Err(io::Error::other("the download started over"));
+                    }
+                    if let Some(Err(why)) = &st.end {
+                        return Err(io::Error::other(why.clone()));
+                    }
+                    match &st.file {
+                        Some((path, len)) if *len > self.pos => break (path.clone(), *len),
+                        _ if matches!(st.end, Some(Ok(_))) => return Ok(0),
+                        _ => {
+                            st = self
+                                .growing
+                                .changed
+                                .wait(st)
+                                .unwrap_or_else(|e| e.into_inner());
+                        }
+                    }
+                }
+            };
+            if self.file.is_none() {
+                match File::open(&path) {
+                    Ok(f) => self.file = Some(f),
+                    // Renamed into the store meanwhile: the state says where, next time round.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some(file) = &self.file else { continue };
+            let want = buf.len().min((len - self.pos) as usize);
+            let n = file.read_at(&mut buf[..want], self.pos)?;
+            if n == 0 {
+                // Written bytes that are not there: the file was cut short, i.e. started over.
+                return Err(io::Error::other("the download started over"));
+            }
+            self.pos += n as u64;
+            return Ok(n);
+        }
+    }
+}
 
 pub(super) enum DownloadEnd {
     Complete(Partial),
@@ -185,6 +322,25 @@ impl Puller {
         digest: &str,
         size: u64,
         progress: &Option<Progress>,
+        growing: &Arc<Growing>,
+    ) -> Result<PathBuf> {
+        let fetched = self
+            .fetch_blob_once(src, digest, size, progress, growing)
+            .await;
+        growing.end(match &fetched {
+            Ok(path) => Ok(path),
+            Err(e) => Err(e.to_string()),
+        });
+        fetched
+    }
+
+    async fn fetch_blob_once(
+        &self,
+        src: &Source<'_>,
+        digest: &str,
+        size: u64,
+        progress: &Option<Progress>,
+        growing: &Arc<Growing>,
     ) -> Result<PathBuf> {
         let _g = self.inner.blobs.lock(digest).await;
         let store = &self.inner.store;
@@ -206,8 +362,9 @@ impl Puller {
         for attempt in 1..=attempts {
             let (pp, tmp_dir) = (partial_path.clone(), store.tmp_dir());
             let partial = blocking(move || Partial::open(&pp, &tmp_dir)).await?;
+            growing.wrote(&partial.path, partial.len);
             match self
-                .download_into(src, digest, size, partial, progress)
+                .download_into(src, digest, size, partial, progress, growing)
                 .await
             {
                 Ok(DownloadEnd::Complete(partial)) => {
@@ -253,9 +410,11 @@ impl Puller {
         size: u64,
         mut partial: Partial,
         progress: &Option<Progress>,
+        growing: &Arc<Growing>,
     ) -> Result<DownloadEnd> {
         if partial.len > size {
             partial = blocking(move || partial.reset()).await?;
+            growing.wrote(&partial.path, 0);
         }
         if partial.len == size {
             return Ok(DownloadEnd::Complete(partial));
@@ -276,7 +435,9 @@ impl Puller {
             Ok(r) => r,
             // A registry that refuses the range (416, ...): start over without one.
             Err(Error::Registry(why)) if ranged => {
+                let path = partial.path.clone();
                 blocking(move || partial.reset().map(Partial::keep)).await?;
+                growing.wrote(&path, 0);
                 return Ok(DownloadEnd::Broken(why));
             }
             Err(e) => return Err(e),
@@ -291,13 +452,16 @@ impl Puller {
                 .is_some_and(|v| v.starts_with(&format!("bytes {}-", partial.len)));
         if status == StatusCode::PARTIAL_CONTENT && !resumed {
             // Some other range than asked for: unusable; the next attempt starts over.
+            let path = partial.path.clone();
             blocking(move || partial.reset().map(Partial::keep)).await?;
+            growing.wrote(&path, 0);
             return Ok(DownloadEnd::Broken(format!(
                 "blob {digest}: the registry answered another range than requested"
             )));
         }
         if !resumed && partial.len > 0 {
             partial = blocking(move || partial.reset()).await?;
+            growing.wrote(&partial.path, 0);
         }
         if let Some(p) = progress
             && partial.len > 0
@@ -311,11 +475,13 @@ impl Puller {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(32);
         let limit = size;
         let d = digest.to_string();
+        let follow = Arc::clone(growing);
         let writer = tokio::task::spawn_blocking(move || -> Result<Partial> {
             while let Some(chunk) = rx.blocking_recv() {
                 partial
                     .write(&chunk)
                     .ctx(|| format!("write blob {d} to {}", partial.path.display()))?;
+                follow.wrote(&partial.path, partial.len);
                 if partial.len > limit {
                     let _ = fs::remove_file(&partial.path);
                     return Err(Error::InvalidLayout(format!(

@@ -2,7 +2,9 @@
 //!
 //! A pull resolves the reference on the first endpoint that answers (mirrors in order,
 //! then the origin), picks the node's platform from an index, and downloads layers in
-//! parallel while earlier layers unpack. Blobs stream through a verifying writer into
+//! parallel; each layer is unpacked while it downloads, as soon as its parent's snapshot is
+//! there (reading the bytes that have landed, and finishing only once the blob is verified).
+//! Blobs stream through a verifying writer into
 //! `ingest/<hex>`, renamed into `blobs/sha256/` only once size and digest match; a
 //! dropped connection keeps the partial file and the download resumes with a `Range`
 //! request (in the same pull, or the next one after a crash). Concurrent pulls in one
@@ -425,8 +427,13 @@ impl Puller {
         Ok((bytes, media_type, digest))
     }
 
-    /// Downloads the layers (at most `downloads` at once) and builds each snapshot as
-    /// soon as its blob and its parent are there.
+    /// Downloads the layers (at most `downloads` at once) and builds each snapshot as soon as
+    /// its parent is there, from the blob's bytes as they arrive.
+    ///
+    /// Snapshots stay one full tree per ChainID (DESIGN.md: an APFS clone of the parent on
+    /// macOS, a hard-linked copy on Linux), so layers apply one after the other; what overlaps
+    /// is each layer's download with its own unpacking and with the unpacking of the layers
+    /// below it, and (in [`crate::unpack`]) decoding with file creation.
     async fn fetch_layers(
         &self,
         src: &Source<'_>,
@@ -441,12 +448,22 @@ impl Puller {
         // are still completed so the content store holds the whole image.
         let sem = Arc::new(Semaphore::new(self.inner.downloads));
         let mut tasks: Vec<JoinHandle<Result<PathBuf>>> = Vec::with_capacity(layers.len());
-        for (digest, size, _) in layers {
+        let growing: Vec<Arc<download::Growing>> = layers.iter().map(|_| Arc::default()).collect();
+        for ((digest, size, _), growing) in layers.iter().zip(&growing) {
             let this = self.clone();
             let sem = Arc::clone(&sem);
+            let growing = Arc::clone(growing);
             let (ep, repo, creds) = (src.ep.clone(), src.repo.clone(), src.creds.clone());
             let (digest, size, progress) = (digest.clone(), *size, progress.clone());
             tasks.push(tokio::spawn(async move {
+                // However the task ends (an abort included), the layer's follower stops waiting.
+                struct Abandon(Arc<download::Growing>);
+                impl Drop for Abandon {
+                    fn drop(&mut self) {
+                        self.0.abandon();
+                    }
+                }
+                let _abandon = Abandon(Arc::clone(&growing));
                 let _permit = sem
                     .acquire_owned()
                     .await
@@ -456,7 +473,8 @@ impl Puller {
                     repo,
                     creds: &creds,
                 };
-                this.fetch_blob(&src, &digest, size, &progress).await
+                this.fetch_blob(&src, &digest, size, &progress, &growing)
+                    .await
             }));
         }
         struct AbortAll(Vec<tokio::task::AbortHandle>);
@@ -470,20 +488,45 @@ impl Puller {
         let _abort = AbortAll(tasks.iter().map(|t| t.abort_handle()).collect());
         let mut parent: Option<String> = None;
         for (i, task) in tasks.into_iter().enumerate() {
+            let chain = chains[i].clone();
+            let _g = self.inner.snapshots.lock(&chain).await;
+            let (diff_id, compression) = (diff_ids[i].clone(), layers[i].2);
+            let (s, p, c, d) = (
+                Arc::clone(store),
+                parent.clone(),
+                chain.clone(),
+                diff_id.clone(),
+            );
+            let follower = growing[i].follow();
+            let applied = blocking(move || {
+                s.ensure_snapshot_from(p.as_deref(), &c, follower, compression, &d, keep_setuid)
+            })
+            .await;
+            // The download's own error first: it says more than the follower's.
             let path = task.await.map_err(|e| Error::Io {
                 context: "download task".into(),
                 source: io::Error::other(e.to_string()),
             })??;
-            let chain = chains[i].clone();
-            let _g = self.inner.snapshots.lock(&chain).await;
-            let (store, diff_id, compression) =
-                (Arc::clone(store), diff_ids[i].clone(), layers[i].2);
-            let p = parent.clone();
-            let c = chain.clone();
-            blocking(move || {
-                store.ensure_snapshot(p.as_deref(), &c, &path, compression, &diff_id, keep_setuid)
-            })
-            .await?;
+            match applied {
+                Ok(()) => {}
+                // The download started over under the follower: once more, from the blob.
+                Err(_) if growing[i].restarted() => {
+                    tracing::info!(layer = %layers[i].0, "the layer's download restarted while it unpacked; unpacking it again from the blob");
+                    let (s, p, c) = (Arc::clone(store), parent.clone(), chain.clone());
+                    blocking(move || {
+                        s.ensure_snapshot(
+                            p.as_deref(),
+                            &c,
+                            &path,
+                            compression,
+                            &diff_id,
+                            keep_setuid,
+                        )
+                    })
+                    .await?;
+                }
+                Err(e) => return Err(e),
+            }
             emit(
                 progress,
                 PullEvent::Unpacked {

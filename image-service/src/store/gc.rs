@@ -49,6 +49,21 @@ impl ImageStore {
         Ok(true)
     }
 
+    /// Deletes what a process killed mid-work left in `tmp/` (half-built snapshots, private
+    /// downloads), when no pull, import or build holds the store; else leaves it for the next
+    /// collection. The server calls it at start.
+    pub fn sweep_tmp(&self) -> Result<()> {
+        let Ok(lock) = Flock::lock(self.open_lock_file()?, FlockArg::LockExclusiveNonblock) else {
+            return Ok(());
+        };
+        for entry in fs::read_dir(self.tmp_dir()).into_iter().flatten().flatten() {
+            tracing::debug!(path = %entry.path().display(), "removing a leftover");
+            remove_path(&entry.path()).ctx(|| format!("remove {}", entry.path().display()))?;
+        }
+        drop(lock);
+        Ok(())
+    }
+
     /// Deletes snapshots and blobs no image references, and leftovers in `tmp/`.
     ///
     /// Runs only under the exclusive `gc.lock` flock; imports hold it shared for their

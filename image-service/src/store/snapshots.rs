@@ -1,6 +1,8 @@
 //! Snapshots: one unpacked tree per layer ChainID, each a clone of its parent plus the layer,
 //! published atomically.
 
+use std::io::Read;
+
 use super::*;
 
 impl ImageStore {
@@ -49,6 +51,31 @@ impl ImageStore {
         diff_id: &str,
         keep_setuid: bool,
     ) -> Result<()> {
+        if self.snapshots_dir().join(sha256_hex(chain)?).is_dir() {
+            return Ok(());
+        }
+        let file = File::open(layer).ctx(|| format!("open layer {}", layer.display()))?;
+        self.ensure_snapshot_from(
+            parent,
+            chain,
+            BufReader::with_capacity(256 << 10, file),
+            compression,
+            diff_id,
+            keep_setuid,
+        )
+    }
+
+    /// [`ImageStore::ensure_snapshot`] from a stream of the layer's (compressed) bytes: a pull
+    /// applies a layer while it downloads.
+    pub(crate) fn ensure_snapshot_from<R: Read + Send>(
+        &self,
+        parent: Option<&str>,
+        chain: &str,
+        layer: R,
+        compression: crate::unpack::Compression,
+        diff_id: &str,
+        keep_setuid: bool,
+    ) -> Result<()> {
         let final_path = self.snapshots_dir().join(sha256_hex(chain)?);
         if final_path.is_dir() {
             return Ok(());
@@ -70,14 +97,7 @@ impl ImageStore {
                         .ctx(|| format!("clone snapshot {p}"))?;
                 }
             }
-            let file = File::open(layer).ctx(|| format!("open layer {}", layer.display()))?;
-            crate::unpack::apply_layer_with(
-                &tmp,
-                BufReader::with_capacity(256 << 10, file),
-                compression,
-                diff_id,
-                keep_setuid,
-            )
+            crate::unpack::apply_layer_with(&tmp, layer, compression, diff_id, keep_setuid)
         })();
         if let Err(e) = result {
             let _ = fs::remove_dir_all(&tmp);
