@@ -68,8 +68,10 @@ pub(crate) fn apply_layer_with<R: Read + Send>(
 ) -> Result<()> {
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(DECODED_CHUNKS);
-        let decoder = scope.spawn(move || decode_layer(layer, compression, tx));
-        let applied = apply_decoded(root, ChunkReader::new(rx), keep_setuid);
+        // Read chunks go back to the decoder, to be filled again (not allocated and zeroed).
+        let (give_back, spare) = std::sync::mpsc::sync_channel::<Vec<u8>>(DECODED_CHUNKS + 2);
+        let decoder = scope.spawn(move || decode_layer(layer, compression, tx, spare));
+        let applied = apply_decoded(root, ChunkReader::new(rx, give_back), keep_setuid);
         // The decoder ends once the tar side has read to the end, or has stopped reading (its
         // channel is closed then).
         let diff_id = decoder.join().map_err(|_| Error::Io {
@@ -99,6 +101,7 @@ fn decode_layer<R: Read>(
     layer: R,
     compression: Compression,
     tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> Result<String> {
     let decoded: Box<dyn Read + '_> = match compression {
         Compression::None => Box::new(layer),
@@ -113,7 +116,13 @@ fn decode_layer<R: Read>(
     };
     let mut hashing = HashingReader::new(decoded);
     loop {
-        let mut chunk = vec![0u8; DECODED_CHUNK];
+        let mut chunk = match spare.try_recv() {
+            Ok(mut used) => {
+                used.resize(DECODED_CHUNK, 0);
+                used
+            }
+            Err(_) => vec![0u8; DECODED_CHUNK],
+        };
         let mut filled = 0;
         // Whole chunks (the decoders return a few KiB at a time): fewer hand-overs.
         while filled < chunk.len() {
@@ -147,14 +156,19 @@ fn decode_layer<R: Read>(
 /// Reads the decoded layer from the decoder's chunks.
 struct ChunkReader {
     rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    give_back: std::sync::mpsc::SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
 }
 
 impl ChunkReader {
-    fn new(rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>) -> Self {
+    fn new(
+        rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+        give_back: std::sync::mpsc::SyncSender<Vec<u8>>,
+    ) -> Self {
         ChunkReader {
             rx,
+            give_back,
             chunk: Vec::new(),
             pos: 0,
         }
@@ -166,7 +180,11 @@ impl Read for ChunkReader {
         while self.pos == self.chunk.len() {
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.chunk = chunk;
+                    let used = std::mem::replace(&mut self.chunk, chunk);
+                    if used.capacity() >= DECODED_CHUNK {
+                        // Full (the decoder has enough spares): dropped.
+                        let _ = self.give_back.try_send(used);
+                    }
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),
