@@ -78,12 +78,22 @@ state = "{d}/state"
 
     /// darwin-cri with its own root, state and socket under `dir`.
     pub fn darwin_cri(dir: &Path, binary: &Path, registry: &str) -> anyhow::Result<Daemon> {
+        Self::darwin_cri_with(dir, binary, registry, "")
+    }
+
+    /// [`Daemon::darwin_cri`] with more `[runtime]` settings (`rootfs = "copy"`, say).
+    pub fn darwin_cri_with(
+        dir: &Path,
+        binary: &Path,
+        registry: &str,
+        runtime: &str,
+    ) -> anyhow::Result<Daemon> {
         std::fs::create_dir_all(dir)?;
         let d = dir.display();
         std::fs::write(
             dir.join("config.toml"),
             format!(
-                "socket = \"{d}/cri.sock\"\nroot = \"{d}/root\"\nstate_dir = \"{d}/run\"\n[log]\nlevel = \"warn\"\n[runtime]\nallow_root = true\n[image.registries.\"{registry}\"]\ninsecure = true\n"
+                "socket = \"{d}/cri.sock\"\nroot = \"{d}/root\"\nstate_dir = \"{d}/run\"\n[log]\nlevel = \"warn\"\n[runtime]\nallow_root = true\n{runtime}\n[image.registries.\"{registry}\"]\ninsecure = true\n"
             ),
         )?;
         let log = std::fs::File::create(dir.join("darwin-cri.log"))?;

@@ -39,8 +39,20 @@ struct Args {
     /// Where the results go.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
+    /// Files of the Xcode-sized image (the `xcode` benchmark).
+    #[arg(long, default_value_t = 200_000)]
+    xcode_files: usize,
+    /// Its size, in MB uncompressed.
+    #[arg(long, default_value_t = 4000)]
+    xcode_mb: usize,
+    /// Container starts measured per runtime with it (and with busybox beside it).
+    #[arg(long, default_value_t = 10)]
+    xcode_starts: usize,
+    /// Container starts with `runtime.rootfs = "copy"` (each copies the whole image).
+    #[arg(long, default_value_t = 3)]
+    copy_starts: usize,
     /// Run only these benchmarks (comma-separated): idle, pod-start, concurrent, exec, memory,
-    /// lists, pull, rounds. Default: all.
+    /// lists, pull, rounds, xcode. Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -346,9 +358,151 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
 
+    if args.runs("xcode") {
+        xcode(
+            &args,
+            &mut report,
+            &mut clients,
+            &daemons,
+            &registry,
+            work.path(),
+            &darwin_bin,
+            &busybox,
+        )
+        .await?;
+    }
+
     drop(clients);
     drop(daemons);
     drop(registry);
     report.write(&args.out)?;
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Seconds `cmd` took; it must succeed.
+fn timed_command(cmd: &mut std::process::Command) -> anyhow::Result<f64> {
+    let t = std::time::Instant::now();
+    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// An Xcode-sized image (200,000 files, 4 GB in 5 layers by default): pull + unpack by both
+/// runtimes and skopeo's download; CreateContainer + StartContainer with it beside busybox; and
+/// the same with `runtime.rootfs = "copy"` (darwin-cri only: the Linux stand-in for a clone of
+/// the whole tree per container).
+#[allow(clippy::too_many_arguments)]
+async fn xcode(
+    args: &Args,
+    report: &mut Report,
+    clients: &mut [Client],
+    daemons: &[Daemon],
+    registry: &TestRegistry,
+    work: &std::path::Path,
+    darwin_bin: &std::path::Path,
+    busybox: &str,
+) -> anyhow::Result<()> {
+    eprintln!(
+        "an Xcode-sized image: {} files, {} MB",
+        args.xcode_files, args.xcode_mb
+    );
+    let t = std::time::Instant::now();
+    let dir = work.join("xcode");
+    let image =
+        darwin_cri_tests::registry::xcode_like_image(&dir, args.xcode_files, args.xcode_mb)?;
+    let made = t.elapsed().as_secs_f64();
+    registry.push(&image.layout.dir, "bench/xcode:1")?;
+    std::fs::remove_dir_all(&dir)?;
+    let name = format!("{}/bench/xcode:1", registry.addr);
+    report.note(format!(
+        "Xcode-sized image: {} files, {} MB unpacked, {:.0} MB compressed in 5 gzip layers (made in {made:.0} s)",
+        args.xcode_files,
+        image.unpacked_mb,
+        image.compressed_bytes as f64 / 1e6
+    ));
+
+    let mut pull = Vec::new();
+    for (k, c) in clients.iter_mut().enumerate() {
+        let t = std::time::Instant::now();
+        c.pull(&name)
+            .await
+            .with_context(|| format!("{}: pulling the Xcode-sized image", daemons[k].name))?;
+        pull.push(t.elapsed().as_secs_f64());
+    }
+    let oci = work.join("xcode-skopeo");
+    let skopeo = timed_command(
+        std::process::Command::new("skopeo")
+            .args(["copy", "--quiet", "--src-tls-verify=false"])
+            .arg(format!("docker://{name}"))
+            .arg(format!("oci:{}:1", oci.display())),
+    )?;
+    std::fs::remove_dir_all(&oci)?;
+    report.add(Figure::new(
+        "Xcode-sized image: pull + unpack, cold",
+        "s",
+        pull[0],
+        pull[1],
+    ));
+    report.beside_skopeo(Figure::new(
+        "Xcode-sized image: pull + unpack (darwin-cri) vs skopeo copy (download only)",
+        "s",
+        pull[0],
+        skopeo,
+    ));
+
+    for (n, (image, label)) in [(name.as_str(), "Xcode-sized image"), (busybox, "busybox")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut samples = vec![Vec::new(), Vec::new()];
+        for i in 0..args.xcode_starts {
+            for (k, c) in clients.iter_mut().enumerate() {
+                let (pod, took) = c.container_start(&format!("xc{n}-{i}"), image).await?;
+                samples[k].push(took);
+                c.remove_pod(&pod).await?;
+            }
+        }
+        report.latency(&format!("container create+start, {label}"), &samples);
+    }
+
+    // rootfs = "copy": a second darwin-cri whose container roots are full copies.
+    eprintln!("the same with runtime.rootfs = \"copy\"");
+    let copying = Daemon::darwin_cri_with(
+        &work.join("darwin-cri-copy"),
+        darwin_bin,
+        &registry.addr,
+        "rootfs = \"copy\"",
+    )?;
+    let mut c = connect(&copying, busybox, work.join("logs").join("darwin-cri-copy")).await?;
+    c.pull(&name).await?;
+    c.pull(busybox).await?;
+    for (n, (image, label)) in [(name.as_str(), "Xcode-sized image"), (busybox, "busybox")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut took = Vec::new();
+        for i in 0..args.copy_starts {
+            let (pod, t) = c.container_start(&format!("copy{n}-{i}"), image).await?;
+            took.push(t.as_secs_f64() * 1000.0);
+            c.remove_pod(&pod).await?;
+        }
+        let p50 = median(took.clone());
+        eprintln!("  rootfs = copy, container create+start, {label}: p50 {p50:.1} ms");
+        report.note(format!(
+            "darwin-cri with rootfs = \"copy\": container create+start with the {label}, p50 {p50:.1} ms over {} (each copies the image's tree)",
+            took.len()
+        ));
+    }
+    drop(c);
+    drop(copying);
     Ok(())
 }

@@ -143,6 +143,50 @@ impl Client {
         })
     }
 
+    /// A pod with one container of `image`: the time of CreateContainer + StartContainer alone
+    /// (the container's root is made at create, so the image's size shows there).
+    pub async fn container_start(
+        &mut self,
+        name: &str,
+        image: &str,
+    ) -> anyhow::Result<(Pod, Duration)> {
+        std::fs::create_dir_all(self.logs.join(name))?;
+        let config = pod_config(name, &self.logs);
+        let id = self
+            .rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
+        let t = Instant::now();
+        let cid = self
+            .rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: id.clone(),
+                config: Some(container_config("c0", image)),
+                sandbox_config: Some(config),
+            })
+            .await?
+            .into_inner()
+            .container_id;
+        self.rt
+            .start_container(cri::StartContainerRequest {
+                container_id: cid.clone(),
+            })
+            .await?;
+        let took = t.elapsed();
+        Ok((
+            Pod {
+                id,
+                containers: vec![cid],
+            },
+            took,
+        ))
+    }
+
     /// StopContainer (no grace), RemoveContainer, StopPodSandbox, RemovePodSandbox.
     pub async fn remove_pod(&mut self, pod: &Pod) -> anyhow::Result<()> {
         for c in &pod.containers {

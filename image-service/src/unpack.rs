@@ -731,6 +731,31 @@ mod tests {
         );
     }
 
+    /// A directory that a later entry turns into a symlink is resolved again for the files
+    /// that follow (inside the root): nothing is written through the link.
+    #[test]
+    fn a_directory_replaced_by_a_symlink_is_resolved_again() {
+        let e = env();
+        let outside = e.outside.to_str().unwrap();
+        let tar = LayerBuilder::new()
+            .dir("a/", 0o755)
+            .file("a/one", b"1", 0o644)
+            .file("a/two", b"2", 0o644)
+            .symlink("a", outside)
+            .file("a/three", b"evil", 0o644)
+            .dir("b/", 0o755)
+            .file("b/one", b"1", 0o644)
+            .symlink("b", "../../..")
+            .file("b/two", b"evil", 0o644)
+            .build();
+        apply(&e.root, &tar).unwrap();
+        assert_outside_untouched(&e);
+        let inside = e.root.join(outside.trim_start_matches('/'));
+        assert_eq!(fs::read(inside.join("three")).unwrap(), b"evil");
+        assert_eq!(fs::read(e.root.join("two")).unwrap(), b"evil");
+        assert_eq!(fs::read_link(e.root.join("a")).unwrap(), Path::new(outside));
+    }
+
     #[test]
     fn file_replaces_symlink_instead_of_writing_through() {
         let e = env();

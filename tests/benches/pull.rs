@@ -4,14 +4,15 @@
 //!
 //! Run: `cargo build --release --bin darwin-cri && cargo bench -p darwin-cri-tests --bench pull`
 //! (as root, with docker-registry and skopeo installed). BENCH_RUNS (default 3) sets the
-//! runs per tool; BENCH_MB (default 200) the image size; BENCH_WRAP a profiler command line
-//! that darwin-cri's pull runs under.
+//! runs per tool; BENCH_MB (default 200) the image size; BENCH_FILES, when set, makes it an
+//! Xcode-shaped image of that many files (`registry::xcode_like_image`); BENCH_WRAP a profiler
+//! command line that darwin-cri's pull runs under.
 
 use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
-use darwin_cri_tests::registry::{TestRegistry, big_image};
+use darwin_cri_tests::registry::{TestRegistry, big_image, xcode_like_image};
 use darwin_cri_tests::*;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -32,7 +33,13 @@ fn main() -> anyhow::Result<()> {
     let work = tempfile::Builder::new()
         .prefix("darwin-cri-pullbench")
         .tempdir()?;
-    let big = big_image(&work.path().join("layout"), total_mb)?;
+    let files: Option<usize> = std::env::var("BENCH_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let big = match files {
+        Some(files) => xcode_like_image(&work.path().join("layout"), files, total_mb)?,
+        None => big_image(&work.path().join("layout"), total_mb)?,
+    };
     let (layout, compressed) = (big.layout, big.compressed_bytes);
     reg.push(&layout.dir, "bench/big:1")?;
     let name = format!("{}/bench/big:1", reg.addr);
@@ -45,9 +52,10 @@ fn main() -> anyhow::Result<()> {
         ),
     )?;
     println!(
-        "image: 5 gzip layers, {:.1} MB compressed, {} MB uncompressed",
+        "image: 5 gzip layers, {:.1} MB compressed, {} MB uncompressed{}",
         compressed as f64 / 1e6,
-        big.unpacked_mb
+        big.unpacked_mb,
+        files.map(|f| format!(", {f} files")).unwrap_or_default()
     );
 
     let (mut ours, mut skopeo) = (Vec::new(), Vec::new());

@@ -31,6 +31,53 @@ pub fn busybox_layout(dir: &Path, name: &str) -> anyhow::Result<()> {
 /// [`busybox_layout`] with another default command (`["sleep", "2147483647"]` makes a pause
 /// image).
 pub fn busybox_layout_with_cmd(dir: &Path, name: &str, cmd: &[&str]) -> anyhow::Result<()> {
+    let layer_tar = busybox_layer()?;
+    let diff_id = format!("sha256:{}", sha256_hex(&layer_tar));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&layer_tar)?;
+    let layer_gz = gz.finish()?;
+
+    std::fs::create_dir_all(dir.join("blobs/sha256"))?;
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let layer_digest = write_blob(dir, &layer_gz)?;
+    let config = serde_json::json!({
+        "architecture": host_arch(),
+        "os": "linux",
+        "config": {
+            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": cmd,
+            "WorkingDir": "/"
+        },
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]}
+    });
+    let config = serde_json::to_vec(&config)?;
+    let config_digest = write_blob(dir, &config)?;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_gz.len()}]
+    });
+    let manifest = serde_json::to_vec(&manifest)?;
+    let manifest_digest = write_blob(dir, &manifest)?;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest.len(),
+            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"}
+        }]
+    });
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;
+    Ok(())
+}
+
+/// The busybox image's one layer (uncompressed tar): the host's static busybox with its
+/// applets as symlinks in /bin, /etc/passwd and /etc/group with root and `app` (1000), /tmp and
+/// /home/app.
+pub fn busybox_layer() -> anyhow::Result<Vec<u8>> {
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .map(PathBuf::from)
@@ -104,45 +151,5 @@ pub fn busybox_layout_with_cmd(dir: &Path, name: &str, cmd: &[&str]) -> anyhow::
         0o644,
         b"root:x:0:\napp:x:1000:\nbuilders:x:2000:app\nnogroup:x:65534:\n",
     )?;
-    let layer_tar = tar.into_inner()?;
-    let diff_id = format!("sha256:{}", sha256_hex(&layer_tar));
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(&layer_tar)?;
-    let layer_gz = gz.finish()?;
-
-    std::fs::create_dir_all(dir.join("blobs/sha256"))?;
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let layer_digest = write_blob(dir, &layer_gz)?;
-    let config = serde_json::json!({
-        "architecture": host_arch(),
-        "os": "linux",
-        "config": {
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Cmd": cmd,
-            "WorkingDir": "/"
-        },
-        "rootfs": {"type": "layers", "diff_ids": [diff_id]}
-    });
-    let config = serde_json::to_vec(&config)?;
-    let config_digest = write_blob(dir, &config)?;
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_digest, "size": layer_gz.len()}]
-    });
-    let manifest = serde_json::to_vec(&manifest)?;
-    let manifest_digest = write_blob(dir, &manifest)?;
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest_digest,
-            "size": manifest.len(),
-            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"}
-        }]
-    });
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index)?)?;
-    Ok(())
+    Ok(tar.into_inner()?)
 }

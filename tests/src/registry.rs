@@ -213,6 +213,138 @@ pub fn big_image(dir: &Path, total_mb: usize) -> anyhow::Result<BigImage> {
     })
 }
 
+/// Counts and hashes what passes through to `inner`.
+struct HashWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<W: Write> Write for HashWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// An image shaped like an Xcode install: `files` files of about `total_mb` MB in all (nine in
+/// ten of 4 KiB, the rest large; binary-like data that gzip halves) under
+/// /Applications/Xcode.app/Contents/Developer, 100 to a directory, in five gzip layers, the
+/// first of which also holds busybox (so that its containers run `sleep`). The layers are
+/// streamed to the layout, never held in memory.
+pub fn xcode_like_image(dir: &Path, files: usize, total_mb: usize) -> anyhow::Result<BigImage> {
+    const LAYERS: usize = 5;
+    const SMALL: usize = 4096;
+    let mut layout = Layout::new(dir)?;
+    let large_count = files.div_ceil(10).max(1);
+    let small_total = (files - large_count) * SMALL;
+    let large = ((total_mb << 20).saturating_sub(small_total) / large_count).max(SMALL);
+    let mut data = vec![0u8; large];
+    let mut state = 0x853c_49e6_748f_ea9bu64;
+    let (mut descs, mut diff_ids, mut compressed_bytes) = (Vec::new(), Vec::new(), 0u64);
+    let busybox = crate::busybox_layer()?;
+    let header = |kind: tar::EntryType, mode: u32, size: usize| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(size as u64);
+        h
+    };
+    for layer in 0..LAYERS {
+        let tmp = dir.join(format!("layer{layer}.partial"));
+        let file = std::fs::File::create(&tmp)?;
+        let blob = HashWriter {
+            inner: std::io::BufWriter::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+            len: 0,
+        };
+        let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::fast());
+        let mut tar = tar::Builder::new(HashWriter {
+            inner: gz,
+            hasher: Sha256::new(),
+            len: 0,
+        });
+        if layer == 0 {
+            let mut base = tar::Archive::new(busybox.as_slice());
+            for entry in base.entries()? {
+                let mut entry = entry?;
+                let h = entry.header().clone();
+                let mut body = Vec::new();
+                entry.read_to_end(&mut body)?;
+                tar.append(&h, body.as_slice())?;
+            }
+        }
+        let top = format!("Applications/Xcode.app/Contents/Developer/L{layer}");
+        let mut path = String::new();
+        for part in top.split('/') {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(part);
+            let mut h = header(tar::EntryType::Directory, 0o755, 0);
+            tar.append_data(&mut h, &path, std::io::empty())?;
+        }
+        let first = layer * files / LAYERS;
+        let last = (layer + 1) * files / LAYERS;
+        for i in first..last {
+            let local = i - first;
+            if local.is_multiple_of(100) {
+                let mut h = header(tar::EntryType::Directory, 0o755, 0);
+                tar.append_data(&mut h, format!("{top}/d{}", local / 100), std::io::empty())?;
+            }
+            let size = if i.is_multiple_of(10) { large } else { SMALL };
+            fill_binary_like(&mut data[..size], &mut state, b"Xcode-sized benchmark ");
+            let mode = if i.is_multiple_of(20) { 0o755 } else { 0o644 };
+            let mut h = header(tar::EntryType::Regular, mode, size);
+            tar.append_data(
+                &mut h,
+                format!("{top}/d{}/f{i}", local / 100),
+                &data[..size],
+            )?;
+        }
+        let outer = tar.into_inner()?;
+        diff_ids.push(format!("sha256:{}", hex::encode(outer.hasher.finalize())));
+        let blob = outer.inner.finish()?;
+        let digest = format!("sha256:{}", hex::encode(blob.hasher.clone().finalize()));
+        let len = blob.len;
+        blob.inner
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .sync_all()?;
+        std::fs::rename(
+            &tmp,
+            dir.join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )?;
+        compressed_bytes += len;
+        descs.push(json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": digest,
+            "size": len,
+        }));
+    }
+    let arch = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    layout.image_of("linux", arch, None, descs, diff_ids)?;
+    layout.finish()?;
+    Ok(BigImage {
+        layout,
+        compressed_bytes,
+        unpacked_mb: (small_total + large * large_count) >> 20,
+    })
+}
+
 /// The status code of a plain HTTP/1.0 GET.
 pub fn http_status(addr: &str, path: &str) -> anyhow::Result<u16> {
     let mut s = TcpStream::connect(addr)?;
@@ -320,6 +452,19 @@ impl Layout {
             let d = self.blob(&data)?;
             descs.push(json!({"mediaType": media_type, "digest": d, "size": data.len()}));
         }
+        self.image_of(os, arch, os_version, descs, diff_ids)
+    }
+
+    /// Adds an image whose layer blobs are in the layout already (`descs`, with their
+    /// `diff_ids`); returns the manifest digest.
+    pub fn image_of(
+        &mut self,
+        os: &str,
+        arch: &str,
+        os_version: Option<&str>,
+        descs: Vec<Value>,
+        diff_ids: Vec<String>,
+    ) -> anyhow::Result<String> {
         let mut config = json!({
             "architecture": arch, "os": os,
             "config": {"Cmd": ["sh"], "User": "1000"},
