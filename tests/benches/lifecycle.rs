@@ -1,7 +1,7 @@
 //! The spine's benchmark: pod and container lifecycle latencies and memory, against the real
 //! `darwin-cri` binary (release build) with an imported busybox image.
 //!
-//! Run: `cargo build --release --bin darwin-cri && cargo bench -p darwin-cri-tests`
+//! Run: `cargo build --release --bin darwin-cri --bin darwin-cri-monitor && cargo bench -p darwin-cri-tests`
 //! (as root). `BENCH_ITERATIONS` changes the number of iterations (default 200).
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! Limits benchmark: how fast a memory limit is enforced, and what watching it costs.
 //!
-//! Run: `cargo build --release --bin darwin-cri && cargo bench -p darwin-cri-tests --bench limits`
+//! Run: `cargo build --release --bin darwin-cri --bin darwin-cri-monitor && cargo bench -p darwin-cri-tests --bench limits`
 //! (as root). `BENCH_ITERATIONS` (default 30) kill measurements, `BENCH_WATCH_SECONDS`
 //! (default 10) of watching 20 limited containers.
 

@@ -2,7 +2,7 @@
 //! and by bindfs (FUSE, as on macOS), reading through each, and a round trip through the
 //! mDNSResponder relay against the same daemon reached directly.
 //!
-//! Run: `cargo build --release --bin darwin-cri && cargo bench -p darwin-cri-tests --bench
+//! Run: `cargo build --release --bin darwin-cri --bin darwin-cri-monitor && cargo bench -p darwin-cri-tests --bench
 //! macos_layer` (as root, with bindfs installed). `BENCH_ITERATIONS` (default 30).
 
 use std::io::{Read, Write};

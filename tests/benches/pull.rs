@@ -2,7 +2,7 @@
 //! unpacked by `darwin-cri image pull` (a fresh store each run), beside `skopeo copy` of the
 //! same image to a directory (download only, no unpacking), alternated in one run.
 //!
-//! Run: `cargo build --release --bin darwin-cri && cargo bench -p darwin-cri-tests --bench pull`
+//! Run: `cargo build --release --bin darwin-cri --bin darwin-cri-monitor && cargo bench -p darwin-cri-tests --bench pull`
 //! (as root, with docker-registry and skopeo installed). BENCH_RUNS (default 3) sets the
 //! runs per tool; BENCH_MB (default 200) the image size; BENCH_FILES, when set, makes it an
 //! Xcode-shaped image of that many files (`registry::xcode_like_image`); BENCH_WRAP a profiler

@@ -1,7 +1,7 @@
 //! Stats benchmark: ListContainerStats with 100 and 500 running containers, and the server CPU
 //! each statistics sample (one walk of the process table) costs.
 //!
-//! Run: `cargo build --release --bin darwin-cri && cargo bench -p darwin-cri-tests --bench stats`
+//! Run: `cargo build --release --bin darwin-cri --bin darwin-cri-monitor && cargo bench -p darwin-cri-tests --bench stats`
 //! (as root). The server runs with `stats_interval_ms = 0`, so every call takes a fresh sample:
 //! the worst case; with the default 1 s interval, calls within a second share one sample.
 

@@ -2,7 +2,7 @@
 //! speaks it) and port-forward throughput through the streaming server, against the release
 //! `darwin-cri` binary.
 //!
-//! Run: `cargo build --release --bin darwin-cri && cargo bench -p darwin-cri-tests --bench
+//! Run: `cargo build --release --bin darwin-cri --bin darwin-cri-monitor && cargo bench -p darwin-cri-tests --bench
 //! streaming` (as root). `BENCH_ITERATIONS` (default 200) and `BENCH_MB` (default 256).
 
 use std::time::{Duration, Instant};
