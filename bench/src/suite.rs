@@ -105,8 +105,8 @@ impl Client {
         Ok(())
     }
 
-    /// RunPodSandbox, then CreateContainer + StartContainer for each container.
-    pub async fn start_pod(&mut self, name: &str, containers: usize) -> anyhow::Result<Pod> {
+    /// RunPodSandbox: the pod's id and configuration.
+    async fn run_pod(&mut self, name: &str) -> anyhow::Result<(String, cri::PodSandboxConfig)> {
         std::fs::create_dir_all(self.logs.join(name))?;
         let config = pod_config(name, &self.logs);
         let id = self
@@ -118,6 +118,12 @@ impl Client {
             .await?
             .into_inner()
             .pod_sandbox_id;
+        Ok((id, config))
+    }
+
+    /// RunPodSandbox, then CreateContainer + StartContainer for each container.
+    pub async fn start_pod(&mut self, name: &str, containers: usize) -> anyhow::Result<Pod> {
+        let (id, config) = self.run_pod(name).await?;
         let mut ids = Vec::new();
         for c in 0..containers {
             let cid = self
@@ -150,17 +156,7 @@ impl Client {
         name: &str,
         image: &str,
     ) -> anyhow::Result<(Pod, Duration)> {
-        std::fs::create_dir_all(self.logs.join(name))?;
-        let config = pod_config(name, &self.logs);
-        let id = self
-            .rt
-            .run_pod_sandbox(cri::RunPodSandboxRequest {
-                config: Some(config.clone()),
-                runtime_handler: String::new(),
-            })
-            .await?
-            .into_inner()
-            .pod_sandbox_id;
+        let (id, config) = self.run_pod(name).await?;
         let t = Instant::now();
         let cid = self
             .rt

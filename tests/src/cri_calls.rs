@@ -157,7 +157,8 @@ pub async fn main_pid(rt: &mut Rt, id: &str) -> anyhow::Result<i32> {
     verbose_pid(rt, id, "pid").await
 }
 
-async fn verbose_pid(rt: &mut Rt, id: &str, key: &str) -> anyhow::Result<i32> {
+/// ContainerStatus's verbose `info` of container `id`, parsed.
+pub async fn verbose_info(rt: &mut Rt, id: &str) -> anyhow::Result<serde_json::Value> {
     let st = rt
         .container_status(cri::ContainerStatusRequest {
             container_id: id.into(),
@@ -165,8 +166,13 @@ async fn verbose_pid(rt: &mut Rt, id: &str, key: &str) -> anyhow::Result<i32> {
         })
         .await?
         .into_inner();
-    let info: serde_json::Value =
-        serde_json::from_str(st.info.get("info").map(String::as_str).unwrap_or("{}"))?;
+    Ok(serde_json::from_str(
+        st.info.get("info").map(String::as_str).unwrap_or("{}"),
+    )?)
+}
+
+async fn verbose_pid(rt: &mut Rt, id: &str, key: &str) -> anyhow::Result<i32> {
+    let info = verbose_info(rt, id).await?;
     info[key]
         .as_i64()
         .map(|p| p as i32)

@@ -614,15 +614,7 @@ async fn container_roots_are_private_when_copied() -> anyhow::Result<()> {
 async fn monitor_of(rt: &mut Rt, id: &str) -> anyhow::Result<(String, i64)> {
     let pid = monitor_pid(rt, id).await?;
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))?;
-    let st = rt
-        .container_status(cri::ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: true,
-        })
-        .await?
-        .into_inner();
-    let info: serde_json::Value =
-        serde_json::from_str(st.info.get("info").map(String::as_str).unwrap_or("{}"))?;
+    let info = verbose_info(rt, id).await?;
     Ok((
         exe.display().to_string(),
         info["monitorProtocol"].as_i64().unwrap_or(0),

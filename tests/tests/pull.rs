@@ -547,20 +547,23 @@ async fn hostile_layers_write_nothing_outside() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn concurrent_pulls_share_downloads_and_a_killed_pull_resumes() -> anyhow::Result<()> {
-    let reg = TestRegistry::start()?;
-    let work = tempfile::tempdir()?;
-    // 6 MB of incompressible data in the big layer.
+/// Pushes an image of two gzip layers to `reg` as `repo_tag`: a one-byte file `small`, then
+/// `big`, 6 MB of incompressible data (seeded by `seed`), which it returns.
+fn push_small_and_big(
+    reg: &TestRegistry,
+    work: &Path,
+    repo_tag: &str,
+    seed: u64,
+) -> anyhow::Result<Vec<u8>> {
     let mut big = vec![0u8; 6 << 20];
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut x = seed;
     for b in big.iter_mut() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         *b = x as u8;
     }
-    let mut layout = Layout::new(&work.path().join("big"))?;
+    let mut layout = Layout::new(&work.join(repo_tag.replace(['/', ':'], "-")))?;
     layout.image(
         "linux",
         host_arch(),
@@ -569,7 +572,15 @@ async fn concurrent_pulls_share_downloads_and_a_killed_pull_resumes() -> anyhow:
         Compression::Gzip,
     )?;
     layout.finish()?;
-    reg.push(&layout.dir, "big/app:1")?;
+    reg.push(&layout.dir, repo_tag)?;
+    Ok(big)
+}
+
+#[tokio::test]
+async fn concurrent_pulls_share_downloads_and_a_killed_pull_resumes() -> anyhow::Result<()> {
+    let reg = TestRegistry::start()?;
+    let work = tempfile::tempdir()?;
+    let big = push_small_and_big(&reg, work.path(), "big/app:1", 0x9e37_79b9_7f4a_7c15)?;
     let proxy = Proxy::start(&reg.addr, ProxyMode::default()).await?;
     let cfg = config_file(work.path(), &[(&proxy.addr, vec![], true)])?;
     let name = format!("{}/big/app:1", proxy.addr);
@@ -659,24 +670,7 @@ async fn concurrent_pulls_share_downloads_and_a_killed_pull_resumes() -> anyhow:
 async fn layers_unpack_while_they_download_through_resumes_and_restarts() -> anyhow::Result<()> {
     let reg = TestRegistry::start()?;
     let work = tempfile::tempdir()?;
-    let mut big = vec![0u8; 6 << 20];
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    for b in big.iter_mut() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        *b = x as u8;
-    }
-    let mut layout = Layout::new(&work.path().join("big"))?;
-    layout.image(
-        "linux",
-        host_arch(),
-        None,
-        &[tar_layer(&[("small", b"s")]), tar_layer(&[("big", &big)])],
-        Compression::Gzip,
-    )?;
-    layout.finish()?;
-    reg.push(&layout.dir, "stream/app:1")?;
+    let big = push_small_and_big(&reg, work.path(), "stream/app:1", 0x2545_f491_4f6c_dd1d)?;
     let proxy = Proxy::start(&reg.addr, ProxyMode::default()).await?;
     let cfg = config_file(work.path(), &[(&proxy.addr, vec![], true)])?;
     let name = format!("{}/stream/app:1", proxy.addr);
