@@ -105,6 +105,32 @@ impl Client {
         Ok(())
     }
 
+    /// CreateContainer + StartContainer of container `name` of `image` in pod `pod`: its id.
+    async fn create_and_start(
+        &mut self,
+        pod: &str,
+        config: &cri::PodSandboxConfig,
+        name: &str,
+        image: &str,
+    ) -> anyhow::Result<String> {
+        let cid = self
+            .rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: pod.to_string(),
+                config: Some(container_config(name, image)),
+                sandbox_config: Some(config.clone()),
+            })
+            .await?
+            .into_inner()
+            .container_id;
+        self.rt
+            .start_container(cri::StartContainerRequest {
+                container_id: cid.clone(),
+            })
+            .await?;
+        Ok(cid)
+    }
+
     /// RunPodSandbox: the pod's id and configuration.
     async fn run_pod(&mut self, name: &str) -> anyhow::Result<(String, cri::PodSandboxConfig)> {
         std::fs::create_dir_all(self.logs.join(name))?;
@@ -126,22 +152,11 @@ impl Client {
         let (id, config) = self.run_pod(name).await?;
         let mut ids = Vec::new();
         for c in 0..containers {
-            let cid = self
-                .rt
-                .create_container(cri::CreateContainerRequest {
-                    pod_sandbox_id: id.clone(),
-                    config: Some(container_config(&format!("c{c}"), &self.image)),
-                    sandbox_config: Some(config.clone()),
-                })
-                .await?
-                .into_inner()
-                .container_id;
-            self.rt
-                .start_container(cri::StartContainerRequest {
-                    container_id: cid.clone(),
-                })
-                .await?;
-            ids.push(cid);
+            let image = self.image.clone();
+            ids.push(
+                self.create_and_start(&id, &config, &format!("c{c}"), &image)
+                    .await?,
+            );
         }
         Ok(Pod {
             id,
@@ -158,21 +173,7 @@ impl Client {
     ) -> anyhow::Result<(Pod, Duration)> {
         let (id, config) = self.run_pod(name).await?;
         let t = Instant::now();
-        let cid = self
-            .rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: id.clone(),
-                config: Some(container_config("c0", image)),
-                sandbox_config: Some(config),
-            })
-            .await?
-            .into_inner()
-            .container_id;
-        self.rt
-            .start_container(cri::StartContainerRequest {
-                container_id: cid.clone(),
-            })
-            .await?;
+        let cid = self.create_and_start(&id, &config, "c0", image).await?;
         let took = t.elapsed();
         Ok((
             Pod {

@@ -404,19 +404,7 @@ impl Pusher {
     ) -> Result<(BlobOutcome, u64)> {
         let creds = &opts.credentials;
         let head = format!("{}/v2/{repo}/blobs/{digest}", ep.base);
-        let resp = self
-            .registry
-            .request(
-                Method::HEAD,
-                ep,
-                &head,
-                HeaderMap::new(),
-                None,
-                creds,
-                scope,
-                true,
-            )
-            .await?;
+        let resp = self.bare(Method::HEAD, ep, &head, creds, scope).await?;
         if resp.status().is_success() {
             return Ok((BlobOutcome::Existed, 0));
         }
@@ -429,17 +417,7 @@ impl Pusher {
             None => (uploads.clone(), scope.to_string()),
         };
         let resp = self
-            .registry
-            .request(
-                Method::POST,
-                ep,
-                &url,
-                HeaderMap::new(),
-                None,
-                creds,
-                &scope_here,
-                true,
-            )
+            .bare(Method::POST, ep, &url, creds, &scope_here)
             .await?;
         if resp.status() == StatusCode::CREATED && mount_from.is_some() {
             return Ok((BlobOutcome::Mounted, 0));
@@ -547,23 +525,26 @@ impl Pusher {
             }
         }
         let url = with_digest(&location, digest)?;
-        let resp = self
-            .registry
-            .request(
-                Method::PUT,
-                ep,
-                &url,
-                HeaderMap::new(),
-                None,
-                creds,
-                scope,
-                true,
-            )
-            .await?;
+        let resp = self.bare(Method::PUT, ep, &url, creds, scope).await?;
         if resp.status() != StatusCode::CREATED {
             return Err(error_of(&format!("completing the upload of {digest}"), resp).await);
         }
         Ok((BlobOutcome::Sent, size))
+    }
+
+    /// A request with no body and no headers of its own (HEAD, POST, PUT to finish, GET of an
+    /// upload's status), retried on a broken connection.
+    async fn bare(
+        &self,
+        method: Method,
+        ep: &crate::registry::Endpoint,
+        url: &str,
+        creds: &Credentials,
+        scope: &str,
+    ) -> Result<reqwest::Response> {
+        self.registry
+            .request(method, ep, url, HeaderMap::new(), None, creds, scope, true)
+            .await
     }
 
     /// Opens an upload session (POST); its location.
@@ -575,19 +556,7 @@ impl Pusher {
         scope: &str,
         what: &str,
     ) -> Result<String> {
-        let resp = self
-            .registry
-            .request(
-                Method::POST,
-                ep,
-                uploads,
-                HeaderMap::new(),
-                None,
-                creds,
-                scope,
-                true,
-            )
-            .await?;
+        let resp = self.bare(Method::POST, ep, uploads, creds, scope).await?;
         if resp.status() != StatusCode::ACCEPTED {
             return Err(error_of(what, resp).await);
         }
@@ -602,19 +571,7 @@ impl Pusher {
         creds: &Credentials,
         scope: &str,
     ) -> Result<(String, u64)> {
-        let resp = self
-            .registry
-            .request(
-                Method::GET,
-                ep,
-                location,
-                HeaderMap::new(),
-                None,
-                creds,
-                scope,
-                true,
-            )
-            .await?;
+        let resp = self.bare(Method::GET, ep, location, creds, scope).await?;
         if resp.status() != StatusCode::NO_CONTENT {
             return Err(error_of("the upload's status", resp).await);
         }

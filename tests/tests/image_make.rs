@@ -451,27 +451,21 @@ async fn pushed_images_are_read_by_skopeo_darwin_cri_and_containerd() -> anyhow:
 
     // zstd: converted once, kept, and read by skopeo.
     let zstd_dest = format!("{}/made/tools:zstd", registry.addr);
-    let (_, first) = image_cli_both(
-        &server,
-        &[
-            "push",
-            "--compression",
-            "zstd",
-            "localhost/tools:1",
-            &zstd_dest,
-        ],
-    )?;
+    let push_zstd = || {
+        image_cli_both(
+            &server,
+            &[
+                "push",
+                "--compression",
+                "zstd",
+                "localhost/tools:1",
+                &zstd_dest,
+            ],
+        )
+    };
+    let (_, first) = push_zstd()?;
     assert!(first.contains("2 blobs sent"), "{first}");
-    let (_, second) = image_cli_both(
-        &server,
-        &[
-            "push",
-            "--compression",
-            "zstd",
-            "localhost/tools:1",
-            &zstd_dest,
-        ],
-    )?;
+    let (_, second) = push_zstd()?;
     assert!(second.contains("0 blobs sent"), "{second}");
     let index = inspect(&format!("docker://{zstd_dest}"))?;
     let digest = index["manifests"][0]["digest"].as_str().unwrap_or_default();
