@@ -1,6 +1,8 @@
 //! Fault survival: a server killed mid-work, a monitor killed, processes that escape their group,
 //! a full disk, and a long run of pods that must leave no growth behind.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use darwin_cri_tests::v1 as cri;
@@ -65,9 +67,13 @@ async fn assert_no_debris(server: &Server) -> anyhow::Result<()> {
 async fn server_killed_during_concurrent_pod_cycles() -> anyhow::Result<()> {
     let mut server = Server::start().await?;
     let mut tasks = Vec::new();
+    // How many containers were started and left alone so far: the server is killed once some
+    // are, not after a fixed time (on a loaded 2-core machine 1.5 s started none).
+    let started = Arc::new(AtomicUsize::new(0));
     for i in 0..20 {
         let (mut rt, _) = server.client().await?;
         let logs = server.dir.path().join("logs");
+        let started = started.clone();
         tasks.push(tokio::spawn(async move {
             // Containers that started and were never asked to stop: after the restart each must
             // still run (or, for `exit 3`, have exited with 3).
@@ -93,6 +99,7 @@ async fn server_killed_during_concurrent_pod_cycles() -> anyhow::Result<()> {
                 }
                 if round % 2 == 0 {
                     untouched.push((id.clone(), i % 2 == 0));
+                    started.fetch_add(1, Ordering::SeqCst);
                 }
                 if round % 2 == 1 {
                     let _ = rt
@@ -119,7 +126,13 @@ async fn server_killed_during_concurrent_pod_cycles() -> anyhow::Result<()> {
             untouched
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Killed mid-cycle: after at least 10 containers were left running, while the other tasks
+    // are still creating and removing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while started.load(Ordering::SeqCst) < 10 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     server.kill();
     let mut untouched = Vec::new();
     for t in tasks {
