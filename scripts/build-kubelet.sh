@@ -52,9 +52,9 @@ go mod edit -modfile="$tree/go.mod" -dropreplace=k8s.io/mount-utils \
   -replace=k8s.io/mount-utils="$tree/mount-utils" -replace=k8s.io/kubernetes="$tree/kubernetes"
 
 specs=(-spec overlay/common.spec)
-adds=(-add overlay/add)
+adds=(-add overlay/_add)
 [ -f "overlay/$minor.spec" ] && specs+=(-spec "overlay/$minor.spec")
-[ -d "overlay/add-$minor" ] && adds+=(-add "overlay/add-$minor")
+[ -d "overlay/_add-$minor" ] && adds+=(-add "overlay/_add-$minor")
 go run ./cmd/overlay "${specs[@]}" "${adds[@]}" -root kubernetes="$tree/kubernetes" \
   -root mount-utils="$tree/mount-utils" -out "$tree/changed" -json "$tree/overlay.json"
 

@@ -10,7 +10,8 @@
 // retag rewrites a file's //go:build line (to take an upstream file out of, or into, the darwin
 // build); patch replaces text that must occur exactly <count> times. Both fail when upstream's
 // file is not what the spec expects, which is how a new minor announces what moved. Files under
-// the add directory (<add>/<module>/<path>) are added to upstream's packages as they are.
+// an add directory (overlay/_add/<module>/<path>, and overlay/_add-<minor>/ for one minor;
+// underscored, so that the go command does not take them for packages of this module) are added to upstream's packages as they are.
 package overlay
 
 import (
@@ -168,23 +169,30 @@ func Build(changes []Change, add string, roots map[string]string, out string) (*
 	return ov, nil
 }
 
-// Retag replaces the //go:build line, which must be exactly old.
+// Retag replaces the //go:build line, which must be exactly old, and drops the old-style
+// "// +build" lines that older minors still carry beside it.
 func Retag(text, old, new string) (string, error) {
 	lines := strings.SplitAfter(text, "\n")
+	found := false
 	for i, l := range lines {
 		t := strings.TrimRight(l, "\r\n")
+		if strings.HasPrefix(t, "package ") {
+			break
+		}
 		if c, ok := strings.CutPrefix(t, "//go:build "); ok {
 			if strings.TrimSpace(c) != old {
 				return "", fmt.Errorf("build constraint is %q, the spec expects %q", c, old)
 			}
 			lines[i] = "//go:build " + new + "\n"
-			return strings.Join(lines, ""), nil
-		}
-		if strings.HasPrefix(t, "package ") {
-			break
+			found = true
+		} else if strings.HasPrefix(t, "// +build ") {
+			lines[i] = "\n"
 		}
 	}
-	return "", fmt.Errorf("no //go:build line (the spec expects %q)", old)
+	if !found {
+		return "", fmt.Errorf("no //go:build line (the spec expects %q)", old)
+	}
+	return strings.Join(lines, ""), nil
 }
 
 // Patch replaces old by new, which must occur exactly count times.

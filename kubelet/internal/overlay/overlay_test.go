@@ -17,7 +17,7 @@ func TestSpecRetagPatchAndAdd(t *testing.T) {
 		}
 	}
 	must(os.MkdirAll(filepath.Join(up, "pkg"), 0o755))
-	must(os.WriteFile(filepath.Join(up, "pkg", "a_linux.go"), []byte("//go:build linux\n\npackage pkg\n\nvar os = goruntime.GOOS + goruntime.GOOS\n"), 0o644))
+	must(os.WriteFile(filepath.Join(up, "pkg", "a_linux.go"), []byte("//go:build linux\n// +build linux\n\npackage pkg\n\nvar os = goruntime.GOOS + goruntime.GOOS\n"), 0o644))
 	add := filepath.Join(dir, "add")
 	must(os.MkdirAll(filepath.Join(add, "kubernetes", "pkg"), 0o755))
 	must(os.WriteFile(filepath.Join(add, "kubernetes", "pkg", "ours.go"), []byte("package pkg\n"), 0o644))
@@ -32,7 +32,7 @@ patch kubernetes/pkg/a_linux.go | goruntime.GOOS | nodeOS | 2
 	must(err)
 	got, err := os.ReadFile(ov.Replace[filepath.Join(up, "pkg", "a_linux.go")])
 	must(err)
-	want := "//go:build linux && !darwincri\n\npackage pkg\n\nvar os = nodeOS + nodeOS\n"
+	want := "//go:build linux && !darwincri\n\n\npackage pkg\n\nvar os = nodeOS + nodeOS\n"
 	if string(got) != want {
 		t.Fatalf("got %q", got)
 	}

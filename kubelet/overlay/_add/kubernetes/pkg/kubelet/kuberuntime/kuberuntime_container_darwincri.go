@@ -57,9 +57,3 @@ func (m *kubeGenericRuntimeManager) GetContainerSwapBehavior(*v1.Pod, *v1.Contai
 func initSwapControllerAvailabilityCheck(context.Context) func() bool {
 	return func() bool { return false }
 }
-
-func (m *kubeGenericRuntimeManager) isMemoryQoSEnforced() bool {
-	return false
-}
-
-func (m *kubeGenericRuntimeManager) applyPodLevelMemoryHigh(*v1.Pod, *cm.ResourceConfig) {}

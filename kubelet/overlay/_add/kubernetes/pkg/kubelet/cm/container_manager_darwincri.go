@@ -44,7 +44,7 @@ var _ ContainerManager = &darwinContainerManager{}
 
 // NewContainerManager reads the machine's capacity.
 func NewContainerManager(ctx context.Context, _ mount.Interface, cadvisorInterface cadvisor.Interface, nodeConfig NodeConfig, _ bool, _ record.EventRecorder, _ clientset.Interface) (ContainerManager, error) {
-	info, err := cadvisorInterface.MachineInfo(klog.FromContext(ctx))
+	info, err := readMachineInfo(ctx, cadvisorInterface)
 	if err != nil {
 		return nil, fmt.Errorf("reading the machine's capacity: %w", err)
 	}
