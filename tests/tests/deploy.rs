@@ -116,7 +116,7 @@ fn install_sh_dry_run_changes_nothing_and_installs_are_idempotent_and_undone() -
 {
     let bin = binary();
     let bin = bin.to_str().expect("utf-8");
-    let (ok, out) = install_sh(&["--dry-run", "--binary", bin])?;
+    let (ok, out) = install_sh(&["--dry-run", "--binary", bin, "--no-kubelet"])?;
     assert!(ok, "{out}");
     for action in [
         "/usr/local/bin/darwin-cri",
@@ -134,7 +134,14 @@ fn install_sh_dry_run_changes_nothing_and_installs_are_idempotent_and_undone() -
     assert!(out.contains("dry run: nothing was changed"), "{out}");
     let dir = tempfile::tempdir()?;
     let prefix = dir.path().to_str().expect("utf-8");
-    let (ok, out) = install_sh(&["--dry-run", "--prefix", prefix, "--binary", bin])?;
+    let (ok, out) = install_sh(&[
+        "--dry-run",
+        "--prefix",
+        prefix,
+        "--binary",
+        bin,
+        "--no-kubelet",
+    ])?;
     assert!(ok && out.contains(prefix), "{out}");
     assert_eq!(
         std::fs::read_dir(dir.path())?.count(),
@@ -142,7 +149,7 @@ fn install_sh_dry_run_changes_nothing_and_installs_are_idempotent_and_undone() -
         "a dry run makes nothing"
     );
 
-    let (ok, out) = install_sh(&["--prefix", prefix, "--binary", bin])?;
+    let (ok, out) = install_sh(&["--prefix", prefix, "--binary", bin, "--no-kubelet"])?;
     assert!(ok, "{out}");
     let first = tree(dir.path());
     let installed = |p: &str| dir.path().join(p.trim_start_matches('/'));
@@ -184,7 +191,7 @@ fn install_sh_dry_run_changes_nothing_and_installs_are_idempotent_and_undone() -
         first.len(),
         "only the config's content changed"
     );
-    let (ok, out) = install_sh(&["--prefix", prefix, "--binary", bin])?;
+    let (ok, out) = install_sh(&["--prefix", prefix, "--binary", bin, "--no-kubelet"])?;
     assert!(ok, "{out}");
     assert_eq!(
         tree(dir.path()),
@@ -192,7 +199,7 @@ fn install_sh_dry_run_changes_nothing_and_installs_are_idempotent_and_undone() -
         "a second install changes nothing"
     );
 
-    let (ok, out) = install_sh(&["uninstall", "--prefix", prefix])?;
+    let (ok, out) = install_sh(&["uninstall", "--prefix", prefix, "--no-kubelet"])?;
     assert!(ok, "{out}");
     for gone in [
         "/usr/local/bin/darwin-cri",
@@ -211,6 +218,273 @@ fn install_sh_dry_run_changes_nothing_and_installs_are_idempotent_and_undone() -
     assert!(ok, "uninstalling twice is fine: {out}");
     let (ok, out) = install_sh(&["--prefix", prefix, "--bogus"])?;
     assert!(!ok && out.contains("--bogus"), "{out}");
+    Ok(())
+}
+
+/// The kubelet's launchd job, as launchd reads it.
+#[test]
+fn the_kubelet_plist_runs_the_kubelet_with_tls_bootstrapping_kept_alive() -> anyhow::Result<()> {
+    let plist = plist::Value::from_file(deploy().join("io.darwin-cri.kubelet.plist"))?;
+    let d = plist.as_dictionary().expect("a dictionary");
+    let s = |k: &str| {
+        d.get(k)
+            .and_then(|v| v.as_string())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(s("Label"), "io.darwin-cri.kubelet");
+    assert_eq!(s("UserName"), "root");
+    assert_eq!(program_arguments(&plist), KUBELET_ARGS);
+    assert_eq!(d.get("KeepAlive").and_then(|v| v.as_boolean()), Some(true));
+    assert_eq!(d.get("RunAtLoad").and_then(|v| v.as_boolean()), Some(true));
+    // How it waits for darwin-cri: launchd restarts it, at most once every ThrottleInterval.
+    let throttle = d
+        .get("ThrottleInterval")
+        .and_then(|v| v.as_signed_integer());
+    assert!(matches!(throttle, Some(1..=30)), "{throttle:?}");
+    // In darwin-cri's log directory, which install.sh creates and newsyslog rotates.
+    assert_eq!(s("StandardErrorPath"), "/var/log/darwin-cri/kubelet.log");
+    assert_eq!(s("StandardOutPath"), s("StandardErrorPath"));
+    let rotation = std::fs::read_to_string(deploy().join("newsyslog.d/darwin-cri.conf"))?;
+    assert!(
+        rotation
+            .lines()
+            .any(|l| l.starts_with("/var/log/darwin-cri/kubelet.log ")),
+        "{rotation}"
+    );
+    // The paths the plist names are the ones kubelet-config.yaml's comments give.
+    let config = std::fs::read_to_string(deploy().join("kubelet-config.yaml"))?;
+    for path in [
+        "/var/lib/kubelet/config.yaml",
+        "/etc/kubernetes/kubelet.conf",
+        "/var/lib/kubelet",
+    ] {
+        assert!(config.contains(path), "{path}");
+    }
+    Ok(())
+}
+
+/// The kubelet's arguments in the shipped plist, in order.
+const KUBELET_ARGS: [&str; 5] = [
+    "/usr/local/bin/kubelet",
+    "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+    "--kubeconfig=/etc/kubernetes/kubelet.conf",
+    "--config=/var/lib/kubelet/config.yaml",
+    "--root-dir=/var/lib/kubelet",
+];
+
+fn program_arguments(plist: &plist::Value) -> Vec<String> {
+    plist
+        .as_dictionary()
+        .and_then(|d| d.get("ProgramArguments"))
+        .and_then(|v| v.as_array())
+        .expect("ProgramArguments")
+        .iter()
+        .filter_map(|v| v.as_string().map(str::to_string))
+        .collect()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// install.sh with the kubelet and a join: the kubelet's binary, config, plist (with this node's
+/// arguments), the bootstrap kubeconfig and the cluster CA, in a dry run and under --prefix, then
+/// uninstalled and purged.
+#[test]
+fn install_sh_installs_the_kubelet_and_joins_with_a_bootstrap_token() -> anyhow::Result<()> {
+    let bin = binary();
+    let bin = bin.to_str().expect("utf-8");
+    let inputs = tempfile::tempdir()?;
+    // Any executable stands in for the kubelet: install.sh copies it, never runs it.
+    let kubelet = inputs.path().join("kubelet");
+    std::fs::write(&kubelet, "#!/bin/sh\necho kubelet\n")?;
+    std::fs::set_permissions(&kubelet, std::fs::Permissions::from_mode(0o755))?;
+    let ca = inputs.path().join("ca.crt");
+    let ca_pem = "-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIBADAKBggqhkjOPQQDAjAVMRMwEQYDVQQDEwprdWJlcm5ldGVz\n-----END CERTIFICATE-----\n";
+    std::fs::write(&ca, ca_pem)?;
+    let (kubelet, ca) = (
+        kubelet.to_str().expect("utf-8"),
+        ca.to_str().expect("utf-8"),
+    );
+    let secret = "0123456789abcdef";
+    let token = format!("abcdef.{secret}");
+    let server = "https://10.0.0.1:6443";
+    let join = [
+        "--binary",
+        bin,
+        "--kubelet",
+        kubelet,
+        "--node-name",
+        "mac-mini-01",
+        "--node-ip",
+        "192.168.64.2",
+        "--join-server",
+        server,
+        "--join-token",
+        token.as_str(),
+        "--join-ca",
+        ca,
+    ];
+
+    let args = |extra: &[&str]| -> Vec<String> {
+        extra
+            .iter()
+            .chain(join.iter())
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        install_sh(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+
+    let (ok, out) = run(&["--dry-run"])?;
+    assert!(ok, "{out}");
+    for action in [
+        "/usr/local/bin/kubelet",
+        "/Library/LaunchDaemons/io.darwin-cri.kubelet.plist",
+        "/var/lib/kubelet/config.yaml",
+        "/etc/kubernetes/bootstrap-kubelet.conf",
+        "/etc/kubernetes/pki/ca.crt",
+        // darwin-cri is installed beside it.
+        "/Library/LaunchDaemons/io.darwin-cri.plist",
+    ] {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("+ ") && l.ends_with(action)),
+            "{action}: {out}"
+        );
+    }
+    assert!(out.contains("dry run: nothing was changed"), "{out}");
+    assert!(
+        !out.contains(secret),
+        "the token's secret is never printed: {out}"
+    );
+
+    let dir = tempfile::tempdir()?;
+    let prefix = dir.path().to_str().expect("utf-8");
+    let (ok, out) = run(&["--dry-run", "--prefix", prefix])?;
+    assert!(ok && out.contains(prefix), "{out}");
+    assert_eq!(
+        std::fs::read_dir(dir.path())?.count(),
+        0,
+        "a dry run makes nothing"
+    );
+
+    let (ok, out) = run(&["--prefix", prefix])?;
+    assert!(ok, "{out}");
+    assert!(!out.contains(secret), "{out}");
+    let installed = |p: &str| dir.path().join(p.trim_start_matches('/'));
+    for (path, want) in [
+        ("/usr/local/bin/kubelet", 0o755),
+        ("/usr/local/bin/darwin-cri", 0o755),
+        ("/Library/LaunchDaemons/io.darwin-cri.kubelet.plist", 0o644),
+        ("/var/lib/kubelet", 0o750),
+        ("/var/lib/kubelet/config.yaml", 0o644),
+        ("/etc/kubernetes/pki/ca.crt", 0o644),
+        // The bootstrap token is a credential: root only.
+        ("/etc/kubernetes/bootstrap-kubelet.conf", 0o600),
+    ] {
+        assert_eq!(mode(&installed(path)), want, "{path}");
+    }
+    assert_eq!(
+        std::fs::read(installed("/var/lib/kubelet/config.yaml"))?,
+        std::fs::read(deploy().join("kubelet-config.yaml"))?
+    );
+    assert_eq!(
+        std::fs::read_to_string(installed("/etc/kubernetes/pki/ca.crt"))?,
+        ca_pem
+    );
+    // The installed plist: the shipped arguments, then this node's.
+    let plist = plist::Value::from_file(installed(
+        "/Library/LaunchDaemons/io.darwin-cri.kubelet.plist",
+    ))?;
+    let mut want: Vec<String> = KUBELET_ARGS.iter().map(|s| s.to_string()).collect();
+    want.push("--hostname-override=mac-mini-01".into());
+    want.push("--node-ip=192.168.64.2".into());
+    assert_eq!(program_arguments(&plist), want);
+
+    // The bootstrap kubeconfig, as client-go reads it (kubectl config view).
+    let bootstrap = installed("/etc/kubernetes/bootstrap-kubelet.conf");
+    let view = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&bootstrap)
+        .args(["config", "view", "--raw", "-o", "json"])
+        .output()
+        .map_err(|e| anyhow::anyhow!("kubectl (scripts/setup.sh --tests installs it): {e}"))?;
+    assert!(view.status.success(), "{view:?}");
+    let kc: serde_json::Value = serde_json::from_slice(&view.stdout)?;
+    let context_name = kc["current-context"].as_str().expect("a current context");
+    let context = kc["contexts"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == context_name))
+        .expect("the current context")["context"]
+        .clone();
+    let cluster = kc["clusters"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == context["cluster"]))
+        .expect("the context's cluster")["cluster"]
+        .clone();
+    let user = kc["users"]
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["name"] == context["user"]))
+        .expect("the context's user")["user"]
+        .clone();
+    assert_eq!(cluster["server"], server);
+    use base64::Engine;
+    let ca_data = base64::engine::general_purpose::STANDARD.decode(
+        cluster["certificate-authority-data"]
+            .as_str()
+            .expect("certificate-authority-data"),
+    )?;
+    assert_eq!(ca_data, ca_pem.as_bytes());
+    assert_eq!(user["token"], token.as_str());
+
+    // Again, after the operator edited kubelet's config: the same tree, the edit kept.
+    let config = installed("/var/lib/kubelet/config.yaml");
+    std::fs::write(&config, "# edited\n")?;
+    let expected = tree(dir.path());
+    let (ok, out) = run(&["--prefix", prefix])?;
+    assert!(ok, "{out}");
+    assert_eq!(
+        tree(dir.path()),
+        expected,
+        "a second install changes nothing"
+    );
+
+    // Uninstall removes the kubelet and its job, and keeps its config and credentials ...
+    let (ok, out) = install_sh(&["uninstall", "--prefix", prefix])?;
+    assert!(ok, "{out}");
+    for gone in [
+        "/usr/local/bin/kubelet",
+        "/Library/LaunchDaemons/io.darwin-cri.kubelet.plist",
+        "/usr/local/bin/darwin-cri",
+    ] {
+        assert!(!installed(gone).exists(), "{gone} removed");
+    }
+    assert_eq!(std::fs::read_to_string(&config)?, "# edited\n");
+    assert!(bootstrap.exists());
+    // ... which --purge removes: the node joins again from scratch.
+    let (ok, out) = install_sh(&["uninstall", "--purge", "--prefix", prefix])?;
+    assert!(ok, "{out}");
+    for gone in ["/var/lib/kubelet", "/etc/kubernetes", "/var/log/darwin-cri"] {
+        assert!(!installed(gone).exists(), "{gone} purged: {out}");
+    }
+
+    // The join options go together, and a token has the bootstrap token's form.
+    let (ok, out) = install_sh(&["--dry-run", "--join-server", server])?;
+    assert!(!ok && out.contains("go together"), "{out}");
+    let bad = join
+        .iter()
+        .map(|a| if *a == token { "abcdef:0123" } else { a })
+        .collect::<Vec<_>>();
+    let (ok, out) = install_sh(&[&["--dry-run"][..], &bad[..]].concat())?;
+    assert!(!ok && out.contains("--join-token"), "{out}");
     Ok(())
 }
 
