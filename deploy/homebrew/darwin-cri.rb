@@ -12,6 +12,11 @@
 # the same daemon as io.darwin-cri with a hand-written plist (AbandonProcessGroup, open-file and
 # process limits, which the service DSL does not express); use one or the other, never both: two
 # servers would fight over one socket and one state root.
+#
+# The kubelet is not built here: scripts/build-kubelet.sh builds this project's kubelet from
+# upstream's Go module (Go 1.26, about a GB of modules, minutes of build), and a formula has one
+# service. The caveats say how to build it and run it beside darwin-cri with deploy/install.sh;
+# its launchd job and configuration are installed into pkgshare for reference.
 class DarwinCri < Formula
   desc "Kubernetes CRI runtime for macOS nodes: native, chroot-based build pods"
   homepage "https://example.invalid/darwin-cri"
@@ -36,7 +41,7 @@ class DarwinCri < Formula
     # configuration for a darwin node, and the log-rotation entry.
     pkgshare.install "deploy/darwin-cri.toml", "deploy/kubelet-config.yaml",
                      "deploy/kubelet-config-fields.txt", "deploy/newsyslog.d/darwin-cri.conf",
-                     "deploy/README.md"
+                     "deploy/io.darwin-cri.kubelet.plist", "deploy/README.md"
   end
 
   def post_install
@@ -82,8 +87,16 @@ class DarwinCri < Formula
       which must be its own version. Running containers keep running through the restart.
       Its log is #{var}/log/darwin-cri.log.
 
-      kubelet does not ship for macOS; see #{opt_pkgshare}/README.md for darwin kubelet builds
-      and #{opt_pkgshare}/kubelet-config.yaml for its configuration.
+      The kubelet: upstream ships none for macOS; darwin-cri builds its own, which this formula
+      does not (see #{opt_pkgshare}/README.md). On a Mac that joins a cluster, build it in a
+      darwin-cri checkout (brew install go coreutils; the script wants GNU date and cp, so put
+      "$(brew --prefix coreutils)/libexec/gnubin" first on PATH):
+        scripts/build-kubelet.sh darwin/$(uname -m | sed s/x86_64/amd64/)
+      and install it with deploy/install.sh, which also installs darwin-cri as io.darwin-cri:
+      stop this formula's service first (sudo brew services stop darwin-cri), one darwin-cri per Mac.
+        sudo deploy/install.sh install --join-server https://<api server>:6443 \\
+          --join-token <id>.<secret> --join-ca <cluster ca.crt>
+      #{opt_pkgshare}/io.darwin-cri.kubelet.plist and kubelet-config.yaml are what it installs.
     EOS
   end
 
