@@ -6,9 +6,12 @@
 //
 //	retag <module>/<path> | <old build constraint> | <new build constraint>
 //	patch <module>/<path> | <old text> | <new text> | <count>
+//	copy  <module>/<path> | <old build constraint> | <new build constraint> | <new file name>
 //
 // retag rewrites a file's //go:build line (to take an upstream file out of, or into, the darwin
-// build); patch replaces text that must occur exactly <count> times. Both fail when upstream's
+// build); patch replaces text that must occur exactly <count> times; copy adds a retagged copy of
+// an upstream file to its package under a new name (a file named *_linux.go is Linux-only by its
+// name, whatever its //go:build line says, so taking it into the Mac's build needs a copy). Both fail when upstream's
 // file is not what the spec expects, which is how a new minor announces what moved. Files under
 // an add directory (overlay/_add/<module>/<path>, and overlay/_add-<minor>/ for one minor;
 // underscored, so that the go command does not take them for packages of this module) are added to upstream's packages as they are.
@@ -33,7 +36,8 @@ type Change struct {
 	Path   string // within the module
 	Old    string
 	New    string
-	Count  int // patch only
+	Count  int    // patch only
+	As     string // copy only: the new file's name
 	Line   int
 }
 
@@ -62,6 +66,11 @@ func ParseSpec(r io.Reader) ([]Change, error) {
 			if len(fields) != 3 {
 				return nil, fmt.Errorf("line %d: retag wants <file> | <old> | <new>", n)
 			}
+		case "copy":
+			if len(fields) != 4 || strings.ContainsAny(fields[3], "/\\") || !strings.HasSuffix(fields[3], ".go") {
+				return nil, fmt.Errorf("line %d: copy wants <file> | <old> | <new> | <new name>.go", n)
+			}
+			c.As = fields[3]
 		case "patch":
 			if len(fields) != 4 {
 				return nil, fmt.Errorf("line %d: patch wants <file> | <old> | <new> | <count>", n)
@@ -106,6 +115,30 @@ func Build(changes []Change, add string, roots map[string]string, out string) (*
 			return nil, fmt.Errorf("spec line %d: unknown module %q", c.Line, c.Module)
 		}
 		src := filepath.Join(root, filepath.FromSlash(c.Path))
+		if c.Kind == "copy" {
+			b, err := os.ReadFile(src)
+			if err != nil {
+				return nil, fmt.Errorf("spec line %d: %w", c.Line, err)
+			}
+			text, err := Retag(string(b), c.Old, c.New)
+			if err != nil {
+				return nil, fmt.Errorf("spec line %d (%s/%s): %w", c.Line, c.Module, c.Path, err)
+			}
+			rel := filepath.Join(filepath.Dir(filepath.FromSlash(c.Path)), c.As)
+			at := filepath.Join(root, rel)
+			if _, err := os.Stat(at); err == nil {
+				return nil, fmt.Errorf("spec line %d: %s exists upstream", c.Line, at)
+			}
+			dst := filepath.Join(out, c.Module, rel)
+			if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(dst, []byte(text), 0o644); err != nil {
+				return nil, err
+			}
+			ov.Replace[at] = dst
+			continue
+		}
 		p, seen := files[src]
 		if !seen {
 			b, err := os.ReadFile(src)

@@ -39,6 +39,16 @@ patch kubernetes/pkg/a_linux.go | goruntime.GOOS | nodeOS | 2
 	if ov.Replace[filepath.Join(up, "pkg", "ours.go")] == "" {
 		t.Fatalf("added file missing: %v", ov.Replace)
 	}
+	// A Linux-named file copied into another build under a new name.
+	cs, err := ParseSpec(strings.NewReader("copy kubernetes/pkg/a_linux.go | linux | darwin && darwincri | a_darwincri.go\n"))
+	must(err)
+	ov, err = Build(cs, "", map[string]string{"kubernetes": up}, out)
+	must(err)
+	got, err = os.ReadFile(ov.Replace[filepath.Join(up, "pkg", "a_darwincri.go")])
+	must(err)
+	if !strings.HasPrefix(string(got), "//go:build darwin && darwincri\n") {
+		t.Fatalf("copy: %q", got)
+	}
 	// Upstream moved: the spec no longer matches, and says so.
 	for _, bad := range []string{
 		"retag kubernetes/pkg/a_linux.go | !windows | x\n",
@@ -46,6 +56,8 @@ patch kubernetes/pkg/a_linux.go | goruntime.GOOS | nodeOS | 2
 		"retag kubernetes/pkg/gone.go | linux | x\n",
 		"frob kubernetes/pkg/a_linux.go | a | b\n",
 		"retag kubernetes/../etc/passwd | a | b\n",
+		"copy kubernetes/pkg/a_linux.go | linux | x | ../a.go\n",
+		"copy kubernetes/pkg/a_linux.go | linux | x | a_linux.go\n",
 	} {
 		cs, err := ParseSpec(strings.NewReader(bad))
 		if err == nil {

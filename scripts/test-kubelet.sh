@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Checks and builds this project's kubelet (kubelet/, docs/kubelet.md): gofmt, go vet of its own
+# packages for darwin and Linux and of the upstream packages it lays files over (with the
+# overlay, for darwin and the twin), its Go unit tests, then the darwin/arm64 kubelet and the
+# darwin-flavoured Linux kubelet the end-to-end tests run. scripts/test.sh runs it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export GOMODCACHE=${GOMODCACHE:-$root/target/go/mod}
+export GOCACHE=${GOCACHE:-$root/target/go/build}
+export GOFLAGS=-modcacherw
+export GOTOOLCHAIN=local
+
+unformatted=$(gofmt -l kubelet)
+if [ -n "$unformatted" ]; then
+  echo "test-kubelet: gofmt would change:" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+(
+  cd kubelet
+  go vet ./...
+  GOOS=darwin GOARCH=arm64 go vet ./...
+  go test ./...
+)
+# The kubelets: darwin/arm64 (cross-compiled, CGO_ENABLED=0) and the twin.
+scripts/build-kubelet.sh darwin/arm64 linux/amd64
+out=target/kubelet/v1.37.2
+file "$out/darwin-arm64/kubelet" | grep -q 'Mach-O 64-bit.*arm64' \
+  || { echo "test-kubelet: $out/darwin-arm64/kubelet is not an arm64 Mach-O binary" >&2; exit 1; }
+version=$("$out/linux-amd64/kubelet" --version)
+case "$version" in
+  "Kubernetes v1.37.2+darwin-cri."*) echo "test-kubelet: $version" ;;
+  *) echo "test-kubelet: unexpected version: $version" >&2; exit 1 ;;
+esac
+# go vet of upstream's packages that hold this project's files, as they are built.
+tree=$root/target/kubelet-tree/v1.37.2
+pkgs=(k8s.io/kubernetes/pkg/kubelet/cadvisor k8s.io/kubernetes/pkg/kubelet/cm
+  k8s.io/kubernetes/pkg/kubelet/kuberuntime k8s.io/kubernetes/pkg/volume/util/hostutil
+  k8s.io/kubernetes/pkg/volume/util/subpath k8s.io/mount-utils)
+(
+  cd kubelet
+  for os in darwin linux; do
+    GOOS=$os go vet -modfile="$tree/go.mod" -overlay="$tree/overlay.json" -tags darwincri "${pkgs[@]}"
+  done
+)
+echo "test-kubelet: ok"
