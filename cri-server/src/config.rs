@@ -184,9 +184,12 @@ pub struct RuntimeConfig {
     pub stats_interval_ms: u64,
     pub mdns_socket: String,
     pub cluster_dns_resolver_dir: String,
+    pub cluster_domain: String,
+    pub cluster_dns_servers: Vec<String>,
     pub allow_root: bool,
     pub allow_root_namespaces: Vec<String>,
     pub seatbelt_mach_services: Vec<String>,
+    pub allowed_capabilities: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -284,12 +287,15 @@ impl Default for RuntimeConfig {
             stats_interval_ms: 1000,
             mdns_socket: String::new(),
             cluster_dns_resolver_dir: String::new(),
+            cluster_domain: "cluster.local".into(),
+            cluster_dns_servers: Vec::new(),
             allow_root: false,
             allow_root_namespaces: Vec::new(),
             seatbelt_mach_services: runtime::confinement::DEFAULT_MACH_SERVICES
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            allowed_capabilities: Vec::new(),
         }
     }
 }

@@ -180,9 +180,12 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         mounts: config.mounts.policy(),
         mdns_socket: config.runtime.mdns_socket(),
         resolver_dir: config.runtime.resolver_dir(),
+        cluster_domain: config.runtime.cluster_domain.clone(),
+        cluster_dns_servers: config.runtime.cluster_dns_servers.clone(),
         allow_root: config.runtime.allow_root,
         allow_root_namespaces: config.runtime.allow_root_namespaces.clone(),
         seatbelt_mach_services: config.runtime.seatbelt_mach_services.clone(),
+        allowed_capabilities: config.runtime.allowed_capabilities.clone(),
     };
     let rt = Runtime::open(opts, images).context("opening the runtime state")?;
     rt.recover()

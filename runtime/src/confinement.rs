@@ -43,14 +43,18 @@ pub const DEFAULT_MACH_SERVICES: &[&str] = &[
     "com.apple.mDNSResponder",
 ];
 
-/// containerd's default capability set for a root process in a container.
+/// The capability set of a root process in a confined container: containerd's default set
+/// without `NET_RAW`. Every pod here shares the host's network (there is no network namespace),
+/// so raw sockets would be raw sockets on the Mac's (the node's) interfaces: packet capture and
+/// forged packets for the whole host, not for one pod. A container that needs them (ping as
+/// root, a packet tool) asks for `NET_RAW` in `capabilities.add`, which the operator must allow
+/// (`runtime.allowed_capabilities`).
 pub const DEFAULT_CAPABILITIES: &[&str] = &[
     "CHOWN",
     "DAC_OVERRIDE",
     "FSETID",
     "FOWNER",
     "MKNOD",
-    "NET_RAW",
     "SETGID",
     "SETUID",
     "SETFCAP",
@@ -66,6 +70,17 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
 pub struct RootRules<'a> {
     pub allow_root: bool,
     pub allow_root_namespaces: &'a [String],
+}
+
+/// What the operator's configuration says about confined containers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PolicyRules<'a> {
+    /// Mach services a confined container may look up on macOS
+    /// (`runtime.seatbelt_mach_services`).
+    pub mach_services: &'a [String],
+    /// Capabilities a non-privileged container may add beyond [`DEFAULT_CAPABILITIES`]
+    /// (`runtime.allowed_capabilities`; "ALL" allows every one).
+    pub allowed_capabilities: &'a [String],
 }
 
 /// The policy as the monitor receives it, in the container's process spec: the platform
@@ -148,9 +163,16 @@ pub fn check_root(spec: &ContainerSpec, pod: &Pod, uid: u32, rules: &RootRules<'
     )))
 }
 
-/// The capabilities a root process keeps: containerd's default set, plus what the request adds,
-/// minus what it drops ("ALL" in either means every capability).
-pub fn capabilities(spec: &ContainerSpec) -> Result<Vec<String>> {
+/// The capabilities a root process of a confined container keeps: [`DEFAULT_CAPABILITIES`],
+/// plus what the request adds, minus what it drops ("ALL" in either means every capability).
+///
+/// An add beyond the default set must be one the operator allows (`allowed`, from
+/// `runtime.allowed_capabilities`; "ALL" there allows every one): otherwise the request is
+/// refused with InvalidArgument naming the capability. Without this check a non-root container
+/// could ask for SYS_ADMIN or NET_ADMIN and keep them in its bounding set, for a setuid program
+/// (on a volume) to pick up; and with the host's network shared by every pod, NET_ADMIN is the
+/// host's. Privileged containers are not confined and never reach this.
+pub fn capabilities(spec: &ContainerSpec, allowed: &[String]) -> Result<Vec<String>> {
     let sec = &spec.security;
     if platform::capability_number("CHOWN").is_none() {
         // macOS has no capabilities: root is root. A request to drop some cannot be honoured.
@@ -181,6 +203,38 @@ pub fn capabilities(spec: &ContainerSpec) -> Result<Vec<String>> {
         .iter()
         .map(|c| canonical(c))
         .collect::<Result<Vec<_>>>()?;
+    let allowed = allowed
+        .iter()
+        .map(|c| canonical(c))
+        .collect::<Result<Vec<_>>>()?;
+    let allows_all = allowed.iter().any(|c| c == "ALL");
+    let refused: Vec<&String> = add
+        .iter()
+        .filter(|c| {
+            !DEFAULT_CAPABILITIES.contains(&c.as_str()) && !allows_all && !allowed.contains(c)
+        })
+        .collect();
+    if !refused.is_empty() {
+        let name = spec
+            .metadata
+            .as_ref()
+            .map(|m| m.name.as_str())
+            .unwrap_or_default();
+        let list = refused
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(Error::InvalidArgument(format!(
+            "container {name:?} asks for capabilities.add {list}: a non-privileged container \
+             gets only the default set ({}) and what the operator allows beyond it \
+             (runtime.allowed_capabilities = {:?}). Fix: drop the add, list the capability in \
+             runtime.allowed_capabilities (\"ALL\" allows every one), or make the container \
+             privileged",
+            DEFAULT_CAPABILITIES.join(", "),
+            allowed,
+        )));
+    }
     let mut kept: Vec<String> = if add.iter().any(|c| c == "ALL") {
         platform::capability_names()
             .iter()
@@ -386,7 +440,7 @@ pub fn policy(
     volumes: &[(PathBuf, bool)],
     masked: Vec<PathBuf>,
     read_only: Vec<PathBuf>,
-    mach_services: &[String],
+    rules: &PolicyRules<'_>,
 ) -> Result<Option<Policy>> {
     if !is_confined(spec, pod) {
         refuse_unconfined_asks(spec)?;
@@ -415,11 +469,11 @@ pub fn policy(
         deny: masked,
         read_only,
         no_new_privs: sec.no_new_privs,
-        capabilities: capabilities(spec)?,
+        capabilities: capabilities(spec, rules.allowed_capabilities)?,
         runtime_default_seccomp,
         seccomp_profile,
         network: true,
-        mach_services: mach_services.to_vec(),
+        mach_services: rules.mach_services.to_vec(),
     }))
 }
 
@@ -516,26 +570,55 @@ mod tests {
     }
 
     #[test]
-    fn capabilities_follow_containerd_defaults_with_adds_and_drops() {
+    fn capabilities_follow_the_defaults_with_allowed_adds_and_drops() {
         if platform::capability_number("CHOWN").is_none() {
             return;
         }
         let mut spec = ContainerSpec::default();
-        let kept = capabilities(&spec).expect("default");
+        let kept = capabilities(&spec, &[]).expect("default");
         assert_eq!(kept.len(), DEFAULT_CAPABILITIES.len());
+        assert!(
+            !kept.contains(&"NET_RAW".to_string()) && !kept.contains(&"SYS_RAWIO".to_string()),
+            "pods share the host's network: no raw sockets by default; no raw I/O: {kept:?}"
+        );
         spec.security = SecuritySpec {
             add_capabilities: vec!["CAP_NET_ADMIN".into(), "sys_time".into()],
             drop_capabilities: vec!["MKNOD".into(), "CAP_SYS_CHROOT".into()],
             ..Default::default()
         };
-        let kept = capabilities(&spec).expect("changed");
+        // Adds beyond the defaults are the operator's to allow.
+        let e = capabilities(&spec, &[]).expect_err("not allowed");
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("NET_ADMIN") && msg.contains("SYS_TIME"),
+            "{msg}"
+        );
+        assert!(msg.contains("runtime.allowed_capabilities"), "{msg}");
+        let e = capabilities(&spec, &["NET_ADMIN".into()]).expect_err("one of two allowed");
+        assert!(e.to_string().contains("SYS_TIME") && !e.to_string().contains("add NET_ADMIN"));
+        let allowed = vec!["cap_net_admin".to_string(), "SYS_TIME".into()];
+        let kept = capabilities(&spec, &allowed).expect("changed");
         assert!(kept.contains(&"NET_ADMIN".to_string()) && kept.contains(&"SYS_TIME".to_string()));
         assert!(!kept.contains(&"MKNOD".to_string()) && !kept.contains(&"SYS_CHROOT".to_string()));
+        // Adding what the defaults hold needs no allowance.
+        spec.security.add_capabilities = vec!["KILL".into()];
+        assert!(capabilities(&spec, &[]).is_ok());
+        // ALL: refused unless allowed, every capability when it is.
+        spec.security.add_capabilities = vec!["ALL".into()];
+        spec.security.drop_capabilities.clear();
+        let e = capabilities(&spec, &["NET_ADMIN".into()]).expect_err("ALL not allowed");
+        assert!(e.to_string().contains("ALL"), "{e}");
+        let all = capabilities(&spec, &["ALL".into()]).expect("ALL allowed");
+        assert_eq!(all.len(), platform::capability_names().len());
+        spec.security.add_capabilities = vec!["SYS_RAWIO".into()];
+        assert!(capabilities(&spec, &["ALL".into()]).is_ok());
         spec.security.drop_capabilities = vec!["ALL".into()];
-        assert!(capabilities(&spec).expect("none").is_empty());
+        spec.security.add_capabilities.clear();
+        assert!(capabilities(&spec, &[]).expect("none").is_empty());
         spec.security.drop_capabilities = vec!["CAP_WHATEVER".into()];
         assert!(matches!(
-            capabilities(&spec),
+            capabilities(&spec, &[]),
             Err(Error::InvalidArgument(_))
         ));
     }
@@ -574,30 +657,73 @@ mod tests {
         let mut spec = ContainerSpec::default();
         let p = pod("ci", "");
         let vols = vec![(root.join("data"), false), (root.join("cfg"), true)];
-        let policy = policy(&spec, &p, root, &vols, vec![], vec![], &[])
-            .expect("policy")
-            .expect("confined");
+        let policy = policy(
+            &spec,
+            &p,
+            root,
+            &vols,
+            vec![],
+            vec![],
+            &PolicyRules::default(),
+        )
+        .expect("policy")
+        .expect("confined");
         assert_eq!(policy.write, vec![root.to_path_buf(), root.join("data")]);
         assert_eq!(policy.read, vec![root.to_path_buf(), root.join("cfg")]);
         spec.security.readonly_rootfs = true;
-        let ro = super::policy(&spec, &p, root, &vols, vec![], vec![], &[])
-            .expect("policy")
-            .expect("confined");
+        let ro = super::policy(
+            &spec,
+            &p,
+            root,
+            &vols,
+            vec![],
+            vec![],
+            &PolicyRules::default(),
+        )
+        .expect("policy")
+        .expect("confined");
         assert_eq!(ro.write, vec![root.join("dev"), root.join("data")]);
         spec.security.privileged = true;
         assert!(
-            super::policy(&spec, &p, root, &vols, vec![], vec![], &[]).is_err(),
+            super::policy(
+                &spec,
+                &p,
+                root,
+                &vols,
+                vec![],
+                vec![],
+                &PolicyRules::default()
+            )
+            .is_err(),
             "an unconfined read-only root is refused, not pretended"
         );
         spec.security.readonly_rootfs = false;
         assert_eq!(
-            super::policy(&spec, &p, root, &vols, vec![], vec![], &[]).expect("p"),
+            super::policy(
+                &spec,
+                &p,
+                root,
+                &vols,
+                vec![],
+                vec![],
+                &PolicyRules::default()
+            )
+            .expect("p"),
             None
         );
         spec.security.privileged = false;
         let unconfined = pod("ci", UNCONFINED_HANDLER);
         assert_eq!(
-            super::policy(&spec, &unconfined, root, &vols, vec![], vec![], &[]).expect("p"),
+            super::policy(
+                &spec,
+                &unconfined,
+                root,
+                &vols,
+                vec![],
+                vec![],
+                &PolicyRules::default()
+            )
+            .expect("p"),
             None
         );
     }
@@ -609,7 +735,15 @@ mod tests {
         let ask = |f: fn(&mut SecuritySpec)| {
             let mut spec = ContainerSpec::default();
             f(&mut spec.security);
-            policy(&spec, &pod, root, &[], vec![], vec![], &[])
+            policy(
+                &spec,
+                &pod,
+                root,
+                &[],
+                vec![],
+                vec![],
+                &PolicyRules::default(),
+            )
         };
         assert!(ask(|_| {}).expect("nothing asked").is_none());
         for (f, named) in [

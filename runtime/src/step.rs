@@ -168,7 +168,11 @@ impl StepRoot {
             &[],
             masked,
             read_only,
-            &opts.mach_services,
+            &crate::confinement::PolicyRules {
+                mach_services: &opts.mach_services,
+                // A step adds no capability.
+                allowed_capabilities: &[],
+            },
         )?;
         Ok(())
     }

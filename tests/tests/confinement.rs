@@ -318,7 +318,8 @@ impl Drop for KillOnDrop {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_security_context_is_honoured() -> anyhow::Result<()> {
-    let server = Server::start().await?;
+    let server =
+        Server::start_with_config("[runtime]\nallowed_capabilities = [\"SYS_TIME\"]\n").await?;
     let (mut rt, _) = server.client().await?;
     let pod = run_pod(&mut rt, &server, "context").await?;
     let data = server.dir.path().join("data");
@@ -442,6 +443,83 @@ async fn the_security_context_is_honoured() -> anyhow::Result<()> {
     );
     let r = exec(&mut rt, &masked, &["sh", "-c", "echo x > /tmp/x"], 10).await?;
     assert_ne!(r.exit_code, 0, "a write in a read-only path");
+    Ok(())
+}
+
+/// The effective capability set `caps` printed by the probe, as a mask.
+fn caps_mask(out: &str) -> anyhow::Result<u64> {
+    Ok(u64::from_str_radix(out.trim_start_matches("caps "), 16)?)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn capability_adds_need_the_operators_allowance() -> anyhow::Result<()> {
+    const NET_ADMIN: u32 = 12;
+    const NET_RAW: u32 = 13;
+    const SYS_RAWIO: u32 = 17;
+    const SYS_ADMIN: u32 = 21;
+    let adds = |caps: &[&str], uid: Option<i64>| {
+        let caps: Vec<String> = caps.iter().map(|c| c.to_string()).collect();
+        move |c: &mut cri::ContainerConfig| {
+            c.linux = Some(security(|sc| {
+                sc.run_as_user = uid.map(|value| cri::Int64Value { value });
+                sc.capabilities = Some(cri::Capability {
+                    add_capabilities: caps,
+                    ..Default::default()
+                });
+            }));
+        }
+    };
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "caps").await?;
+    // A uid-1000 container asking for NET_ADMIN and SYS_ADMIN is refused, both named.
+    let mut config = container_config("admin", "sleep 1000");
+    adds(&["NET_ADMIN", "CAP_SYS_ADMIN"], Some(1000))(&mut config);
+    let e = create(&mut rt, &pod, config).await.expect_err("refused");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    for named in ["NET_ADMIN", "SYS_ADMIN", "runtime.allowed_capabilities"] {
+        assert!(e.message().contains(named), "{named}: {}", e.message());
+    }
+    // ALL is refused as clearly.
+    let mut config = container_config("all", "sleep 1000");
+    adds(&["ALL"], None)(&mut config);
+    let e = create(&mut rt, &pod, config).await.expect_err("refused");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("ALL"), "{}", e.message());
+    // Root's default set has no raw sockets (the host's network) and no raw I/O.
+    let (plain, cmd) = probing_container(&mut rt, &server, &pod, "plain", adds(&[], None)).await?;
+    let mask = caps_mask(&probe(&mut rt, &plain, &cmd, &["caps"]).await?)?;
+    assert_eq!(
+        mask & (1 << NET_RAW),
+        0,
+        "NET_RAW in the default set: {mask:x}"
+    );
+    assert_eq!(mask & (1 << SYS_RAWIO), 0, "SYS_RAWIO: {mask:x}");
+    assert_ne!(mask & 1, 0, "CHOWN kept: {mask:x}");
+    drop(server);
+
+    // What the operator allows is granted; ALL allowed gives every capability the server holds
+    // (it starts, where a capset of capabilities the server lacks would fail with EPERM).
+    let server =
+        Server::start_with_config("[runtime]\nallowed_capabilities = [\"NET_ADMIN\"]\n").await?;
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "caps").await?;
+    let (admin, cmd) =
+        probing_container(&mut rt, &server, &pod, "admin", adds(&["NET_ADMIN"], None)).await?;
+    let mask = caps_mask(&probe(&mut rt, &admin, &cmd, &["caps"]).await?)?;
+    assert_ne!(mask & (1 << NET_ADMIN), 0, "NET_ADMIN allowed: {mask:x}");
+    assert_eq!(mask & (1 << SYS_ADMIN), 0, "{mask:x}");
+    let mut config = container_config("sysadmin", "sleep 1000");
+    adds(&["SYS_ADMIN"], None)(&mut config);
+    let e = create(&mut rt, &pod, config).await.expect_err("refused");
+    assert!(e.message().contains("SYS_ADMIN"), "{}", e.message());
+    drop(server);
+    let server = Server::start_with_config("[runtime]\nallowed_capabilities = [\"ALL\"]\n").await?;
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "caps").await?;
+    let (all, cmd) = probing_container(&mut rt, &server, &pod, "all", adds(&["ALL"], None)).await?;
+    let mask = caps_mask(&probe(&mut rt, &all, &cmd, &["caps"]).await?)?;
+    assert_ne!(mask & (1 << SYS_ADMIN), 0, "ALL: {mask:x}");
     Ok(())
 }
 

@@ -307,6 +307,77 @@ async fn cluster_domain_resolver_file_lives_with_its_pods() -> anyhow::Result<()
     Ok(())
 }
 
+/// Issue #26, 1: a pod's DNS config never reaches the host's resolver beyond the cluster's own
+/// domain and servers: search domains `svc.com`, `svc.apple.com`, `svc.local` write nothing, and a
+/// pod with servers of its own (dnsPolicy None) gets its resolv.conf and nothing on the host.
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_dns_config_never_redirects_the_hosts_domains() -> anyhow::Result<()> {
+    let resolver = tempfile::tempdir()?;
+    let listing = || -> Vec<String> {
+        std::fs::read_dir(resolver.path())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for servers in ["[]", "[\"10.96.0.10\"]"] {
+        let server = Server::start_with_config(&format!(
+            "[runtime]\ncluster_dns_resolver_dir = {:?}\ncluster_dns_servers = {servers}\n",
+            resolver.path().display().to_string()
+        ))
+        .await?;
+        let (mut rt, _) = server.client().await?;
+        let hostile = run_pod_with(&mut rt, &server, "hostile", |c| {
+            c.dns_config = Some(cri::DnsConfig {
+                servers: vec!["192.0.2.53".into()],
+                searches: vec![
+                    "default.svc.com".into(),
+                    "svc.com".into(),
+                    "svc.apple.com".into(),
+                    "svc.local".into(),
+                ],
+                options: vec![],
+            })
+        })
+        .await?;
+        assert_eq!(listing(), Vec::<String>::new(), "servers {servers}");
+        // dnsPolicy None, the cluster's search list copied, servers of its own.
+        let own = run_pod_with(&mut rt, &server, "own", |c| {
+            if let Some(d) = c.dns_config.as_mut() {
+                d.servers = vec!["192.0.2.53".into()];
+            }
+        })
+        .await?;
+        if servers != "[]" {
+            assert_eq!(listing(), Vec::<String>::new(), "servers {servers}");
+        }
+        let resolv =
+            std::fs::read_to_string(server.root().join("pods").join(&own).join("resolv.conf"))?;
+        assert!(resolv.contains("nameserver 192.0.2.53"), "{resolv}");
+        // A ClusterFirst pod: the cluster's domain, the cluster's servers, nothing else.
+        let cluster = run_pod(&mut rt, &server, "cluster").await?;
+        if servers == "[]" {
+            // Learned servers: the two pods disagree, so neither is trusted.
+            assert_eq!(listing(), Vec::<String>::new());
+            rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: own.clone(),
+            })
+            .await?;
+        }
+        assert_eq!(listing(), vec!["cluster.local".to_string()]);
+        let written = std::fs::read_to_string(resolver.path().join("cluster.local"))?;
+        assert!(written.ends_with("\nnameserver 10.96.0.10\n"), "{written}");
+        for id in [hostile, own, cluster] {
+            rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id })
+                .await?;
+        }
+        assert_eq!(listing(), Vec::<String>::new());
+    }
+    Ok(())
+}
+
 /// Linux-only fields darwin nodes cannot honour are refused, naming the field.
 #[tokio::test(flavor = "multi_thread")]
 async fn linux_only_fields_are_refused_by_name() -> anyhow::Result<()> {

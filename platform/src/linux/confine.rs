@@ -178,6 +178,32 @@ struct CapData {
 
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
+/// This process's permitted capability set, as a mask.
+fn permitted_capabilities() -> io::Result<u64> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capget writes two CapData values (version 3) into the array, which outlives the
+    // call, and reads the header.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(u64::from(data[0].permitted) | (u64::from(data[1].permitted) << 32))
+}
+
 /// A [`crate::Confinement`] made ready before the fork: the Landlock ruleset (a descriptor),
 /// the compiled seccomp filters, the capability numbers. The child only makes system calls.
 pub struct Confined {
@@ -259,6 +285,11 @@ impl Confined {
             })?;
             keep |= 1 << n;
         }
+        // Only what this process holds can be kept: capset(2) refuses (EPERM) to raise a
+        // capability outside the caller's permitted set, so `add: [ALL]` (every capability by
+        // name) would fail every start where darwin-cri itself runs with fewer (a container,
+        // a systemd unit's CapabilityBoundingSet).
+        keep &= permitted_capabilities()?;
         let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())

@@ -325,7 +325,10 @@ impl Runtime {
                 &volumes,
                 masked,
                 read_only,
-                &self.opts.seatbelt_mach_services,
+                &crate::confinement::PolicyRules {
+                    mach_services: &self.opts.seatbelt_mach_services,
+                    allowed_capabilities: &self.opts.allowed_capabilities,
+                },
             )
         })();
         let confinement = match confinement {

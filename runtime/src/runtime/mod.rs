@@ -75,6 +75,12 @@ pub struct RuntimeOptions {
     pub mdns_socket: Option<PathBuf>,
     /// Where cluster domains' resolver(5) files are written (see [`crate::cluster_dns`]).
     pub resolver_dir: Option<PathBuf>,
+    /// The cluster's DNS domain (kubelet's clusterDomain): the only one sent to the resolver
+    /// directory.
+    pub cluster_domain: String,
+    /// The cluster's DNS servers (kubelet's clusterDNS); empty: those of the first ClusterFirst
+    /// pod.
+    pub cluster_dns_servers: Vec<String>,
     /// Let every container run as root (uid 0); otherwise only privileged ones and those of
     /// `allow_root_namespaces`.
     pub allow_root: bool,
@@ -82,6 +88,8 @@ pub struct RuntimeOptions {
     pub allow_root_namespaces: Vec<String>,
     /// Mach services a confined container may look up (macOS).
     pub seatbelt_mach_services: Vec<String>,
+    /// Capabilities a non-privileged container may add beyond the default set ("ALL": any).
+    pub allowed_capabilities: Vec<String>,
 }
 
 /// What happened to a container, for GetContainerEvents.
@@ -220,7 +228,11 @@ impl Runtime {
             })
             .map(|c| (c.id.clone(), c))
             .collect();
-        let cluster_dns = crate::cluster_dns::ClusterDns::new(opts.resolver_dir.clone());
+        let cluster_dns = crate::cluster_dns::ClusterDns::new(
+            opts.resolver_dir.clone(),
+            &opts.cluster_domain,
+            opts.cluster_dns_servers.clone(),
+        );
         Ok(Arc::new(Runtime {
             opts,
             images,

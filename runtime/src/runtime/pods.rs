@@ -61,6 +61,7 @@ impl Runtime {
             return Err(e);
         }
         let dns = spec.dns.clone();
+        let namespace = spec.metadata.namespace.clone();
         let result = self.make_pod_dir(&dir, &spec).and_then(|()| {
             let pod = Pod {
                 id: id.clone(),
@@ -79,7 +80,7 @@ impl Runtime {
             self.release(&key);
             return Err(e);
         }
-        self.cluster_dns.add(&id, dns.as_ref());
+        self.cluster_dns.add(&id, &namespace, dns.as_ref());
         Ok(id)
     }
 

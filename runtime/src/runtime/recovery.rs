@@ -71,7 +71,8 @@ impl Runtime {
             if let Err(e) = self.host_ports.open(&p.id, &p.spec.port_mappings) {
                 tracing::warn!(pod = p.id, error = %e, "cannot serve the pod's host ports again");
             }
-            self.cluster_dns.add(&p.id, p.spec.dns.as_ref());
+            self.cluster_dns
+                .add(&p.id, &p.spec.metadata.namespace, p.spec.dns.as_ref());
         }
         self.cluster_dns.sweep();
         for c in self.list_containers() {
