@@ -80,6 +80,19 @@ impl LayerBuilder {
         self
     }
 
+    /// An entry of tar type `kind` (a contiguous file '7', a fifo) owned by root.
+    pub(crate) fn entry(
+        mut self,
+        kind: tar::EntryType,
+        path: &str,
+        data: &[u8],
+        mode: u32,
+    ) -> Self {
+        let h = Self::header(kind, mode, data.len() as u64);
+        self.raw(h, path.as_bytes(), None, data);
+        self
+    }
+
     pub(crate) fn symlink(mut self, path: &str, target: &str) -> Self {
         let h = Self::header(tar::EntryType::Symlink, 0o777, 0);
         self.raw(h, path.as_bytes(), Some(target.as_bytes()), &[]);

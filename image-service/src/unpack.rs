@@ -307,9 +307,21 @@ impl LayerState<'_> {
             .mode()
             .map_err(|e| Error::InvalidLayout(format!("{}: bad mode: {e}", rel.display())))?
             & 0o7777;
-        if !self.keep_setuid && header.entry_type() == EntryType::Regular && mode & 0o6000 != 0 {
-            tracing::debug!(path = %rel.display(), mode = format!("{mode:o}"), "setuid/setgid bits cleared");
-            mode &= !0o6000;
+        // Setuid and setgid are cleared on every entry that becomes a file, whatever its tar type:
+        // a contiguous file ('7', Continuous) is written as a regular file like '0' (issue #26:
+        // a type-7 setuid-root file kept 4755), and so is a regular entry's old-tar name with a
+        // trailing slash made a directory below. Hard links take the bits of their target, which
+        // was cleared when it was unpacked. Directories keep setgid, as containerd and every tar
+        // do: it only makes new entries inherit the directory's group (and new subdirectories
+        // the bit), which gives no process a privilege; their setuid bit is cleared (Linux
+        // ignores it; BSDs with SUIDDIR would give new files the directory's owner).
+        let clear = match kind {
+            EntryType::Directory => 0o4000,
+            _ => 0o6000,
+        };
+        if !self.keep_setuid && mode & clear != 0 {
+            tracing::debug!(path = %rel.display(), mode = format!("{mode:o}"), kind = ?kind, "setuid/setgid bits cleared");
+            mode &= !clear;
         }
         let uid = id_field(header.uid(), &rel)?;
         let gid = id_field(header.gid(), &rel)?;
@@ -935,6 +947,11 @@ mod tests {
             .file("bin/wall", b"x", 0o2755)
             .file("bin/open", b"x", 0o4777)
             .dir("shared/", 0o2775)
+            // Issue #26, 2: a contiguous file (tar type '7') is a regular file to every reader.
+            .entry(EntryType::Continuous, "bin/contiguous", b"x", 0o4755)
+            .entry(EntryType::Continuous, "bin/contiguous-g", b"x", 0o6711)
+            .entry(EntryType::Fifo, "run/fifo", b"", 0o4660)
+            .dir("suid-dir/", 0o4755)
             .build();
         let e = env();
         apply_layer(&e.root, tar.as_slice(), Compression::None, &sha(&tar)).unwrap();
@@ -943,6 +960,22 @@ mod tests {
         assert_eq!(mode(&e.root, "bin/su"), 0o755);
         assert_eq!(mode(&e.root, "bin/wall"), 0o755);
         assert_eq!(mode(&e.root, "bin/open"), 0o777);
+        assert_eq!(
+            mode(&e.root, "bin/contiguous"),
+            0o755,
+            "type 7 setuid cleared"
+        );
+        assert_eq!(
+            mode(&e.root, "bin/contiguous-g"),
+            0o711,
+            "type 7 setgid cleared"
+        );
+        assert_eq!(mode(&e.root, "run/fifo"), 0o660);
+        assert_eq!(
+            mode(&e.root, "suid-dir"),
+            0o755,
+            "a directory's setuid is cleared"
+        );
         assert_eq!(
             mode(&e.root, "shared"),
             0o2775,

@@ -431,13 +431,22 @@ async fn mirrors_first_then_origin_and_corrupt_blobs_refused() -> anyhow::Result
     Ok(())
 }
 
-/// A tar with raw entry names (no `..` checks): (name, kind, link target, data).
+/// A tar with raw entry names (no `..` checks): (name, kind, link target, data), mode 0755.
 fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+    let with_mode: Vec<_> = entries
+        .iter()
+        .map(|&(name, kind, link, data)| (name, kind, link, data, 0o755))
+        .collect();
+    raw_tar_modes(&with_mode)
+}
+
+/// [`raw_tar`] with each entry's mode: (name, kind, link target, data, mode), owned by root.
+fn raw_tar_modes(entries: &[(&str, tar::EntryType, &str, &[u8], u32)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
-    for (name, kind, link, data) in entries {
+    for (name, kind, link, data, mode) in entries {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(*kind);
-        h.set_mode(0o755);
+        h.set_mode(*mode);
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(1_700_000_000);
@@ -455,7 +464,7 @@ fn raw_tar(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
 
 #[tokio::test]
 async fn hostile_layers_write_nothing_outside() -> anyhow::Result<()> {
-    use tar::EntryType::{Directory, Link, Regular, Symlink};
+    use tar::EntryType::{Continuous, Directory, Link, Regular, Symlink};
     let reg = TestRegistry::start()?;
     let work = tempfile::tempdir()?;
     let outside = tempfile::Builder::new()
@@ -510,6 +519,18 @@ async fn hostile_layers_write_nothing_outside() -> anyhow::Result<()> {
             raw_tar(&[("etc/.wh...", Regular, "", b"")]),
             false,
         ),
+        // Issue #26, 2: a setuid-root file as a contiguous-file entry (tar type '7', a regular
+        // file to every reader) kept mode 4755; and its setgid twin, and a regular one.
+        (
+            "contiguous-setuid",
+            raw_tar_modes(&[
+                ("bin/", Directory, "", b"", 0o755),
+                ("bin/su7", Continuous, "", b"#!/bin/sh\n", 0o4755),
+                ("bin/sg7", Continuous, "", b"#!/bin/sh\n", 0o2755),
+                ("bin/su0", Regular, "", b"#!/bin/sh\n", 0o4755),
+            ]),
+            true,
+        ),
     ];
     let cfg = config_file(work.path(), &[(&reg.addr, vec![], true)])?;
     let server = server_with(&cfg).await?;
@@ -542,9 +563,33 @@ async fn hostile_layers_write_nothing_outside() -> anyhow::Result<()> {
             assert!(!Path::new(p).exists(), "{name}: {p}");
         }
         assert!(std::fs::read_to_string("/etc/passwd")?.contains("root"));
+        let setuid = files_with_setuid(&server.root().join("images"))?;
+        assert!(
+            setuid.is_empty(),
+            "{name}: setuid/setgid files kept: {setuid:?}"
+        );
     }
     verify_store(&server.root())?;
     Ok(())
+}
+
+/// Files (not directories) under `dir` with a setuid or setgid bit, links not followed.
+fn files_with_setuid(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let e = e?;
+            let m = e.path().symlink_metadata()?;
+            if m.is_dir() {
+                todo.push(e.path());
+            } else if !m.file_type().is_symlink() && m.permissions().mode() & 0o6000 != 0 {
+                found.push(e.path());
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Pushes an image of two gzip layers to `reg` as `repo_tag`: a one-byte file `small`, then
