@@ -30,8 +30,6 @@ Commands:
   uninstall            stop the daemons; remove the binaries, plists and newsyslog entry;
                        keep the configs, /var/lib/darwin-cri and /var/lib/kubelet unless --purge
 
-KUBE_VERSION is v1.37.2; ARCH is arm64 or amd64, this machine's.
-
 Options:
   --dry-run            print every action as "+ command ...", change nothing
   --prefix DIR         prepend DIR to every installed path (packaging, tests); implies
@@ -59,6 +57,8 @@ Options:
                        pods, state) and /var/log/darwin-cri; and /var/lib/kubelet and the
                        kubeconfigs and CA in /etc/kubernetes (the node must join again)
   -h, --help           this text
+
+KUBE_VERSION is v1.37.2; ARCH is arm64 or amd64, this machine's.
 EOF
 }
 

@@ -488,6 +488,117 @@ fn install_sh_installs_the_kubelet_and_joins_with_a_bootstrap_token() -> anyhow:
     Ok(())
 }
 
+/// install.sh as on a Mac, with stand-ins for uname, scutil and launchctl (which says the jobs
+/// named in $LOADED are loaded): the order of launchd steps, and the node name from LocalHostName.
+#[test]
+fn install_sh_on_a_mac_stops_kubelet_first_and_starts_it_after_darwin_cri_and_doctor()
+-> anyhow::Result<()> {
+    let stubs = tempfile::tempdir()?;
+    for (name, body) in [
+        ("uname", "[ \"$1\" = -m ] && echo arm64 || echo Darwin"),
+        ("scutil", "echo Mac-Mini-07"),
+        (
+            "launchctl",
+            "case \"$1\" in print) case \" $LOADED \" in *\" ${2#system/} \"*) exit 0;; esac; exit 1;; esac",
+        ),
+    ] {
+        let path = stubs.path().join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n"))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let path = format!(
+        "{}:{}",
+        stubs.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let kubelet = stubs.path().join("kubelet");
+    std::fs::write(&kubelet, "#!/bin/sh\n")?;
+    std::fs::set_permissions(&kubelet, std::fs::Permissions::from_mode(0o755))?;
+    let ca = stubs.path().join("ca.crt");
+    std::fs::write(
+        &ca,
+        "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n",
+    )?;
+    let bin = binary();
+    let mac = |loaded: &str, args: &[&str]| -> anyhow::Result<(bool, String)> {
+        let out = Command::new("bash")
+            .arg(deploy().join("install.sh"))
+            .args(args)
+            .env("PATH", &path)
+            .env("LOADED", loaded)
+            .output()?;
+        Ok((
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    };
+    let launchd_steps = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| l.starts_with("+ launchctl") || l.contains(" doctor"))
+            .map(|l| l.trim_start_matches("+ ").to_string())
+            .collect()
+    };
+    let (kubelet, ca) = (
+        kubelet.to_str().expect("utf-8"),
+        ca.to_str().expect("utf-8"),
+    );
+    let bin_arg = bin.to_str().expect("utf-8");
+    let (ok, out) = mac(
+        "io.darwin-cri io.darwin-cri.kubelet",
+        &[
+            "--dry-run",
+            "--binary",
+            bin_arg,
+            "--kubelet",
+            kubelet,
+            "--join-server",
+            "https://10.0.0.1:6443",
+            "--join-token",
+            "abcdef.0123456789abcdef",
+            "--join-ca",
+            ca,
+        ],
+    )?;
+    assert!(ok, "{out}");
+    assert_eq!(
+        launchd_steps(&out),
+        [
+            "launchctl bootout system/io.darwin-cri.kubelet",
+            "launchctl bootout system/io.darwin-cri",
+            "launchctl enable system/io.darwin-cri",
+            "launchctl bootstrap system /Library/LaunchDaemons/io.darwin-cri.plist",
+            "/usr/local/bin/darwin-cri --config /usr/local/etc/darwin-cri/config.toml doctor --kubelet-config /var/lib/kubelet/config.yaml",
+            "launchctl enable system/io.darwin-cri.kubelet",
+            "launchctl bootstrap system /Library/LaunchDaemons/io.darwin-cri.kubelet.plist",
+        ],
+        "{out}"
+    );
+    assert!(
+        out.contains("node name: mac-mini-07"),
+        "the LocalHostName, in lower case: {out}"
+    );
+
+    // Uninstall: kubelet stops first.
+    let (ok, out) = mac(
+        "io.darwin-cri io.darwin-cri.kubelet",
+        &["uninstall", "--dry-run"],
+    )?;
+    assert!(ok, "{out}");
+    assert_eq!(
+        launchd_steps(&out),
+        [
+            "launchctl bootout system/io.darwin-cri.kubelet",
+            "launchctl bootout system/io.darwin-cri",
+        ],
+        "{out}"
+    );
+    Ok(())
+}
+
 #[test]
 fn the_mac_configuration_loads() -> anyhow::Result<()> {
     let out = Command::new(binary())
