@@ -59,8 +59,14 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Sta
             readonly: m.readonly,
         });
     }
-    spec.security.from_linux_kubelet = config.linux.is_some();
-    let linux = config.linux.unwrap_or_default();
+    // A darwin kubelet sends no Linux config: its keys stand for it (kubelet_annotations.rs).
+    // Either way the kubelet sent the pod's securityContext, which error messages then name.
+    let linux = match config.linux {
+        Some(linux) => Some(linux),
+        None => super::kubelet_annotations::linux_config(&spec.annotations)?,
+    };
+    spec.security.from_linux_kubelet = linux.is_some();
+    let linux = linux.unwrap_or_default();
     spec.linux_resources = linux.resources.as_ref().map(linux_resources);
     if let Some(sc) = linux.security_context {
         spec.run_as_user = sc.run_as_user.map(|v| v.value);

@@ -4,6 +4,7 @@
 mod container;
 mod image;
 mod info;
+mod kubelet_annotations;
 mod sandbox;
 mod stats;
 mod status;
