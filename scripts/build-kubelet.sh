@@ -40,8 +40,9 @@ go mod download -modfile="$modfile" k8s.io/kubernetes k8s.io/mount-utils
 for m in kubernetes mount-utils; do
   src=$(go list -modfile="$modfile" -m -f '{{.Dir}}' "k8s.io/$m")
   if [ ! -f "$tree/$m/.complete" ] || [ "$(cat "$tree/$m/.complete")" != "$src" ]; then
-    rm -rf "$tree/$m"
-    cp -al "$src" "$tree/$m"
+    rm -rf "${tree:?}/$m"
+    # Hard links where cp has -l (GNU); a copy elsewhere (macOS's cp).
+    cp -al "$src" "$tree/$m" 2>/dev/null || { rm -rf "${tree:?}/$m"; cp -R "$src" "$tree/$m"; }
     echo "$src" >"$tree/$m/.complete"
   fi
 done
@@ -63,7 +64,7 @@ commit=$(git -C "$root" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 dirty=clean
 [ -z "$(git -C "$root" status --porcelain -- kubelet scripts/build-kubelet.sh 2>/dev/null)" ] || dirty=dirty
 epoch=$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)
-build_date=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)
+build_date=$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u -r "$epoch" +%Y-%m-%dT%H:%M:%SZ)
 major=${version#v}; major=${major%%.*}
 minor_n=${version#v*.}; minor_n=${minor_n%%.*}
 v=k8s.io/component-base/version
@@ -79,5 +80,7 @@ for t in "${targets[@]}"; do
     -tags darwincri -trimpath -ldflags "$ldflags" -o "$out/$os-$arch/kubelet" ./cmd/kubelet
   echo "build-kubelet: $version $os/$arch in $(( $(date +%s) - start )) s: $(du -h "$out/$os-$arch/kubelet" | cut -f1)"
 done
-(cd "$out" && find . -name kubelet -type f | sort | xargs sha256sum >SHA256SUMS)
+sha=(sha256sum)
+command -v sha256sum >/dev/null 2>&1 || sha=(shasum -a 256)
+(cd "$out" && find . -name kubelet -type f | sort | xargs "${sha[@]}" >SHA256SUMS)
 cat "$out/SHA256SUMS"

@@ -51,6 +51,8 @@ if [ "${1:-}" = "--tests" ]; then
   command -v bindfs >/dev/null 2>&1 || need+=(bindfs)
   command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
   command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+  # scripts/test-kubelet.sh checks the darwin kubelet is a Mach-O binary.
+  command -v file >/dev/null 2>&1 || need+=(file)
   # The Homebrew formula is loaded by Ruby (tests/tests/deploy.rs).
   command -v ruby >/dev/null 2>&1 || need+=(ruby)
   # scripts/check-macos.sh: Debian's Rust 1.96 and the standard library's source.

@@ -15,6 +15,9 @@ cargo test --locked --workspace --features cri-server/kube 2>&1 | tee "$log"
 # The first run on a Mac (scripts/mac-smoke.sh), against the Linux twin: the steps a Mac owner
 # reports with cannot rot (cargo test built cri-smoke beside darwin-cri).
 scripts/mac-smoke.sh
+# This project's kubelet (kubelet/, docs/kubelet.md): vet, unit tests, the darwin/arm64 build and the
+# twin's kubelet that the end-to-end tests run.
+scripts/test-kubelet.sh
 # The code style the README promises, with and without the node reporter.
 cargo fmt --all --check
 cargo clippy --locked --all-targets -- -D warnings
