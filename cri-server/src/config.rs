@@ -77,6 +77,7 @@ impl MountsConfig {
         MountPolicy {
             mechanism,
             allowed_host_paths: self.allowed_host_paths.clone(),
+            own_paths: Vec::new(),
         }
     }
 }

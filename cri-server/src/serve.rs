@@ -177,7 +177,12 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         limit_interval: Duration::from_millis(config.runtime.limit_check_interval_ms.max(10)),
         event_buffer: config.runtime.event_buffer.max(1),
         stats_interval: Duration::from_millis(config.runtime.stats_interval_ms),
-        mounts: config.mounts.policy(),
+        // darwin-cri's own directories are never mount sources (issue #26, 11).
+        mounts: config.mounts.policy().with_own_paths(
+            [config.root.clone(), config.state_dir.clone()]
+                .into_iter()
+                .chain(config.socket.parent().map(Path::to_path_buf)),
+        ),
         mdns_socket: config.runtime.mdns_socket(),
         resolver_dir: config.runtime.resolver_dir(),
         cluster_domain: config.runtime.cluster_domain.clone(),

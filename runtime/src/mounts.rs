@@ -47,6 +47,10 @@ pub struct MountPolicy {
     /// every path. kubelet's own mounts (hosts file, service-account tokens, termination log)
     /// come from its root dir, so that belongs in the list.
     pub allowed_host_paths: Vec<PathBuf>,
+    /// darwin-cri's own directories (its root, its state directory, the CRI socket's directory):
+    /// a mount source that is one of them, lies inside one or holds one is refused whatever
+    /// `allowed_host_paths` says, and so is `/` (see [`MountPolicy::resolve_source`]).
+    pub own_paths: Vec<PathBuf>,
 }
 
 impl Default for MountPolicy {
@@ -54,7 +58,42 @@ impl Default for MountPolicy {
         MountPolicy {
             mechanism: MountMechanism::native(),
             allowed_host_paths: Vec::new(),
+            own_paths: Vec::new(),
         }
+    }
+}
+
+impl MountPolicy {
+    /// The policy with darwin-cri's own directories (root, state directory, the socket's
+    /// directory) refused as mount sources.
+    pub fn with_own_paths(mut self, paths: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.own_paths.extend(paths);
+        self
+    }
+
+    /// Why `real` (a resolved source) may never be mounted, whatever the allowed list says.
+    fn refused_always(&self, real: &Path) -> Option<String> {
+        if real.parent().is_none() {
+            return Some("is the host's root directory /".into());
+        }
+        for own in &self.own_paths {
+            // Compared as the host resolves them (macOS: /var is /private/var).
+            let own = own.canonicalize().unwrap_or_else(|_| own.clone());
+            if real.starts_with(&own) || own.starts_with(real) {
+                return Some(format!(
+                    "is or {} darwin-cri's own directory {} (its root, state or socket \
+                     directory: other pods' roots, the metadata store, the CRI and monitor \
+                     sockets)",
+                    if real.starts_with(&own) {
+                        "lies inside"
+                    } else {
+                        "holds"
+                    },
+                    own.display()
+                ));
+            }
+        }
+        None
     }
 }
 
@@ -139,6 +178,20 @@ impl MountPolicy {
                 "mount source {host_path:?} (for {container_path:?}) does not exist: {e}"
             ))
         })?;
+        // Whatever the allowed list says (empty allows everything else): `/` would give the
+        // container the whole host, and darwin-cri's own directories every other pod's root, the
+        // metadata store and the sockets that start processes as root.
+        if let Some(why) = self.refused_always(&real) {
+            return Err(Error::InvalidArgument(format!(
+                "mount source {host_path:?} (for {container_path:?}) {}{why}; it is never \
+                 mounted into a container, whatever mounts.allowed_host_paths says",
+                if real != given {
+                    format!("resolves to {}, which ", real.display())
+                } else {
+                    String::new()
+                }
+            )));
+        }
         if self.allowed_host_paths.is_empty()
             || self.allowed_host_paths.iter().any(|allowed| {
                 real.starts_with(allowed.canonicalize().as_deref().unwrap_or(allowed))
@@ -358,10 +411,47 @@ pub fn is_stale(target: &Path) -> bool {
 mod tests {
     use super::*;
 
+    /// Issue #26, 11: an empty allowed list (the default) allowed `/`, the socket directory
+    /// and darwin-cri's own root and state.
+    #[test]
+    fn the_host_root_and_darwin_cris_own_directories_are_never_sources() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (root, state) = (dir.path().join("root"), dir.path().join("run"));
+        let data = dir.path().join("data");
+        for d in [&root, &state, &data, &root.join("pods/p")] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        std::os::unix::fs::symlink("/", data.join("slash")).expect("symlink");
+        let s = |p: &Path| p.display().to_string();
+        for allowed in [vec![], vec![PathBuf::from("/")]] {
+            let p = MountPolicy {
+                allowed_host_paths: allowed,
+                ..MountPolicy::default()
+            }
+            .with_own_paths([root.clone(), state.clone()]);
+            for refused in [
+                PathBuf::from("/"),
+                data.join("slash"),
+                root.clone(),
+                root.join("pods/p"),
+                state.clone(),
+                dir.path().to_path_buf(),
+            ] {
+                let e = p
+                    .resolve_source(&s(&refused), "/host")
+                    .expect_err("refused");
+                assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+                assert!(e.to_string().contains("never"), "{e}");
+            }
+            assert!(p.resolve_source(&s(&data), "/data").is_ok());
+        }
+    }
+
     fn policy(allowed: &[&Path]) -> MountPolicy {
         MountPolicy {
             mechanism: MountMechanism::Bind,
             allowed_host_paths: allowed.iter().map(|p| p.to_path_buf()).collect(),
+            own_paths: Vec::new(),
         }
     }
 

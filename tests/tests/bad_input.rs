@@ -1,5 +1,7 @@
 //! Every bad input of the spine: clear gRPC codes, nothing half-made left behind, no panic.
 
+use std::path::PathBuf;
+
 use darwin_cri_tests::v1 as cri;
 use darwin_cri_tests::*;
 use tonic::Code;
@@ -404,5 +406,52 @@ async fn a_stale_socket_is_replaced() -> anyhow::Result<()> {
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(server.socket())?.permissions());
     assert_eq!(mode & 0o777, 0o660);
+    Ok(())
+}
+
+/// Issue #26, 11: with no mounts.allowed_host_paths (the default) a pod could mount `/`, the
+/// socket directory and darwin-cri's own root and state; they are refused whatever the list
+/// says, even through a symlink.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_root_and_darwin_cris_own_directories_are_never_mounted() -> anyhow::Result<()> {
+    let outer = tempfile::tempdir()?;
+    let link = outer.path().join("to-root");
+    for toml in ["", "[mounts]\nallowed_host_paths = [\"/\"]\n"] {
+        let server = Server::start_with_config(toml).await?;
+        let (mut rt, _) = server.client().await?;
+        let pod = run_pod(&mut rt, &server, "mounts").await?;
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(server.root(), &link)?;
+        let data = server.dir.path().join("data");
+        std::fs::create_dir_all(&data)?;
+        let socket_dir = server.socket().parent().expect("dir").to_path_buf();
+        for host in [
+            PathBuf::from("/"),
+            server.root(),
+            server.root().join("pods"),
+            socket_dir,
+            server.dir.path().to_path_buf(),
+            link.clone(),
+        ] {
+            let mut config = container_config("m", "true");
+            config.mounts = vec![cri::Mount {
+                container_path: "/host".into(),
+                host_path: host.display().to_string(),
+                ..Default::default()
+            }];
+            let e = create(&mut rt, &pod, config)
+                .await
+                .expect_err("refused source");
+            assert_eq!(e.code(), Code::InvalidArgument, "{}: {e:?}", host.display());
+            assert!(e.message().contains("never"), "{}", e.message());
+        }
+        let mut config = container_config("ok", "true");
+        config.mounts = vec![cri::Mount {
+            container_path: "/data".into(),
+            host_path: data.display().to_string(),
+            ..Default::default()
+        }];
+        create(&mut rt, &pod, config).await?;
+    }
     Ok(())
 }
