@@ -157,20 +157,12 @@ impl crate::Runtime {
         };
         let (dir, name) = (ROOT_DIR, NAME);
         let started = (|| -> io::Result<DnsProxy> {
-            // The image decides where /var/run leads (inside the root); the socket's own name is
-            // never followed.
-            let dir = image_service::safe_path::resolve_in_root(&c.process.rootfs, Path::new(dir))?;
-            std::fs::create_dir_all(&dir)?;
-            // A volume mounted there is the host's directory, not the container's: no socket is
-            // made or removed in it.
-            use std::os::unix::fs::MetadataExt;
-            if std::fs::metadata(&dir)?.dev() != std::fs::metadata(&c.process.rootfs)?.dev() {
-                return Err(io::Error::other(format!(
-                    "{} is a mount, not the container's own directory",
-                    dir.display()
-                )));
-            }
-            let fd = platform::open_dir_nofollow(&dir)?;
+            // The image decides where /var/run leads (inside the root), but the directory is
+            // opened component by component beneath the root's descriptor, never by a path a
+            // container could swap meanwhile (issue #26, 9), and only on the root's own file
+            // system (a volume there is the host's directory: no socket is made or removed in
+            // it); the socket's own name is never followed.
+            let fd = crate::fsutil::open_dir_in_root(&c.process.rootfs, Path::new(dir))?;
             DnsProxy::start(upstream, fd, name, &self.opts.root.join("sockets"))
         })();
         match started {

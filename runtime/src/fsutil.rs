@@ -40,6 +40,105 @@ pub fn remove_tree(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Opens directory `path` inside the container root `root`, creating what is missing (mode
+/// 0755), component by component beneath the descriptor of the one before (`openat` with
+/// `O_NOFOLLOW`), never through a path string a container could change between a check and the
+/// open (issue #26, 9). A symlink on the way is the image's to decide (`/var/run` is often a link
+/// to `/run`): its target is read (`readlinkat`) and walked the same way, an absolute one from
+/// the root's descriptor, and `..` never climbs above the root, as if the root were `/`. At most
+/// 40 links are followed (the kernel's own limit). The directory must be on the root's own file
+/// system: a volume mounted there is the host's directory, not the container's.
+pub fn open_dir_in_root(root: &Path, path: &Path) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::errno::Errno;
+    use nix::fcntl::{OFlag, openat, readlinkat};
+    use nix::sys::stat::{Mode, fstat, mkdirat};
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    use std::os::fd::OwnedFd;
+    let dir_flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let root_fd: OwnedFd = nix::fcntl::open(root, dir_flags | OFlag::O_NOFOLLOW, Mode::empty())?;
+    let root_dev = fstat(&root_fd)?.st_dev;
+    let components = |p: &Path| -> Vec<OsString> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some(OsString::from("..")),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut todo: VecDeque<OsString> = components(path).into();
+    // The directories walked through, below the root: `..` goes back to the last of them.
+    let mut above: Vec<OwnedFd> = Vec::new();
+    let mut cur = root_fd.try_clone()?;
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            if let Some(parent) = above.pop() {
+                cur = parent;
+            }
+            continue;
+        }
+        match openat(
+            &cur,
+            name.as_os_str(),
+            dir_flags | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        ) {
+            Ok(fd) => {
+                above.push(std::mem::replace(&mut cur, fd));
+                continue;
+            }
+            Err(Errno::ENOENT) => {
+                match mkdirat(&cur, name.as_os_str(), Mode::from_bits_truncate(0o755)) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            // A link (ELOOP; some systems say ENOTDIR with O_DIRECTORY) or not a directory.
+            Err(e @ (Errno::ELOOP | Errno::ENOTDIR | Errno::EMLINK)) => {
+                let target = match readlinkat(&cur, name.as_os_str()) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        return Err(std::io::Error::other(format!(
+                            "{:?} in {} inside the container root is not a directory ({e})",
+                            name,
+                            path.display()
+                        )));
+                    }
+                };
+                links += 1;
+                if links > 40 {
+                    return Err(Errno::ELOOP.into());
+                }
+                let target = PathBuf::from(target);
+                if target.is_absolute() {
+                    above.clear();
+                    cur = root_fd.try_clone()?;
+                }
+                for c in components(&target).into_iter().rev() {
+                    todo.push_front(c);
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // Made just now (or by someone else meanwhile): opened on the next turn.
+        todo.push_front(name);
+        links += 1;
+        if links > 80 {
+            return Err(Errno::ELOOP.into());
+        }
+    }
+    if fstat(&cur)?.st_dev != root_dev {
+        return Err(std::io::Error::other(format!(
+            "{} is a mount in the container root, not the container's own directory",
+            path.display()
+        )));
+    }
+    Ok(cur)
+}
+
 /// The path inside a container root that `path` names, relative and lexically clean, or `None`
 /// when `..` would climb above the root (`../../etc`).
 pub fn clean_in_root(path: &str) -> Option<PathBuf> {
@@ -72,6 +171,48 @@ mod tests {
         assert_eq!(clean_in_root("../../etc"), None);
         assert_eq!(clean_in_root("/data/../../etc"), None);
         assert_eq!(clean_in_root("/"), Some(PathBuf::new()));
+    }
+
+    /// Issue #26, 9: the relay's directory was resolved, then opened by path with a check on its
+    /// last component only: a container that can write a parent could swap it between the two.
+    #[test]
+    fn directories_in_a_root_are_walked_beneath_descriptors() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(root.join("run")).expect("mkdir");
+        std::fs::create_dir_all(root.join("var")).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        symlink("../run", root.join("var/run")).expect("symlink");
+        let ino = |fd: &std::os::fd::OwnedFd| nix::sys::stat::fstat(fd).expect("fstat").st_ino;
+        let meta =
+            |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).expect("stat"));
+        // The image's link is followed inside the root.
+        let fd = open_dir_in_root(&root, Path::new("/var/run")).expect("open");
+        assert_eq!(ino(&fd), meta(&root.join("run")));
+        // A link out of the root (absolute, or climbing) stays inside: /etc of the root, made.
+        symlink(&outside, root.join("abs")).expect("symlink");
+        symlink("../../../../../outside", root.join("rel")).expect("symlink");
+        let fd = open_dir_in_root(&root, Path::new("/abs/x")).expect("open");
+        assert_eq!(
+            ino(&fd),
+            meta(&root.join(outside.strip_prefix("/").expect("abs")).join("x"))
+        );
+        let fd = open_dir_in_root(&root, Path::new("/rel")).expect("open");
+        assert_eq!(ino(&fd), meta(&root.join("outside")));
+        assert_eq!(
+            std::fs::read_dir(&outside).expect("ls").count(),
+            0,
+            "nothing made outside"
+        );
+        // Missing directories are made; a file on the way is an error; a loop ends.
+        let fd = open_dir_in_root(&root, Path::new("/a/b/c")).expect("open");
+        assert_eq!(ino(&fd), meta(&root.join("a/b/c")));
+        std::fs::write(root.join("file"), "").expect("write");
+        assert!(open_dir_in_root(&root, Path::new("/file/x")).is_err());
+        symlink("loop", root.join("loop")).expect("symlink");
+        assert!(open_dir_in_root(&root, Path::new("/loop")).is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Domain types: what the runtime knows of pods and containers, independent of gRPC.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -196,6 +196,11 @@ pub struct ProcessSpec {
     pub rootfs: PathBuf,
     /// The CRI log file, absolute; `None` discards output.
     pub log_path: Option<PathBuf>,
+    /// The pod's log directory, which `log_path` lies beneath: the monitor opens the file
+    /// beneath it without following links ([`crate::logs::open_log_file`]). `None` in specs
+    /// written before the field: `log_path`'s parent.
+    #[serde(default)]
+    pub log_directory: Option<PathBuf>,
     /// Lines longer than this are split into partial (`P`) records.
     pub max_log_line: usize,
     /// The container's stdio is a pty (output to the log as stdout).
@@ -267,6 +272,15 @@ pub struct Container {
     /// CPU time of the whole tree, as the monitor counted it when the container ended.
     #[serde(default)]
     pub final_cpu_ns: u64,
+}
+
+impl ProcessSpec {
+    /// The log as the monitor opens it: (the directory it must stay beneath, the file).
+    pub fn log_target(&self) -> Option<(&Path, &Path)> {
+        let path = self.log_path.as_deref()?;
+        let dir = self.log_directory.as_deref().or_else(|| path.parent())?;
+        Some((dir, path))
+    }
 }
 
 impl Container {

@@ -211,6 +211,7 @@ impl StepRoot {
             groups: self.user.groups.clone(),
             rootfs: self.rootfs.clone(),
             log_path: Some(log.clone()),
+            log_directory: Some(self.dir.clone()),
             max_log_line: opts.max_log_line,
             tty: false,
             stdin: false,
@@ -361,9 +362,8 @@ fn dns_relay(
         .build()
         .ok()?;
     let started = (|| -> std::io::Result<crate::dns_proxy::DnsProxy> {
-        let dir = resolve_in_root(rootfs, Path::new(crate::dns_proxy::ROOT_DIR))?;
-        std::fs::create_dir_all(&dir)?;
-        let fd = platform::open_dir_nofollow(&dir)?;
+        // Beneath the root's descriptor, as for a pod's container (issue #26, 9).
+        let fd = crate::fsutil::open_dir_in_root(rootfs, Path::new(crate::dns_proxy::ROOT_DIR))?;
         std::fs::create_dir_all(&opts.sockets_dir)?;
         let _guard = rt.enter();
         crate::dns_proxy::DnsProxy::start(upstream, fd, crate::dns_proxy::NAME, &opts.sockets_dir)

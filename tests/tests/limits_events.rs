@@ -373,3 +373,101 @@ async fn disconnected_subscribers_are_cleaned_up() -> anyhow::Result<()> {
     drop(kept);
     Ok(())
 }
+
+/// Issue #26, 8: the root monitor created the log directory and opened the log following
+/// symlinks, again at reopen: a pod that can write under kubelet's log root swapped its log
+/// directory (or a container's directory, or the file) for a link and had root append the
+/// container's output to a file elsewhere. And the log was world-readable (issue #25).
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_are_never_written_through_links() -> anyhow::Result<()> {
+    use std::os::unix::fs::{PermissionsExt, symlink};
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let outside = tempfile::Builder::new()
+        .prefix("darwin-cri-outside")
+        .tempdir()?;
+    std::fs::write(outside.path().join("0.log"), "original")?;
+    let untouched = || -> anyhow::Result<()> {
+        let names: Vec<_> = std::fs::read_dir(outside.path())?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()?;
+        assert_eq!(names, vec![std::ffi::OsString::from("0.log")]);
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("0.log"))?,
+            "original"
+        );
+        Ok(())
+    };
+    let run = |rt: &mut Rt, pod: String, name: &'static str, script: &'static str| {
+        let mut rt = rt.clone();
+        async move {
+            let id = create(&mut rt, &pod, container_config(name, script)).await?;
+            start(&mut rt, &id).await?;
+            anyhow::Ok(id)
+        }
+    };
+
+    // The pod's log directory is a link: nothing is written through it (the container still runs).
+    let pod = run_pod(&mut rt, &server, "linked").await?;
+    let logs = server.dir.path().join("logs/linked");
+    std::fs::remove_dir(&logs)?;
+    symlink(outside.path(), &logs)?;
+    let id = run(&mut rt, pod.clone(), "c", "echo through-the-link").await?;
+    assert_eq!(
+        wait_exited(&mut rt, &id, Duration::from_secs(20))
+            .await?
+            .exit_code,
+        0
+    );
+    untouched()?;
+
+    // A container's directory, or the file, is a link.
+    let pod = run_pod(&mut rt, &server, "inner").await?;
+    let logs = server.dir.path().join("logs/inner");
+    symlink(outside.path(), logs.join("d"))?;
+    std::fs::create_dir_all(logs.join("f"))?;
+    symlink(outside.path().join("0.log"), logs.join("f/0.log"))?;
+    for name in ["d", "f"] {
+        let id = run(&mut rt, pod.clone(), name, "echo through-the-link").await?;
+        assert_eq!(
+            wait_exited(&mut rt, &id, Duration::from_secs(20))
+                .await?
+                .exit_code,
+            0
+        );
+    }
+    untouched()?;
+
+    // A good log: not world-readable; then the directory is swapped for a link and the log
+    // reopened: refused, nothing written there.
+    let id = run(
+        &mut rt,
+        pod.clone(),
+        "r",
+        "while true; do echo tick; sleep 0.1; done",
+    )
+    .await?;
+    let log = logs.join("r/0.log");
+    wait_for(Duration::from_secs(10), "the first line", || {
+        let log = log.clone();
+        async move {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|s| s.contains("tick"))
+        }
+    })
+    .await?;
+    let mode = std::fs::metadata(&log)?.permissions().mode();
+    assert_eq!(mode & 0o777, 0o640, "log file mode {mode:o}");
+    std::fs::rename(logs.join("r"), logs.join("r.old"))?;
+    symlink(outside.path(), logs.join("r"))?;
+    let e = rt
+        .reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: id.clone(),
+        })
+        .await;
+    assert!(e.is_err(), "reopen through a link: {e:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    untouched()?;
+    Ok(())
+}

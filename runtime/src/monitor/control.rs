@@ -65,7 +65,7 @@ pub(super) fn handle_command(
             "version" => format!("ok {PROTOCOL}"),
             // Everything read before this point went to the old file; what follows goes to the
             // new one: the monitor is the only writer, so no line is lost or written twice.
-            "reopen" => match log.reopen(spec.log_path.as_deref()) {
+            "reopen" => match log.reopen(spec.log_target()) {
                 Ok(()) => "ok".to_string(),
                 Err(e) => format!("error reopening {:?}: {e}", spec.log_path),
             },

@@ -297,7 +297,7 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
     } = running;
     // A log that cannot be opened or written (disk full) loses output, never the container.
     let mut log =
-        LogWriter::open(spec.log_path.as_deref(), spec.max_log_line).unwrap_or_else(|e| {
+        LogWriter::open(spec.log_target(), spec.max_log_line).unwrap_or_else(|e| {
             eprintln!(
                 "cannot open the log {:?}: {e}; output is discarded",
                 spec.log_path

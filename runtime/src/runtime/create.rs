@@ -349,6 +349,9 @@ impl Runtime {
             gid: user.gid,
             groups: user.groups,
             rootfs: rootfs.clone(),
+            log_directory: log_path
+                .as_ref()
+                .map(|_| PathBuf::from(&pod.spec.log_directory)),
             log_path,
             max_log_line: self.opts.max_log_line,
             tty: spec.tty,
