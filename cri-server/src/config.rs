@@ -13,6 +13,9 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub socket: PathBuf,
+    /// The group of the CRI socket (a name or a number); "": root's (the socket is 0660).
+    #[serde(default)]
+    pub socket_group: String,
     pub root: PathBuf,
     pub state_dir: PathBuf,
     #[serde(default)]
@@ -325,6 +328,24 @@ impl RuntimeConfig {
 }
 
 impl Config {
+    /// The CRI socket's group id, from `socket_group` (a group name or a number).
+    pub fn socket_gid(&self) -> anyhow::Result<Option<u32>> {
+        let g = self.socket_group.trim();
+        if g.is_empty() {
+            return Ok(None);
+        }
+        if let Ok(gid) = g.parse::<u32>() {
+            return Ok(Some(gid));
+        }
+        match nix::unistd::Group::from_name(g) {
+            Ok(Some(group)) => Ok(Some(group.gid.as_raw())),
+            Ok(None) => anyhow::bail!(
+                "socket_group {g:?} is no group of this host; give an existing group's name or id"
+            ),
+            Err(e) => anyhow::bail!("looking up socket_group {g:?}: {e}"),
+        }
+    }
+
     /// The embedded defaults, overlaid with the file at `path` if one is given. Keys the file
     /// leaves out keep their defaults, sections included.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -368,6 +389,7 @@ mod tests {
             c.socket,
             PathBuf::from("/var/run/darwin-cri/darwin-cri.sock")
         );
+        assert_eq!(c.socket_group, "");
         assert_eq!(c.log, LogConfig::default());
         assert_eq!(c.runtime, RuntimeConfig::default());
         assert_eq!(c.image, ImageConfig::default());

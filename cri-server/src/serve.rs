@@ -1,6 +1,5 @@
 //! `darwin-cri serve`: the CRI socket, its locks, start-up recovery and graceful shutdown.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -206,10 +205,11 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
             .context("handling SIGHUP")?,
     ));
     let _pid_file = PidFile::write(config.state_dir.join("darwin-cri.pid"))?;
-    let listener = UnixListener::bind(&config.socket)
+    // Made with its final mode and group, never reachable otherwise (issue #26, 14).
+    let listener = runtime::fsutil::bind_socket(&config.socket, 0o660, config.socket_gid()?)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(UnixListener::from_std)
         .with_context(|| format!("listening on {}", config.socket.display()))?;
-    std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o660))
-        .with_context(|| format!("chmod {}", config.socket.display()))?;
     tracing::info!(
         socket = %config.socket.display(),
         root = %config.root.display(),

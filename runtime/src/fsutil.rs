@@ -40,6 +40,50 @@ pub fn remove_tree(dir: &Path) -> std::io::Result<()> {
     }
 }
 
+/// A listening unix socket at `path` that exists only with its final `mode` and group (`gid`;
+/// `None` leaves the creator's): bound inside a new directory of mode 0700 beside it, its owner,
+/// group and mode set there, then renamed into place, so no other user can connect in the
+/// window a bind followed by a chmod leaves open (issue #26, 14; a bound socket keeps working
+/// under its new name on macOS and Linux alike). Nothing with the umask, which is the whole
+/// process's and would race its other threads. An entry at `path` is replaced.
+pub fn bind_socket(
+    path: &Path,
+    mode: u32,
+    gid: Option<u32>,
+) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let private = dir.join(format!(".b{}-{n}", std::process::id()));
+    let short = private.join("s");
+    if let Some(problem) = platform::socket_path_problem(&short) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "{problem} (the socket is bound there first, then renamed to {})",
+                path.display()
+            ),
+        ));
+    }
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let made = (|| -> std::io::Result<std::os::unix::net::UnixListener> {
+        let listener = std::os::unix::net::UnixListener::bind(&short)?;
+        if let Some(gid) = gid {
+            std::os::unix::fs::lchown(&short, None, Some(gid))?;
+        }
+        std::fs::set_permissions(&short, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&short, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&short);
+    let _ = std::fs::remove_dir(&private);
+    made
+}
+
 /// Opens directory `path` inside the container root `root`, creating what is missing (mode
 /// 0755), component by component beneath the descriptor of the one before (`openat` with
 /// `O_NOFOLLOW`), never through a path string a container could change between a check and the
@@ -213,6 +257,26 @@ mod tests {
         assert!(open_dir_in_root(&root, Path::new("/file/x")).is_err());
         symlink("loop", root.join("loop")).expect("symlink");
         assert!(open_dir_in_root(&root, Path::new("/loop")).is_err());
+    }
+
+    #[test]
+    fn sockets_are_made_with_their_final_mode_and_group() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a.sock");
+        std::fs::write(&path, "stale").expect("write");
+        let gid = 4242;
+        let l = bind_socket(&path, 0o660, Some(gid)).expect("bind");
+        let m = std::fs::symlink_metadata(&path).expect("stat");
+        assert_eq!((m.permissions().mode() & 0o7777, m.gid()), (0o660, gid));
+        std::os::unix::net::UnixStream::connect(&path).expect("connect");
+        drop(l);
+        bind_socket(&dir.path().join("b.sock"), 0o600, None).expect("bind");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("ls").count(),
+            2,
+            "no scratch left"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod devices;
 pub mod dns_proxy;
 mod error;
 pub mod exec;
-mod fsutil;
+pub mod fsutil;
 pub mod host_ports;
 pub mod jail;
 pub mod limits;

@@ -15,16 +15,24 @@ use super::*;
 use crate::logs::LogWriter;
 use crate::model::ProcessSpec;
 
-/// The control socket: one command per connection, one line each way.
+/// The control socket: one command per connection, one line each way. Made with mode 0600 from
+/// the start (root's only: `exec` starts processes in the container, `attach` reads its output)
+/// in a directory of mode 0700 (issue #26, 14).
 pub(super) fn bind_control(path: &Path) -> Option<UnixListener> {
     if path.as_os_str().is_empty() {
         return None;
     }
     let _ = std::fs::remove_file(path);
     if let Some(dir) = path.parent() {
-        let _ = std::fs::create_dir_all(dir);
+        use std::os::unix::fs::DirBuilderExt;
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir);
     }
-    match UnixListener::bind(path).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+    match crate::fsutil::bind_socket(path, 0o600, None)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+    {
         Ok(l) => Some(l),
         Err(e) => {
             eprintln!(
