@@ -767,3 +767,18 @@ pub fn descendants(table: &[ProcInfo], root: i32) -> Vec<i32> {
 
 #[cfg(test)]
 mod tests;
+
+/// The TCP ports on which one of `pids` holds a listening socket (IPv4 or IPv6, any local
+/// address), for port-forwarding only to ports a pod's own processes serve (issue #26, 15).
+/// Processes that are gone or cannot be read are skipped.
+///
+/// macOS: each process's descriptors (`PROC_PIDLISTFDS`) and each socket's state
+/// (`proc_pidfdinfo` with `PROC_PIDFDSOCKETINFO`), as lsof does. Linux twin: the listening
+/// sockets of /proc/net/tcp and tcp6 (state 0A) by inode, matched to the `socket:[inode]`
+/// descriptors of /proc/PID/fd.
+pub fn listening_tcp_ports(pids: &[i32]) -> io::Result<Vec<u16>> {
+    let mut ports = imp::listening_tcp_ports(pids)?;
+    ports.sort_unstable();
+    ports.dedup();
+    Ok(ports)
+}

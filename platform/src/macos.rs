@@ -540,3 +540,71 @@ impl Confined {
         Ok(())
     }
 }
+
+/// See [`crate::listening_tcp_ports`]: each process's socket descriptors (`PROC_PIDLISTFDS`),
+/// and for each, `proc_pidfdinfo(PROC_PIDFDSOCKETINFO)`'s `struct socket_fdinfo`
+/// (<sys/proc_info.h>), which the libc crate does not define: read at its fixed offsets.
+/// Unproven on a Mac (type-checked only); the offsets are those of the header's layout:
+/// `proc_fileinfo` (24 bytes), then `socket_info`: `vinfo_stat` (136), `soi_so`, `soi_pcb` (8
+/// each), `soi_type`, `soi_protocol`, `soi_family` (4 each), seven shorts and a u_short (16),
+/// `soi_oobmark` (4), two `sockbuf_info` (24 each), `soi_kind` (at 232 in `socket_info`,
+/// 256 in the whole), `rfu_1`, then the protocol union at 240 (264): `in_sockinfo`'s
+/// `insi_fport` and `insi_lport` (at 268, in network order), and `tcp_sockinfo`'s
+/// `tcpsi_state` right after the 80-byte `in_sockinfo` (at 344). 792 bytes in all.
+pub fn listening_tcp_ports(pids: &[i32]) -> io::Result<Vec<u16>> {
+    const PROC_PIDFDSOCKETINFO: libc::c_int = 3;
+    const SOCKET_FDINFO_SIZE: usize = 792;
+    const SOI_KIND: usize = 256;
+    const INSI_LPORT: usize = 268;
+    const TCPSI_STATE: usize = 344;
+    const SOCKINFO_TCP: i32 = 2;
+    const TSI_S_LISTEN: i32 = 1;
+    let int_at = |buf: &[u8], at: usize| {
+        i32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
+    };
+    let mut ports = Vec::new();
+    for &pid in pids {
+        let mut fds: Vec<libc::proc_fdinfo> = Vec::with_capacity(1024);
+        let bytes = (fds.capacity() * size_of::<libc::proc_fdinfo>()) as libc::c_int;
+        // SAFETY: the buffer holds `bytes` bytes of proc_fdinfo; the kernel writes at most that
+        // and returns how many it wrote.
+        let n = unsafe {
+            libc::proc_pidinfo(pid, libc::PROC_PIDLISTFDS, 0, fds.as_mut_ptr().cast(), bytes)
+        };
+        if n <= 0 {
+            continue;
+        }
+        let count = (n as usize / size_of::<libc::proc_fdinfo>()).min(fds.capacity());
+        // SAFETY: the kernel initialised `count` entries.
+        unsafe { fds.set_len(count) };
+        for fd in fds
+            .iter()
+            .filter(|f| f.proc_fdtype as libc::c_int == libc::PROX_FDTYPE_SOCKET)
+        {
+            // u64s: aligned for the struct's 8-byte fields.
+            let mut info = [0u64; SOCKET_FDINFO_SIZE / 8];
+            // SAFETY: `info` is SOCKET_FDINFO_SIZE writable bytes; the kernel writes at most
+            // that and returns how many.
+            let got = unsafe {
+                libc::proc_pidfdinfo(
+                    pid,
+                    fd.proc_fd,
+                    PROC_PIDFDSOCKETINFO,
+                    info.as_mut_ptr().cast(),
+                    SOCKET_FDINFO_SIZE as libc::c_int,
+                )
+            };
+            if got as usize != SOCKET_FDINFO_SIZE {
+                continue;
+            }
+            // SAFETY: the array is plain memory of exactly SOCKET_FDINFO_SIZE bytes.
+            let buf: &[u8] = unsafe {
+                std::slice::from_raw_parts(info.as_ptr().cast::<u8>(), SOCKET_FDINFO_SIZE)
+            };
+            if int_at(buf, SOI_KIND) == SOCKINFO_TCP && int_at(buf, TCPSI_STATE) == TSI_S_LISTEN {
+                ports.push(u16::from_be(int_at(buf, INSI_LPORT) as u16));
+            }
+        }
+    }
+    Ok(ports)
+}

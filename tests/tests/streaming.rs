@@ -491,6 +491,97 @@ async fn port_forward_to_httpd() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Issue #26, 15: every pod shares the host's network, and port-forward reached any port of the
+/// host's loopback: a service of the host (here a listener of the test itself) or another pod's.
+/// Only a port that a process of the pod listens on is forwarded, on either transport.
+#[tokio::test(flavor = "multi_thread")]
+async fn port_forward_reaches_only_the_pods_own_ports() -> anyhow::Result<()> {
+    use std::io::Write;
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    // The host's service: answers anyone who connects.
+    let host = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let host_port = host.local_addr()?.port();
+    std::thread::spawn(move || {
+        for conn in host.incoming().flatten() {
+            let mut conn = conn;
+            let _ = conn.write_all(b"host-secret\n");
+        }
+    });
+    let port = free_port()?;
+    let script = format!(
+        "mkdir -p /www && echo pod-page > /www/index.html && exec httpd -f -p 127.0.0.1:{port} -h /www"
+    );
+    let (pod, _) = running(&mut rt, &server, "own", container_config("c", &script)).await?;
+    // Another pod's port is no more this pod's than the host's.
+    let other_port = free_port()?;
+    let other = format!(
+        "mkdir -p /www && echo other-page > /www/index.html && exec httpd -f -p 127.0.0.1:{other_port} -h /www"
+    );
+    running(&mut rt, &server, "other", container_config("c", &other)).await?;
+    for p in [port, other_port] {
+        wait_for(Duration::from_secs(10), "httpd to listen", || async move {
+            std::net::TcpStream::connect(("127.0.0.1", p)).ok()
+        })
+        .await?;
+    }
+    let request = b"GET /index.html HTTP/1.0\r\nHost: pod\r\n\r\n";
+    for refused in [host_port, other_port] {
+        let url = port_forward_url(&mut rt, &pod, &[]).await?;
+        let mut c = SpdyClient::connect(&url, &["portforward.k8s.io"]).await?;
+        let (error, data) = c.open_forward(&refused.to_string(), "0");
+        c.send_all(data, request, true);
+        let got = c.read_to_fin(&[error], Duration::from_secs(20)).await?;
+        let message = text(&got, error);
+        assert!(
+            message.contains(&format!("error forwarding port {refused}"))
+                && message.contains("no process of the pod listens"),
+            "{refused}: {message}"
+        );
+        drop(c);
+        // WebSocket: the error channel says so, the data channel carries nothing of it.
+        let url = port_forward_url(&mut rt, &pod, &[]).await?;
+        let mut req =
+            format!("{}?port={refused}", url.replace("http://", "ws://")).into_client_request()?;
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "v4.channel.k8s.io".parse()?);
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+        let mut m = vec![0u8];
+        m.extend_from_slice(request);
+        ws.send(Message::binary(m)).await?;
+        let (mut data, mut error) = (Vec::new(), Vec::new());
+        while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            match m {
+                Message::Binary(b) if b.len() > 3 && b[0] == 0 => data.extend_from_slice(&b[1..]),
+                Message::Binary(b) if b.len() > 3 && b[0] == 1 => error.extend_from_slice(&b[1..]),
+                Message::Close(_) => break,
+                _ => {}
+            }
+            if !error.is_empty() {
+                break;
+            }
+        }
+        let error = String::from_utf8_lossy(&error);
+        assert!(
+            error.contains("no process of the pod listens"),
+            "{refused}: {error}"
+        );
+        assert!(!String::from_utf8_lossy(&data).contains("secret"));
+    }
+    // The pod's own port is forwarded.
+    let url = port_forward_url(&mut rt, &pod, &[]).await?;
+    let mut c = SpdyClient::connect(&url, &["portforward.k8s.io"]).await?;
+    let (_, data) = c.open_forward(&port.to_string(), "0");
+    c.send_all(data, request, true);
+    let got = c.read_to_fin(&[data], Duration::from_secs(20)).await?;
+    assert!(
+        text(&got, data).contains("pod-page"),
+        "{}",
+        text(&got, data)
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn malformed_frames_end_the_session_not_the_server() -> anyhow::Result<()> {
     let server = Server::start().await?;

@@ -310,11 +310,13 @@ async fn serve_portforward(
                 .unwrap_or_default()
                 .to_string();
             let pod = pod_id.to_string();
+            let rt = Arc::clone(rt);
             forwards.spawn(async move {
                 let mut error_sink = error.writer;
                 match port_header.parse::<u16>() {
                     Ok(port) if port > 0 => {
                         portforward::forward(
+                            &rt,
                             &pod,
                             Pair {
                                 port,

@@ -282,8 +282,10 @@ async fn serve<IO>(
                     continue;
                 };
                 let pod = pod_id.clone();
+                let runtime = Arc::clone(&runtime);
                 forwards.spawn(async move {
                     portforward::forward(
+                        &runtime,
                         &pod,
                         Pair {
                             port,

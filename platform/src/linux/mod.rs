@@ -514,3 +514,55 @@ mod tests {
         assert_eq!(unescape_octal(r"/x\04"), b"/x\\04".to_vec());
     }
 }
+
+/// See [`crate::listening_tcp_ports`]: /proc/net/tcp{,6}'s listening sockets by inode, and the
+/// processes' `socket:[inode]` descriptors.
+pub fn listening_tcp_ports(pids: &[i32]) -> io::Result<Vec<u16>> {
+    let mut listening = std::collections::HashMap::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = match std::fs::read_to_string(table) {
+            Ok(t) => t,
+            // No IPv6 in this kernel.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        listening.extend(parse_listening(&text));
+    }
+    let mut ports = Vec::new();
+    for pid in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let Ok(link) = std::fs::read_link(fd.path()) else {
+                continue;
+            };
+            let inode = link
+                .to_str()
+                .and_then(|l| l.strip_prefix("socket:["))
+                .and_then(|l| l.strip_suffix(']'))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(port) = inode.and_then(|i| listening.get(&i)) {
+                ports.push(*port);
+            }
+        }
+    }
+    Ok(ports)
+}
+
+/// The listening sockets (state `0A`) of a /proc/net/tcp or tcp6 table: inode → local port.
+pub(crate) fn parse_listening(table: &str) -> Vec<(u64, u16)> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            if f.len() < 10 || f[3] != "0A" {
+                return None;
+            }
+            let port = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
+            Some((f[9].parse().ok()?, port))
+        })
+        .collect()
+}

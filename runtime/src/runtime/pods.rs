@@ -129,6 +129,34 @@ impl Runtime {
         self.read_pods().values().cloned().collect()
     }
 
+    /// The TCP ports a process of pod `pod_id` listens on: port-forward reaches only these
+    /// (issue #26, 15). Every pod shares the host's network, so a forward to any other port
+    /// would reach a service of the host (or of another pod) on its loopback. A process of the
+    /// pod is one of a running container's monitor's tree (the container's processes, exec'd
+    /// ones, and orphans the monitor reaps on Linux) or one whose root is the container's root
+    /// (orphans reparented to launchd on macOS).
+    pub fn pod_listening_ports(&self, pod_id: &str) -> Result<Vec<u16>> {
+        let pod = self.pod(pod_id)?;
+        let mut pids = Vec::new();
+        for c in self
+            .read_containers()
+            .values()
+            .filter(|c| c.pod_id == pod.id && c.state == ContainerState::Running)
+        {
+            if c.monitor_pid > 0 {
+                pids.extend(platform::tree(c.monitor_pid));
+            }
+            if c.pid > 0 {
+                pids.extend(platform::tree(c.pid));
+            }
+            pids.extend(platform::processes_in_root(&c.process.rootfs));
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        platform::listening_tcp_ports(&pids)
+            .map_err(|e| Error::io("reading the pod's listening sockets", e))
+    }
+
     pub(super) fn pod_container_ids(&self, pod_id: &str) -> Vec<String> {
         self.read_containers()
             .values()
