@@ -34,5 +34,6 @@ pub use confinement::UNCONFINED_HANDLER;
 pub use error::{Error, Result};
 pub use model::*;
 pub use runtime::{
-    ContainerEvent, EventKind, ExecOutput, Runtime, RuntimeOptions, not_running_message,
+    ContainerEvent, EventKind, ExecOutput, Health, Problem, ROOT_FULL_BYTES, Runtime,
+    RuntimeOptions, not_running_message,
 };

@@ -427,3 +427,108 @@ async fn a_thousand_pods_leave_no_growth_in_fds_or_memory() -> anyhow::Result<()
     );
     assert_no_debris(&server).await
 }
+
+/// RuntimeReady, NetworkReady and the extra RootNosuid condition from Status, by type.
+async fn conditions(rt: &mut Rt) -> anyhow::Result<Vec<cri::RuntimeCondition>> {
+    Ok(rt
+        .status(cri::StatusRequest { verbose: false })
+        .await?
+        .into_inner()
+        .status
+        .unwrap_or_default()
+        .conditions)
+}
+
+fn condition<'a>(all: &'a [cri::RuntimeCondition], kind: &str) -> &'a cri::RuntimeCondition {
+    all.iter()
+        .find(|c| c.r#type == kind)
+        .unwrap_or_else(|| panic!("no {kind} in {all:?}"))
+}
+
+/// Issue #26, 16: RuntimeReady and NetworkReady were always true, whatever the node's state, and
+/// UpdateRuntimeConfig's pod CIDR was dropped. A full root and a monitor that cannot run make
+/// RuntimeReady false (kubelet then marks the node NotReady instead of failing every start);
+/// the pod CIDR is kept and shown.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_reports_a_full_root_and_a_monitor_that_cannot_run() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut server = Server::start_on_tmpfs(24 << 20).await?;
+    let (mut rt, _) = server.client().await?;
+    let all = conditions(&mut rt).await?;
+    assert!(condition(&all, "RuntimeReady").status, "{all:?}");
+    assert!(condition(&all, "NetworkReady").status, "{all:?}");
+    // A tmpfs mounted without nosuid.
+    assert_eq!(
+        condition(&all, "RootNosuid").reason,
+        "RootNotNosuid",
+        "{all:?}"
+    );
+
+    // The root's file system fills up, then is freed.
+    let filler = server.root().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler)?;
+        let chunk = vec![0u8; 1 << 20];
+        while f.write_all(&chunk).is_ok() {}
+        while f.write_all(&chunk[..4096]).is_ok() {}
+    }
+    let all = conditions(&mut rt).await?;
+    let ready = condition(&all, "RuntimeReady");
+    assert!(!ready.status, "{all:?}");
+    assert_eq!(ready.reason, "RootFilesystemFull");
+    assert!(
+        ready.message.contains(&server.root().display().to_string()),
+        "{}",
+        ready.message
+    );
+    std::fs::remove_file(&filler)?;
+    assert!(condition(&conditions(&mut rt).await?, "RuntimeReady").status);
+
+    // The pod CIDR kubelet sends is kept (verbose Status); a malformed one is refused.
+    let update = |cidr: &str| cri::UpdateRuntimeConfigRequest {
+        runtime_config: Some(cri::RuntimeConfig {
+            network_config: Some(cri::NetworkConfig {
+                pod_cidr: cidr.into(),
+            }),
+        }),
+    };
+    rt.update_runtime_config(update("10.244.1.0/24")).await?;
+    let verbose = rt
+        .status(cri::StatusRequest { verbose: true })
+        .await?
+        .into_inner();
+    let config: serde_json::Value = serde_json::from_str(&verbose.info["config"])?;
+    assert_eq!(config["podCIDR"], "10.244.1.0/24", "{config}");
+    let e = rt
+        .update_runtime_config(update("10.244.1.0/99"))
+        .await
+        .expect_err("not a CIDR");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    // The monitor binary beside the server cannot be run: RuntimeReady false, and back.
+    let dir = server.dir.path().join("bin");
+    std::fs::create_dir(&dir)?;
+    for name in ["darwin-cri", "darwin-cri-monitor"] {
+        std::fs::copy(server.binary.with_file_name(name), dir.join(name))?;
+    }
+    server.kill();
+    server.binary = dir.join("darwin-cri");
+    server.restart().await?;
+    let (mut rt, _) = server.client().await?;
+    assert!(condition(&conditions(&mut rt).await?, "RuntimeReady").status);
+    let monitor = dir.join("darwin-cri-monitor");
+    std::fs::set_permissions(&monitor, std::fs::Permissions::from_mode(0o644))?;
+    let all = conditions(&mut rt).await?;
+    let ready = condition(&all, "RuntimeReady");
+    assert!(!ready.status, "{all:?}");
+    assert_eq!(ready.reason, "MonitorCannotStart");
+    assert!(
+        ready.message.contains("darwin-cri-monitor"),
+        "{}",
+        ready.message
+    );
+    std::fs::set_permissions(&monitor, std::fs::Permissions::from_mode(0o755))?;
+    assert!(condition(&conditions(&mut rt).await?, "RuntimeReady").status);
+    Ok(())
+}

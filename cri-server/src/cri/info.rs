@@ -18,12 +18,49 @@ pub fn version() -> cri::VersionResponse {
     }
 }
 
+/// A condition from the problems found: true without any, else false with the first one's
+/// reason and every message.
+fn condition(kind: &str, problems: &[runtime::Problem], ok: &str) -> cri::RuntimeCondition {
+    match problems.first() {
+        None => cri::RuntimeCondition {
+            r#type: kind.into(),
+            status: true,
+            reason: String::new(),
+            message: ok.into(),
+        },
+        Some(first) => cri::RuntimeCondition {
+            r#type: kind.into(),
+            status: false,
+            reason: first.reason.clone(),
+            message: problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+        },
+    }
+}
+
+/// The condition type, beside kubelet's two, that says whether darwin-cri's root is on a nosuid
+/// file system (informational: kubelet acts on RuntimeReady and NetworkReady only).
+pub const ROOT_NOSUID: &str = "RootNosuid";
+
 pub fn status(svc: &Cri, verbose: bool) -> cri::StatusResponse {
-    let condition = |kind: &str, message: &str| cri::RuntimeCondition {
-        r#type: kind.into(),
-        status: true,
-        reason: String::new(),
-        message: message.into(),
+    // Measured at each call (kubelet asks every few seconds): a full disk or a monitor binary
+    // gone makes the node NotReady instead of failing every start (issue #26, 16).
+    let health = svc.runtime.health();
+    let nosuid = if health.root_nosuid {
+        vec![]
+    } else {
+        vec![runtime::Problem {
+            reason: "RootNotNosuid".into(),
+            message: format!(
+                "darwin-cri's root {} is not on a nosuid file system: a setuid file kept in a \
+                 container's root (image.keep_setuid, a copied root) works there; the layered \
+                 roots of the Linux twin are nosuid mounts of their own",
+                svc.runtime.root().display()
+            ),
+        }]
     };
     let features = Some(cri::RuntimeHandlerFeatures {
         recursive_read_only_mounts: false,
@@ -52,6 +89,7 @@ pub fn status(svc: &Cri, verbose: bool) -> cri::StatusResponse {
                 "network": "host: pods share the node's network (macOS has no network namespaces)",
                 "platform": svc.platform,
                 "eventSubscribers": svc.runtime.subscriber_count(),
+                "podCIDR": svc.runtime.pod_cidr(),
             })
             .to_string(),
         );
@@ -59,8 +97,13 @@ pub fn status(svc: &Cri, verbose: bool) -> cri::StatusResponse {
     cri::StatusResponse {
         status: Some(cri::RuntimeStatus {
             conditions: vec![
-                condition("RuntimeReady", ""),
-                condition("NetworkReady", "pods use the host's network"),
+                condition("RuntimeReady", &health.runtime, ""),
+                condition(
+                    "NetworkReady",
+                    &health.network,
+                    "pods use the host's network",
+                ),
+                condition(ROOT_NOSUID, &nosuid, ""),
             ],
         }),
         info,

@@ -377,9 +377,17 @@ impl RuntimeService for Cri {
 
     async fn update_runtime_config(
         &self,
-        _: Request<cri::UpdateRuntimeConfigRequest>,
+        req: Request<cri::UpdateRuntimeConfigRequest>,
     ) -> Reply<cri::UpdateRuntimeConfigResponse> {
-        // The pod CIDR is for CNI, which darwin-cri does not use: pods share the host's network.
+        // The pod CIDR is for CNI, which darwin-cri does not use: pods share the host's network
+        // and report the node's address. It is kept and shown in the verbose Status.
+        let cidr = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        self.runtime.set_pod_cidr(&cidr).map_err(from_runtime)?;
         ok(cri::UpdateRuntimeConfigResponse {})
     }
 

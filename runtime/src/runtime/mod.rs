@@ -26,6 +26,7 @@ use crate::{Error, Result};
 mod containers;
 mod create;
 mod events;
+mod health;
 mod pods;
 mod process_spec;
 mod recovery;
@@ -36,6 +37,7 @@ use containers::mark_running;
 pub(crate) use create::prepare_root;
 pub(crate) use process_spec::DEFAULT_PATH;
 use process_spec::{merge_command, set_env, signal_by_name};
+pub use health::{Health, Problem, ROOT_FULL_BYTES};
 pub use sessions::{ExecOutput, not_running_message};
 
 /// Settings of the runtime, from the server's configuration.
@@ -140,6 +142,10 @@ pub struct Runtime {
     /// Containers killed for their memory limit, and monitors that died without an exit record.
     oom_kills: std::sync::atomic::AtomicU64,
     monitor_deaths: std::sync::atomic::AtomicU64,
+    /// Why the last monitor could not be started; `None` once one was (see [`Runtime::health`]).
+    monitor_start_error: Mutex<Option<String>>,
+    /// The pod CIDR kubelet sent in UpdateRuntimeConfig.
+    pod_cidr: Mutex<String>,
 }
 
 /// Marks a container as starting for as long as it lives.
@@ -251,6 +257,8 @@ impl Runtime {
             sample_gate: tokio::sync::Mutex::new(()),
             oom_kills: std::sync::atomic::AtomicU64::new(0),
             monitor_deaths: std::sync::atomic::AtomicU64::new(0),
+            monitor_start_error: Mutex::new(None),
+            pod_cidr: Mutex::new(String::new()),
         }))
     }
 
