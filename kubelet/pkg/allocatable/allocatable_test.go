@@ -22,7 +22,7 @@ func TestAMacMini(t *testing.T) {
 		{Signal: evictionapi.SignalMemoryAvailable, Operator: evictionapi.OpLessThan,
 			Value: evictionapi.ThresholdValue{Quantity: ptr(resource.MustParse("500Mi"))}},
 		{Signal: evictionapi.SignalNodeFsAvailable, Operator: evictionapi.OpLessThan,
-			Value: evictionapi.ThresholdValue{Percentage: 0.1}},
+			Value: evictionapi.ThresholdValue{Percentage: 0.25}},
 		// Not a reservation: image fs and inodes are not allocatable resources.
 		{Signal: evictionapi.SignalImageFsAvailable, Operator: evictionapi.OpLessThan,
 			Value: evictionapi.ThresholdValue{Percentage: 0.15}},
@@ -31,7 +31,7 @@ func TestAMacMini(t *testing.T) {
 	want := map[v1.ResourceName]string{
 		v1.ResourceCPU:              "1500m",
 		v1.ResourceMemory:           "5620Mi",
-		v1.ResourceEphemeralStorage: "100G",
+		v1.ResourceEphemeralStorage: "250G",
 	}
 	if len(r) != len(want) {
 		t.Fatalf("reservation %v", r)
@@ -46,7 +46,7 @@ func TestAMacMini(t *testing.T) {
 	for name, w := range map[v1.ResourceName]string{
 		v1.ResourceCPU:              "10500m",
 		v1.ResourceMemory:           "27148Mi",
-		v1.ResourceEphemeralStorage: "900G",
+		v1.ResourceEphemeralStorage: "750G",
 		v1.ResourcePods:             "110",
 	} {
 		q := a[name]
