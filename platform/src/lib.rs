@@ -765,9 +765,6 @@ pub fn descendants(table: &[ProcInfo], root: i32) -> Vec<i32> {
     found
 }
 
-#[cfg(test)]
-mod tests;
-
 /// The TCP ports on which one of `pids` holds a listening socket (IPv4 or IPv6, any local
 /// address), for port-forwarding only to ports a pod's own processes serve (issue #26, 15).
 /// Processes that are gone or cannot be read are skipped.
@@ -782,3 +779,6 @@ pub fn listening_tcp_ports(pids: &[i32]) -> io::Result<Vec<u16>> {
     ports.dedup();
     Ok(ports)
 }
+
+#[cfg(test)]
+mod tests;

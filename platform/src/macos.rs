@@ -569,7 +569,13 @@ pub fn listening_tcp_ports(pids: &[i32]) -> io::Result<Vec<u16>> {
         // SAFETY: the buffer holds `bytes` bytes of proc_fdinfo; the kernel writes at most that
         // and returns how many it wrote.
         let n = unsafe {
-            libc::proc_pidinfo(pid, libc::PROC_PIDLISTFDS, 0, fds.as_mut_ptr().cast(), bytes)
+            libc::proc_pidinfo(
+                pid,
+                libc::PROC_PIDLISTFDS,
+                0,
+                fds.as_mut_ptr().cast(),
+                bytes,
+            )
         };
         if n <= 0 {
             continue;

@@ -492,29 +492,6 @@ pub fn remount_nosuid(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_parsing_survives_odd_command_names() {
-        let line = "42 (a) b) c) S 7 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 0 0";
-        let info = parse_stat(42, line).expect("parses");
-        assert_eq!(
-            (info.ppid, info.pgid, info.alive, info.start_time),
-            (7, 42, true, 987654)
-        );
-        let zombie = "43 (z) Z 1 43 43 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0";
-        assert!(!parse_stat(43, zombie).expect("parses").alive);
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_octal(r"/a\040b\011c"), b"/a b\tc".to_vec());
-        assert_eq!(unescape_octal(r"/x\04"), b"/x\\04".to_vec());
-    }
-}
-
 /// See [`crate::listening_tcp_ports`]: /proc/net/tcp{,6}'s listening sockets by inode, and the
 /// processes' `socket:[inode]` descriptors.
 pub fn listening_tcp_ports(pids: &[i32]) -> io::Result<Vec<u16>> {
@@ -565,4 +542,27 @@ pub(crate) fn parse_listening(table: &str) -> Vec<(u64, u16)> {
             Some((f[9].parse().ok()?, port))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parsing_survives_odd_command_names() {
+        let line = "42 (a) b) c) S 7 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 987654 0 0";
+        let info = parse_stat(42, line).expect("parses");
+        assert_eq!(
+            (info.ppid, info.pgid, info.alive, info.start_time),
+            (7, 42, true, 987654)
+        );
+        let zombie = "43 (z) Z 1 43 43 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0";
+        assert!(!parse_stat(43, zombie).expect("parses").alive);
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(unescape_octal(r"/a\040b\011c"), b"/a b\tc".to_vec());
+        assert_eq!(unescape_octal(r"/x\04"), b"/x\\04".to_vec());
+    }
 }

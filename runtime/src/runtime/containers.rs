@@ -110,10 +110,7 @@ impl Runtime {
         platform::inherit_only_stdio(monitor.as_std_mut());
         let mut child = monitor.spawn().map_err(|e| {
             self.stop_dns_proxy(&c.id);
-            self.note_monitor_start(Some(format!(
-                "{}: {e}",
-                self.opts.monitor.exe().display()
-            )));
+            self.note_monitor_start(Some(format!("{}: {e}", self.opts.monitor.exe().display())));
             Error::io(
                 format!("starting the monitor {}", self.opts.monitor.exe().display()),
                 e,

@@ -76,7 +76,8 @@ impl Runtime {
         match nix::sys::statvfs::statvfs(&self.opts.root) {
             Ok(st) => {
                 use nix::sys::statvfs::FsFlags;
-                let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+                // fsblkcnt_t and c_ulong are u64 on Linux, u32 and u64 on macOS.
+                let free = widen(st.blocks_available()).saturating_mul(widen(st.fragment_size()));
                 if st.flags().contains(FsFlags::ST_RDONLY) {
                     health.runtime.push(problem(
                         "RootReadOnly",
@@ -174,6 +175,12 @@ impl Runtime {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+}
+
+/// A count of the OS's own width as u64 (a cast would be the same type on one OS and not
+/// the other).
+fn widen<T: Into<u64>>(n: T) -> u64 {
+    n.into()
 }
 
 /// Whether an interface that is up holds `ip`.
