@@ -194,6 +194,7 @@ pub struct RuntimeConfig {
     pub allow_root_namespaces: Vec<String>,
     pub seatbelt_mach_services: Vec<String>,
     pub allowed_capabilities: Vec<String>,
+    pub landlock_best_effort: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -300,6 +301,7 @@ impl Default for RuntimeConfig {
                 .map(|s| s.to_string())
                 .collect(),
             allowed_capabilities: Vec::new(),
+            landlock_best_effort: false,
         }
     }
 }

@@ -77,6 +77,7 @@ pub async fn run(
     checks.extend(mounts(config, scratch.as_deref()));
     checks.push(root_filesystem(config, scratch.as_deref()));
     checks.push(root_nosuid(config));
+    checks.extend(landlock(config));
     checks.push(socket_paths(config));
     checks.extend(permissions(config, config_file));
     checks.push(mdns(config));
@@ -399,6 +400,36 @@ fn root_nosuid(config: &Config) -> Check {
             "check that the root directory exists",
         ),
     }
+}
+
+/// The kernel's Landlock ABI and what of the confinement policy it covers (the Linux twin;
+/// macOS confines with Seatbelt and has no such check). A kernel short of the policy fails,
+/// since confined containers are refused there, unless the operator chose best effort.
+fn landlock(config: &Config) -> Option<Check> {
+    let abi = platform::landlock_abi()?;
+    let best_effort = config.runtime.landlock_best_effort;
+    Some(match platform::landlock_decision(abi, best_effort) {
+        Ok(lost) if lost.is_empty() => Check::ok(
+            "landlock",
+            format!(
+                "Landlock ABI {abi}: file access, truncation, device ioctls, signal and                  abstract socket scoping (all that confined containers need, ABI {})",
+                platform::LANDLOCK_ABI_NEEDED
+            ),
+        ),
+        Ok(lost) => Check::warn(
+            "landlock",
+            format!(
+                "Landlock ABI {abi} (best effort): confined containers start without {}",
+                lost.join("; ")
+            ),
+            "run Linux 6.12 or later",
+        ),
+        Err(message) => Check::fail(
+            "landlock",
+            format!("Landlock ABI {abi}: confined containers are refused"),
+            message,
+        ),
+    })
 }
 
 fn root_filesystem(config: &Config, scratch: Option<&Path>) -> Check {

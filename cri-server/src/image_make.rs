@@ -247,6 +247,7 @@ pub fn build(config: &Config, args: BuildArgs<'_>) -> anyhow::Result<()> {
             mdns_socket: config.runtime.mdns_socket(),
             sockets_dir: config.root.join("builds").join("sockets"),
             mach_services: config.runtime.seatbelt_mach_services.clone(),
+            landlock_best_effort: config.runtime.landlock_best_effort,
         },
     };
     let registry = image_service::registry::Registry::new(config.image.registry())

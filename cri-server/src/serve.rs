@@ -190,6 +190,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         allow_root_namespaces: config.runtime.allow_root_namespaces.clone(),
         seatbelt_mach_services: config.runtime.seatbelt_mach_services.clone(),
         allowed_capabilities: config.runtime.allowed_capabilities.clone(),
+        landlock_best_effort: config.runtime.landlock_best_effort,
     };
     let rt = Runtime::open(opts, images).context("opening the runtime state")?;
     rt.recover()

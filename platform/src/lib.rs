@@ -116,24 +116,33 @@ pub struct Confinement {
     pub network: bool,
     /// Mach services the process may look up (macOS).
     pub mach_services: Vec<String>,
+    /// Start the process even where the kernel's Landlock lacks part of what the policy needs
+    /// (`runtime.landlock_best_effort`; Linux only): what the kernel has is applied, the rest
+    /// is named in a warning. Otherwise such a start is refused ([`landlock_shortfall`]).
+    pub landlock_best_effort: bool,
 }
 
 /// The Seatbelt (SBPL) profile of a confinement: deny by default; read the root and the
 /// volumes, write where allowed; fork, exec, signals and process information within the
-/// sandbox; sysctl reads; the configured Mach services; network when allowed. Nothing
-/// host-global (no other process, no system setting, no mount, no kernel extension). Written
-/// here, not in macos.rs, so that the Linux tests check the text.
+/// sandbox; sysctl reads but other processes' arguments and environment; the configured Mach
+/// services; network when allowed. Nothing host-global (no other process, no system setting, no
+/// mount, no kernel extension, no setuid or setgid file). Written here, not in macos.rs, so that
+/// the Linux tests check the text (docs/seatbelt.md shows it and says why each rule is there).
+///
+/// SBPL: the last rule that matches an operation decides, so every deny follows the allows it
+/// narrows.
 pub fn seatbelt_profile(c: &Confinement) -> String {
     fn quote(p: &Path) -> String {
         let s = p.to_string_lossy();
         format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
     }
-    let subpaths = |paths: &[PathBuf]| -> String {
+    fn filters<'a>(kind: &str, paths: impl IntoIterator<Item = &'a PathBuf>) -> String {
         paths
-            .iter()
-            .map(|p| format!(" (subpath {})", quote(p)))
+            .into_iter()
+            .map(|p| format!(" ({kind} {})", quote(p)))
             .collect()
-    };
+    }
+    let subpaths = |paths: &[PathBuf]| filters("subpath", paths);
     let mut out = String::from(
         "(version 1)\n\
          (deny default)\n\
@@ -143,9 +152,9 @@ pub fn seatbelt_profile(c: &Confinement) -> String {
          (allow signal (target same-sandbox))\n\
          (allow process-info* (target same-sandbox))\n\
          (allow sysctl-read)\n\
+         (deny sysctl-read (sysctl-name-prefix \"kern.procargs\"))\n\
          (allow pseudo-tty)\n\
-         (allow file-ioctl)\n\
-         (allow ipc-posix-shm*)\n\
+         (allow ipc-posix-shm-read* (ipc-posix-name \"apple.shm.notification_center\"))\n\
          (allow ipc-posix-sem*)\n\
          (allow file-read-metadata)\n",
     );
@@ -159,11 +168,28 @@ pub fn seatbelt_profile(c: &Confinement) -> String {
     if !c.write.is_empty() {
         out += &format!("(allow file-write*{})\n", subpaths(&c.write));
     }
+    // ioctl on the container's own files and on its terminal (a pty made by the monitor, on
+    // the host's devfs), not on the host's other devices.
+    out += &format!(
+        "(allow file-ioctl{}{} (literal \"/dev/tty\") (literal \"/dev/ptmx\") \
+         (regex #\"^/dev/ttys[0-9]+$\"))\n",
+        subpaths(&c.read),
+        subpaths(&c.write)
+    );
+    // No setuid or setgid file anywhere, writable volumes included (Nix does the same).
+    out += "(deny file-write-setugid)\n";
     if !c.deny.is_empty() {
         out += &format!("(deny file-read* file-write*{})\n", subpaths(&c.deny));
     }
     if !c.read_only.is_empty() {
         out += &format!("(deny file-write*{})\n", subpaths(&c.read_only));
+    }
+    // The rules above match paths: renaming a writable parent of a denied path would move the
+    // file out from under its rule. The parents themselves (up to the root, not what is in
+    // them) may therefore not be written, renamed or removed.
+    let parents = seatbelt_guarded_parents(c);
+    if !parents.is_empty() {
+        out += &format!("(deny file-write*{})\n", filters("literal", &parents));
     }
     if !c.mach_services.is_empty() {
         let names: String = c
@@ -174,9 +200,142 @@ pub fn seatbelt_profile(c: &Confinement) -> String {
         out += &format!("(allow mach-lookup{names})\n");
     }
     if c.network {
-        out += "(allow network*)\n(allow system-socket)\n";
+        // Sockets of the kinds builds use: unix, and TCP and UDP over IPv4 and IPv6 (AF_UNIX 1,
+        // AF_INET 2, AF_INET6 30, SOCK_STREAM 1, SOCK_DGRAM 2). Not raw IP, AF_NDRV (raw
+        // frames), AF_ROUTE or AF_SYSTEM (kernel controls and events: utun interfaces, every
+        // connection's statistics), which reach the whole Mac's network.
+        out += "(allow network*)\n\
+                (allow system-socket (socket-domain 1))\n\
+                (allow system-socket (require-all (require-any (socket-domain 2) \
+                (socket-domain 30)) (require-any (socket-type 1) (socket-type 2))))\n";
     }
     out
+}
+
+/// The directories between the container root (the first read path) and each denied or
+/// read-only path: those [`seatbelt_profile`] keeps from being renamed, in order.
+fn seatbelt_guarded_parents(c: &Confinement) -> Vec<PathBuf> {
+    let Some(root) = c.read.first().or(c.write.first()) else {
+        return Vec::new();
+    };
+    let mut parents = std::collections::BTreeSet::new();
+    for path in c.deny.iter().chain(&c.read_only) {
+        for parent in path.ancestors().skip(1) {
+            if parent == root.as_path() || !parent.starts_with(root) {
+                break;
+            }
+            parents.insert(parent.to_path_buf());
+        }
+    }
+    parents.into_iter().collect()
+}
+
+/// Seatbelt's two steps as libsandbox has them: compiling a profile (which allocates, and may
+/// load code) and applying the compiled form (one system call). The monitor is multithreaded,
+/// and a forked child of a multithreaded process may only make async-signal-safe calls before
+/// exec: another thread may have held the allocator's lock at the fork. So the profile is
+/// compiled in the parent, before the fork, and the child only applies it.
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+pub(crate) trait SeatbeltCompiler {
+    type Compiled;
+    /// In the parent, before the fork.
+    fn compile(profile: &std::ffi::CStr) -> io::Result<Self::Compiled>;
+    /// In the forked child: allocates nothing.
+    fn apply(compiled: &Self::Compiled) -> io::Result<()>;
+}
+
+/// A confinement's Seatbelt profile, compiled before the fork (see [`SeatbeltCompiler`]).
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+pub(crate) struct CompiledSeatbelt<B: SeatbeltCompiler> {
+    compiled: B::Compiled,
+}
+
+#[cfg_attr(not(target_os = "macos"), allow(dead_code))]
+impl<B: SeatbeltCompiler> CompiledSeatbelt<B> {
+    /// Generates and compiles the profile: every error (a NUL in a path, a rule the compiler
+    /// refuses) is reported here, in the parent.
+    pub(crate) fn prepare(c: &Confinement) -> io::Result<Self> {
+        let text = CString::new(seatbelt_profile(c)).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a path in the profile holds a NUL byte",
+            )
+        })?;
+        Ok(CompiledSeatbelt {
+            compiled: B::compile(&text)?,
+        })
+    }
+
+    /// Applies the compiled profile (the forked child's only Seatbelt call).
+    pub(crate) fn apply(&self) -> io::Result<()> {
+        B::apply(&self.compiled)
+    }
+}
+
+/// The Landlock ABI version the Linux twin's policy needs in full: 6 (Linux 6.12), for the
+/// scoping of signals and abstract unix sockets.
+pub const LANDLOCK_ABI_NEEDED: u32 = 6;
+
+/// What a confined container loses on a kernel whose Landlock ABI is `abi` (0: no Landlock),
+/// one line per missing part; empty when the kernel has all the policy needs. Plain data, so
+/// that the decision is tested for any kernel on any kernel.
+pub fn landlock_shortfall(abi: u32) -> Vec<&'static str> {
+    let mut lost = Vec::new();
+    if abi == 0 {
+        lost.push("every file-system rule (no Landlock: Linux 5.13 or later, in the LSM list)");
+        return lost;
+    }
+    if abi < 2 {
+        lost.push(
+            "renames and links across directories (ABI 2, Linux 5.19): refused in every \
+             container instead of checked",
+        );
+    }
+    if abi < 3 {
+        lost.push(
+            "truncation (ABI 3, Linux 6.2): truncate(2) of files outside the write set is not \
+             refused",
+        );
+    }
+    if abi < 5 {
+        lost.push("ioctl on device files (ABI 5, Linux 6.10): not checked");
+    }
+    if abi < 6 {
+        lost.push(
+            "signal and abstract unix socket scoping (ABI 6, Linux 6.12): processes outside \
+             the container can be signalled (same uid; root: any) and the host's abstract \
+             sockets reached",
+        );
+    }
+    lost
+}
+
+/// Whether confined containers may start on a kernel whose Landlock ABI is `abi`: `Ok` with
+/// what is lost (for a warning; empty on a kernel with everything), or `Err` naming what is
+/// missing and the fix. A shortfall is refused unless the operator opted into best effort
+/// (`runtime.landlock_best_effort`); no Landlock at all is refused either way.
+pub fn landlock_decision(abi: u32, best_effort: bool) -> Result<Vec<&'static str>, String> {
+    let lost = landlock_shortfall(abi);
+    if lost.is_empty() || (best_effort && abi > 0) {
+        return Ok(lost);
+    }
+    let fix = if abi == 0 {
+        "enable Landlock (lsm=landlock,... on the kernel command line) or run a newer kernel"
+    } else {
+        "run Linux 6.12 or later, or set runtime.landlock_best_effort = true to start \
+         containers with what this kernel has"
+    };
+    Err(format!(
+        "this kernel's Landlock ABI is {abi}; confined containers need {LANDLOCK_ABI_NEEDED}, \
+         and would lose: {}. Fix: {fix}",
+        lost.join("; ")
+    ))
+}
+
+/// The running kernel's Landlock ABI version (0: none), or `None` where there is no Landlock
+/// (macOS confines with Seatbelt).
+pub fn landlock_abi() -> Option<u32> {
+    imp::landlock_abi()
 }
 
 /// Whether seccomp profiles (Localhost) can be applied here: Linux only.

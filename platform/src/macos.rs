@@ -493,30 +493,107 @@ pub fn remount_nosuid(_path: &Path) -> io::Result<()> {
     ))
 }
 
-// sandbox(7): the Seatbelt entry point Nix and Bazel use to confine builds; declared in
-// <sandbox.h> and part of libSystem. With flags 0 `profile` is the text of an SBPL profile.
-unsafe extern "C" {
-    fn sandbox_init(
-        profile: *const libc::c_char,
-        flags: u64,
-        errorbuf: *mut *mut libc::c_char,
-    ) -> libc::c_int;
+// libsandbox's compiler and loader, which `sandbox_init` itself calls and `sandbox-exec`
+// uses: private API, declared as Chromium declares it (sandbox/mac/seatbelt.cc), which compiles
+// its profiles in one process and applies them in another the same way. `sandbox_init` (the
+// deprecated public entry point Nix and Bazel use) compiles in the calling process, so it
+// cannot run in the forked child of the multithreaded monitor.
+// The compiled profile is opaque here: only libsandbox reads it (its layout differs between
+// the declarations in circulation).
+#[repr(C)]
+struct SandboxProfile {
+    _opaque: [u8; 0],
 }
 
-/// A [`super::Confinement`] made ready before the fork: its Seatbelt profile's text.
-pub struct Confined {
-    profile: CString,
+#[link(name = "sandbox")]
+unsafe extern "C" {
+    fn sandbox_create_params() -> *mut libc::c_void;
+    fn sandbox_free_params(params: *mut libc::c_void);
+    fn sandbox_compile_string(
+        profile: *const libc::c_char,
+        params: *mut libc::c_void,
+        error: *mut *mut libc::c_char,
+    ) -> *mut SandboxProfile;
+    fn sandbox_free_profile(profile: *mut SandboxProfile);
+    // Newer libsandbox builds take a container path as a second argument; a null one is what
+    // the one-argument form means, and an argument a callee does not take is ignored.
+    fn sandbox_apply(profile: *mut SandboxProfile, container: *const libc::c_char) -> libc::c_int;
 }
+
+/// libsandbox as a [`super::SeatbeltCompiler`]: compiled in the monitor before the fork, applied
+/// in the child (docs/seatbelt.md; *unproven on a Mac*).
+pub struct Libsandbox;
+
+/// A profile compiled by `sandbox_compile_string`, freed with the command that holds it.
+pub struct CompiledProfile(*mut SandboxProfile);
+
+impl Drop for CompiledProfile {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from sandbox_compile_string and is freed once, here. In a
+        // forked child the command (and this) is never dropped: exec replaces the image.
+        unsafe { sandbox_free_profile(self.0) }
+    }
+}
+
+impl super::SeatbeltCompiler for Libsandbox {
+    type Compiled = CompiledProfile;
+
+    fn compile(profile: &CStr) -> io::Result<CompiledProfile> {
+        let mut error: *mut libc::c_char = std::ptr::null_mut();
+        // SAFETY: the profile is a NUL-terminated string that outlives the call; params are
+        // made and freed here; `error` is a valid out-pointer whose message is copied before
+        // it is freed (libsandbox allocates it with malloc).
+        unsafe {
+            let params = sandbox_create_params();
+            let compiled = sandbox_compile_string(profile.as_ptr(), params, &mut error);
+            if !params.is_null() {
+                sandbox_free_params(params);
+            }
+            if compiled.is_null() {
+                let message = if error.is_null() {
+                    "no message".to_string()
+                } else {
+                    let m = CStr::from_ptr(error).to_string_lossy().into_owned();
+                    libc::free(error.cast());
+                    m
+                };
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("the container's Seatbelt profile does not compile: {message}"),
+                ));
+            }
+            Ok(CompiledProfile(compiled))
+        }
+    }
+
+    fn apply(compiled: &CompiledProfile) -> io::Result<()> {
+        // SAFETY: the compiled profile was made before the fork and stays alive (the command
+        // holds it) until exec; sandbox_apply hands it to the kernel.
+        if unsafe { sandbox_apply(compiled.0, std::ptr::null()) } != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "sandbox_apply refused the container's Seatbelt profile",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A [`super::Confinement`] made ready before the fork: its Seatbelt profile, compiled.
+pub struct Confined {
+    profile: super::CompiledSeatbelt<Libsandbox>,
+}
+
+// SAFETY: the compiled profile is plain memory owned by this value, read by one thread at a
+// time (the command's pre_exec closure, which std requires to be Send + Sync).
+unsafe impl Send for CompiledProfile {}
+unsafe impl Sync for CompiledProfile {}
 
 impl Confined {
     pub fn prepare(c: &super::Confinement, _rootfs: &Path, _uid: u32) -> io::Result<Confined> {
-        let profile = CString::new(super::seatbelt_profile(c)).map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a path in the profile holds a NUL byte",
-            )
-        })?;
-        Ok(Confined { profile })
+        Ok(Confined {
+            profile: super::CompiledSeatbelt::prepare(c)?,
+        })
     }
 
     /// Nothing needs privilege: Seatbelt applies to any process.
@@ -525,20 +602,16 @@ impl Confined {
     }
 
     /// The profile, once the process runs as its user: from here on it holds for the process
-    /// and everything it starts (and a sandbox inside it is refused: docs/seatbelt.md).
+    /// and everything it starts (and a sandbox inside it is refused: docs/seatbelt.md). Only
+    /// the compiled form is handed over: nothing is compiled or allocated in the child.
     pub fn apply_as_user(&mut self) -> io::Result<()> {
-        let mut error: *mut libc::c_char = std::ptr::null_mut();
-        // SAFETY: the profile is a NUL-terminated string made before the fork; `error` is a
-        // valid out-pointer. On failure the message buffer is left to exec's end of the image
-        // (freeing it would call the allocator in the forked child).
-        if unsafe { sandbox_init(self.profile.as_ptr(), 0, &mut error) } != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "sandbox_init refused the container's Seatbelt profile",
-            ));
-        }
-        Ok(())
+        self.profile.apply()
     }
+}
+
+/// No Landlock on macOS: Seatbelt confines.
+pub fn landlock_abi() -> Option<u32> {
+    None
 }
 
 /// See [`crate::listening_tcp_ports`]: each process's socket descriptors (`PROC_PIDLISTFDS`),

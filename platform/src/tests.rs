@@ -295,3 +295,214 @@ fn the_seatbelt_profile_denies_by_default_and_quotes_paths() {
         );
     }
 }
+
+#[test]
+fn the_seatbelt_profile_denies_setugid_files_and_narrows_ioctl_ipc_sockets_and_sysctl() {
+    let c = Confinement {
+        read: vec![PathBuf::from("/r/c/rootfs")],
+        write: vec![PathBuf::from("/r/c/rootfs"), PathBuf::from("/vol/data")],
+        network: true,
+        ..Default::default()
+    };
+    let p = seatbelt_profile(&c);
+    // file-write* includes file-write-setugid: denied after the write allows, writable
+    // volumes included.
+    let setugid = p.find("(deny file-write-setugid)\n").expect(&p);
+    assert!(
+        setugid > p.find("(allow file-write*").expect("allow"),
+        "{p}"
+    );
+    for broad in [
+        "(allow file-ioctl)",
+        "(allow ipc-posix-shm*)",
+        "(allow system-socket)",
+    ] {
+        assert!(!p.contains(broad), "{broad}: {p}");
+    }
+    // ioctl: the container's files and its terminal only.
+    assert!(
+        p.contains(
+            "(allow file-ioctl (subpath \"/r/c/rootfs\") (subpath \"/r/c/rootfs\") \
+             (subpath \"/vol/data\") (literal \"/dev/tty\") (literal \"/dev/ptmx\") \
+             (regex #\"^/dev/ttys[0-9]+$\"))"
+        ),
+        "{p}"
+    );
+    // POSIX shared memory: only notify(3)'s, read-only; its names are the whole Mac's.
+    assert!(
+        p.contains(
+            "(allow ipc-posix-shm-read* (ipc-posix-name \"apple.shm.notification_center\"))"
+        ),
+        "{p}"
+    );
+    assert!(!p.contains("ipc-posix-shm-write"), "{p}");
+    // Sockets: unix, TCP and UDP; never AF_SYSTEM (32), AF_NDRV (27), AF_ROUTE (17) or raw.
+    assert!(p.contains("(allow system-socket (socket-domain 1))"), "{p}");
+    assert!(
+        p.contains(
+            "(allow system-socket (require-all (require-any (socket-domain 2) \
+             (socket-domain 30)) (require-any (socket-type 1) (socket-type 2))))"
+        ),
+        "{p}"
+    );
+    for never in [
+        "(socket-domain 32)",
+        "(socket-domain 27)",
+        "(socket-domain 17)",
+        "(socket-type 3)",
+    ] {
+        assert!(!p.contains(never), "{never}: {p}");
+    }
+    // sysctl: readable, but not other processes' arguments and environment.
+    let deny = p
+        .find("(deny sysctl-read (sysctl-name-prefix \"kern.procargs\"))")
+        .expect(&p);
+    assert!(deny > p.find("(allow sysctl-read)").expect("allow"), "{p}");
+    // Without network, no socket at all.
+    let offline = seatbelt_profile(&Confinement {
+        network: false,
+        ..c
+    });
+    assert!(!offline.contains("system-socket"), "{offline}");
+}
+
+#[test]
+fn the_parents_of_denied_and_read_only_paths_cannot_be_renamed() {
+    let c = Confinement {
+        read: vec![PathBuf::from("/r/c/rootfs"), PathBuf::from("/vol/cfg")],
+        write: vec![PathBuf::from("/r/c/rootfs")],
+        deny: vec![PathBuf::from("/r/c/rootfs/etc/secrets/key")],
+        read_only: vec![
+            PathBuf::from("/r/c/rootfs/etc/config"),
+            PathBuf::from("/r/c/rootfs/top"),
+        ],
+        ..Default::default()
+    };
+    let p = seatbelt_profile(&c);
+    // A rename of /etc or /etc/secrets would carry the file out from under its path rule: the
+    // parents themselves are not writable (literal: what is in them still is), the root is not
+    // named (the container cannot name it), and nothing outside the root is.
+    let rule = "(deny file-write* (literal \"/r/c/rootfs/etc\") \
+                (literal \"/r/c/rootfs/etc/secrets\"))\n";
+    let at = p.find(rule).expect(&p);
+    assert!(at > p.find("(allow file-write*").expect("allow"), "{p}");
+    assert!(!p.contains("(literal \"/r/c/rootfs\")"), "{p}");
+    assert!(!p.contains("(literal \"/r/c\")"), "{p}");
+    // No denied path, no parent rule.
+    let plain = seatbelt_profile(&Confinement {
+        deny: Vec::new(),
+        read_only: Vec::new(),
+        ..c
+    });
+    assert!(!plain.contains("(literal \"/r/c/rootfs/etc\")"), "{plain}");
+}
+
+/// A stand-in for libsandbox that counts its calls.
+struct CountingCompiler;
+
+static COMPILED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static APPLIED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl SeatbeltCompiler for CountingCompiler {
+    type Compiled = String;
+    fn compile(profile: &std::ffi::CStr) -> io::Result<String> {
+        COMPILED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(profile.to_string_lossy().into_owned())
+    }
+    fn apply(compiled: &String) -> io::Result<()> {
+        assert!(compiled.starts_with("(version 1)"));
+        APPLIED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn the_seatbelt_profile_is_compiled_before_the_fork_and_only_applied_after() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let c = Confinement {
+        read: vec![PathBuf::from("/r/c/rootfs")],
+        ..Default::default()
+    };
+    // prepare runs in the monitor, before the fork: the profile is generated and compiled
+    // there, so the forked child of the multithreaded monitor allocates nothing.
+    let prepared = CompiledSeatbelt::<CountingCompiler>::prepare(&c).expect("compiles");
+    assert_eq!(COMPILED.load(SeqCst), 1);
+    assert_eq!(APPLIED.load(SeqCst), 0);
+    // The child only applies what was compiled (twice here: each exec'd process of a
+    // container applies the same compiled profile).
+    prepared.apply().expect("applies");
+    prepared.apply().expect("applies");
+    assert_eq!(COMPILED.load(SeqCst), 1, "nothing compiled after the fork");
+    assert_eq!(APPLIED.load(SeqCst), 2);
+    // A profile that cannot be made fails in prepare, before any fork.
+    let bad = Confinement {
+        read: vec![PathBuf::from("/r/c/nul\0byte")],
+        ..Default::default()
+    };
+    assert!(CompiledSeatbelt::<CountingCompiler>::prepare(&bad).is_err());
+    assert_eq!(COMPILED.load(SeqCst), 1);
+}
+
+#[test]
+fn landlock_short_of_the_policy_is_refused_unless_the_operator_chose_best_effort() {
+    // Everything the policy needs: ABI 6 (Linux 6.12) and later.
+    for abi in [6, 7, 8] {
+        assert_eq!(landlock_decision(abi, false), Ok(Vec::new()), "ABI {abi}");
+    }
+    // ABI 5 (Linux 6.10, 6.11): no signal or abstract socket scoping.
+    let e = landlock_decision(5, false).expect_err("refused");
+    assert!(
+        e.contains("ABI is 5") && e.contains("signal") && e.contains("landlock_best_effort"),
+        "{e}"
+    );
+    assert!(!e.contains("truncat"), "{e}");
+    // ABI 2 (before 6.2): no truncation control either.
+    let e = landlock_decision(2, false).expect_err("refused");
+    assert!(
+        e.contains("truncat") && e.contains("ioctl") && e.contains("signal"),
+        "{e}"
+    );
+    // Best effort: started, what is lost named for the log.
+    let lost = landlock_decision(4, true).expect("best effort");
+    assert_eq!(lost.len(), 2, "{lost:?}");
+    assert!(lost.iter().any(|l| l.contains("signal")), "{lost:?}");
+    assert_eq!(landlock_decision(1, true).expect("best effort").len(), 4);
+    // No Landlock at all: refused even with best effort.
+    let e = landlock_decision(0, true).expect_err("no Landlock");
+    assert!(e.contains("ABI is 0"), "{e}");
+    // This kernel's ABI is known on Linux, absent on macOS.
+    assert_eq!(landlock_abi().is_some(), matches!(OS, Os::Linux));
+}
+
+#[test]
+fn a_read_only_bind_mount_is_read_only_in_its_submounts_too() {
+    if !nix::unistd::geteuid().is_root() || !HAS_BIND_MOUNTS {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("src");
+    let sub = src.join("sub");
+    let dst = dir.path().join("dst");
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    std::fs::create_dir(&dst).expect("mkdir");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&sub)
+        .status()
+        .expect("mount");
+    assert!(status.success(), "mount -t tmpfs: {status}");
+    let result = std::panic::catch_unwind(|| {
+        bind_mount(&src, &dst, true).expect("bind");
+        let inner = std::fs::write(dst.join("sub/f"), "x");
+        let _ = unmount(&dst.join("sub"));
+        let _ = unmount(&dst);
+        let e = inner.expect_err("the submount is read-only too");
+        assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+        // The source's own mount is untouched.
+        std::fs::write(sub.join("f"), "x").expect("the source stays writable");
+    });
+    let _ = unmount(&sub);
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}

@@ -25,22 +25,44 @@ pub const UNCONFINED_HANDLER: &str = "darwin-unconfined";
 pub const RUN_AS_USER_ANNOTATION: &str = "darwin-cri.io/run-as-user";
 
 /// The Mach services a confined container may look up by default on macOS: what command-line
-/// builds use (notifications, directory services for users and groups, logging, the keychain
-/// and trust evaluation for TLS, Launch Services, DNS).
+/// builds need, each for a reason (docs/seatbelt.md has the same list).
 pub const DEFAULT_MACH_SERVICES: &[&str] = &[
+    // notify(3): libSystem learns of time-zone, user-database and log-level changes.
     "com.apple.system.notification_center",
+    // Users and groups (getpwnam, getgrgid): `id`, ssh, git and every tool that names its user.
     "com.apple.system.opendirectoryd.libinfo",
+    // Logging: os_log (logd) from every Apple library, and the older asl (logger).
     "com.apple.system.logger",
     "com.apple.logd",
-    "com.apple.diagnosticd",
-    "com.apple.SecurityServer",
+    // Certificate trust for TLS: curl, git, SwiftPM and Homebrew downloads.
     "com.apple.trustd",
     "com.apple.trustd.agent",
+    // Name resolution: the DNS configuration and the resolver (getaddrinfo).
     "com.apple.SystemConfiguration.DNSConfiguration",
-    "com.apple.coreservices.launchservicesd",
-    "com.apple.CoreServices.coreservicesd",
     "com.apple.dnssd.service",
     "com.apple.mDNSResponder",
+];
+
+/// Mach services a build may need that are left out of [`DEFAULT_MACH_SERVICES`], with what
+/// they give: the operator adds them to `runtime.seatbelt_mach_services` as a named choice
+/// (docs/seatbelt.md#mach-services).
+pub const OPT_IN_MACH_SERVICES: &[(&str, &str)] = &[
+    (
+        "com.apple.SecurityServer",
+        "code signing and keychains (codesign, security): securityd, which holds the Mac's          keychains",
+    ),
+    (
+        "com.apple.coreservices.launchservicesd",
+        "Launch Services (open, app registration): starts programs outside the sandbox",
+    ),
+    (
+        "com.apple.CoreServices.coreservicesd",
+        "Core Services (file type and app bindings): starts programs outside the sandbox",
+    ),
+    (
+        "com.apple.diagnosticd",
+        "log streaming (log stream, activity tracing): every process's log messages",
+    ),
 ];
 
 /// The capability set of a root process in a confined container: containerd's default set
@@ -474,6 +496,8 @@ pub fn policy(
         seccomp_profile,
         network: true,
         mach_services: rules.mach_services.to_vec(),
+        // The caller's, from runtime.landlock_best_effort.
+        landlock_best_effort: false,
     }))
 }
 

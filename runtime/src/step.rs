@@ -42,6 +42,8 @@ pub struct StepOptions {
     /// A short directory on the root's file system for the relay's socket.
     pub sockets_dir: PathBuf,
     pub mach_services: Vec<String>,
+    /// Run confined with what the kernel's Landlock has (`runtime.landlock_best_effort`).
+    pub landlock_best_effort: bool,
 }
 
 /// A step's root, ready to run a process in; gone when dropped.
@@ -174,6 +176,9 @@ impl StepRoot {
                 allowed_capabilities: &[],
             },
         )?;
+        if let Some(c) = self.confinement.as_mut() {
+            c.landlock_best_effort = opts.landlock_best_effort;
+        }
         Ok(())
     }
 

@@ -272,3 +272,39 @@ fn serve_refuses_a_socket_path_over_the_limit_and_names_it() -> anyhow::Result<(
     );
     Ok(())
 }
+
+#[test]
+fn doctor_reports_the_kernels_landlock_abi_and_what_it_covers() -> anyhow::Result<()> {
+    let Some(abi) = platform::landlock_abi() else {
+        return Ok(());
+    };
+    let host = Host::new()?;
+    let socket = host.socket();
+    let kubelet = host.kubelet_config("kubelet.yaml", &format!("unix://{}", socket.display()))?;
+    let (_, out) = host.doctor("", &socket, &kubelet)?;
+    let lost = platform::landlock_shortfall(abi);
+    let line = if lost.is_empty() {
+        finding(&out, "ok", "landlock").expect(&out)
+    } else {
+        // Short of the policy: confined containers are refused, the fix named.
+        let f = finding(&out, "FAIL", "landlock").expect(&out);
+        assert!(f.contains("landlock_best_effort"), "{f}");
+        f
+    };
+    assert!(line.contains(&format!("Landlock ABI {abi}")), "{line}");
+    if lost.is_empty() {
+        assert!(
+            line.contains("signal") && line.contains("truncation"),
+            "{line}"
+        );
+    }
+    // Best effort chosen: a warning naming what is lost, never a failure.
+    let (_, out) = host.doctor(
+        "[runtime]\nlandlock_best_effort = true\n",
+        &socket,
+        &kubelet,
+    )?;
+    let tag = if lost.is_empty() { "ok" } else { "warn" };
+    assert!(finding(&out, tag, "landlock").is_some(), "{out}");
+    Ok(())
+}

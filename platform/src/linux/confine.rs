@@ -59,6 +59,18 @@ const RUNTIME_DEFAULT_CALLS: &[libc::c_long] = &[
     libc::SYS_personality,
 ];
 
+/// Every namespace flag of clone(2) (CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID,
+/// NEWNET): RuntimeDefault refuses clone with any of them, as Docker's profile does for a
+/// container without CAP_SYS_ADMIN, since it refuses unshare(2) outright. A user namespace needs
+/// no capability, only a process outside a chroot, which root can leave (`chroot` and `..`).
+const CLONE_NAMESPACES: u64 = 0x7E02_0000;
+
+/// The x32 ABI's bit in a system call number. x32 calls carry x86_64's audit architecture, so a
+/// filter keyed on x86_64 numbers would let `nr | 0x40000000` through where the kernel runs x32
+/// programs (CONFIG_X86_X32_ABI, syscall.x32=y): every x32 call is refused instead, as
+/// Docker's profile (through libseccomp) does.
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
 /// Linux capability names in number order (capability.h): the index is the number.
 pub const CAPABILITY_NAMES: &[&str] = &[
     "CHOWN",
@@ -122,18 +134,109 @@ fn architecture() -> io::Result<seccompiler::TargetArch> {
         })
 }
 
-fn refusing(calls: &[libc::c_long]) -> io::Result<seccompiler::BpfProgram> {
-    let rules = calls.iter().map(|nr| (*nr, Vec::new())).collect();
+/// A filter answering `errno` to every call matching `rules`, allowing the rest.
+fn refusing_rules(
+    rules: std::collections::BTreeMap<libc::c_long, Vec<seccompiler::SeccompRule>>,
+    errno: libc::c_int,
+) -> io::Result<seccompiler::BpfProgram> {
     let filter = seccompiler::SeccompFilter::new(
         rules,
         seccompiler::SeccompAction::Allow,
-        seccompiler::SeccompAction::Errno(libc::EPERM as u32),
+        seccompiler::SeccompAction::Errno(errno as u32),
         architecture()?,
     )
     .map_err(|e| io::Error::other(format!("building the seccomp filter: {e}")))?;
     filter.try_into().map_err(|e: seccompiler::BackendError| {
         io::Error::other(format!("compiling the seccomp filter: {e}"))
     })
+}
+
+/// RuntimeDefault's rules for clone(2), as Docker's: refused (EPERM) when its flags (argument
+/// 0) hold any namespace flag, one rule per flag (the rules of a call are alternatives).
+fn clone_namespace_rules() -> io::Result<Vec<seccompiler::SeccompRule>> {
+    use seccompiler::{SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
+    let bad = |e: seccompiler::BackendError| io::Error::other(format!("seccomp rule: {e}"));
+    (0..64)
+        .map(|bit| 1u64 << bit)
+        .filter(|flag| CLONE_NAMESPACES & flag != 0)
+        .map(|flag| {
+            let set = SeccompCondition::new(
+                0,
+                SeccompCmpArgLen::Qword,
+                SeccompCmpOp::MaskedEq(flag),
+                flag,
+            )
+            .map_err(bad)?;
+            SeccompRule::new(vec![set]).map_err(bad)
+        })
+        .collect()
+}
+
+/// The filter that refuses x32 system calls ([`X32_SYSCALL_BIT`]) on x86_64; `None` elsewhere.
+/// Hand-written: seccompiler's rules match whole call numbers, not a bit of them.
+fn x32_filter() -> Option<seccompiler::BpfProgram> {
+    use seccompiler::sock_filter;
+    if std::env::consts::ARCH != "x86_64" {
+        return None;
+    }
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    let (ld, jeq, jset, ret) = (0x20, 0x15, 0x45, 0x06); // BPF_LD|W|ABS, JMP|JEQ|K, JMP|JSET|K, RET|K
+    let op = |code: u16, k: u32, jt: u8, jf: u8| sock_filter { code, jt, jf, k };
+    Some(vec![
+        op(ld, 4, 0, 0),                  // the architecture
+        op(jeq, AUDIT_ARCH_X86_64, 0, 3), // another one: allowed here (the other filter kills it)
+        op(ld, 0, 0, 0),                  // the call number
+        op(jset, X32_SYSCALL_BIT, 0, 1),  // x32?
+        op(ret, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32, 0, 0),
+        op(ret, libc::SECCOMP_RET_ALLOW, 0, 0),
+    ])
+}
+
+/// Every seccomp filter of a confined container, in the order they are installed: host-global
+/// calls (and Docker's refusals with RuntimeDefault, clone with namespace flags included),
+/// x32 calls, clone3 with RuntimeDefault, and the container's own profile.
+fn seccomp_filters(
+    runtime_default: bool,
+    profile: Option<&str>,
+) -> io::Result<Vec<seccompiler::BpfProgram>> {
+    let mut rules: std::collections::BTreeMap<libc::c_long, Vec<seccompiler::SeccompRule>> =
+        HOST_GLOBAL_CALLS
+            .iter()
+            .map(|nr| (*nr, Vec::new()))
+            .collect();
+    if runtime_default {
+        rules.extend(RUNTIME_DEFAULT_CALLS.iter().map(|nr| (*nr, Vec::new())));
+        rules.insert(libc::SYS_clone, clone_namespace_rules()?);
+    }
+    let mut filters = vec![refusing_rules(rules, libc::EPERM)?];
+    filters.extend(x32_filter());
+    if runtime_default {
+        // clone3's flags are in memory a filter cannot read: ENOSYS, whatever it asks, and glibc
+        // falls back to clone(2), whose flags the rule above checks (Docker does the same).
+        filters.push(refusing_rules(
+            [(libc::SYS_clone3, Vec::new())].into_iter().collect(),
+            libc::ENOSYS,
+        )?);
+    }
+    if let Some(json) = profile {
+        filters.push(compile_profile(json)?);
+    }
+    Ok(filters)
+}
+
+/// The running kernel's Landlock ABI version, 0 without Landlock.
+pub fn landlock_abi() -> Option<u32> {
+    // SAFETY: landlock_create_ruleset with a null attribute, size 0 and the VERSION flag only
+    // returns the ABI version (or an error); it reads no memory.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32, // LANDLOCK_CREATE_RULESET_VERSION
+        )
+    };
+    Some(u32::try_from(v).unwrap_or(0))
 }
 
 fn compile_profile(json: &str) -> io::Result<seccompiler::BpfProgram> {
@@ -223,6 +326,19 @@ impl Confined {
             ABI, Access, AccessFs, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
             Scope,
         };
+        // What the kernel lacks of the policy is refused unless the operator opted into best
+        // effort; then the landlock crate leaves out what this kernel has not (its default
+        // compatibility level), and the monitor's log says what is lost.
+        let kernel = landlock_abi().unwrap_or(0);
+        let lost = crate::landlock_decision(kernel, c.landlock_best_effort)
+            .map_err(|m| io::Error::new(io::ErrorKind::Unsupported, m))?;
+        if !lost.is_empty() {
+            tracing::warn!(
+                abi = kernel,
+                lost = lost.join("; "),
+                "Landlock: best effort (runtime.landlock_best_effort)"
+            );
+        }
         let abi = ABI::V6;
         let all = AccessFs::from_all(abi);
         let read = AccessFs::from_read(abi);
@@ -267,14 +383,7 @@ impl Confined {
                  containers cannot be confined",
             )
         })?;
-        let mut calls = HOST_GLOBAL_CALLS.to_vec();
-        if c.runtime_default_seccomp {
-            calls.extend_from_slice(RUNTIME_DEFAULT_CALLS);
-        }
-        let mut filters = vec![refusing(&calls)?];
-        if let Some(json) = &c.seccomp_profile {
-            filters.push(compile_profile(json)?);
-        }
+        let filters = seccomp_filters(c.runtime_default_seccomp, c.seccomp_profile.as_deref())?;
         let mut keep = 0u64;
         for name in &c.capabilities {
             let n = capability_number(name).ok_or_else(|| {

@@ -59,12 +59,63 @@ pub fn bind_mount(source: &Path, target: &Path, readonly: bool) -> io::Result<()
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )?;
-    if readonly {
+    if readonly && let Err(e) = read_only_tree(target) {
+        let _ = unmount(target);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Makes the mount at `target` and every mount below it read-only. A recursive bind brings the
+/// source's submounts along (a disk or a tmpfs mounted inside a volume's directory), and a
+/// remount with MS_RDONLY changes only the top one: the submounts would stay writable. On macOS
+/// `bindfs -o ro` serves the whole tree read-only, submounts included; the twin does the same.
+fn read_only_tree(target: &Path) -> io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const MOUNT_ATTR_RDONLY: u64 = 0x1;
+    let path = super::cstring(target)?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: mount_setattr reads the NUL-terminated path and `attr` (its size passed), both
+    // alive for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            size_of::<MountAttr>(),
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(e);
+    }
+    // Before Linux 5.12: each mount of the tree remounted read-only, the top one first.
+    let top = target.canonicalize()?;
+    let mut points: Vec<PathBuf> = mount_points()?
+        .into_iter()
+        .filter(|m| m.starts_with(&top))
+        .collect();
+    points.sort_by_key(|m| m.components().count());
+    points.dedup();
+    for point in points {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        if let Err(e) = nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>) {
-            let _ = unmount(target);
-            return Err(e.into());
-        }
+        nix::mount::mount(None::<&str>, &point, None::<&str>, flags, None::<&str>)?;
     }
     Ok(())
 }
@@ -460,7 +511,7 @@ pub fn filesystem_type(path: &Path) -> io::Result<String> {
 mod confine;
 pub use confine::{
     CAPABILITY_NAMES, Confined, HAS_SECCOMP, capability_number, check_seccomp_profile,
-    known_syscall,
+    known_syscall, landlock_abi,
 };
 
 pub fn mount_proc(target: &Path) -> io::Result<()> {

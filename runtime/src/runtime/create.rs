@@ -340,6 +340,10 @@ impl Runtime {
                 return Err(e);
             }
         };
+        let confinement = confinement.map(|mut c| {
+            c.landlock_best_effort = self.opts.landlock_best_effort;
+            c
+        });
 
         let process = ProcessSpec {
             args,

@@ -92,6 +92,9 @@ pub struct RuntimeOptions {
     pub seatbelt_mach_services: Vec<String>,
     /// Capabilities a non-privileged container may add beyond the default set ("ALL": any).
     pub allowed_capabilities: Vec<String>,
+    /// Start confined containers with what the kernel's Landlock has when it lacks part of the
+    /// policy (the Linux twin); otherwise they are refused.
+    pub landlock_best_effort: bool,
 }
 
 /// What happened to a container, for GetContainerEvents.

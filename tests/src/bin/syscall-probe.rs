@@ -38,6 +38,27 @@ mod linux {
         }
     }
 
+    /// Leaves the chroot the old way (a second chroot, then `..` past its root): false, with
+    /// the error printed, when that is refused.
+    fn leave_chroot() -> bool {
+        let dir = CString::new("/tmp/escape").unwrap_or_default();
+        // SAFETY: the calls take NUL-terminated strings that outlive them.
+        unsafe {
+            libc::mkdir(dir.as_ptr(), 0o755);
+            if libc::chroot(dir.as_ptr()) != 0 {
+                println!("chroot errno {}", errno());
+                return false;
+            }
+            let up = CString::new("..").unwrap_or_default();
+            for _ in 0..64 {
+                libc::chdir(up.as_ptr());
+            }
+            let here = CString::new(".").unwrap_or_default();
+            libc::chroot(here.as_ptr());
+        }
+        true
+    }
+
     pub fn main() {
         let args: Vec<String> = std::env::args().collect();
         let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
@@ -107,18 +128,9 @@ mod linux {
                 // Leaves the chroot the old way (a second chroot, then `..` past its root) and reads
                 // the host file arg 2.
                 "escape" => {
-                    let dir = CString::new("/tmp/escape").unwrap_or_default();
-                    libc::mkdir(dir.as_ptr(), 0o755);
-                    if libc::chroot(dir.as_ptr()) != 0 {
-                        println!("chroot errno {}", errno());
+                    if !leave_chroot() {
                         return;
                     }
-                    let up = CString::new("..").unwrap_or_default();
-                    for _ in 0..64 {
-                        libc::chdir(up.as_ptr());
-                    }
-                    let here = CString::new(".").unwrap_or_default();
-                    libc::chroot(here.as_ptr());
                     match std::fs::read_to_string(arg(2)) {
                         Ok(text) => println!("read {text}"),
                         Err(e) => println!("errno {}", e.raw_os_error().unwrap_or(0)),
@@ -160,6 +172,50 @@ mod linux {
                     let dir = CString::new(arg(2)).unwrap_or_default();
                     report(libc::mkdir(dir.as_ptr(), 0o755) as libc::c_long);
                 }
+                // getpid by its x32 number (nr | 0x40000000): ENOSYS where the kernel runs no
+                // x32 programs, allowed where it does, EPERM when the filter refuses x32.
+                "x32" => report(libc::syscall(libc::SYS_getpid | 0x4000_0000)),
+                // clone(2) with CLONE_NEWUSER; with arg 2 "escaped", after leaving the chroot
+                // (a chrooted process may not make a user namespace, whatever the filter says).
+                "clone_newuser" => {
+                    if arg(2) == "escaped" && !leave_chroot() {
+                        return;
+                    }
+                    let rc = libc::syscall(
+                        libc::SYS_clone,
+                        (libc::CLONE_NEWUSER | libc::SIGCHLD) as libc::c_ulong,
+                        0,
+                        0,
+                        0,
+                        0,
+                    );
+                    if rc == 0 {
+                        libc::_exit(0);
+                    }
+                    if rc > 0 {
+                        libc::waitpid(rc as libc::pid_t, std::ptr::null_mut(), 0);
+                    }
+                    report(rc);
+                }
+                // clone3(2) as fork: ENOSYS under RuntimeDefault (libc falls back to clone).
+                "clone3" => {
+                    let mut args = [0u64; 11]; // struct clone_args, version 2
+                    args[4] = libc::SIGCHLD as u64; // exit_signal
+                    let rc = libc::syscall(libc::SYS_clone3, args.as_mut_ptr(), size_of_val(&args));
+                    if rc == 0 {
+                        libc::_exit(0);
+                    }
+                    if rc > 0 {
+                        libc::waitpid(rc as libc::pid_t, std::ptr::null_mut(), 0);
+                    }
+                    report(rc);
+                }
+                // Runs program arg 2 (and its args) the way std does (posix_spawn or fork and
+                // exec, through clone3 first in glibc): its exit status.
+                "spawn" => match std::process::Command::new(arg(2)).args(&args[3..]).status() {
+                    Ok(status) => println!("status {}", status.code().unwrap_or(-1)),
+                    Err(e) => println!("errno {}", e.raw_os_error().unwrap_or(0)),
+                },
                 "mknod" => {
                     let path = CString::new(arg(2)).unwrap_or_default();
                     report(
