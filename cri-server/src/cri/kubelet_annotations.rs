@@ -76,8 +76,16 @@ pub fn linux_config(
     let mut resources: Option<cri::LinuxContainerResources> = None;
     for (key, value) in ours {
         match key {
-            "run-as-user" => sc.run_as_user = Some(cri::Int64Value { value: id(key, value)? }),
-            "run-as-group" => sc.run_as_group = Some(cri::Int64Value { value: id(key, value)? }),
+            "run-as-user" => {
+                sc.run_as_user = Some(cri::Int64Value {
+                    value: id(key, value)?,
+                })
+            }
+            "run-as-group" => {
+                sc.run_as_group = Some(cri::Int64Value {
+                    value: id(key, value)?,
+                })
+            }
             "supplemental-groups" => {
                 sc.supplemental_groups = value
                     .split(',')

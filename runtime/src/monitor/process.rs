@@ -296,14 +296,13 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
         ..
     } = running;
     // A log that cannot be opened or written (disk full) loses output, never the container.
-    let mut log =
-        LogWriter::open(spec.log_target(), spec.max_log_line).unwrap_or_else(|e| {
-            eprintln!(
-                "cannot open the log {:?}: {e}; output is discarded",
-                spec.log_path
-            );
-            LogWriter::discard(spec.max_log_line)
-        });
+    let mut log = LogWriter::open(spec.log_target(), spec.max_log_line).unwrap_or_else(|e| {
+        eprintln!(
+            "cannot open the log {:?}: {e}; output is discarded",
+            spec.log_path
+        );
+        LogWriter::discard(spec.max_log_line)
+    });
     let mut log_errors = 0u64;
     let main = Pid::from_raw(child.id() as i32);
     // std's Child is not used to wait: the waiter thread reaps every child (orphans included).

@@ -35,9 +35,9 @@ mod sessions;
 
 use containers::mark_running;
 pub(crate) use create::prepare_root;
+pub use health::{Health, Problem, ROOT_FULL_BYTES};
 pub(crate) use process_spec::DEFAULT_PATH;
 use process_spec::{merge_command, set_env, signal_by_name};
-pub use health::{Health, Problem, ROOT_FULL_BYTES};
 pub use sessions::{ExecOutput, not_running_message};
 
 /// Settings of the runtime, from the server's configuration.
