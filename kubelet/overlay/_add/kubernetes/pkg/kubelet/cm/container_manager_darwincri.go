@@ -91,8 +91,9 @@ func (cm *darwinContainerManager) capacityCopy() v1.ResourceList {
 	return out
 }
 
-// GetCapacity is the machine's capacity; ephemeral storage is read now if Start has not yet.
-func (cm *darwinContainerManager) GetCapacity(logger klog.Logger, localStorageCapacityIsolation bool) v1.ResourceList {
+// currentCapacity is the machine's capacity; ephemeral storage is read now if Start has not yet.
+// GetCapacity, whose signature moved between minors, is in overlay/_add-<minor>/.
+func (cm *darwinContainerManager) currentCapacity(logger klog.Logger, localStorageCapacityIsolation bool) v1.ResourceList {
 	c := cm.capacityCopy()
 	if !localStorageCapacityIsolation {
 		delete(c, v1.ResourceEphemeralStorage)
