@@ -57,6 +57,7 @@ type cluster struct {
 	nodeIP         string // kubelet refuses a loopback address: this machine's own (E2E_NODE_IP)
 	kubeletConfig  map[string]any
 	reserved       corev1.ResourceList // systemReserved + kubeReserved as configured
+	evictionHard   map[string]string   // the kubelet configuration's hard eviction thresholds
 
 	registry        *registry
 	private         *registry // with basic auth
@@ -178,9 +179,12 @@ func newCluster() (*cluster, error) {
 		}
 	}
 	// The kubelet: DARWIN_CRI_KUBELET, else this project's darwin-flavoured Linux kubelet when
-	// scripts/build-kubelet.sh has built it, else kube-cluster's upstream one.
+	// scripts/build-kubelet.sh has built it, else (or with DARWIN_CRI_KUBELET=upstream)
+	// kube-cluster's upstream one.
 	cl.kubeletBin = os.Getenv("DARWIN_CRI_KUBELET")
-	if cl.kubeletBin == "" {
+	if cl.kubeletBin == "upstream" {
+		cl.kubeletBin = ""
+	} else if cl.kubeletBin == "" {
 		built := filepath.Join(repo, "target/kubelet/v1.37.2", runtime.GOOS+"-"+runtime.GOARCH, "kubelet")
 		if _, err := os.Stat(built); err == nil {
 			cl.kubeletBin = built
@@ -632,6 +636,12 @@ func (c *cluster) writeKubeletConfig() (string, error) {
 				q.Add(old)
 			}
 			c.reserved[corev1.ResourceName(k)] = q
+		}
+	}
+	c.evictionHard = map[string]string{}
+	if eh, ok := cfg["evictionHard"].(map[string]any); ok {
+		for k, v := range eh {
+			c.evictionHard[k] = fmt.Sprint(v)
 		}
 	}
 	if runtime.GOOS == "linux" {

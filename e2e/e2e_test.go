@@ -15,6 +15,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	statsapi "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 )
 
@@ -75,13 +76,36 @@ func testNode(t *testing.T) {
 	if memTotal := machineMemory(t); memTotal > 0 && capMem.Value() != memTotal {
 		t.Errorf("capacity memory = %d, the machine has %d", capMem.Value(), memTotal)
 	}
-	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-		capacity, reserved, got := n.Status.Capacity[r], c.reserved[r], n.Status.Allocatable[r]
+	// The hard eviction thresholds kept back: memory.available from memory, nodefs.available from
+	// ephemeral storage (a percentage is of the capacity).
+	signal := map[corev1.ResourceName]string{
+		corev1.ResourceMemory:           "memory.available",
+		corev1.ResourceEphemeralStorage: "nodefs.available",
+	}
+	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory, corev1.ResourceEphemeralStorage} {
+		capacity, ok := n.Status.Capacity[r]
+		if !ok {
+			if r != corev1.ResourceEphemeralStorage {
+				t.Errorf("no %s in capacity", r)
+			}
+			continue
+		}
+		reserved, got := c.reserved[r], n.Status.Allocatable[r]
 		want := capacity.DeepCopy()
 		want.Sub(reserved)
-		if got.Cmp(want) != 0 {
-			t.Errorf("allocatable %s = %s, want capacity %s - reserved %s = %s", r, got.String(),
-				capacity.String(), reserved.String(), want.String())
+		if th := c.evictionHard[signal[r]]; th != "" {
+			if pct, ok := strings.CutSuffix(th, "%"); ok {
+				var f float64
+				fmt.Sscanf(pct, "%g", &f)
+				want.Sub(*resource.NewQuantity(int64(float64(capacity.Value())*f/100), resource.BinarySI))
+			} else {
+				want.Sub(resource.MustParse(th))
+			}
+		}
+		// Percentages are float32 in kubelet: allow a millionth of the capacity.
+		if diff := got.Value() - want.Value(); diff > capacity.Value()/1_000_000 || -diff > capacity.Value()/1_000_000 {
+			t.Errorf("allocatable %s = %s, want capacity %s - reserved %s - eviction threshold %q = %s", r, got.String(),
+				capacity.String(), reserved.String(), c.evictionHard[signal[r]], want.String())
 		}
 	}
 	if pods := n.Status.Allocatable[corev1.ResourcePods]; pods.Value() != 32 {

@@ -5,8 +5,10 @@
 # the Kubernetes release of e2e/go.mod; the module and build caches live under target/go.
 #
 # The build takes minutes on two cores, so it runs once per machine: it is skipped while the
-# binary's stamp (a hash of e2e/go.mod, e2e/go.sum, the command's sources and the Go version)
-# is unchanged. FORCE=1 builds anyway.
+# binary's stamp (a hash of this script, e2e/go.mod, e2e/go.sum, the command's sources and the Go version)
+# is unchanged. FORCE=1 builds anyway. -trimpath, as scripts/build-kubelet.sh builds: the packages
+# both link are compiled once into the shared build cache (go vet and go test of e2e/ take the
+# same flags through GOFLAGS in scripts/test.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -16,7 +18,7 @@ out=target/e2e/kube-cluster
 stamp=$out.stamp
 release=$(sed -n 's/^\tk8s.io\/kubernetes \(v[0-9.]*\).*/\1/p' e2e/go.mod | head -n 1)
 [ -n "$release" ] || { echo "build-cluster: no k8s.io/kubernetes in e2e/go.mod" >&2; exit 1; }
-key=$( { go version; echo "$release"; cat e2e/go.mod e2e/go.sum; find e2e/cmd -type f -name '*.go' | sort | xargs cat; } | sha256sum | cut -d' ' -f1)
+key=$( { go version; echo "$release"; cat scripts/build-cluster.sh e2e/go.mod e2e/go.sum; find e2e/cmd -type f -name '*.go' | sort | xargs cat; } | sha256sum | cut -d' ' -f1)
 if [ "${FORCE:-0}" != 1 ] && [ -x "$out" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$key" ]; then
   echo "build-cluster: $out is up to date ($release)"
   exit 0
@@ -32,8 +34,7 @@ done
 echo "build-cluster: building $out ($release)" >&2
 start=$(date +%s)
 (cd e2e && go mod download)
-# Two shared cores: one Go or cargo build at a time on this machine.
-(cd e2e && flock /tmp/darwin-cri-build.lock go build -ldflags "$ldflags" -o "$root/$out.tmp" ./cmd/kube-cluster)
+(cd e2e && go build -trimpath -ldflags "$ldflags" -o "$root/$out.tmp" ./cmd/kube-cluster)
 mv "$out.tmp" "$out"
 echo "$key" > "$stamp"
 echo "build-cluster: built $out in $(( $(date +%s) - start ))s ($(du -h "$out" | cut -f1))" >&2

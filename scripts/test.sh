@@ -10,7 +10,7 @@ scripts/setup.sh --tests
 # With the node reporter (the kube feature), so that its tests run too.
 cargo build --locked --bin darwin-cri --bin darwin-cri-monitor --features cri-server/kube
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+trap 'rm -f "$log" "$log.e2e"' EXIT
 cargo test --locked --workspace --features cri-server/kube 2>&1 | tee "$log"
 # The first run on a Mac (scripts/mac-smoke.sh), against the Linux twin: the steps a Mac owner
 # reports with cannot rot (cargo test built cri-smoke beside darwin-cri).
@@ -36,4 +36,19 @@ fi
 "$actionlint" .github/workflows/macos.yml
 # macOS is a build target: every crate type-checks for Apple silicon and Intel Macs.
 scripts/check-macos.sh
+# The end-to-end tests through kubectl (e2e/, docs/e2e.md): a whole cluster on loopback (the control
+# plane of target/e2e/kube-cluster, built once per machine), the kubelet scripts/test-kubelet.sh
+# built joining it by TLS bootstrapping, darwin-cri's twin under it. CGO_ENABLED=0 and -trimpath as
+# the kubelet and kube-cluster are built, so that vet and the test reuse their compiled packages.
+scripts/build-cluster.sh
+(
+  cd e2e
+  export GOMODCACHE="$PWD/../target/go/mod" GOCACHE="$PWD/../target/go/build"
+  export GOFLAGS="-modcacherw -trimpath" GOTOOLCHAIN=local CGO_ENABLED=0
+  unformatted=$(gofmt -l .)
+  [ -z "$unformatted" ] || { echo "e2e: not gofmt'ed: $unformatted" >&2; exit 1; }
+  go vet ./...
+  go test -count=1 -timeout 20m -v ./... 2>&1 | tee "$log.e2e"
+)
+sed -n '/^e2e: times/,$p' "$log.e2e"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "total: %d passed, %d failed\n", p, f }' "$log"
