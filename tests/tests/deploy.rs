@@ -815,7 +815,10 @@ fn the_kubelet_configuration_is_a_kubelet_configuration_for_darwin_cri() -> anyh
     );
     for (signal, value) in &kc.eviction_hard {
         assert!(
-            value.ends_with('%') || value.parse::<u64>().is_ok() || value.ends_with("Gi"),
+            value.ends_with('%')
+                || value.parse::<u64>().is_ok()
+                || value.ends_with("Gi")
+                || value.ends_with("Mi"),
             "{signal}: {value}"
         );
     }

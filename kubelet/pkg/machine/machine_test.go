@@ -74,3 +74,22 @@ func TestReadsThisMachine(t *testing.T) {
 		t.Fatalf("%+v", fs)
 	}
 }
+
+func TestUpdateIfOlderKeepsSamplesApart(t *testing.T) {
+	n := 0
+	s := NewSampler(func() (Usage, error) { n++; return Usage{CPUNanos: uint64(n) * 1e9}, nil })
+	clock := time.Unix(1000, 0)
+	s.now = func() time.Time { return clock }
+	for range 3 {
+		if err := s.UpdateIfOlder(time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n != 1 {
+		t.Fatalf("read %d times within a second", n)
+	}
+	clock = clock.Add(2 * time.Second)
+	if err := s.UpdateIfOlder(time.Second); err != nil || n != 2 {
+		t.Fatalf("not read after two seconds: %d %v", n, err)
+	}
+}

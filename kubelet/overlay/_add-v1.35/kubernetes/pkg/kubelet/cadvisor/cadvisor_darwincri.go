@@ -56,7 +56,8 @@ func (m *darwinMachine) Start() error {
 
 func (m *darwinMachine) rootInfo(options cadvisorapiv2.RequestOptions) (cadvisorapiv2.ContainerInfo, error) {
 	if options.MaxAge != nil && *options.MaxAge == 0 {
-		if err := m.sampler.Update(); err != nil {
+		// A fresh reading, but not closer than a second to the last (machine.UpdateIfOlder).
+		if err := m.sampler.UpdateIfOlder(time.Second); err != nil {
 			return cadvisorapiv2.ContainerInfo{}, err
 		}
 	}
