@@ -69,10 +69,13 @@ func (m *darwinMachine) rootInfo(options cadvisorapiv2.RequestOptions) (cadvisor
 			Memory:       cadvisorapiv2.MemorySpec{Limit: m.facts.MemoryBytes},
 		},
 	}
-	samples := m.sampler.Samples()
+	all := m.sampler.Samples()
+	samples := all
 	if options.Count > 0 && len(samples) > options.Count {
 		samples = samples[len(samples)-options.Count:]
 	}
+	// Samples before the first returned one: the instantaneous rate needs a previous sample.
+	skipped := len(all) - len(samples)
 	for i, s := range samples {
 		st := &cadvisorapiv2.ContainerStats{
 			Timestamp: s.Time,
@@ -80,8 +83,7 @@ func (m *darwinMachine) rootInfo(options cadvisorapiv2.RequestOptions) (cadvisor
 			Memory: &cadvisorapi.MemoryStats{Usage: s.MemoryUsage, WorkingSet: s.WorkingSet,
 				RSS: s.RSS},
 		}
-		// The instantaneous rate needs a previous sample.
-		if i > 0 || len(m.sampler.Samples()) > 1 {
+		if skipped+i > 0 {
 			st.CpuInst = &cadvisorapiv2.CpuInstStats{Usage: cadvisorapiv2.CpuInstUsage{Total: s.NanoCores}}
 		}
 		info.Stats = append(info.Stats, st)
