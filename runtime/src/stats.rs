@@ -49,6 +49,20 @@ pub struct Sample {
     /// By pod id: CPU of the pod's containers that have been removed, so that a pod's
     /// cumulative CPU does not drop when kubelet garbage-collects a dead container.
     pub removed_cpu_ns: HashMap<String, u64>,
+    /// The containers that were running when the sample was taken.
+    pub running: std::collections::HashSet<String>,
+}
+
+impl Sample {
+    /// Whether the sample has a figure for each of `containers` as it is now: a container
+    /// created or started after the sample would otherwise be missing from ListContainerStats,
+    /// or be reported with no CPU, until the next interval.
+    pub fn covers(&self, containers: &[Container]) -> bool {
+        containers.iter().all(|c| {
+            self.containers.contains_key(&c.id)
+                && (c.state != ContainerState::Running || self.running.contains(&c.id))
+        })
+    }
 }
 
 #[derive(Debug, Default)]
@@ -108,9 +122,10 @@ fn disk_usage(dir: &Path, changed_after: Option<i64>) -> (u64, u64) {
 }
 
 impl Sampler {
-    pub fn fresh(&self, interval: Duration) -> Option<Arc<Sample>> {
+    /// The last sample if it is younger than `interval` and covers `containers`.
+    pub fn fresh(&self, interval: Duration, containers: &[Container]) -> Option<Arc<Sample>> {
         self.taken
-            .filter(|t| t.elapsed() < interval)
+            .filter(|t| t.elapsed() < interval && self.sample.covers(containers))
             .map(|_| Arc::clone(&self.sample))
     }
 
@@ -140,6 +155,7 @@ impl Sampler {
         let mut out = Sample {
             containers: HashMap::with_capacity(containers.len()),
             removed_cpu_ns: HashMap::new(),
+            running: Default::default(),
         };
         for c in containers {
             self.pods.insert(c.id.clone(), c.pod_id.clone());
@@ -150,6 +166,7 @@ impl Sampler {
                 ..Default::default()
             };
             if c.state == ContainerState::Running {
+                out.running.insert(c.id.clone());
                 measure_tree(c, &table, &children, &index, &mut u);
                 // Never below the last sample: a process between exit and reaping may be
                 // briefly out of every count.

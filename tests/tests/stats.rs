@@ -354,3 +354,45 @@ async fn cpu_is_counted_in_nanoseconds() -> anyhow::Result<()> {
     assert_eq!(pod_cpu, containers, "pod CPU is the sum of its containers'");
     Ok(())
 }
+
+/// critest's stats specs in one sequence: a sample taken just before a container is created
+/// and started must not hide it from the next ListContainerStats (nil filter), nor report it
+/// without its CPU.
+#[tokio::test(flavor = "multi_thread")]
+async fn list_stats_right_after_start_has_the_new_container() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "fresh").await?;
+    let list = |rt: &mut Rt| {
+        let mut rt = rt.clone();
+        async move {
+            anyhow::Ok(
+                rt.list_container_stats(cri::ListContainerStatsRequest { filter: None })
+                    .await?
+                    .into_inner()
+                    .stats,
+            )
+        }
+    };
+    let first = create(&mut rt, &pod, container_config("first", "sleep 1000")).await?;
+    assert!(
+        list(&mut rt)
+            .await?
+            .iter()
+            .any(|s| s.attributes.as_ref().is_some_and(|a| a.id == first)),
+        "a created container has stats"
+    );
+    start(&mut rt, &first).await?;
+    let second = create(&mut rt, &pod, container_config("second", "sleep 1000")).await?;
+    start(&mut rt, &second).await?;
+    // Within the sampling interval of the two calls above.
+    let stats = list(&mut rt).await?;
+    for id in [&first, &second] {
+        let s = stats
+            .iter()
+            .find(|s| s.attributes.as_ref().is_some_and(|a| &a.id == id))
+            .unwrap_or_else(|| panic!("no stats for {id} in {stats:?}"));
+        assert!(working_set(s) > 0, "{id} is measured running: {s:?}");
+    }
+    Ok(())
+}

@@ -76,11 +76,13 @@ pub fn list_container_stats(
                     && labels_match(&c.spec.labels, &f.label_selector)
             }
         })
-        .filter_map(|c| {
-            usage
-                .containers
-                .get(&c.id)
-                .map(|u| container_stats(c, u, mountpoint))
+        .map(|c| {
+            // Created after the sample was taken: listed, with no usage yet (as containerd).
+            let u = usage.containers.get(&c.id).copied().unwrap_or(Usage {
+                timestamp: runtime::now_nanos(),
+                ..Default::default()
+            });
+            container_stats(c, &u, mountpoint)
         })
         .collect()
 }

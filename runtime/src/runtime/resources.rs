@@ -7,15 +7,15 @@ impl Runtime {
     /// wait for one sample instead of each walking the process table.
     pub async fn usage(self: &Arc<Self>) -> Arc<crate::stats::Sample> {
         let _gate = self.sample_gate.lock().await;
-        let lock = |s: &Mutex<crate::stats::Sampler>| {
-            s.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .fresh(self.opts.stats_interval)
-        };
-        if let Some(fresh) = lock(&self.sampler) {
+        let containers = self.list_containers();
+        let fresh = self
+            .sampler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fresh(self.opts.stats_interval, &containers);
+        if let Some(fresh) = fresh {
             return fresh;
         }
-        let containers = self.list_containers();
         let sampler = Arc::clone(&self.sampler);
         // The sampler's state is only touched inside the blocking task, which runs to its end
         // even if this caller goes away: a cancelled call cannot lose the CPU history.
