@@ -463,6 +463,43 @@ async fn run_as_username_and_image_default_user() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_group_without_a_user_is_refused() -> anyhow::Result<()> {
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "group").await?;
+    let mut config = container_config("group-only", "id -g");
+    config.linux = Some(cri::LinuxContainerConfig {
+        security_context: Some(cri::LinuxContainerSecurityContext {
+            run_as_group: Some(cri::Int64Value { value: 1000 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let e = create(&mut rt, &pod, config.clone())
+        .await
+        .expect_err("a group alone is refused");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("run_as_group"), "{e:?}");
+    // With the user it names, the group applies.
+    if let Some(sc) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        sc.run_as_user = Some(cri::Int64Value { value: 1000 });
+        sc.run_as_group = Some(cri::Int64Value { value: 2000 });
+    }
+    let cid = create(&mut rt, &pod, config).await?;
+    start(&mut rt, &cid).await?;
+    let s = wait_exited(&mut rt, &cid, Duration::from_secs(10)).await?;
+    assert!(
+        std::fs::read_to_string(&s.log_path)?.ends_with(" stdout F 2000\n"),
+        "{s:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn server_killed_and_restarted_keeps_containers_and_their_exit_codes() -> anyhow::Result<()> {
     let mut server = Server::start().await?;
     let (mut rt, _) = server.client().await?;

@@ -61,6 +61,7 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Sta
     }
     // A darwin kubelet sends no Linux config: its keys stand for it (kubelet_annotations.rs).
     // Either way the kubelet sent the pod's securityContext, which error messages then name.
+    let from_cri = config.linux.is_some();
     let linux = match config.linux {
         Some(linux) => Some(linux),
         None => super::kubelet_annotations::linux_config(&spec.annotations)?,
@@ -134,6 +135,23 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Sta
         && let Some(w) = config.windows.and_then(|w| w.security_context)
     {
         spec.run_as_username = w.run_as_username;
+    }
+    // A Linux kubelet always names the user (the image's when the pod does not), so a group
+    // alone is a malformed request, refused as containerd and CRI-O do. A darwin kubelet's keys
+    // leave the user out when the pod does: the image's user then runs with the pod's group.
+    if from_cri
+        && spec.run_as_group.is_some()
+        && spec.run_as_user.is_none()
+        && spec.run_as_username.is_empty()
+    {
+        return Err(Status::invalid_argument(format!(
+            "container {:?}: security_context.run_as_group is set without run_as_user or \
+             run_as_username",
+            spec.metadata
+                .as_ref()
+                .map(|m| m.name.as_str())
+                .unwrap_or_default()
+        )));
     }
     Ok(spec)
 }
