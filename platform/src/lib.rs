@@ -551,6 +551,34 @@ pub fn bind_mount_nofollow(source: &Path, target: &Path, readonly: bool) -> io::
     imp::bind_mount_fd(&fd, source, target, readonly)
 }
 
+/// How mounts made later on one side of a volume reach the other: the CRI's MountPropagation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Propagation {
+    /// Neither way (rprivate).
+    #[default]
+    Private,
+    /// The host's mounts below the source appear in the container (rslave).
+    HostToContainer,
+    /// Both ways (rshared): a privileged container's mounts below the volume reach the host.
+    Bidirectional,
+}
+
+/// Gives the volume mounted at `target` its propagation. On Linux a recursive change of the
+/// bind mount's propagation type. macOS has no shared subtrees: a bindfs volume reads the
+/// source's directories through the host's file system, so the host's later mounts below the
+/// source show in the container (HostToContainer, and what Private gives there too), and nothing
+/// a container mounts reaches the host, so Bidirectional is refused (Unsupported).
+pub fn set_propagation(target: &Path, propagation: Propagation) -> io::Result<()> {
+    imp::set_propagation(target, propagation)
+}
+
+/// Whether the mount that holds `path` is shared (`shared:N` in mountinfo) and whether it is a
+/// slave (`master:N`): HostToContainer needs one of them, Bidirectional a shared one, as
+/// containerd checks. Unsupported on macOS.
+pub fn propagation_of(path: &Path) -> io::Result<(bool, bool)> {
+    imp::propagation_of(path)
+}
+
 /// Unmounts `target`, detaching it lazily if it is busy.
 pub fn unmount(target: &Path) -> io::Result<()> {
     imp::unmount(target)

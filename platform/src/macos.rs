@@ -121,6 +121,26 @@ pub fn bind_mount(_source: &Path, _target: &Path, _readonly: bool) -> io::Result
     ))
 }
 
+/// bindfs reads the source through the host's file system: the host's later mounts below it
+/// show in the container whatever is asked (see `crate::set_propagation`); nothing mounted
+/// inside reaches the host.
+pub fn set_propagation(_target: &Path, propagation: crate::Propagation) -> io::Result<()> {
+    match propagation {
+        crate::Propagation::Bidirectional => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "mount propagation Bidirectional is not available on macOS (no shared subtrees)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub fn propagation_of(_path: &Path) -> io::Result<(bool, bool)> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "macOS has no shared subtrees",
+    ))
+}
+
 pub fn unmount(target: &Path) -> io::Result<()> {
     let path = cstring(target)?;
     // SAFETY: path is a valid NUL-terminated string that outlives the call.

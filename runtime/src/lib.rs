@@ -33,6 +33,7 @@ pub mod user;
 pub use confinement::UNCONFINED_HANDLER;
 pub use error::{Error, Result};
 pub use model::*;
+pub use platform::Propagation;
 pub use runtime::{
     ContainerEvent, EventKind, ExecOutput, Health, Problem, ROOT_FULL_BYTES, Runtime,
     RuntimeOptions, not_running_message,

@@ -106,6 +106,9 @@ pub struct MountSpec {
     pub container_path: String,
     pub host_path: String,
     pub readonly: bool,
+    /// Absent in records written before propagation was honoured: private, as it was.
+    #[serde(default)]
+    pub propagation: platform::Propagation,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -249,6 +249,43 @@ impl MountPolicy {
         }
     }
 
+    /// Whether `m`'s propagation can be given from `source`. Bind mounts take it from the
+    /// source's mount, as containerd checks: HostToContainer needs a shared or slave mount there,
+    /// Bidirectional a shared one. bindfs (macOS, and the twin's bindfs mode, which behaves the
+    /// same) shows the host's later mounts below the source whatever is asked, and cannot carry a
+    /// container's mounts back: Bidirectional is refused.
+    fn check_propagation(&self, m: &crate::model::MountSpec, source: &Path) -> Result<()> {
+        use platform::Propagation;
+        let refuse = |why: String| {
+            Err(Error::InvalidArgument(format!(
+                "mount {:?} with propagation {:?}: {why}",
+                m.container_path, m.propagation
+            )))
+        };
+        match (&self.mechanism, m.propagation) {
+            (_, Propagation::Private) => Ok(()),
+            (MountMechanism::Bindfs { .. }, Propagation::HostToContainer) => Ok(()),
+            (MountMechanism::Bindfs { .. }, Propagation::Bidirectional) => refuse(
+                "bindfs volumes (macOS) cannot carry the container's mounts to the host".into(),
+            ),
+            (MountMechanism::Bind, p) => {
+                let (shared, slave) = platform::propagation_of(source)
+                    .at("reading the propagation of the mount holding", source)?;
+                match p {
+                    Propagation::Bidirectional if !shared => refuse(format!(
+                        "{} is not on a shared mount (mount --make-rshared it first)",
+                        source.display()
+                    )),
+                    Propagation::HostToContainer if !shared && !slave => refuse(format!(
+                        "{} is on a private mount (mount --make-rshared or --make-rslave it first)",
+                        source.display()
+                    )),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
     /// Makes kubelet's `mounts` inside `rootfs`, in order, each from its resolved host path in
     /// `sources`: a mount point of the source's kind is made inside the root (the container path
     /// resolved within it), then mounted by this policy's mechanism. Returns the mount points that
@@ -292,19 +329,24 @@ impl MountPolicy {
                         if is_dir { "directory" } else { "file" }
                     )));
                 }
+                self.check_propagation(m, source)?;
                 let how = self
                     .mount(source, &target, m.readonly)
                     .at("mounting onto", &target)?;
-                match how {
-                    Mounted::Mount => mounted.push(target),
-                    Mounted::Link => {}
-                    Mounted::Copy if m.readonly => {}
-                    Mounted::Copy => tracing::warn!(
+                if how == Mounted::Mount {
+                    mounted.push(target.clone());
+                    if self.mechanism == MountMechanism::Bind {
+                        platform::set_propagation(&target, m.propagation)
+                            .at("setting the mount propagation of", &target)?;
+                    }
+                }
+                if how == Mounted::Copy && !m.readonly {
+                    tracing::warn!(
                         container = container_id,
                         source = %source.display(),
                         "a file mount was copied into the root (another file system): the \
                          container's writes to it stay in the root"
-                    ),
+                    );
                 }
             }
             Ok(())

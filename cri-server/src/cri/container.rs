@@ -47,9 +47,27 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Sta
                 m.container_path
             )));
         }
-        if m.recursive_read_only {
+        let propagation = match cri::MountPropagation::try_from(m.propagation) {
+            Ok(cri::MountPropagation::PropagationPrivate) => runtime::Propagation::Private,
+            Ok(cri::MountPropagation::PropagationHostToContainer) => {
+                runtime::Propagation::HostToContainer
+            }
+            Ok(cri::MountPropagation::PropagationBidirectional) => {
+                runtime::Propagation::Bidirectional
+            }
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "mount {:?}: unknown propagation {}",
+                    m.container_path, m.propagation
+                )));
+            }
+        };
+        // Every read-only mount is read-only throughout, submounts included (bindfs -o ro on
+        // macOS, and the twin alike): a recursive one is what any read-only mount gives. As the
+        // CRI asks, it must say read-only and propagate nothing.
+        if m.recursive_read_only && (!m.readonly || propagation != runtime::Propagation::Private) {
             return Err(Status::invalid_argument(format!(
-                "mount {:?}: recursive read-only mounts are not supported (the runtime handler does not advertise them)",
+                "mount {:?}: a recursive read-only mount must be read-only with private propagation",
                 m.container_path
             )));
         }
@@ -57,6 +75,7 @@ pub fn container_spec(config: cri::ContainerConfig) -> Result<ContainerSpec, Sta
             container_path: m.container_path,
             host_path: m.host_path,
             readonly: m.readonly,
+            propagation,
         });
     }
     // A darwin kubelet sends no Linux config: its keys stand for it (kubelet_annotations.rs).
@@ -252,6 +271,17 @@ pub fn status(c: &Container, verbose: bool) -> cri::ContainerStatusResponse {
                     container_path: m.container_path.clone(),
                     host_path: m.host_path.clone(),
                     readonly: m.readonly,
+                    // What the mount is: every read-only one is read-only throughout.
+                    recursive_read_only: m.readonly,
+                    propagation: match m.propagation {
+                        runtime::Propagation::Private => cri::MountPropagation::PropagationPrivate,
+                        runtime::Propagation::HostToContainer => {
+                            cri::MountPropagation::PropagationHostToContainer
+                        }
+                        runtime::Propagation::Bidirectional => {
+                            cri::MountPropagation::PropagationBidirectional
+                        }
+                    } as i32,
                     ..Default::default()
                 })
                 .collect(),

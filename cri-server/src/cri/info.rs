@@ -63,7 +63,8 @@ pub fn status(svc: &Cri, verbose: bool) -> cri::StatusResponse {
         }]
     };
     let features = Some(cri::RuntimeHandlerFeatures {
-        recursive_read_only_mounts: false,
+        // Every read-only mount is recursive (container.rs).
+        recursive_read_only_mounts: true,
         user_namespaces: false,
     });
     let mut handlers = vec![cri::RuntimeHandler {

@@ -120,6 +120,62 @@ fn read_only_tree(target: &Path) -> io::Result<()> {
     Ok(())
 }
 
+pub fn set_propagation(target: &Path, propagation: crate::Propagation) -> io::Result<()> {
+    let kind = match propagation {
+        crate::Propagation::Private => MsFlags::MS_PRIVATE,
+        crate::Propagation::HostToContainer => MsFlags::MS_SLAVE,
+        crate::Propagation::Bidirectional => MsFlags::MS_SHARED,
+    };
+    nix::mount::mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        kind | MsFlags::MS_REC,
+        None::<&str>,
+    )?;
+    Ok(())
+}
+
+pub fn propagation_of(path: &Path) -> io::Result<(bool, bool)> {
+    let path = path.canonicalize()?;
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    propagation_in(&text, &path).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no mount holds {}", path.display()),
+        )
+    })
+}
+
+/// The (shared, slave) flags of the deepest mount in `mountinfo` holding `path`, the last one
+/// listed for a mount point mounted over.
+fn propagation_in(mountinfo: &str, path: &Path) -> Option<(bool, bool)> {
+    let mut best: Option<(usize, bool, bool)> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(point) = fields.get(4) else {
+            continue;
+        };
+        let point = PathBuf::from(std::ffi::OsString::from_vec(unescape_octal(point)));
+        if !path.starts_with(&point) {
+            continue;
+        }
+        // Optional fields run from the seventh to the "-" separator.
+        let optional = fields
+            .iter()
+            .skip(6)
+            .take_while(|f| **f != "-")
+            .collect::<Vec<_>>();
+        let shared = optional.iter().any(|f| f.starts_with("shared:"));
+        let slave = optional.iter().any(|f| f.starts_with("master:"));
+        let depth = point.components().count();
+        if best.is_none_or(|(d, _, _)| depth >= d) {
+            best = Some((depth, shared, slave));
+        }
+    }
+    best.map(|(_, shared, slave)| (shared, slave))
+}
+
 pub fn unmount(target: &Path) -> io::Result<()> {
     match nix::mount::umount2(target, MntFlags::UMOUNT_NOFOLLOW) {
         Ok(()) => Ok(()),
@@ -609,6 +665,26 @@ mod tests {
         );
         let zombie = "43 (z) Z 1 43 43 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 5 0 0";
         assert!(!parse_stat(43, zombie).expect("parses").alive);
+    }
+
+    #[test]
+    fn the_deepest_mount_gives_the_propagation() {
+        let info = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+40 22 0:35 / /data rw,relatime - tmpfs tmpfs rw
+41 40 0:36 / /data/vol rw,relatime master:7 - tmpfs tmpfs rw
+42 22 0:37 / /data\\040x rw shared:9 master:3 - tmpfs tmpfs rw
+";
+        let of = |p: &str| propagation_in(info, Path::new(p));
+        assert_eq!(of("/etc"), Some((true, false)));
+        assert_eq!(of("/data/a"), Some((false, false)));
+        assert_eq!(of("/data/vol/x"), Some((false, true)));
+        assert_eq!(of("/data x/y"), Some((true, true)));
+        assert_eq!(
+            of("/datax"),
+            Some((true, false)),
+            "a prefix of a name is no parent"
+        );
+        assert_eq!(propagation_in("", Path::new("/")), None);
     }
 
     #[test]
