@@ -462,6 +462,26 @@ async fn run_as_username_and_image_default_user() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// kubelet and critest open a container's log right after StartContainer: it exists by then
+/// (the monitor opens it before reporting the start), not world-readable.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_log_file_exists_when_start_returns() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start().await?;
+    let (mut rt, _) = server.client().await?;
+    let pod = run_pod(&mut rt, &server, "logs").await?;
+    for i in 0..20 {
+        let config = container_config(&format!("quiet-{i}"), "sleep 1000");
+        let log = server.dir.path().join("logs/logs").join(&config.log_path);
+        let cid = create(&mut rt, &pod, config).await?;
+        start(&mut rt, &cid).await?;
+        let meta = std::fs::metadata(&log)
+            .map_err(|e| anyhow::anyhow!("{} right after start: {e}", log.display()))?;
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_group_without_a_user_is_refused() -> anyhow::Result<()> {
     let server = Server::start().await?;

@@ -162,6 +162,9 @@ struct Running {
     terminal: Option<OwnedFd>,
     spec: ProcessSpec,
     control: Option<UnixListener>,
+    /// Opened before the start is reported: the file exists when StartContainer returns, as
+    /// kubelet and critest open it right after.
+    log: LogWriter,
     _lock: Flock<std::fs::File>,
 }
 
@@ -190,6 +193,14 @@ fn start(bundle: &Path) -> Result<Running, MonitorError> {
     // Listening before the start is reported: once the server knows the container runs, log
     // reopening and limit updates work.
     let control = bind_control(&spec.control_socket);
+    // A log that cannot be opened or written (disk full) loses output, never the container.
+    let log = LogWriter::open(spec.log_target(), spec.max_log_line).unwrap_or_else(|e| {
+        eprintln!(
+            "cannot open the log {:?}: {e}; output is discarded",
+            spec.log_path
+        );
+        LogWriter::discard(spec.max_log_line)
+    });
     let mut cmd = command_for(&spec, &spec.args, spec.tty)?;
     let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| MonitorError::io("dup", e));
     let (stdout, stderr, input, terminal) = if spec.tty {
@@ -267,6 +278,7 @@ fn start(bundle: &Path) -> Result<Running, MonitorError> {
         terminal,
         spec,
         control,
+        log,
         _lock: lock,
     })
 }
@@ -292,17 +304,10 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
         terminal,
         mut spec,
         control,
+        mut log,
         _lock,
         ..
     } = running;
-    // A log that cannot be opened or written (disk full) loses output, never the container.
-    let mut log = LogWriter::open(spec.log_target(), spec.max_log_line).unwrap_or_else(|e| {
-        eprintln!(
-            "cannot open the log {:?}: {e}; output is discarded",
-            spec.log_path
-        );
-        LogWriter::discard(spec.max_log_line)
-    });
     let mut log_errors = 0u64;
     let main = Pid::from_raw(child.id() as i32);
     // std's Child is not used to wait: the waiter thread reaps every child (orphans included).
