@@ -629,11 +629,21 @@ fn status_error(
                 "anonymous access"
             }
         )),
-        StatusCode::NOT_FOUND => Error::NotFound(format!(
-            "{}/{repo}: {what} {} not found",
-            ep.host,
-            path.rsplit('/').next().unwrap_or(path)
-        )),
+        // A missing manifest is a missing image, named as the reference a user wrote
+        // (`image "host/repo:1" not found`); a missing blob that a manifest names is the
+        // registry's fault.
+        StatusCode::NOT_FOUND => {
+            let tail = path.rsplit('/').next().unwrap_or(path);
+            if what == "manifests" {
+                let sep = if tail.contains(':') { "@" } else { ":" };
+                Error::NotFound(format!("{}/{repo}{sep}{tail}", ep.host))
+            } else {
+                Error::Registry(format!(
+                    "{}/{repo}: {what} {tail} is missing (404), though a manifest names it",
+                    ep.host
+                ))
+            }
+        }
         StatusCode::TOO_MANY_REQUESTS => {
             Error::Registry(format!("{} is rate-limiting pulls ({status})", ep.host))
         }
@@ -645,6 +655,35 @@ fn status_error(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_manifest_names_the_reference_once() {
+        let ep = Endpoint {
+            base: "http://127.0.0.1:5000".into(),
+            host: "127.0.0.1:5000".into(),
+            is_mirror: false,
+        };
+        let e = status_error(StatusCode::NOT_FOUND, &ep, "e2e/x", "manifests/1", false);
+        assert!(matches!(e, Error::NotFound(_)), "{e:?}");
+        assert_eq!(e.to_string(), r#"image "127.0.0.1:5000/e2e/x:1" not found"#);
+        let by_digest = status_error(
+            StatusCode::NOT_FOUND,
+            &ep,
+            "x",
+            "manifests/sha256:ab",
+            false,
+        );
+        assert_eq!(
+            by_digest.to_string(),
+            r#"image "127.0.0.1:5000/x@sha256:ab" not found"#
+        );
+        let blob = status_error(StatusCode::NOT_FOUND, &ep, "x", "blobs/sha256:cd", false);
+        assert!(matches!(blob, Error::Registry(_)), "{blob:?}");
+        assert!(
+            blob.to_string().contains("blobs sha256:cd is missing"),
+            "{blob}"
+        );
+    }
 
     #[test]
     fn endpoints_mirrors_then_origin() {
