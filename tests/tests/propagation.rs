@@ -2,6 +2,10 @@
 //! critest's "Container Mount Propagation" specs check it: the host's later mounts below a
 //! volume reach HostToContainer and Bidirectional containers, a privileged container's mounts
 //! reach the host only with Bidirectional, and a private volume sees neither.
+//!
+//! Linux only: the host side makes shared and slave mounts, which macOS has not (there, bindfs
+//! volumes show the host's later mounts and refuse Bidirectional: runtime/src/mounts.rs).
+#![cfg(target_os = "linux")]
 
 use std::path::{Path, PathBuf};
 
