@@ -837,7 +837,8 @@ impl CopyPlan {
                 .with_context(|| format!("reading {}", archive.display()))?
                 .to_vec();
             let stream: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
-                Box::new(flate2::read::GzDecoder::new(reader))
+                // Every member, as Docker (Go's gzip reader) reads a concatenated archive.
+                Box::new(flate2::read::MultiGzDecoder::new(reader))
             } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
                 Box::new(
                     zstd::Decoder::with_buffer(reader)

@@ -210,7 +210,8 @@ impl ImageStore {
         let reader = BufReader::with_capacity(256 << 10, file);
         let tar: Box<dyn io::Read> = match from {
             crate::unpack::Compression::None => Box::new(reader),
-            crate::unpack::Compression::Gzip => Box::new(flate2::read::GzDecoder::new(reader)),
+            // Every member: a layer may be several gzip streams end to end (as unpack reads it).
+            crate::unpack::Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
             crate::unpack::Compression::Zstd => {
                 Box::new(zstd::Decoder::with_buffer(reader).ctx(|| "start zstd".to_string())?)
             }

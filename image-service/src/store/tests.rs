@@ -466,3 +466,35 @@ fn chain_ids_follow_the_spec() {
     assert_eq!(c[1], sha(format!("{a} {b}").as_bytes()));
     assert!(chain_ids(&[]).is_empty());
 }
+
+#[test]
+fn a_multi_member_gzip_layer_converts_whole() {
+    // A layer of two gzip members end to end (pigz and some builders write them): the tar's
+    // first entry in the first member, the second and the end in the next.
+    let tar = LayerBuilder::new()
+        .file("first", b"1", 0o644)
+        .file("second", b"2", 0o644)
+        .build();
+    let (a, b) = tar.split_at(1024);
+    let blob = [crate::testutil::gzip(a), crate::testutil::gzip(b)].concat();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), linux_amd64());
+    let digest = sha(&blob);
+    std::fs::create_dir_all(store.blobs_dir()).unwrap();
+    std::fs::write(store.blobs_dir().join(&digest["sha256:".len()..]), &blob).unwrap();
+    let (converted, _) = store
+        .converted_layer(
+            &digest,
+            crate::unpack::Compression::Gzip,
+            crate::layer::LayerCompression::Zstd,
+        )
+        .unwrap();
+    let zst = std::fs::read(store.blob_path(&converted).unwrap()).unwrap();
+    let mut out = tar::Archive::new(zstd::Decoder::new(&zst[..]).unwrap());
+    let names: Vec<String> = out
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["first", "second"]);
+}
