@@ -480,8 +480,8 @@ fn a_multi_member_gzip_layer_converts_whole() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path(), linux_amd64());
     let digest = sha(&blob);
-    std::fs::create_dir_all(store.blobs_dir()).unwrap();
-    std::fs::write(store.blobs_dir().join(&digest["sha256:".len()..]), &blob).unwrap();
+    fs::create_dir_all(store.blobs_dir()).unwrap();
+    fs::write(store.blobs_dir().join(&digest["sha256:".len()..]), &blob).unwrap();
     let (converted, _) = store
         .converted_layer(
             &digest,
@@ -489,7 +489,7 @@ fn a_multi_member_gzip_layer_converts_whole() {
             crate::layer::LayerCompression::Zstd,
         )
         .unwrap();
-    let zst = std::fs::read(store.blob_path(&converted).unwrap()).unwrap();
+    let zst = fs::read(store.blob_path(&converted).unwrap()).unwrap();
     let mut out = tar::Archive::new(zstd::Decoder::new(&zst[..]).unwrap());
     let names: Vec<String> = out
         .entries()
