@@ -66,8 +66,10 @@ stage "build cluster"
   export GOFLAGS="-modcacherw -trimpath" GOTOOLCHAIN=local CGO_ENABLED=0
   unformatted=$(gofmt -l .)
   [ -z "$unformatted" ] || { echo "e2e: not gofmt'ed: $unformatted" >&2; exit 1; }
-  go vet ./...
-  go test -count=1 -timeout 20m -v ./... 2>&1 | tee "$log.e2e"
+  # The harness package; not cmd/kube-cluster, whose vet would analyse all of Kubernetes for facts
+  # (its build type-checks it).
+  go vet .
+  go test -count=1 -timeout 20m -v . 2>&1 | tee "$log.e2e"
 )
 stage e2e
 sed -n '/^e2e: times/,$p' "$log.e2e"
