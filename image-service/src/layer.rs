@@ -322,6 +322,11 @@ impl LayerWriter {
             header.set_gid(gid.into());
         }
         let kind = header.entry_type();
+        if kind.is_dir() && dest.components().all(|c| c == std::path::Component::CurDir) {
+            // The archive's own top directory (`./`) added at the layer's root: the root is the
+            // image's, as Docker keeps it; there is no path to write it under.
+            return Ok(());
+        }
         let err = |e: io::Error| crate::Error::Io {
             context: format!("write {} into the layer", dest.display()),
             source: e,
@@ -429,4 +434,46 @@ pub(crate) fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
         .ctx(|| format!("read {}", dir.display()))?;
     names.sort();
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_archives_top_directory_added_at_the_root_is_skipped() {
+        let mut archive = tar::Builder::new(Vec::new());
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_mode(0o755);
+        dir.set_size(0);
+        dir.set_cksum();
+        archive.append_data(&mut dir, "./", io::empty()).unwrap();
+        let mut file = tar::Header::new_gnu();
+        file.set_mode(0o644);
+        file.set_size(1);
+        file.set_cksum();
+        archive.append_data(&mut file, "./a", &b"a"[..]).unwrap();
+        let bytes = archive.into_inner().unwrap();
+
+        let tmp = tempfile::tempdir().unwrap();
+        let mut w =
+            LayerWriter::new(tmp.path(), LayerCompression::Gzip, TarOptions::default()).unwrap();
+        let mut input = tar::Archive::new(&bytes[..]);
+        for entry in input.entries().unwrap() {
+            w.append_tar_entry(&mut entry.unwrap(), Path::new(""))
+                .unwrap();
+        }
+        let blobs = tmp.path().join("blobs");
+        fs::create_dir_all(&blobs).unwrap();
+        let blob = w.finish(&blobs).unwrap();
+        let data = fs::read(blobs.join(&blob.digest["sha256:".len()..])).unwrap();
+        let mut out = tar::Archive::new(flate2::read::MultiGzDecoder::new(&data[..]));
+        let names: Vec<String> = out
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["a"]);
+    }
 }
