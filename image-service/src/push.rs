@@ -148,9 +148,14 @@ impl Pusher {
             .ok_or_else(|| Error::NotFound(source.to_string()))?;
         let name = match dest {
             Some(d) => reference::normalize(d)?,
-            None => image.repo_tags.first().cloned().ok_or_else(|| {
-                Error::InvalidReference(format!("{source} has no name to push to: give one"))
-            })?,
+            // The name asked for when it is one of the image's, else its first.
+            None => reference::normalize(source)
+                .ok()
+                .filter(|n| image.repo_tags.contains(n))
+                .or_else(|| image.repo_tags.first().cloned())
+                .ok_or_else(|| {
+                    Error::InvalidReference(format!("{source} has no name to push to: give one"))
+                })?,
         };
         let parsed = reference::parse(&name)?;
         let host = parsed.registry().to_string();

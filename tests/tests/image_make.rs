@@ -382,6 +382,12 @@ async fn pushed_images_are_read_by_skopeo_darwin_cri_and_containerd() -> anyhow:
         "no mount request"
     );
 
+    // With no destination, the name given is where it goes (not the image's first name).
+    let named = format!("{}/named/tools:2", proxy.addr);
+    image_cli(&server, &["tag", "localhost/tools:1", &named])?;
+    let (_, summary) = image_cli_both(&server, &["push", &named])?;
+    assert!(summary.contains(&format!("pushed {named}")), "{summary}");
+
     // An image built on a pushed one: the base's layers are mounted from where they are.
     let context = server.dir.path().join("derived");
     std::fs::create_dir_all(&context)?;
