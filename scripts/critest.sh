@@ -85,9 +85,16 @@ stop() {
   wait "$pid" 2>/dev/null || true
 }
 
+# Containers share the host's UTS namespace: critest's privileged and SYS_ADMIN specs run
+# `hostname ANewHostName` in one, which renames this machine. Put back what was there.
+host_name=$(hostname)
 cleanup() {
   local status=$? pids m
   trap - EXIT INT TERM
+  if [ "$(hostname)" != "$host_name" ]; then
+    echo "critest.sh: a container renamed the host to $(hostname); restoring $host_name" >&2
+    hostname "$host_name"
+  fi
   stop "$server_pid"
   stop "$registry_pid"
   [ -f "$work/server.log" ] && cp "$work/server.log" "$out/server.log"
