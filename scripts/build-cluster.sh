@@ -13,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 export GOMODCACHE="$root/target/go/mod" GOCACHE="$root/target/go/build"
-export GOFLAGS="-modcacherw -buildvcs=false" CGO_ENABLED=0
+# No DWARF in compiled packages, as scripts/build-kubelet.sh: the binary is linked with -s -w.
+export GOFLAGS="-modcacherw -buildvcs=false -gcflags=all=-dwarf=false" CGO_ENABLED=0
 out=target/e2e/kube-cluster
 stamp=$out.stamp
 release=$(sed -n 's/^\tk8s.io\/kubernetes \(v[0-9.]*\).*/\1/p' e2e/go.mod | head -n 1)

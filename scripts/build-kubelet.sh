@@ -21,7 +21,9 @@ targets=("$@")
 
 export GOMODCACHE=${GOMODCACHE:-$root/target/go/mod}
 export GOCACHE=${GOCACHE:-$root/target/go/build}
-export GOFLAGS=-modcacherw
+# No DWARF in compiled packages: the kubelet is linked with -s -w (as upstream's release builds are),
+# which drops it anyway, and without it the build cache of a kubelet build is a third smaller.
+export GOFLAGS="-modcacherw -gcflags=all=-dwarf=false"
 export GOTOOLCHAIN=local
 export CGO_ENABLED=0
 

@@ -9,10 +9,13 @@ root=$PWD
 export GOMODCACHE=${GOMODCACHE:-$root/target/go/mod}
 export GOCACHE=${GOCACHE:-$root/target/go/build}
 # The flags scripts/build-kubelet.sh builds with: vet then compiles each dependency once for both
-# (cgo off and -trimpath are part of a compiled package's cache key).
-export GOFLAGS="-modcacherw -trimpath"
+# (cgo off, -trimpath and the compiler's flags are part of a compiled package's cache key).
+export GOFLAGS="-modcacherw -trimpath -gcflags=all=-dwarf=false"
 export CGO_ENABLED=0
 export GOTOOLCHAIN=local
+# darwin's compiled packages have a build cache of their own: no Linux build reads them, so
+# scripts/test.sh can free their space when the disk is short without costing a later stage.
+darwin_cache=${GOCACHE_DARWIN:-$root/target/go/build-darwin}
 
 unformatted=$(gofmt -l kubelet)
 if [ -n "$unformatted" ]; then
@@ -26,11 +29,12 @@ own=(./pkg/... ./internal/... ./cmd/overlay)
 (
   cd kubelet
   go vet "${own[@]}"
-  GOOS=darwin GOARCH=arm64 go vet "${own[@]}"
+  GOCACHE=$darwin_cache GOOS=darwin GOARCH=arm64 go vet "${own[@]}"
   go test "${own[@]}"
 )
 # The kubelets: darwin/arm64 (cross-compiled, CGO_ENABLED=0) and the twin.
-scripts/build-kubelet.sh darwin/arm64 linux/amd64
+GOCACHE=$darwin_cache scripts/build-kubelet.sh darwin/arm64
+scripts/build-kubelet.sh linux/amd64
 out=target/kubelet/v1.37.2
 file "$out/darwin-arm64/kubelet" | grep -q 'Mach-O 64-bit.*arm64' \
   || { echo "test-kubelet: $out/darwin-arm64/kubelet is not an arm64 Mach-O binary" >&2; exit 1; }
@@ -55,7 +59,7 @@ twin_pkgs=(k8s.io/kubernetes/pkg/volume/util/hostutil k8s.io/kubernetes/pkg/volu
   k8s.io/mount-utils)
 (
   cd kubelet
-  GOOS=darwin go vet -modfile="$tree/go.mod" -overlay="$tree/overlay.json" -tags darwincri "${pkgs[@]}"
+  GOCACHE=$darwin_cache GOOS=darwin go vet -modfile="$tree/go.mod" -overlay="$tree/overlay.json" -tags darwincri "${pkgs[@]}"
   GOOS=linux go vet -modfile="$tree/go.mod" -overlay="$tree/overlay.json" -tags darwincri "${twin_pkgs[@]}"
 )
 echo "test-kubelet: ok"
