@@ -234,8 +234,10 @@ async fn cpu_of_exited_children_is_kept() -> anyhow::Result<()> {
         assert!(now >= last, "CPU went back from {last} to {now}");
         last = now;
     }
+    // 3 s of busy children, each 0.5 s: lost at exit, no sample could exceed 0.5 s. Beside this
+    // binary's other busy tests on 2 cores they get half a core or less (a CI run).
     assert!(
-        last > 1_000_000_000,
+        last > 750_000_000,
         "3 s of busy children counted as {last} ns"
     );
     Ok(())
@@ -266,7 +268,9 @@ async fn cpu_survives_an_exit_before_any_sample_and_the_containers_removal() -> 
     start(&mut rt, &job).await?;
     wait_exited(&mut rt, &job, Duration::from_secs(10)).await?;
     let spent = cpu_ns(&container_stats(&mut rt, &job).await?);
-    assert!(spent > 500_000_000, "the job's CPU was lost: {spent} ns");
+    // Alone it burns about 1 s; beside this binary's other busy tests on 2 cores it got 0.5 s
+    // (a CI run). Lost, it would be 0: a tenth of a second tells the two apart.
+    assert!(spent > 100_000_000, "the job's CPU was lost: {spent} ns");
     let pod_stats = |rt: Rt| {
         let pod = pod.clone();
         async move {
