@@ -129,7 +129,7 @@ pub struct PushArgs<'a> {
     pub source: &'a str,
     pub dest: Option<&'a str>,
     pub user: Option<&'a str>,
-    pub compression: Option<image_service::layer::LayerCompression>,
+    pub compression: Option<image_service::Compression>,
     pub chunk_size: usize,
     pub manifest_only: bool,
     pub quiet: bool,

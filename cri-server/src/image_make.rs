@@ -5,16 +5,17 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use image_service::layer::{LayerCompression, TarOptions};
+use image_service::Compression;
+use image_service::layer::TarOptions;
 use image_service::{NewImage, NewLayer};
 use runtime::{ContainerOrigin, ORIGIN_FILE};
 
 use crate::config::Config;
 use crate::serve;
 
-/// `--compression`: gzip (what every registry and runtime reads) or zstd.
-pub fn compression(name: &str) -> anyhow::Result<LayerCompression> {
-    LayerCompression::parse(name).with_context(|| format!("--compression {name:?}: gzip or zstd"))
+/// `--compression`: gzip (what every registry and runtime reads), zstd or none.
+pub fn compression(name: &str) -> anyhow::Result<Compression> {
+    Compression::parse(name).with_context(|| format!("--compression {name:?}: gzip, zstd or none"))
 }
 
 /// The directory and origin record of the container whose id starts with `query`.
@@ -63,7 +64,7 @@ pub fn commit(
     config: &Config,
     container: &str,
     name: &str,
-    compression: LayerCompression,
+    compression: Compression,
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let store = serve::open_images(config)?;
@@ -152,7 +153,7 @@ pub struct BaseArgs<'a> {
     pub uid: Option<u32>,
     pub gid: Option<u32>,
     pub keep_mtimes: bool,
-    pub compression: LayerCompression,
+    pub compression: Compression,
 }
 
 /// `image base NAME`: the host's own files as a base image.
@@ -203,7 +204,7 @@ pub struct BuildArgs<'a> {
     pub build_args: &'a [String],
     pub target: Option<&'a str>,
     pub no_cache: bool,
-    pub compression: LayerCompression,
+    pub compression: Compression,
     pub context: &'a Path,
 }
 

@@ -129,7 +129,7 @@ enum ImageCommand {
         container: String,
         /// The new image's name, e.g. `registry.farm.local/ios-tools:1`.
         name: String,
-        /// Layer compression: gzip or zstd.
+        /// Layer compression: gzip, zstd or none (a plain tar).
         #[arg(long, default_value = "gzip")]
         compression: String,
     },
@@ -143,7 +143,8 @@ enum ImageCommand {
         /// Registry credentials `USER[:PASSWORD]` (as for pull).
         #[arg(long)]
         user: Option<String>,
-        /// Push layers gzip- or zstd-compressed (converted once and kept); default: as stored.
+        /// Push layers gzip- or zstd-compressed, or as plain tars (converted once and kept);
+        /// default: as stored.
         #[arg(long)]
         compression: Option<String>,
         /// Blobs above this many bytes go in chunks of it (default 16 MiB).
@@ -184,7 +185,7 @@ enum ImageCommand {
         /// Keep the files' modification times (the image is then not reproducible).
         #[arg(long)]
         keep_mtimes: bool,
-        /// Layer compression: gzip or zstd.
+        /// Layer compression: gzip, zstd or none (a plain tar).
         #[arg(long, default_value = "gzip")]
         compression: String,
     },
@@ -206,7 +207,7 @@ enum ImageCommand {
         /// Run every step, cached or not.
         #[arg(long)]
         no_cache: bool,
-        /// Layer compression: gzip or zstd.
+        /// Layer compression: gzip, zstd or none (a plain tar).
         #[arg(long, default_value = "gzip")]
         compression: String,
         context: PathBuf,

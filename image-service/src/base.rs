@@ -25,7 +25,7 @@ use object::read::elf::{Dyn, FileHeader, ProgramHeader};
 use object::read::macho::{FatArch, MachHeader};
 use serde_json::json;
 
-use crate::layer::{LayerCompression, TarOptions};
+use crate::layer::TarOptions;
 use crate::store::{NewImage, NewLayer};
 use crate::{Error, Image, ImageStore, IoContext, Result};
 
@@ -417,7 +417,7 @@ pub struct BaseOptions {
     pub user: (String, u32, u32, String),
     /// Keep the files' mtimes (else 0: reproducible).
     pub keep_mtimes: bool,
-    pub compression: LayerCompression,
+    pub compression: crate::Compression,
 }
 
 /// The programs found, and those not found (reported, not fatal for the default list).
@@ -593,12 +593,7 @@ pub fn make_base(store: &ImageStore, opts: &BaseOptions) -> Result<(Image, Vec<S
         parents(&mut w, &mut written, &home_rel, false)?;
         w.add_owned(&home_dir, &home_rel, (*uid, *gid))?;
         let blob = store.store_layer(w)?;
-        let os = if macos { "darwin" } else { "linux" };
-        let arch = match std::env::consts::ARCH {
-            "aarch64" => "arm64",
-            "x86_64" => "amd64",
-            other => other,
-        };
+        let (os, arch) = (platform::oci_os(), platform::oci_arch());
         let version = if macos {
             macos_version()
         } else {

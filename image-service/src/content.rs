@@ -78,7 +78,8 @@ pub(crate) fn write_atomic(tmp_dir: &Path, dest: &Path, data: &[u8]) -> Result<(
     if res.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    res.ctx(|| format!("write {}", dest.display()))
+    res.ctx(|| format!("write {}", dest.display()))?;
+    Ok(())
 }
 
 /// Copies a blob from `src` into the store at `blobs_dir/<hex>` through a verifying
@@ -101,7 +102,11 @@ pub(crate) fn ingest_blob(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Error::InvalidLayout(format!("missing blob {digest}")));
         }
-        Err(e) => return Err(e).ctx(|| format!("open blob {}", src.display())),
+        Err(e) => {
+            return Err(e)
+                .ctx(|| format!("open blob {}", src.display()))
+                .map_err(Into::into);
+        }
     };
     let (tmp, mut out) =
         create_tmp_file(tmp_dir).ctx(|| format!("create temp file in {}", tmp_dir.display()))?;
@@ -140,7 +145,11 @@ pub(crate) fn read_small(path: &Path, what: &str) -> Result<Vec<u8>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Error::InvalidLayout(format!("missing {what}")));
         }
-        Err(e) => return Err(e).ctx(|| format!("open {}", path.display())),
+        Err(e) => {
+            return Err(e)
+                .ctx(|| format!("open {}", path.display()))
+                .map_err(Into::into);
+        }
     };
     let mut buf = Vec::new();
     f.take(MAX_JSON_SIZE + 1)

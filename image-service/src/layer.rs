@@ -18,34 +18,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use crate::content::create_tmp_file;
-use crate::{IoContext, Result};
-
-/// How a new layer is compressed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum LayerCompression {
-    #[default]
-    Gzip,
-    Zstd,
-}
-
-impl LayerCompression {
-    /// The layer media type: OCI's, or Docker's where the manifest is a Docker one (gzip only).
-    pub fn media_type(self, docker: bool) -> &'static str {
-        match (self, docker) {
-            (LayerCompression::Gzip, true) => "application/vnd.docker.image.rootfs.diff.tar.gzip",
-            (LayerCompression::Gzip, false) => "application/vnd.oci.image.layer.v1.tar+gzip",
-            (LayerCompression::Zstd, _) => "application/vnd.oci.image.layer.v1.tar+zstd",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<LayerCompression> {
-        match s {
-            "gzip" => Some(LayerCompression::Gzip),
-            "zstd" => Some(LayerCompression::Zstd),
-            _ => None,
-        }
-    }
-}
+use crate::{Compression, IoContext, Result};
 
 /// A layer blob written into the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +29,7 @@ pub struct LayerBlob {
     pub diff_id: String,
     /// Compressed size.
     pub size: u64,
-    pub compression: LayerCompression,
+    pub compression: Compression,
 }
 
 /// One change of a tree, by its path relative to the tree's root.
@@ -115,6 +88,7 @@ impl<W> Hashing<W> {
 }
 
 enum Encoder {
+    None(Hashing<File>),
     Gzip(flate2::write::GzEncoder<Hashing<File>>),
     Zstd(zstd::Encoder<'static, Hashing<File>>),
 }
@@ -122,6 +96,7 @@ enum Encoder {
 impl Write for Encoder {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
+            Encoder::None(e) => e.write(buf),
             Encoder::Gzip(e) => e.write(buf),
             Encoder::Zstd(e) => e.write(buf),
         }
@@ -129,6 +104,7 @@ impl Write for Encoder {
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
+            Encoder::None(e) => e.flush(),
             Encoder::Gzip(e) => e.flush(),
             Encoder::Zstd(e) => e.flush(),
         }
@@ -138,13 +114,14 @@ impl Write for Encoder {
 impl Encoder {
     /// A compressor writing into `file` and hashing what it writes. A fixed gzip header (no
     /// name, mtime 0): the same tar gives the same blob.
-    fn new(file: File, compression: LayerCompression) -> Result<Encoder> {
+    fn new(file: File, compression: Compression) -> Result<Encoder> {
         let hashed = Hashing::new(file);
         Ok(match compression {
-            LayerCompression::Gzip => Encoder::Gzip(
+            Compression::None => Encoder::None(hashed),
+            Compression::Gzip => Encoder::Gzip(
                 flate2::GzBuilder::new().write(hashed, flate2::Compression::default()),
             ),
-            LayerCompression::Zstd => {
+            Compression::Zstd => {
                 Encoder::Zstd(zstd::Encoder::new(hashed, 3).ctx(|| "start zstd".to_string())?)
             }
         })
@@ -152,6 +129,7 @@ impl Encoder {
 
     fn finish(self) -> io::Result<Hashing<File>> {
         match self {
+            Encoder::None(e) => Ok(e),
             Encoder::Gzip(e) => e.finish(),
             Encoder::Zstd(e) => e.finish(),
         }
@@ -162,7 +140,7 @@ impl Encoder {
 pub struct LayerWriter {
     tar: tar::Builder<Hashing<Encoder>>,
     tmp: PathBuf,
-    compression: LayerCompression,
+    compression: Compression,
     /// First path written of each multiply-linked inode: later ones become hard links.
     links: HashMap<(u64, u64), PathBuf>,
     opts: TarOptions,
@@ -178,7 +156,7 @@ impl std::fmt::Debug for LayerWriter {
 
 impl LayerWriter {
     /// A new layer in a temporary file of `tmp_dir`.
-    pub fn new(tmp_dir: &Path, compression: LayerCompression, opts: TarOptions) -> Result<Self> {
+    pub fn new(tmp_dir: &Path, compression: Compression, opts: TarOptions) -> Result<Self> {
         let (tmp, file) = create_tmp_file(tmp_dir)
             .ctx(|| format!("create a layer file in {}", tmp_dir.display()))?;
         let encoder = Encoder::new(file, compression)?;
@@ -358,7 +336,8 @@ impl LayerWriter {
         header.set_mtime(self.opts.fixed_mtime.unwrap_or(0));
         self.tar
             .append_data(&mut header, dest, io::empty())
-            .ctx(|| format!("write {} into the layer", dest.display()))
+            .ctx(|| format!("write {} into the layer", dest.display()))?;
+        Ok(())
     }
 
     /// Ends the tar, and moves the blob into `blobs_dir` under its digest.
@@ -385,7 +364,7 @@ pub(crate) fn recompress(
     tmp_dir: &Path,
     blobs_dir: &Path,
     mut tar: impl io::Read,
-    compression: LayerCompression,
+    compression: Compression,
 ) -> Result<LayerBlob> {
     let (tmp, file) =
         create_tmp_file(tmp_dir).ctx(|| format!("create a layer file in {}", tmp_dir.display()))?;
@@ -408,7 +387,7 @@ fn keep_blob(
     diff_id: String,
     tmp: &Path,
     blobs_dir: &Path,
-    compression: LayerCompression,
+    compression: Compression,
 ) -> Result<LayerBlob> {
     let (file, digest, size) = encoder
         .finish()
@@ -437,6 +416,7 @@ pub(crate) fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -457,8 +437,7 @@ mod tests {
         let bytes = archive.into_inner().unwrap();
 
         let tmp = tempfile::tempdir().unwrap();
-        let mut w =
-            LayerWriter::new(tmp.path(), LayerCompression::Gzip, TarOptions::default()).unwrap();
+        let mut w = LayerWriter::new(tmp.path(), Compression::Gzip, TarOptions::default()).unwrap();
         let mut input = tar::Archive::new(&bytes[..]);
         for entry in input.entries().unwrap() {
             w.append_tar_entry(&mut entry.unwrap(), Path::new(""))

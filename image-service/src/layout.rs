@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::content::{read_small, verify_bytes};
-use crate::unpack::Compression;
 use crate::{Error, Result, sha256_hex};
 
 pub(crate) const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
@@ -147,22 +146,4 @@ pub(crate) fn load(dir: &Path, cand: &Candidate) -> Result<(Vec<u8>, Loaded)> {
         )));
     }
     Ok((manifest_bytes, Loaded { manifest, config }))
-}
-
-/// The compression of a layer media type.
-pub(crate) fn layer_compression(media_type: &str) -> Result<Compression> {
-    match media_type {
-        "application/vnd.oci.image.layer.v1.tar"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar"
-        | "application/vnd.docker.image.rootfs.diff.tar" => Ok(Compression::None),
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-        | "application/vnd.docker.image.rootfs.diff.tar.gzip"
-        | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(Compression::Gzip),
-        "application/vnd.oci.image.layer.v1.tar+zstd"
-        | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Ok(Compression::Zstd),
-        other => Err(Error::InvalidLayout(format!(
-            "unsupported layer media type {other:?}"
-        ))),
-    }
 }

@@ -22,6 +22,7 @@ pub mod registry;
 pub mod safe_path;
 pub mod tree;
 
+mod compression;
 mod content;
 mod layout;
 mod platform;
@@ -32,6 +33,7 @@ mod unpack;
 #[cfg(test)]
 mod testutil;
 
+pub use compression::Compression;
 pub use platform::Platform;
 #[doc(hidden)]
 pub use pull::fuzzing;
@@ -87,9 +89,6 @@ pub enum Error {
     /// The registry answered with an error.
     #[error("registry: {0}")]
     Registry(String),
-    /// The image is used by a container.
-    #[error("image {0} is in use by a container")]
-    InUse(String),
     /// An I/O error, with what was being done.
     #[error("{context}: {source}")]
     Io {
@@ -101,25 +100,15 @@ pub enum Error {
     },
 }
 
-/// Adds context to `std::io::Result`.
-/// Adds what was being done to an I/O error. The same trait, with the same two methods, as the
-/// runtime's: `ctx` with a context made on failure only, `at` for "what path".
-#[allow(dead_code)]
-pub(crate) trait IoContext<T> {
-    fn ctx<C: FnOnce() -> String>(self, context: C) -> Result<T>;
-    fn at(self, what: &str, path: &std::path::Path) -> Result<T>;
-}
+/// Adds what was being done to an I/O error (the workspace's one `IoContext`, in platform).
+pub(crate) use ::platform::IoContext;
 
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn ctx<C: FnOnce() -> String>(self, context: C) -> Result<T> {
-        self.map_err(|source| Error::Io {
-            context: context(),
-            source,
-        })
-    }
-
-    fn at(self, what: &str, path: &std::path::Path) -> Result<T> {
-        self.ctx(|| format!("{what} {}", path.display()))
+impl From<::platform::IoError> for Error {
+    fn from(e: ::platform::IoError) -> Self {
+        Error::Io {
+            context: e.context,
+            source: e.source,
+        }
     }
 }
 

@@ -21,20 +21,9 @@ impl Platform {
     /// The platform of the running host (`macos` is reported as `darwin`), without an OS
     /// version: the caller that knows the host's (the runtime's platform layer) sets it.
     pub fn host() -> Platform {
-        let os = match std::env::consts::OS {
-            "macos" => "darwin",
-            other => other,
-        };
-        let architecture = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "arm" => "arm",
-            other => other,
-        };
         Platform {
-            os: os.to_string(),
-            architecture: architecture.to_string(),
+            os: platform::oci_os().to_string(),
+            architecture: platform::oci_arch().to_string(),
             variant: None,
             os_version: None,
         }

@@ -19,7 +19,7 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
 
-use crate::layer::LayerCompression;
+use crate::Compression;
 use crate::registry::{Credentials, Registry};
 use crate::{Error, Image, ImageStore, IoContext, Result, reference};
 
@@ -66,7 +66,7 @@ pub struct PushOptions {
     pub credentials: Credentials,
     /// Push layers in this compression (converting those stored otherwise); `None` pushes
     /// them as stored.
-    pub compression: Option<LayerCompression>,
+    pub compression: Option<Compression>,
     /// Blobs larger than this go in chunks of this size (0: 16 MiB).
     pub chunk_size: usize,
     /// Push the platform manifest alone under the tag, not an index naming it.
@@ -617,7 +617,7 @@ fn with_digest(location: &str, digest: &str) -> Result<String> {
 fn prepare(
     store: &ImageStore,
     image: &Image,
-    compression: Option<LayerCompression>,
+    compression: Option<Compression>,
 ) -> Result<Prepared> {
     let docs = store.documents(image)?;
     let mut manifest = docs.manifest.clone();
@@ -628,14 +628,8 @@ fn prepare(
     for l in layers {
         let digest = l["digest"].as_str().unwrap_or_default().to_string();
         let media = l["mediaType"].as_str().unwrap_or_default().to_string();
-        let stored = crate::layout::layer_compression(&media)?;
-        let wanted = compression.filter(|c| {
-            !matches!(
-                (c, stored),
-                (LayerCompression::Gzip, crate::unpack::Compression::Gzip)
-                    | (LayerCompression::Zstd, crate::unpack::Compression::Zstd)
-            )
-        });
+        let stored = Compression::from_media_type(&media)?;
+        let wanted = compression.filter(|c| *c != stored);
         match wanted {
             None => {
                 blobs.push((digest, l["size"].as_u64().unwrap_or(0)));
@@ -648,7 +642,7 @@ fn prepare(
                 nl["digest"] = json!(d);
                 nl["size"] = json!(size);
                 nl["mediaType"] = json!(c.media_type(
-                    docs.manifest_media_type == DOCKER_MANIFEST && c == LayerCompression::Gzip
+                    docs.manifest_media_type == DOCKER_MANIFEST && c.in_docker_manifests()
                 ));
                 new_layers.push(nl);
                 changed = true;
@@ -679,7 +673,7 @@ fn prepare(
         });
     }
     // zstd layers exist only in OCI manifests.
-    if media_type == DOCKER_MANIFEST && compression == Some(LayerCompression::Zstd) {
+    if media_type == DOCKER_MANIFEST && compression.is_some_and(|c| !c.in_docker_manifests()) {
         media_type = OCI_MANIFEST.to_string();
         manifest["mediaType"] = json!(OCI_MANIFEST);
         manifest["config"]["mediaType"] = json!(OCI_CONFIG);

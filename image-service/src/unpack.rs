@@ -23,18 +23,10 @@ use tar::EntryType;
 use crate::content::HashingReader;
 use crate::safe_path::{clean_relative, resolve_in_root, resolve_parent_in_root};
 use crate::tree::lchown_quiet;
-use crate::{Error, IoContext, Result};
+use crate::{Compression, Error, IoContext, Result};
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
-
-/// Layer compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
 
 #[derive(Debug)]
 struct DirAttrs {
@@ -103,17 +95,7 @@ fn decode_layer<R: Read>(
     tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
     spare: std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> Result<String> {
-    let decoded: Box<dyn Read + '_> = match compression {
-        Compression::None => Box::new(layer),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(layer)),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(io::BufReader::with_capacity(
-                128 << 10,
-                layer,
-            ))
-            .ctx(|| "start zstd decoder".to_string())?,
-        ),
-    };
+    let decoded = compression.decoder(layer)?;
     let mut hashing = HashingReader::new(decoded);
     loop {
         let mut chunk = match spare.try_recv() {
@@ -341,7 +323,11 @@ impl LayerState<'_> {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::create_dir_all(&parent).ctx(|| format!("create {}", parent.display()))?;
             }
-            Err(e) => return Err(e).ctx(|| format!("stat {}", parent.display())),
+            Err(e) => {
+                return Err(e)
+                    .ctx(|| format!("stat {}", parent.display()))
+                    .map_err(Into::into);
+            }
         }
         let target = parent.join(&fname);
         let ctx = |what: &str| format!("layer entry {} ({what})", rel.display());
@@ -475,7 +461,8 @@ impl LayerState<'_> {
             Err(e) => return Err(unsafe_entry(rel, format!("whiteout: {e}"))),
         };
         let target = parent.join(name);
-        remove_existing(&target).ctx(|| format!("whiteout {}", rel.display()))
+        remove_existing(&target).ctx(|| format!("whiteout {}", rel.display()))?;
+        Ok(())
     }
 
     /// `.wh..wh..opq` in D: removes every lower-layer child of D, keeping D.

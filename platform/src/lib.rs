@@ -19,6 +19,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 pub mod fdpass;
+mod io_context;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
@@ -28,6 +29,8 @@ use linux as imp;
 mod macos;
 #[cfg(target_os = "macos")]
 use macos as imp;
+
+pub use io_context::{IoContext, IoError};
 
 /// The operating systems darwin-cri runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +55,24 @@ pub const CLONES_TREES: bool = imp::CLONES_TREES;
 /// macOS, whose programs resolve through mDNSResponder, not a chroot's resolv.conf). Linux
 /// programs read the root's resolv.conf, so the twin has none.
 pub const RESOLVER_DIR: Option<&str> = imp::RESOLVER_DIR;
+
+/// The host's OS as OCI names it (`darwin`, `linux`): the one place Rust's names become OCI's.
+pub fn oci_os() -> &'static str {
+    match std::env::consts::OS {
+        "macos" => "darwin",
+        other => other,
+    }
+}
+
+/// The host's CPU architecture as OCI (and Go) names it (`arm64`, `amd64`).
+pub fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
 
 /// A path as a C string, for the calls below.
 pub(crate) fn cstring(path: &Path) -> io::Result<CString> {
@@ -855,12 +876,7 @@ pub struct HostFacts {
 /// The running host's facts; fields the OS does not tell are left empty.
 pub fn host_facts() -> HostFacts {
     let mut facts = imp::host_facts();
-    facts.arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-    .into();
+    facts.arch = oci_arch().into();
     facts.cpus = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(0);

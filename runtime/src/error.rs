@@ -50,10 +50,6 @@ impl Error {
             source,
         }
     }
-
-    pub(crate) fn path(what: &str, path: &std::path::Path, source: std::io::Error) -> Self {
-        Error::io(format!("{what} {}", path.display()), source)
-    }
 }
 
 impl From<redb::Error> for Error {
@@ -79,20 +75,11 @@ redb_errors!(
     redb::CommitError
 );
 
-/// Adds what was being done to an I/O error. The same trait, with the same two methods, as
-/// image-service's: `ctx` with a context made on failure only, `at` for "what path".
-#[allow(dead_code)]
-pub(crate) trait IoContext<T> {
-    fn ctx<C: FnOnce() -> String>(self, context: C) -> Result<T>;
-    fn at(self, what: &str, path: &std::path::Path) -> Result<T>;
-}
+/// Adds what was being done to an I/O error (the workspace's one `IoContext`, in platform).
+pub(crate) use platform::IoContext;
 
-impl<T> IoContext<T> for std::io::Result<T> {
-    fn ctx<C: FnOnce() -> String>(self, context: C) -> Result<T> {
-        self.map_err(|e| Error::io(context(), e))
-    }
-
-    fn at(self, what: &str, path: &std::path::Path) -> Result<T> {
-        self.map_err(|e| Error::path(what, path, e))
+impl From<platform::IoError> for Error {
+    fn from(e: platform::IoError) -> Self {
+        Error::io(e.context, e.source)
     }
 }

@@ -4,7 +4,7 @@
 //! A [`StepRoot`] is a container root made as a pod's container's is: cloned from a snapshot
 //! (an overlay on Linux, an APFS clone on macOS), the jail layout, /dev, the host's hosts and
 //! resolv.conf, /proc and containerd's masked paths on the Linux twin. [`StepRoot::run`] runs a
-//! process in it through the same monitor (`darwin-cri monitor`), with the user resolved from
+//! process in it through the same monitor (the `darwin-cri-monitor` binary), with the user resolved from
 //! the image, confined as a default-handler pod's container is, on the host's network (with the
 //! mDNSResponder relay on macOS), and streams its output. [`StepRoot::changes`] says what the
 //! process changed, leaving out what the runtime put there. Dropping the root unmounts
@@ -118,7 +118,8 @@ impl StepRoot {
     }
 
     fn inside(&self, p: &str) -> Result<PathBuf> {
-        resolve_in_root(&self.rootfs, Path::new(p)).at("resolving in the step's root", Path::new(p))
+        Ok(resolve_in_root(&self.rootfs, Path::new(p))
+            .at("resolving in the step's root", Path::new(p))?)
     }
 
     fn lay_out(&mut self, opts: &StepOptions) -> Result<()> {

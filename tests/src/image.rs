@@ -8,11 +8,7 @@ fn sha256_hex(data: &[u8]) -> String {
 
 /// The OCI architecture name of this host ("amd64", "arm64").
 pub fn host_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
+    platform::oci_arch()
 }
 
 fn write_blob(layout: &Path, data: &[u8]) -> anyhow::Result<String> {

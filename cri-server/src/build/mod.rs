@@ -2,7 +2,7 @@
 //!
 //! RUN steps are containers of this runtime: a root cloned from the step's parent snapshot (an
 //! overlay on Linux, an APFS clone on macOS), the same jail layout, /dev, /proc and masked
-//! paths, the same monitor (`darwin-cri monitor`), user resolution and confinement as a pod's
+//! paths, the same monitor (the `darwin-cri-monitor` binary), user resolution and confinement as a pod's
 //! container, on the host's network. Their directories live under `<root>/builds`, outside the
 //! pods: the CRI never lists them, and a server starting meanwhile neither adopts nor removes
 //! them. COPY and ADD write the context's files straight into the layer (no copy into a root
@@ -23,7 +23,8 @@ use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use image_service::layer::{LayerBlob, LayerCompression, TarOptions};
+use image_service::Compression;
+use image_service::layer::{LayerBlob, TarOptions};
 use image_service::safe_path::resolve_in_root;
 use image_service::{Image, ImageStore, NewImage, NewLayer};
 use serde_json::{Value, json};
@@ -43,7 +44,7 @@ pub struct BuildOptions {
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     pub no_cache: bool,
-    pub compression: LayerCompression,
+    pub compression: Compression,
     /// `<root>/builds`: step directories and the cache.
     pub work_dir: PathBuf,
     /// How RUN steps run (runtime::step).
@@ -219,18 +220,7 @@ pub fn build(
         done.push(state);
     }
     let state = done.swap_remove(target);
-    let (os, arch) = (
-        if platform::OS == platform::Os::MacOs {
-            "darwin"
-        } else {
-            "linux"
-        },
-        match std::env::consts::ARCH {
-            "aarch64" => "arm64",
-            "x86_64" => "amd64",
-            other => other,
-        },
-    );
+    let (os, arch) = (platform::oci_os(), platform::oci_arch());
     let image = store.create_image(NewImage {
         base: state.base.clone(),
         platform: (os.to_string(), arch.to_string(), String::new()),
@@ -543,15 +533,12 @@ fn cached(opts: &BuildOptions, key: &str, store: &ImageStore) -> Option<LayerBlo
         digest: digest.to_string(),
         diff_id: diff_id.to_string(),
         size: size.parse().ok()?,
-        compression: LayerCompression::parse(compression)?,
+        compression: Compression::parse(compression)?,
     })
 }
 
 fn remember(opts: &BuildOptions, key: &str, blob: &LayerBlob) {
-    let compression = match blob.compression {
-        LayerCompression::Gzip => "gzip",
-        LayerCompression::Zstd => "zstd",
-    };
+    let compression = blob.compression.name();
     // Written whole, then renamed: a reader never sees half an entry.
     let path = opts.work_dir.join("cache").join(key);
     let tmp = path.with_extension(format!("new{}", std::process::id()));
@@ -790,9 +777,7 @@ fn is_archive(path: &Path) -> bool {
         return false;
     };
     let n = f.read(&mut head).unwrap_or(0);
-    head[..n.min(2)] == [0x1f, 0x8b]
-        || head[..n.min(4)] == [0x28, 0xb5, 0x2f, 0xfd]
-        || (n >= 262 && &head[257..262] == b"ustar")
+    Compression::sniff(&head[..n]) != Compression::None || (n >= 262 && &head[257..262] == b"ustar")
 }
 
 impl CopyPlan {
@@ -836,17 +821,9 @@ impl CopyPlan {
                 .fill_buf()
                 .with_context(|| format!("reading {}", archive.display()))?
                 .to_vec();
-            let stream: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
-                // Every member, as Docker (Go's gzip reader) reads a concatenated archive.
-                Box::new(flate2::read::MultiGzDecoder::new(reader))
-            } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-                Box::new(
-                    zstd::Decoder::with_buffer(reader)
-                        .with_context(|| format!("reading {}", archive.display()))?,
-                )
-            } else {
-                Box::new(reader)
-            };
+            let stream = Compression::sniff(&head)
+                .decoder(reader)
+                .with_context(|| format!("reading {}", archive.display()))?;
             let mut tar = tar::Archive::new(stream);
             for entry in tar
                 .entries()

@@ -38,7 +38,7 @@ fn failure_reason(e: &Error) -> &'static str {
         Error::UnsafeLayerEntry(_) | Error::InvalidLayout(_) => "invalid_image",
         Error::Registry(_) => "registry",
         Error::Unreachable(_) => "unreachable",
-        Error::Io { .. } | Error::InUse(_) => "io",
+        Error::Io { .. } => "io",
     }
 }
 

@@ -31,7 +31,6 @@ pub fn from_image(e: &image_service::Error) -> Status {
         E::NoMatchingPlatform { .. } => Code::NotFound,
         E::Unauthenticated(_) => Code::Unauthenticated,
         E::Registry(_) | E::Unreachable(_) => Code::Unavailable,
-        E::InUse(_) => Code::FailedPrecondition,
         E::DigestMismatch { .. } => Code::DataLoss,
         E::UnsafeLayerEntry(_) | E::InvalidLayout(_) => Code::InvalidArgument,
         E::Io { .. } => Code::Internal,

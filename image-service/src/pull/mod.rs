@@ -26,12 +26,11 @@ use tokio::sync::{OwnedMutexGuard, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::content::{MAX_JSON_SIZE, create_tmp_file, verify_bytes, write_atomic};
-use crate::layout::{self, CONFIG_TYPES, INDEX_TYPES, MANIFEST_TYPES};
+use crate::layout::{CONFIG_TYPES, INDEX_TYPES, MANIFEST_TYPES};
 use crate::platform::{Offer, choose};
 use crate::registry::{Credentials, Endpoint, Registry, describe};
 use crate::store::{Commit, ImageStore, checked_chain_ids, offer_of_config, offer_of_descriptor};
-use crate::unpack::Compression;
-use crate::{Error, Image, IoContext, Platform, Result, reference, sha256_hex};
+use crate::{Compression, Error, Image, IoContext, Platform, Result, reference, sha256_hex};
 
 mod download;
 
@@ -319,7 +318,7 @@ impl Puller {
             layers.push((
                 d,
                 l.size(),
-                layout::layer_compression(l.media_type().as_ref())?,
+                Compression::from_media_type(l.media_type().as_ref())?,
             ));
         }
         emit(
@@ -603,7 +602,7 @@ pub mod fuzzing {
             let _ = sha256_hex(m.config().digest().as_ref());
             for l in m.layers() {
                 let _ = sha256_hex(l.digest().as_ref());
-                let _ = layout::layer_compression(l.media_type().as_ref());
+                let _ = Compression::from_media_type(l.media_type().as_ref());
             }
         } else if let Ok(c) = parse_json::<ImageConfiguration>(data, "config") {
             let _ = offer_of_config(&c);

@@ -63,7 +63,8 @@ fn write_beside(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_file_name(format!(".{name}.partial"));
     fs::write(&tmp, bytes)
         .and_then(|()| fs::rename(&tmp, path))
-        .ctx(|| format!("write {}", path.display()))
+        .ctx(|| format!("write {}", path.display()))?;
+    Ok(())
 }
 
 /// A hold on the store that keeps garbage collection out (it would take a layer in the making
@@ -84,7 +85,7 @@ impl ImageStore {
     /// A new layer written into the store's temporary space; hold the store meanwhile.
     pub fn layer_writer(
         &self,
-        compression: crate::layer::LayerCompression,
+        compression: crate::Compression,
         opts: crate::layer::TarOptions,
     ) -> Result<crate::layer::LayerWriter> {
         crate::layer::LayerWriter::new(&self.tmp_dir(), compression, opts)
@@ -105,12 +106,15 @@ impl ImageStore {
                 hex::encode(Sha256::digest(format!("{p} {}", blob.diff_id).as_bytes()))
             ),
         };
-        let compression = match blob.compression {
-            crate::layer::LayerCompression::Gzip => crate::unpack::Compression::Gzip,
-            crate::layer::LayerCompression::Zstd => crate::unpack::Compression::Zstd,
-        };
         let path = self.blob_path(&blob.digest)?;
-        self.ensure_snapshot(parent, &chain, &path, compression, &blob.diff_id, false)?;
+        self.ensure_snapshot(
+            parent,
+            &chain,
+            &path,
+            blob.compression,
+            &blob.diff_id,
+            false,
+        )?;
         Ok(chain)
     }
 
@@ -189,13 +193,10 @@ impl ImageStore {
     pub(crate) fn converted_layer(
         &self,
         digest: &str,
-        from: crate::unpack::Compression,
-        to: crate::layer::LayerCompression,
+        from: crate::Compression,
+        to: crate::Compression,
     ) -> Result<(String, u64)> {
-        let suffix = match to {
-            crate::layer::LayerCompression::Gzip => "gzip",
-            crate::layer::LayerCompression::Zstd => "zstd",
-        };
+        let suffix = to.name();
         let dir = self.root.join("converted");
         ensure_dir(&dir)?;
         let record = dir.join(format!("{}.{suffix}", sha256_hex(digest)?));
@@ -208,14 +209,7 @@ impl ImageStore {
         }
         let file = File::open(self.blob_path(digest)?).ctx(|| format!("open blob {digest}"))?;
         let reader = BufReader::with_capacity(256 << 10, file);
-        let tar: Box<dyn io::Read> = match from {
-            crate::unpack::Compression::None => Box::new(reader),
-            // Every member: a layer may be several gzip streams end to end (as unpack reads it).
-            crate::unpack::Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-            crate::unpack::Compression::Zstd => {
-                Box::new(zstd::Decoder::with_buffer(reader).ctx(|| "start zstd".to_string())?)
-            }
-        };
+        let tar = from.decoder(reader)?;
         let blob = crate::layer::recompress(&self.tmp_dir(), &self.blobs_dir(), tar, to)?;
         write_atomic(
             &self.tmp_dir(),
@@ -310,15 +304,11 @@ impl ImageStore {
                     ),
                 };
                 let path = self.blob_path(&blob.digest)?;
-                let compression = match blob.compression {
-                    crate::layer::LayerCompression::Gzip => crate::unpack::Compression::Gzip,
-                    crate::layer::LayerCompression::Zstd => crate::unpack::Compression::Zstd,
-                };
                 self.ensure_snapshot(
                     parent.as_deref(),
                     &chain,
                     &path,
-                    compression,
+                    blob.compression,
                     &blob.diff_id,
                     keep,
                 )?;

@@ -248,7 +248,11 @@ impl ImageStore {
             let entries = match fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e).ctx(|| format!("read {}", dir.display())),
+                Err(e) => {
+                    return Err(e)
+                        .ctx(|| format!("read {}", dir.display()))
+                        .map_err(Into::into);
+                }
             };
             for entry in entries {
                 let Ok(entry) = entry else { continue };

@@ -82,7 +82,7 @@ impl ImageStore {
         )?;
         let mut layers = Vec::new();
         for l in loaded.manifest.layers() {
-            let compression = layout::layer_compression(l.media_type().as_ref())?;
+            let compression = crate::Compression::from_media_type(l.media_type().as_ref())?;
             let digest = l.digest().to_string();
             let path = ingest_blob(
                 &tmp,

@@ -45,7 +45,11 @@ fn load_json_dir<T: serde::de::DeserializeOwned>(
                 tracing::warn!(path = %path.display(), error = %e, "ignoring malformed {what}")
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).ctx(|| format!("read {}", path.display())),
+            Err(e) => {
+                return Err(e)
+                    .ctx(|| format!("read {}", path.display()))
+                    .map_err(Into::into);
+            }
         }
     }
     Ok(out)
@@ -153,7 +157,8 @@ pub struct ImageStore {
 }
 
 fn ensure_dir(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).ctx(|| format!("create {}", path.display()))
+    fs::create_dir_all(path).ctx(|| format!("create {}", path.display()))?;
+    Ok(())
 }
 
 fn mtime_of(path: &Path) -> Option<SystemTime> {
@@ -319,13 +324,13 @@ impl ImageStore {
 
     fn open_lock_file(&self) -> Result<File> {
         let path = self.root.join("gc.lock");
-        OpenOptions::new()
+        Ok(OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
-            .ctx(|| format!("open {}", path.display()))
+            .ctx(|| format!("open {}", path.display()))?)
     }
 
     /// Shared lock held by imports: garbage collection (exclusive) cannot run meanwhile.

@@ -36,7 +36,9 @@ impl ImageStore {
             // Someone else built it meanwhile: keep theirs.
             let _ = fs::remove_dir_all(tmp);
             if !final_path.is_dir() {
-                return Err(e).ctx(|| format!("publish snapshot {}", final_path.display()));
+                return Err(e)
+                    .ctx(|| format!("publish snapshot {}", final_path.display()))
+                    .map_err(Into::into);
             }
         }
         Ok(())
@@ -47,7 +49,7 @@ impl ImageStore {
         parent: Option<&str>,
         chain: &str,
         layer: &Path,
-        compression: crate::unpack::Compression,
+        compression: crate::Compression,
         diff_id: &str,
         keep_setuid: bool,
     ) -> Result<()> {
@@ -72,7 +74,7 @@ impl ImageStore {
         parent: Option<&str>,
         chain: &str,
         layer: R,
-        compression: crate::unpack::Compression,
+        compression: crate::Compression,
         diff_id: &str,
         keep_setuid: bool,
     ) -> Result<()> {

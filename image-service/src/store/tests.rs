@@ -483,11 +483,7 @@ fn a_multi_member_gzip_layer_converts_whole() {
     fs::create_dir_all(store.blobs_dir()).unwrap();
     fs::write(store.blobs_dir().join(&digest["sha256:".len()..]), &blob).unwrap();
     let (converted, _) = store
-        .converted_layer(
-            &digest,
-            crate::unpack::Compression::Gzip,
-            crate::layer::LayerCompression::Zstd,
-        )
+        .converted_layer(&digest, crate::Compression::Gzip, crate::Compression::Zstd)
         .unwrap();
     let zst = fs::read(store.blob_path(&converted).unwrap()).unwrap();
     let mut out = tar::Archive::new(zstd::Decoder::new(&zst[..]).unwrap());

@@ -482,7 +482,8 @@ impl Runtime {
         };
         let bytes =
             serde_json::to_vec_pretty(&origin).map_err(|e| Error::Internal(e.to_string()))?;
-        write_atomic(&dir.join(ORIGIN_FILE), &bytes).at("writing", &dir.join(ORIGIN_FILE))
+        write_atomic(&dir.join(ORIGIN_FILE), &bytes).at("writing", &dir.join(ORIGIN_FILE))?;
+        Ok(())
     }
 
     /// A read-only layer holding what [`prepare_root`] adds to a root of this image for this

@@ -52,6 +52,7 @@ impl Runtime {
                         .mounts
                         .mount(&source, &target, m.readonly)
                         .at("mounting onto", &target)
+                        .map_err(Error::from)
                 });
             match remounted {
                 Ok(_) => tracing::info!(container = c.id, mount = %target.display(), "remounted"),

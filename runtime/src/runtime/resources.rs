@@ -70,7 +70,7 @@ impl Runtime {
             process.limits = limits;
             let bytes =
                 serde_json::to_vec_pretty(&process).map_err(|e| Error::Internal(e.to_string()))?;
-            write_atomic(&path, &bytes).at("writing", &path)
+            Ok(write_atomic(&path, &bytes).at("writing", &path)?)
         };
         write(limits)?;
         if c.state == ContainerState::Running
