@@ -7,10 +7,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
+use image_builder::{BlobOutcome, PushEvent, PushOptions, Pusher};
 use image_service::registry::{Credentials, Registry};
-use image_service::{
-    BlobOutcome, Image, Platform, PullEvent, PullOptions, Puller, PushEvent, PushOptions, Pusher,
-};
+use image_service::{Image, Platform, PullEvent, PullOptions, Puller};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::Config;

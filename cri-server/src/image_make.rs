@@ -1,13 +1,12 @@
 //! Making images from the command line: `image commit` (a container's changes as a new layer),
-//! `image tag`, `image save`. They work on the store in process, beside a running server or
-//! without one, as `image pull` does.
+//! `image base`, `image build`, `image tag`, `image save`. They work on the store in process,
+//! beside a running server or without one, as `image pull` does; the making itself is
+//! image-builder's.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use image_service::Compression;
-use image_service::layer::TarOptions;
-use image_service::{NewImage, NewLayer};
 use runtime::{ContainerOrigin, ORIGIN_FILE};
 
 use crate::config::Config;
@@ -75,51 +74,18 @@ pub fn commit(
             origin.image_id
         )
     })?;
-    let hold = store.hold()?;
-    let skip = |p: &Path| {
-        origin.runtime_paths.iter().any(|r| p.starts_with(r))
-            || origin.runtime_entries.iter().any(|r| p == r)
-    };
-    let (source, changes) = match &origin.upper {
-        Some(upper) if upper.is_dir() => (
-            upper.clone(),
-            image_service::diff::overlay_changes(upper, &skip)?,
-        ),
-        _ => {
-            let snapshot = store.rootfs(&image)?;
-            (
-                origin.rootfs.clone(),
-                image_service::diff::tree_changes(&origin.rootfs, &snapshot, &skip)?,
-            )
-        }
-    };
-    let mut writer = store.layer_writer(compression, TarOptions::default())?;
-    writer.changes(&source, &changes)?;
-    let blob = store.store_layer(writer)?;
-    let committed = store.create_image(NewImage {
-        base: Some(image),
-        layers: vec![NewLayer {
-            blob: Some(blob.clone()),
-            created_by: format!("darwin-cri image commit {}", origin.container_id),
-        }],
-        names: vec![name.to_string()],
-        ..Default::default()
-    })?;
-    drop(hold);
+    let committed = image_builder::commit::commit(&store, &origin, image, name, compression)?;
+    let (blob, image) = (committed.layer, committed.image);
     eprintln!(
         "committed {} changes of {} as {} ({} layer, {} bytes) in {:.1}s",
-        changes.len(),
+        committed.changes,
         &origin.container_id[..12.min(origin.container_id.len())],
-        committed
-            .repo_tags
-            .first()
-            .map(String::as_str)
-            .unwrap_or(name),
+        image.repo_tags.first().map(String::as_str).unwrap_or(name),
         blob.digest,
         blob.size,
         started.elapsed().as_secs_f64()
     );
-    println!("{}", committed.id);
+    println!("{}", image.id);
     Ok(())
 }
 
@@ -168,7 +134,7 @@ pub fn base(config: &Config, args: BaseArgs<'_>) -> anyhow::Result<()> {
         format!("/home/{}", args.user)
     };
     let store = serve::open_images(config)?;
-    let opts = image_service::base::BaseOptions {
+    let opts = image_builder::base::BaseOptions {
         name: args.name.to_string(),
         programs: args.programs.to_vec(),
         add: args.add.to_vec(),
@@ -176,7 +142,7 @@ pub fn base(config: &Config, args: BaseArgs<'_>) -> anyhow::Result<()> {
         keep_mtimes: args.keep_mtimes,
         compression: args.compression,
     };
-    let (image, missing) = image_service::base::make_base(&store, &opts)
+    let (image, missing) = image_builder::base::make_base(&store, &opts)
         .with_context(|| format!("making the base image {}", args.name))?;
     if !missing.is_empty() {
         eprintln!("not on this host, left out: {}", missing.join(", "));
@@ -231,7 +197,7 @@ pub fn build(config: &Config, args: BuildArgs<'_>) -> anyhow::Result<()> {
     }
     let store = serve::open_images(config)?;
     let monitor = serve::monitor_program()?;
-    let opts = crate::build::BuildOptions {
+    let opts = image_builder::build::BuildOptions {
         containerfile,
         context,
         tags: args.tags.to_vec(),
@@ -267,7 +233,7 @@ pub fn build(config: &Config, args: BuildArgs<'_>) -> anyhow::Result<()> {
         tokio.block_on(puller.pull(reference, image_service::PullOptions::default()))
     };
     let mut err = std::io::stderr();
-    let image = crate::build::build(&store, &opts, &pull, &mut err)?;
+    let image = image_builder::build::build(&store, &opts, &pull, &mut err)?;
     eprintln!(
         "built {} in {:.1}s",
         image.repo_tags.join(", "),

@@ -1,7 +1,6 @@
 //! `darwin-cri`: a Kubernetes CRI runtime for macOS nodes.
 #![forbid(unsafe_code)]
 
-mod build;
 mod config;
 mod cri;
 mod doctor;

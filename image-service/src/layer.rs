@@ -405,7 +405,7 @@ fn keep_blob(
 }
 
 /// The names in `dir`, sorted bytewise (a stable order for reproducible layers).
-pub(crate) fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
+pub fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
     let mut names = fs::read_dir(dir)
         .ctx(|| format!("read {}", dir.display()))?
         .map(|e| e.map(|e| e.file_name()))

@@ -13,10 +13,7 @@
 //! Every file is written atomically (temporary file, fsync, rename) so several
 //! processes (the server and the `darwin-cri image import` CLI) can share a store.
 
-pub mod base;
-pub mod diff;
 pub mod layer;
-pub mod push;
 pub mod reference;
 pub mod registry;
 pub mod safe_path;
@@ -38,7 +35,6 @@ pub use platform::Platform;
 #[doc(hidden)]
 pub use pull::fuzzing;
 pub use pull::{PullEvent, PullOptions, Puller};
-pub use push::{BlobOutcome, PushEvent, PushOptions, Pushed, Pusher};
 pub use store::{
     FsUsage, Image, ImageConfig, ImageDocuments, ImageStore, NewImage, NewLayer, StoreHold,
 };

@@ -314,5 +314,33 @@ pub struct ContainerOrigin {
     pub runtime_entries: Vec<PathBuf>,
 }
 
+impl ContainerOrigin {
+    /// The container's root, for a diff against its image (`image commit`).
+    pub fn changed_root(&self) -> ChangedRoot {
+        ChangedRoot {
+            rootfs: self.rootfs.clone(),
+            upper: self.upper.clone(),
+            runtime_paths: self.runtime_paths.clone(),
+            runtime_entries: self.runtime_entries.clone(),
+        }
+    }
+}
+
+/// A root and what in it is the runtime's rather than its process's, for a diff against the
+/// image it was made from: a build step's ([`crate::step::StepRoot::changed`]) or a container's
+/// ([`ContainerOrigin::changed_root`]). image-builder's `diff::root_changes` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedRoot {
+    /// The root as the process saw it.
+    pub rootfs: PathBuf,
+    /// The overlay's upper directory where the root is layered; `None` for a clone or copy.
+    pub upper: Option<PathBuf>,
+    /// Paths whose whole subtree is the runtime's (/dev, /proc, hosts, mounts).
+    pub runtime_paths: Vec<PathBuf>,
+    /// Entries the runtime made where the image had nothing: left out themselves, what the
+    /// process put below them kept.
+    pub runtime_entries: Vec<PathBuf>,
+}
+
 /// The file in a container's directory holding its [`ContainerOrigin`].
 pub const ORIGIN_FILE: &str = "origin.json";

@@ -1,13 +1,14 @@
 //! One process run as a container of this runtime outside any pod: what `image build`'s RUN
-//! steps are (the build itself lives in cri-server, above this crate and image-service).
+//! steps are (the build itself lives in image-builder, above this crate and image-service).
 //!
 //! A [`StepRoot`] is a container root made as a pod's container's is: cloned from a snapshot
 //! (an overlay on Linux, an APFS clone on macOS), the jail layout, /dev, the host's hosts and
 //! resolv.conf, /proc and containerd's masked paths on the Linux twin. [`StepRoot::run`] runs a
-//! process in it through the same monitor (the `darwin-cri-monitor` binary), with the user resolved from
-//! the image, confined as a default-handler pod's container is, on the host's network (with the
-//! mDNSResponder relay on macOS), and streams its output. [`StepRoot::changes`] says what the
-//! process changed, leaving out what the runtime put there. Dropping the root unmounts
+//! process in it through the same monitor (the `darwin-cri-monitor` binary), with the user
+//! resolved from the image, confined as a default-handler pod's container is, on the host's
+//! network (with the mDNSResponder relay on macOS), and streams its output.
+//! [`StepRoot::changed`] says where the process's changes are and what in the root is the
+//! runtime's (image-builder diffs it). Dropping the root unmounts
 //! everything below its directory and removes it: a failed step leaves nothing.
 //!
 //! The directory is the caller's choice (the build's `<root>/builds/<id>`, outside the pods):
@@ -18,11 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use image_service::layer::Change;
 use image_service::safe_path::resolve_in_root;
 
 use crate::error::IoContext;
-use crate::model::{ContainerSpec, Pod, PodMetadata, PodSpec, PodState, ProcessSpec};
+use crate::model::{ChangedRoot, ContainerSpec, Pod, PodMetadata, PodSpec, PodState, ProcessSpec};
 use crate::monitor::{self, Handshake};
 use crate::user::{self, ResolvedUser, UserRequest};
 use crate::{Error, Result};
@@ -290,10 +290,11 @@ impl StepRoot {
         })
     }
 
-    /// What the step changed in its root, and the tree to read the changed entries from (the
-    /// overlay's upper directory, or the root). Left out: hosts, resolv.conf, /dev, /proc, the
-    /// mDNSResponder socket, and the layout entries the image did not have.
-    pub fn changes(&mut self) -> Result<(PathBuf, Vec<Change>)> {
+    /// The tree the step ran on, from which the builder reads the step's changes (against
+    /// [`StepRoot::lower`]). The runtime's own: hosts, resolv.conf, /dev, /proc, the
+    /// mDNSResponder socket, and the layout entries the image did not have. Unmounts /proc and
+    /// the masks first: their content is the host's, not the step's.
+    pub fn changed(&mut self) -> ChangedRoot {
         // /proc and the masks first: their content is the host's, not the step's.
         for m in self.mounted.drain(..).rev() {
             let _ = platform::unmount(&m);
@@ -338,21 +339,17 @@ impl StepRoot {
                 skip_entries.push(PathBuf::from(r));
             }
         }
-        let skip = |p: &Path| {
-            skip_paths.iter().any(|r| p.starts_with(r)) || skip_entries.iter().any(|r| p == r)
-        };
-        let upper = self.dir.join("upper");
-        if self.layered {
-            Ok((
-                upper.clone(),
-                image_service::diff::overlay_changes(&upper, &skip)?,
-            ))
-        } else {
-            Ok((
-                rootfs.clone(),
-                image_service::diff::tree_changes(rootfs, lower, &skip)?,
-            ))
+        ChangedRoot {
+            rootfs: rootfs.clone(),
+            upper: self.layered.then(|| self.dir.join("upper")),
+            runtime_paths: skip_paths,
+            runtime_entries: skip_entries,
         }
+    }
+
+    /// The image's tree the step's root was made from.
+    pub fn lower(&self) -> &Path {
+        &self.lower
     }
 }
 

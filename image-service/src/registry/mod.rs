@@ -67,7 +67,7 @@ impl Default for RegistryConfig {
 
 /// Where requests for a repository go: a mirror or the origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Endpoint {
+pub struct Endpoint {
     /// `https://registry-1.docker.io`, `http://127.0.0.1:5000`, possibly with a path.
     pub base: String,
     /// Host (and port) for credential lookup and messages.
@@ -96,7 +96,7 @@ struct Inner {
 
 /// The reply to a successful GET, with the body still to read.
 #[derive(Debug)]
-pub(crate) struct Reply {
+pub struct Reply {
     pub response: reqwest::Response,
 }
 
@@ -345,7 +345,7 @@ impl Registry {
     }
 
     /// The origin endpoint of `registry`: pushes never go to a mirror.
-    pub(crate) fn origin(&self, registry: &str) -> Endpoint {
+    pub fn origin(&self, registry: &str) -> Endpoint {
         let mut all = self.endpoints(registry);
         all.pop().unwrap_or(Endpoint {
             base: format!("https://{registry}"),
@@ -359,7 +359,7 @@ impl Registry {
     /// caller. The body is sent again on a retry, and retries happen only with `retry`: an
     /// upload chunk that failed half-way is resumed from what the registry has, not repeated.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn request(
+    pub async fn request(
         &self,
         method: Method,
         ep: &Endpoint,

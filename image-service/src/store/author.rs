@@ -9,6 +9,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::Compression;
 use crate::layer::LayerBlob;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -82,10 +83,20 @@ impl ImageStore {
         })
     }
 
+    /// A new, empty directory in the store's temporary space (the store's file system, so that
+    /// what is made there can be moved in); the caller removes it.
+    pub fn new_work_dir(&self) -> Result<PathBuf> {
+        let dir = self
+            .tmp_dir()
+            .join(random_name().ctx(|| "random name".to_string())?);
+        fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+        Ok(dir)
+    }
+
     /// A new layer written into the store's temporary space; hold the store meanwhile.
     pub fn layer_writer(
         &self,
-        compression: crate::Compression,
+        compression: Compression,
         opts: crate::layer::TarOptions,
     ) -> Result<crate::layer::LayerWriter> {
         crate::layer::LayerWriter::new(&self.tmp_dir(), compression, opts)
@@ -177,7 +188,7 @@ impl ImageStore {
     }
 
     /// Stores a JSON document as a blob; its digest and size.
-    pub(crate) fn put_json_blob(&self, value: &Value) -> Result<(String, u64, Vec<u8>)> {
+    pub fn put_json_blob(&self, value: &Value) -> Result<(String, u64, Vec<u8>)> {
         let bytes = serde_json::to_vec(value)
             .map_err(|e| Error::InvalidLayout(format!("serialize: {e}")))?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
@@ -190,11 +201,11 @@ impl ImageStore {
 
     /// The layer blob `digest` (compressed as `from`) in `to`: converted once, then kept and
     /// found again (`converted/<hex>.<to>`), so a second push of the layer sends nothing new.
-    pub(crate) fn converted_layer(
+    pub fn converted_layer(
         &self,
         digest: &str,
-        from: crate::Compression,
-        to: crate::Compression,
+        from: Compression,
+        to: Compression,
     ) -> Result<(String, u64)> {
         let suffix = to.name();
         let dir = self.root.join("converted");
@@ -220,7 +231,7 @@ impl ImageStore {
     }
 
     /// Records that the image is `name` (`repo@digest`) in a registry.
-    pub(crate) fn add_repo_digest(&self, image: &Image, name: &str) -> Result<()> {
+    pub fn add_repo_digest(&self, image: &Image, name: &str) -> Result<()> {
         self.write_ref(name, &image.id)?;
         self.invalidate();
         Ok(())

@@ -25,9 +25,9 @@ use object::read::elf::{Dyn, FileHeader, ProgramHeader};
 use object::read::macho::{FatArch, MachHeader};
 use serde_json::json;
 
-use crate::layer::TarOptions;
-use crate::store::{NewImage, NewLayer};
-use crate::{Error, Image, ImageStore, IoContext, Result};
+use image_service::layer::TarOptions;
+use image_service::{Error, Image, ImageStore, NewImage, NewLayer, Result};
+use platform::IoContext;
 
 /// What an ELF object asks of the loader.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -417,7 +417,7 @@ pub struct BaseOptions {
     pub user: (String, u32, u32, String),
     /// Keep the files' mtimes (else 0: reproducible).
     pub keep_mtimes: bool,
-    pub compression: crate::Compression,
+    pub compression: image_service::Compression,
 }
 
 /// The programs found, and those not found (reported, not fatal for the default list).
@@ -533,7 +533,7 @@ pub fn make_base(store: &ImageStore, opts: &BaseOptions) -> Result<(Image, Vec<S
         // Every entry with its parent directories first, sorted, each once.
         let mut written: BTreeSet<PathBuf> = BTreeSet::new();
         let staging_home = staging.join("home");
-        let parents = |w: &mut crate::layer::LayerWriter,
+        let parents = |w: &mut image_service::layer::LayerWriter,
                        written: &mut BTreeSet<PathBuf>,
                        rel: &Path,
                        host: bool|
@@ -622,11 +622,7 @@ pub fn make_base(store: &ImageStore, opts: &BaseOptions) -> Result<(Image, Vec<S
 }
 
 fn tempfile_dir(store: &ImageStore) -> Result<PathBuf> {
-    let dir = store
-        .tmp_dir()
-        .join(crate::random_name().ctx(|| "random name".to_string())?);
-    fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-    Ok(dir)
+    store.new_work_dir()
 }
 
 #[cfg(test)]

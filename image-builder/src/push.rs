@@ -19,9 +19,10 @@ use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Value, json};
 
-use crate::Compression;
-use crate::registry::{Credentials, Registry};
-use crate::{Error, Image, ImageStore, IoContext, Result, reference};
+use image_service::Compression;
+use image_service::registry::{Credentials, Registry};
+use image_service::{Error, Image, ImageStore, Result, reference};
+use platform::IoContext;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
@@ -296,7 +297,7 @@ impl Pusher {
     #[allow(clippy::too_many_arguments)]
     async fn put_manifest(
         &self,
-        ep: &crate::registry::Endpoint,
+        ep: &image_service::registry::Endpoint,
         repo: &str,
         reference: &str,
         media_type: &str,
@@ -314,7 +315,7 @@ impl Pusher {
     #[allow(clippy::too_many_arguments)]
     async fn put(
         &self,
-        ep: &crate::registry::Endpoint,
+        ep: &image_service::registry::Endpoint,
         url: &str,
         content_type: &str,
         body: Vec<u8>,
@@ -347,7 +348,7 @@ impl Pusher {
     /// a new index when the tag names nothing, or a plain manifest (replaced).
     async fn merged_index(
         &self,
-        ep: &crate::registry::Endpoint,
+        ep: &image_service::registry::Endpoint,
         repo: &str,
         tag: &str,
         entry: Value,
@@ -366,7 +367,7 @@ impl Pusher {
             .await?;
         let mut entries: Vec<Value> = Vec::new();
         if resp.status().is_success() {
-            let reply = crate::registry::Reply { response: resp };
+            let reply = image_service::registry::Reply { response: resp };
             let body = reply.bytes_limited(MAX_INDEX, "the tag's index").await?;
             let existing: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let is_index = matches!(
@@ -398,7 +399,7 @@ impl Pusher {
     #[allow(clippy::too_many_arguments)]
     async fn push_blob(
         &self,
-        ep: &crate::registry::Endpoint,
+        ep: &image_service::registry::Endpoint,
         repo: &str,
         scope: &str,
         digest: &str,
@@ -542,7 +543,7 @@ impl Pusher {
     async fn bare(
         &self,
         method: Method,
-        ep: &crate::registry::Endpoint,
+        ep: &image_service::registry::Endpoint,
         url: &str,
         creds: &Credentials,
         scope: &str,
@@ -555,7 +556,7 @@ impl Pusher {
     /// Opens an upload session (POST); its location.
     async fn start_upload(
         &self,
-        ep: &crate::registry::Endpoint,
+        ep: &image_service::registry::Endpoint,
         uploads: &str,
         creds: &Credentials,
         scope: &str,
@@ -571,7 +572,7 @@ impl Pusher {
     /// How much of an upload the registry has: (location, next offset).
     async fn upload_status(
         &self,
-        ep: &crate::registry::Endpoint,
+        ep: &image_service::registry::Endpoint,
         location: &str,
         creds: &Credentials,
         scope: &str,

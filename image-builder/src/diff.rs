@@ -1,4 +1,5 @@
-//! What changed in a container's root since its image: the input of `image commit`.
+//! What changed in a container's or a build step's root since its image: the input of `image
+//! commit` and of each RUN of `image build` ([`root_changes`]).
 //!
 //! Two ways, by how the root was made:
 //! - [`tree_changes`] walks the root beside the image's snapshot and compares each entry's type,
@@ -17,8 +18,27 @@ use std::fs::{self, Metadata};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::layer::{Change, sorted_names};
-use crate::{IoContext, Result};
+use image_service::Result;
+use image_service::layer::{Change, sorted_names};
+use platform::IoContext;
+use runtime::ChangedRoot;
+
+/// What changed in `root` since `lower` (the image's unpacked tree it was made from), leaving
+/// out what the runtime put there, and the tree to read the changed entries from (the
+/// overlay's upper directory where the root is layered, the root itself otherwise).
+pub fn root_changes(root: &ChangedRoot, lower: &Path) -> Result<(PathBuf, Vec<Change>)> {
+    let skip = |p: &Path| {
+        root.runtime_paths.iter().any(|r| p.starts_with(r))
+            || root.runtime_entries.iter().any(|r| p == r)
+    };
+    match &root.upper {
+        Some(upper) if upper.is_dir() => Ok((upper.clone(), overlay_changes(upper, &skip)?)),
+        _ => Ok((
+            root.rootfs.clone(),
+            tree_changes(&root.rootfs, lower, &skip)?,
+        )),
+    }
+}
 
 fn same_kind(a: &Metadata, b: &Metadata) -> bool {
     let (a, b) = (a.file_type(), b.file_type());
