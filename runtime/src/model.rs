@@ -228,7 +228,7 @@ pub struct ProcessSpec {
     /// What the container's processes may do; `None`: not confined (privileged, or the
     /// unconfined runtime handler).
     #[serde(default)]
-    pub confinement: Option<crate::confinement::Policy>,
+    pub confinement: Option<platform::Confinement>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

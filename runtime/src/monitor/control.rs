@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use super::process::{command_for, read_spec};
+use super::command::{command_for, read_spec};
 use super::*;
 use crate::logs::LogWriter;
 use crate::model::ProcessSpec;

@@ -31,12 +31,14 @@ use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 mod client;
+mod command;
 mod control;
 mod process;
 mod stdio;
 
 pub use client::{is_unknown_command, open_attach, protocol_of, send_command, start_exec};
-pub use process::{find_executable, run};
+pub use command::find_executable;
+pub use process::run;
 
 /// The control protocol this build's monitor speaks. 1: `reopen`, `limits`, `attach`, `exec`
 /// (monitors that do not say their version). 2: adds `version`, and the handshake and

@@ -4,19 +4,17 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use image_service::safe_path::resolve_in_root;
 use nix::fcntl::{Flock, FlockArg};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use platform::Credentials;
 
+use super::command::{command_for, read_spec};
 use super::control::{Session, bind_control, handle_command};
 use super::stdio::AttachedStdio;
 use super::*;
@@ -31,96 +29,6 @@ const EXIT_RECORD_SPACE: usize = 4096;
 
 /// How long output held open by leftovers is still read after the main process exits.
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
-
-/// Finds `name` as the container would: a path containing `/` is taken as is (relative to
-/// `cwd`), anything else is searched in the container's `PATH`. Resolution stays inside `rootfs`.
-/// Returns the path as the container sees it.
-pub fn find_executable(
-    rootfs: &Path,
-    cwd: &str,
-    name: &str,
-    env: &[String],
-) -> Result<String, MonitorError> {
-    use std::os::unix::fs::PermissionsExt;
-    let runnable = |in_container: &str| -> bool {
-        resolve_in_root(rootfs, Path::new(in_container))
-            .and_then(std::fs::metadata)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
-    if name.is_empty() {
-        return Err(MonitorError::Refused("no command specified".into()));
-    }
-    if name.contains('/') {
-        let full = if name.starts_with('/') {
-            name.to_string()
-        } else {
-            format!("{}/{name}", cwd.trim_end_matches('/'))
-        };
-        return if runnable(&full) {
-            Ok(full)
-        } else {
-            Err(MonitorError::Refused(format!(
-                "exec: {name:?}: no such executable file in the container"
-            )))
-        };
-    }
-    let path = env
-        .iter()
-        .rev()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    path.split(':')
-        .filter(|d| !d.is_empty())
-        .map(|d| format!("{}/{name}", d.trim_end_matches('/')))
-        .find(|c| runnable(c))
-        .ok_or_else(|| {
-            MonitorError::Refused(format!(
-                "exec: {name:?}: executable file not found in $PATH ({path})"
-            ))
-        })
-}
-
-/// Builds the command for `spec`'s process (or `args` instead of its own), confined to its root;
-/// with `terminal`, as a session leader whose stdin is its controlling terminal.
-pub(super) fn command_for(
-    spec: &ProcessSpec,
-    args: &[String],
-    terminal: bool,
-) -> Result<Command, MonitorError> {
-    let program = find_executable(
-        &spec.rootfs,
-        &spec.cwd,
-        args.first().map(String::as_str).unwrap_or(""),
-        &spec.env,
-    )?;
-    let mut cmd = Command::new(program);
-    cmd.arg0(args.first().map(String::as_str).unwrap_or_default());
-    cmd.args(&args[1..]).env_clear();
-    for kv in &spec.env {
-        if let Some((k, v)) = kv.split_once('=') {
-            cmd.env(k, v);
-        }
-    }
-    let creds = Credentials {
-        uid: spec.uid,
-        gid: spec.gid,
-        groups: spec.groups.clone(),
-        nice: spec.limits.nice,
-        nproc: spec.limits.pids,
-        nofile: spec.limits.nofile,
-        terminal,
-    };
-    platform::confine(
-        &mut cmd,
-        &spec.rootfs,
-        Path::new(&spec.cwd),
-        &creds,
-        spec.confinement.as_ref(),
-    )
-    .map_err(|e| MonitorError::io("confining the process", e))?;
-    Ok(cmd)
-}
 
 /// The monitor's main. Returns the process exit code.
 pub fn run(bundle: &Path) -> i32 {
@@ -166,15 +74,6 @@ struct Running {
     /// kubelet and critest open it right after.
     log: LogWriter,
     _lock: Flock<std::fs::File>,
-}
-
-pub(super) fn read_spec(bundle: &Path) -> Result<ProcessSpec, MonitorError> {
-    std::fs::read(bundle_file(bundle, PROCESS_FILE))
-        .map_err(|e| MonitorError::io("reading the process spec", e))
-        .and_then(|b| {
-            serde_json::from_slice(&b)
-                .map_err(|e| MonitorError::parse("parsing the process spec", e))
-        })
 }
 
 fn start(bundle: &Path) -> Result<Running, MonitorError> {
@@ -295,27 +194,360 @@ fn exit_code(status: WaitStatus) -> Option<(i32, Option<i32>)> {
     }
 }
 
-fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
-    let Running {
-        child,
-        stdout,
-        stderr,
-        input,
-        terminal,
-        mut spec,
-        control,
-        mut log,
-        _lock,
-        ..
-    } = running;
-    let mut log_errors = 0u64;
-    let main = Pid::from_raw(child.id() as i32);
-    // std's Child is not used to wait: the waiter thread reaps every child (orphans included).
-    drop(child);
+/// What one poll of the supervisor found ready.
+struct Ready {
+    /// Per output stream, in [`Supervisor::streams`]' order.
+    streams: Vec<bool>,
+    /// A child exited (the reaper thread's pipe).
+    reaped: bool,
+    /// The control socket has connections to accept.
+    control: bool,
+    /// Per attached client, in order.
+    clients: Vec<PollFlags>,
+    /// The container's stdin can take pending input.
+    input: bool,
+    /// Connections of exec'd processes that spoke (a kill) or closed.
+    execs: Vec<i32>,
+}
 
+/// The monitor's state while the container runs: one poll loop over the container's output,
+/// the reaper's exit reports, the control socket, attached clients, exec'd processes and the
+/// memory limit, until the main process has exited and its output is drained.
+struct Supervisor {
+    main: Pid,
+    spec: ProcessSpec,
+    log: LogWriter,
+    log_errors: u64,
+    control: Option<UnixListener>,
+    streams: Vec<(std::fs::File, Stream)>,
+    stdio: AttachedStdio,
+    /// Processes exec'd through this monitor, by pid: the connection that hears their exit.
+    execs: std::collections::HashMap<i32, UnixStream>,
+    /// The reaper thread's reports, one line per exit: `pid code signal`.
+    reaped: std::fs::File,
+    /// Held while an exec'd process is spawned: std reaps a child whose exec failed itself, and
+    /// must not find it reaped by the reaper thread already.
+    reap_lock: std::sync::Arc<std::sync::Mutex<()>>,
+    /// The main process's exit code and signal, once it exited.
+    exited: Option<(i32, Option<i32>)>,
+    /// Until when output held open by leftovers is still read.
+    deadline: Option<Instant>,
+    /// Why the memory limit killed the container, if it did.
+    oom: Option<String>,
+    interval: Duration,
+    next_check: Instant,
+    buf: Vec<u8>,
+    _lock: Flock<std::fs::File>,
+}
+
+fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
+    let mut s = Supervisor::new(running)?;
+    while !(s.exited.is_some() && s.streams.is_empty()) {
+        let Some(ready) = s.wait()? else {
+            continue;
+        };
+        s.serve_execs(ready.execs);
+        s.stdio.serve_clients(&ready.clients);
+        if ready.input {
+            s.stdio.write_input();
+        }
+        s.pump_output(&ready.streams);
+        if ready.reaped {
+            s.child_exited()?;
+        }
+        if ready.control {
+            s.accept_commands(bundle);
+        }
+        s.check_memory();
+        if s.deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    s.finish(bundle)
+}
+
+impl Supervisor {
+    /// Takes over the started container and starts the reaper thread.
+    fn new(running: Running) -> std::io::Result<Supervisor> {
+        let Running {
+            child,
+            stdout,
+            stderr,
+            input,
+            terminal,
+            spec,
+            control,
+            log,
+            _lock,
+            ..
+        } = running;
+        let main = Pid::from_raw(child.id() as i32);
+        // std's Child is not used to wait: the reaper thread reaps every child (orphans
+        // included).
+        drop(child);
+        let (reaped, reap_lock) = spawn_reaper()?;
+        let mut streams: Vec<(std::fs::File, Stream)> = vec![(stdout.into(), Stream::Stdout)];
+        if let Some(stderr) = stderr {
+            streams.push((stderr.into(), Stream::Stderr));
+        }
+        let stdio = AttachedStdio::new(input, terminal, spec.stdin_once);
+        let interval = Duration::from_millis(spec.limit_interval_ms.max(10));
+        Ok(Supervisor {
+            main,
+            log,
+            log_errors: 0,
+            control,
+            streams,
+            stdio,
+            execs: Default::default(),
+            reaped,
+            reap_lock,
+            exited: None,
+            deadline: None,
+            oom: None,
+            interval,
+            next_check: Instant::now() + interval,
+            buf: vec![0u8; 64 * 1024],
+            spec,
+            _lock,
+        })
+    }
+
+    /// Whether the memory limit is being watched: while the main process runs, until it fired.
+    fn watching(&self) -> bool {
+        self.exited.is_none() && self.oom.is_none() && self.spec.limits.memory_bytes.is_some()
+    }
+
+    /// Polls everything until something is ready or the next deadline (the drain after exit,
+    /// the next memory check); `None` when interrupted.
+    fn wait(&mut self) -> std::io::Result<Option<Ready>> {
+        let wake_at = match (self.deadline, self.watching()) {
+            (Some(d), _) => Some(d),
+            (None, true) => Some(self.next_check),
+            (None, false) => None,
+        };
+        let timeout = match wake_at {
+            Some(at) => {
+                // Rounded up: a timeout rounded down to 0 ms would spin until the deadline.
+                let left = at.saturating_duration_since(Instant::now());
+                PollTimeout::try_from(left.as_micros().div_ceil(1000).min(60_000) as i32)
+                    .unwrap_or(PollTimeout::NONE)
+            }
+            None => PollTimeout::NONE,
+        };
+        let mut fds: Vec<PollFd> = self
+            .streams
+            .iter()
+            .map(|(f, _)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+            .collect();
+        let n = fds.len();
+        let reaped_at = fds.len();
+        // Also after the main process's exit: exec'd processes' exits still come.
+        fds.push(PollFd::new(self.reaped.as_fd(), PollFlags::POLLIN));
+        let control_at = fds.len();
+        if let Some(l) = self.control.as_ref() {
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+        }
+        let clients_at = fds.len();
+        let accepting = self.stdio.accepting_input();
+        for c in &self.stdio.clients {
+            let mut flags = PollFlags::empty();
+            if accepting {
+                flags |= PollFlags::POLLIN;
+            }
+            if !c.out.is_empty() {
+                flags |= PollFlags::POLLOUT;
+            }
+            fds.push(PollFd::new(c.conn.as_fd(), flags));
+        }
+        let execs_at = fds.len();
+        let exec_pids: Vec<i32> = self.execs.keys().copied().collect();
+        for pid in &exec_pids {
+            if let Some(conn) = self.execs.get(pid) {
+                fds.push(PollFd::new(conn.as_fd(), PollFlags::POLLIN));
+            }
+        }
+        let input_at = fds.len();
+        let pending = !self.stdio.pending.is_empty();
+        if let Some(input) = self.stdio.input.as_ref().filter(|_| pending) {
+            fds.push(PollFd::new(input.as_fd(), PollFlags::POLLOUT));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let any = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+        Ok(Some(Ready {
+            streams: fds[..n].iter().map(any).collect(),
+            reaped: fds.get(reaped_at).is_some_and(any),
+            control: self.control.is_some() && fds.get(control_at).is_some_and(any),
+            clients: fds[clients_at..execs_at]
+                .iter()
+                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                .collect(),
+            input: fds.get(input_at).is_some_and(any),
+            execs: exec_pids
+                .iter()
+                .zip(&fds[execs_at..input_at])
+                .filter(|(_, f)| any(f))
+                .map(|(pid, _)| *pid)
+                .collect(),
+        }))
+    }
+
+    /// The server asks to kill an exec'd process, or gave it up (closed its connection): only
+    /// this monitor knows the pid still names that process.
+    fn serve_execs(&mut self, ready: Vec<i32>) {
+        for pid in ready {
+            let mut word = [0u8; 64];
+            let gone = match self.execs.get(&pid).map(|c| (&*c).read(&mut word)) {
+                Some(Ok(0)) | Some(Err(_)) => true,
+                Some(Ok(_)) => false,
+                None => continue,
+            };
+            if gone {
+                self.execs.remove(&pid);
+            }
+            crate::exec::kill_exec_tree(pid);
+        }
+    }
+
+    /// Output into the log and to attached clients; a stream at its end is closed. A log that
+    /// cannot be written loses output, never the container.
+    fn pump_output(&mut self, ready: &[bool]) {
+        let mut closed = Vec::new();
+        for (i, is_ready) in ready.iter().enumerate() {
+            if !is_ready {
+                continue;
+            }
+            let (file, stream) = &mut self.streams[i];
+            let result = match file.read(&mut self.buf) {
+                Ok(0) | Err(_) => {
+                    closed.push(i);
+                    self.log.close(*stream)
+                }
+                Ok(n) => {
+                    self.stdio.broadcast(*stream, &self.buf[..n]);
+                    self.log.write(*stream, &self.buf[..n])
+                }
+            };
+            if let Err(e) = result {
+                self.log_errors += 1;
+                if self.log_errors.is_power_of_two() {
+                    eprintln!(
+                        "writing the log failed ({} times): {e}; output is lost, the container runs on",
+                        self.log_errors
+                    );
+                }
+            }
+        }
+        for i in closed.into_iter().rev() {
+            self.streams.remove(i);
+        }
+    }
+
+    /// One exit the reaper reported: the main process's (leftovers are killed, output drained
+    /// for a while), or an exec'd process's (its connection hears the code).
+    fn child_exited(&mut self) -> std::io::Result<()> {
+        let mut line = String::new();
+        let mut byte = [0u8; 1];
+        while self.reaped.read(&mut byte)? == 1 && byte[0] != b'\n' {
+            line.push(byte[0] as char);
+        }
+        let mut parts = line.split(' ').map(|p| p.parse::<i32>().unwrap_or(0));
+        let pid = parts.next().unwrap_or(0);
+        let code = parts.next().unwrap_or(255);
+        let sig = parts.next().filter(|s| *s != 0);
+        if pid == self.main.as_raw() && self.exited.is_none() {
+            self.exited = Some((code, sig));
+            kill_leftovers(self.main);
+            self.deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
+        } else if let Some(conn) = self.execs.remove(&pid) {
+            let _ = (&conn).write_all(format!("exit {code}\n").as_bytes());
+        }
+        Ok(())
+    }
+
+    /// The server's commands on the control socket: attach, exec, log reopening, limits.
+    fn accept_commands(&mut self, bundle: &Path) {
+        let Some(listener) = self.control.as_ref() else {
+            return;
+        };
+        while let Ok((conn, _)) = listener.accept() {
+            let ended = self.exited.is_some();
+            let session = handle_command(
+                bundle,
+                conn,
+                &mut self.log,
+                &mut self.spec,
+                ended,
+                &self.reap_lock,
+            );
+            match session {
+                Some(Session::Attach(client)) => self.stdio.add_client(client),
+                Some(Session::Exec(pid, conn)) => {
+                    self.execs.insert(pid, conn);
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// The memory limit, checked every interval over the whole process tree: over it, every
+    /// process is killed and the exit says OOMKilled.
+    fn check_memory(&mut self) {
+        if !self.watching() || Instant::now() < self.next_check {
+            return;
+        }
+        self.next_check = Instant::now() + self.interval;
+        if let Some(limit) = self.spec.limits.memory_bytes {
+            let used = tree_memory(self.main);
+            if used > limit {
+                self.oom = Some(format!(
+                    "the container's processes used {used} bytes of memory, over its limit of {limit}; they were killed"
+                ));
+                kill_leftovers(self.main);
+            }
+        }
+    }
+
+    /// The end: logs closed, attached clients and exec'd processes told, the control socket
+    /// removed, and the exit recorded.
+    fn finish(mut self, bundle: &Path) -> std::io::Result<()> {
+        for (_, stream) in &self.streams {
+            let _ = self.log.close(*stream);
+        }
+        // Attached clients get what is left of the output; closing them tells them it ended.
+        self.stdio.finish();
+        // Exec'd processes not reported yet were killed with the container.
+        for conn in self.execs.values() {
+            let _ = (&*conn).write_all(b"exit 137\n");
+        }
+        if let Some(l) = self.control.take() {
+            drop(l);
+            let _ = std::fs::remove_file(&self.spec.control_socket);
+        }
+        let (exit_code, signal) = self.exited.unwrap_or((255, None));
+        let oom = self.oom.take();
+        let exit = Exit {
+            exit_code: if oom.is_some() { 137 } else { exit_code },
+            signal,
+            finished_at: now_nanos(),
+            reason: oom.as_ref().map(|_| "OOMKilled".to_string()),
+            message: oom,
+            cpu_ns: reaped_cpu_ns(),
+        };
+        record_exit(bundle, &exit)
+    }
+}
+
+/// The reaper thread: reaps every child (orphans of the container included, the monitor being
+/// their subreaper) and reports each exit on a pipe the supervisor polls. With the lock that
+/// spawning an exec'd process holds.
+#[allow(clippy::type_complexity)]
+fn spawn_reaper() -> std::io::Result<(std::fs::File, std::sync::Arc<std::sync::Mutex<()>>)> {
     let (wake_r, wake_w) = platform::pipe_cloexec()?;
-    // Held while an exec'd process is spawned: std reaps a child whose exec failed itself, and
-    // must not find it reaped by this thread already.
     let reap_lock = std::sync::Arc::new(std::sync::Mutex::new(()));
     let reaper_lock = std::sync::Arc::clone(&reap_lock);
     std::thread::spawn(move || {
@@ -339,220 +571,7 @@ fn supervise(bundle: &Path, running: Running) -> std::io::Result<()> {
             }
         }
     });
-
-    let mut streams: Vec<(std::fs::File, Stream)> = vec![(stdout.into(), Stream::Stdout)];
-    if let Some(stderr) = stderr {
-        streams.push((stderr.into(), Stream::Stderr));
-    }
-    let mut stdio = AttachedStdio::new(input, terminal, spec.stdin_once);
-    // Processes exec'd through this monitor, by pid: the connection that hears their exit.
-    let mut execs: std::collections::HashMap<i32, UnixStream> = Default::default();
-    let mut wake = std::fs::File::from(wake_r);
-    let mut exited: Option<(i32, Option<i32>)> = None;
-    let mut deadline: Option<Instant> = None;
-    let mut oom: Option<String> = None;
-    let interval = Duration::from_millis(spec.limit_interval_ms.max(10));
-    let mut next_check = Instant::now() + interval;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        if exited.is_some() && streams.is_empty() {
-            break;
-        }
-        let watching = exited.is_none() && oom.is_none() && spec.limits.memory_bytes.is_some();
-        let wake_at = match (deadline, watching) {
-            (Some(d), _) => Some(d),
-            (None, true) => Some(next_check),
-            (None, false) => None,
-        };
-        let timeout = match wake_at {
-            Some(at) => {
-                // Rounded up: a timeout rounded down to 0 ms would spin until the deadline.
-                let left = at.saturating_duration_since(Instant::now());
-                PollTimeout::try_from(left.as_micros().div_ceil(1000).min(60_000) as i32)
-                    .unwrap_or(PollTimeout::NONE)
-            }
-            None => PollTimeout::NONE,
-        };
-        let (ready, wake_ready, control_ready, client_ready, input_ready, exec_ready) = {
-            let mut fds: Vec<PollFd> = streams
-                .iter()
-                .map(|(f, _)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
-                .collect();
-            let n = fds.len();
-            let wake_at = fds.len();
-            // Also after the main process's exit: exec'd processes' exits still come.
-            fds.push(PollFd::new(wake.as_fd(), PollFlags::POLLIN));
-            let control_at = fds.len();
-            if let Some(l) = control.as_ref() {
-                fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
-            }
-            let clients_at = fds.len();
-            let accepting = stdio.accepting_input();
-            for c in &stdio.clients {
-                let mut flags = PollFlags::empty();
-                if accepting {
-                    flags |= PollFlags::POLLIN;
-                }
-                if !c.out.is_empty() {
-                    flags |= PollFlags::POLLOUT;
-                }
-                fds.push(PollFd::new(c.conn.as_fd(), flags));
-            }
-            let execs_at = fds.len();
-            let exec_pids: Vec<i32> = execs.keys().copied().collect();
-            for pid in &exec_pids {
-                if let Some(conn) = execs.get(pid) {
-                    fds.push(PollFd::new(conn.as_fd(), PollFlags::POLLIN));
-                }
-            }
-            let input_at = fds.len();
-            if let Some(input) = stdio.input.as_ref().filter(|_| !stdio.pending.is_empty()) {
-                fds.push(PollFd::new(input.as_fd(), PollFlags::POLLOUT));
-            }
-            match poll(&mut fds, timeout) {
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-            let any = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            let ready: Vec<bool> = fds[..n].iter().map(any).collect();
-            let wake_ready = fds.get(wake_at).is_some_and(any);
-            let control_ready = control.is_some() && fds.get(control_at).is_some_and(any);
-            let exec_ready: Vec<i32> = exec_pids
-                .iter()
-                .zip(&fds[execs_at..input_at])
-                .filter(|(_, f)| any(f))
-                .map(|(pid, _)| *pid)
-                .collect();
-            let client_ready: Vec<PollFlags> = fds[clients_at..execs_at]
-                .iter()
-                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
-                .collect();
-            let input_ready = fds.get(input_at).is_some_and(any);
-            (
-                ready,
-                wake_ready,
-                control_ready,
-                client_ready,
-                input_ready,
-                exec_ready,
-            )
-        };
-        // The server asks to kill an exec'd process, or gave it up (closed its connection):
-        // only this monitor knows the pid still names that process.
-        for pid in exec_ready {
-            let mut word = [0u8; 64];
-            let gone = match execs.get(&pid).map(|c| (&*c).read(&mut word)) {
-                Some(Ok(0)) | Some(Err(_)) => true,
-                Some(Ok(_)) => false,
-                None => continue,
-            };
-            if gone {
-                execs.remove(&pid);
-            }
-            crate::exec::kill_exec_tree(pid);
-        }
-        stdio.serve_clients(&client_ready);
-        if input_ready {
-            stdio.write_input();
-        }
-        let mut closed = Vec::new();
-        for (i, is_ready) in ready.into_iter().enumerate() {
-            if !is_ready {
-                continue;
-            }
-            let (file, stream) = &mut streams[i];
-            let result = match file.read(&mut buf) {
-                Ok(0) | Err(_) => {
-                    closed.push(i);
-                    log.close(*stream)
-                }
-                Ok(n) => {
-                    stdio.broadcast(*stream, &buf[..n]);
-                    log.write(*stream, &buf[..n])
-                }
-            };
-            if let Err(e) = result {
-                log_errors += 1;
-                if log_errors.is_power_of_two() {
-                    eprintln!(
-                        "writing the log failed ({log_errors} times): {e}; output is lost, the container runs on"
-                    );
-                }
-            }
-        }
-        for i in closed.into_iter().rev() {
-            streams.remove(i);
-        }
-        if wake_ready {
-            let mut line = String::new();
-            let mut byte = [0u8; 1];
-            while wake.read(&mut byte)? == 1 && byte[0] != b'\n' {
-                line.push(byte[0] as char);
-            }
-            let mut parts = line.split(' ').map(|p| p.parse::<i32>().unwrap_or(0));
-            let pid = parts.next().unwrap_or(0);
-            let code = parts.next().unwrap_or(255);
-            let sig = parts.next().filter(|s| *s != 0);
-            if pid == main.as_raw() && exited.is_none() {
-                exited = Some((code, sig));
-                kill_leftovers(main);
-                deadline = Some(Instant::now() + DRAIN_AFTER_EXIT);
-            } else if let Some(conn) = execs.remove(&pid) {
-                let _ = (&conn).write_all(format!("exit {code}\n").as_bytes());
-            }
-        }
-        if control_ready && let Some(listener) = control.as_ref() {
-            while let Ok((conn, _)) = listener.accept() {
-                let ended = exited.is_some();
-                match handle_command(bundle, conn, &mut log, &mut spec, ended, &reap_lock) {
-                    Some(Session::Attach(client)) => stdio.add_client(client),
-                    Some(Session::Exec(pid, conn)) => {
-                        execs.insert(pid, conn);
-                    }
-                    None => {}
-                }
-            }
-        }
-        if watching && Instant::now() >= next_check {
-            next_check = Instant::now() + interval;
-            if let Some(limit) = spec.limits.memory_bytes {
-                let used = tree_memory(main);
-                if used > limit {
-                    oom = Some(format!(
-                        "the container's processes used {used} bytes of memory, over its limit of {limit}; they were killed"
-                    ));
-                    kill_leftovers(main);
-                }
-            }
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
-        }
-    }
-    for (_, stream) in &streams {
-        let _ = log.close(*stream);
-    }
-    // Attached clients get what is left of the output; closing them tells them it ended.
-    stdio.finish();
-    // Exec'd processes not reported yet were killed with the container.
-    for conn in execs.values() {
-        let _ = (&*conn).write_all(b"exit 137\n");
-    }
-    if let Some(l) = control {
-        drop(l);
-        let _ = std::fs::remove_file(&spec.control_socket);
-    }
-    let (exit_code, signal) = exited.unwrap_or((255, None));
-    let exit = Exit {
-        exit_code: if oom.is_some() { 137 } else { exit_code },
-        signal,
-        finished_at: now_nanos(),
-        reason: oom.as_ref().map(|_| "OOMKilled".to_string()),
-        message: oom,
-        cpu_ns: reaped_cpu_ns(),
-    };
-    record_exit(bundle, &exit)
+    Ok((std::fs::File::from(wake_r), reap_lock))
 }
 
 /// CPU time of the children this process has waited for: here, the container's whole tree

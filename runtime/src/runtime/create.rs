@@ -30,6 +30,87 @@ pub(crate) fn prepare_root(rootfs: &Path, user: &user::ResolvedUser) -> Result<(
     Ok(())
 }
 
+/// `p` (a path as the container sees it) on the host, resolved inside `rootfs`.
+fn inside(rootfs: &Path, p: &str) -> Result<PathBuf> {
+    Ok(
+        resolve_in_root(rootfs, Path::new(p))
+            .at("resolving in the container root", Path::new(p))?,
+    )
+}
+
+/// The pod's hostname, resolv.conf and hosts (unless a mount brings /etc/hosts) in the root's
+/// /etc, copied (not linked: the container may change its own).
+fn write_pod_files(rootfs: &Path, pod: &Pod, spec: &ContainerSpec) -> Result<()> {
+    let mounted_hosts = spec
+        .mounts
+        .iter()
+        .any(|m| clean_in_root(&m.container_path) == Some(PathBuf::from("etc/hosts")));
+    for (file, skip) in [
+        ("hostname", false),
+        ("resolv.conf", false),
+        ("hosts", mounted_hosts),
+    ] {
+        if skip {
+            continue;
+        }
+        let target = inside(rootfs, &format!("/etc/{file}"))?;
+        let _ = std::fs::remove_file(&target);
+        std::fs::copy(pod.dir.join(file), &target).at("writing", &target)?;
+    }
+    Ok(())
+}
+
+/// The process's environment: HOSTNAME, the image's, the container's (names checked), and PATH
+/// and HOME where neither set them.
+fn container_env(
+    pod: &Pod,
+    spec: &ContainerSpec,
+    image: &Image,
+    user: &user::ResolvedUser,
+) -> Result<Vec<String>> {
+    let hostname = std::fs::read_to_string(pod.dir.join("hostname")).unwrap_or_default();
+    let mut env = vec![format!("HOSTNAME={}", hostname.trim())];
+    for kv in &image.config.env {
+        set_env(&mut env, kv.clone());
+    }
+    for (k, v) in &spec.envs {
+        if k.is_empty() || k.contains('=') {
+            return Err(Error::InvalidArgument(format!(
+                "environment variable name {k:?} is invalid"
+            )));
+        }
+        set_env(&mut env, format!("{k}={v}"));
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(DEFAULT_PATH.into());
+    }
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user.home));
+    }
+    Ok(env)
+}
+
+/// The working directory (the container's, else the image's, else /), made in the root; it
+/// may not leave the root.
+fn working_dir(rootfs: &Path, spec: &ContainerSpec, image: &Image) -> Result<String> {
+    let cwd_req = if !spec.working_dir.is_empty() {
+        spec.working_dir.clone()
+    } else if !image.config.working_dir.is_empty() {
+        image.config.working_dir.clone()
+    } else {
+        "/".into()
+    };
+    let cwd_rel = clean_in_root(&cwd_req).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "working dir {cwd_req:?} escapes the container root"
+        ))
+    })?;
+    let cwd = format!("/{}", cwd_rel.display());
+    let cwd_host = inside(rootfs, &cwd)?;
+    std::fs::create_dir_all(&cwd_host).at("creating the working dir", &cwd_host)?;
+    Ok(cwd)
+}
+
 /// FNV-1a: a stable name for a prepared layer's inputs (not a security boundary: the inputs
 /// are the runtime's own).
 pub(super) fn fnv1a(text: &str) -> u64 {
@@ -145,8 +226,10 @@ impl Runtime {
         Ok(id)
     }
 
-    /// Everything CreateContainer does on disk: the rootfs clone, the pod's files, mounts, and
-    /// the process spec. Blocking; the caller removes `dir` if this fails.
+    /// Everything CreateContainer does on disk, phase by phase: the user (from the image's own
+    /// passwd), the root, the files the runtime writes in it, kubelet's mounts with /proc, the
+    /// masks and the confinement policy, then the process spec. Blocking; the caller removes
+    /// `dir` if this fails.
     pub(super) fn build_container(
         &self,
         plan: &Plan,
@@ -154,215 +237,37 @@ impl Runtime {
         spec: ContainerSpec,
         image: &Image,
     ) -> Result<Container> {
-        let (dir, id, limits) = (plan.dir.as_path(), plan.id.as_str(), plan.limits);
-        let log_path = plan.log_path.clone();
+        let (dir, id) = (plan.dir.as_path(), plan.id.as_str());
         let t0 = std::time::Instant::now();
         std::fs::create_dir_all(dir).at("creating", dir)?;
         let snapshot = self.images.lease(id, image)?;
-        // The image's own passwd and group: the snapshot is the root's initial content.
-        let annotated = crate::confinement::annotated_user(&spec, pod)?;
-        // The container's own user, else the annotation's, else the pod's (a darwin kubelet
-        // sends runAsUser only in the pod's Linux section), else the image's.
-        let (run_as_user, run_as_username) = match &annotated {
-            Some((uid, name)) => (*uid, name.as_str()),
-            None if spec.run_as_user.is_none() && spec.run_as_username.is_empty() => {
-                (pod.spec.run_as_user, "")
-            }
-            None => (spec.run_as_user, spec.run_as_username.as_str()),
-        };
-        let user = user::resolve(
-            &snapshot,
-            &UserRequest {
-                run_as_user,
-                run_as_group: spec.run_as_group.or(pod.spec.run_as_group),
-                run_as_username,
-                supplemental_groups: &spec.supplemental_groups,
-                strict_groups: spec.supplemental_groups_strict,
-                image_user: &image.config.user,
-            },
-        )?;
-        crate::confinement::check_root(
-            &spec,
-            pod,
-            user.uid,
-            &crate::confinement::RootRules {
-                allow_root: self.opts.allow_root,
-                allow_root_namespaces: &self.opts.allow_root_namespaces,
-            },
-        )?;
-        let confined = crate::confinement::is_confined(&spec, pod);
-        // setuid and setgid bits grant nothing in a confined root, unless the image keeps them.
-        let nosuid = confined && !self.images.keeps_setuid(image);
-        let layer = if self.opts.copy_rootfs {
-            None
-        } else {
-            self.prepared_layer(&snapshot, &image.id, &user)
-        };
-        let layers: Vec<&Path> = layer.iter().map(PathBuf::as_path).collect();
-        let (rootfs, layered) =
-            crate::rootfs::clone_rootfs(&snapshot, &layers, dir, self.opts.copy_rootfs, nosuid)
-                .at("making the container root from", &snapshot)?;
+        let user = self.container_user(pod, &spec, image, &snapshot)?;
+        let (rootfs, layered) = self.make_root(plan, &spec, pod, image, &snapshot, &user)?;
         tracing::debug!(container = id, elapsed = ?t0.elapsed(), "rootfs cloned");
-        let inside = |p: &str| {
-            resolve_in_root(&rootfs, Path::new(p))
-                .at("resolving in the container root", Path::new(p))
-        };
-        if !(layered && layer.is_some()) {
-            prepare_root(&rootfs, &user)?;
-        }
-        let mounted_hosts = spec
-            .mounts
-            .iter()
-            .any(|m| clean_in_root(&m.container_path) == Some(PathBuf::from("etc/hosts")));
-        for (file, skip) in [
-            ("hostname", false),
-            ("resolv.conf", false),
-            ("hosts", mounted_hosts),
-        ] {
-            if skip {
-                continue;
-            }
-            let target = inside(&format!("/etc/{file}"))?;
-            let _ = std::fs::remove_file(&target);
-            std::fs::copy(pod.dir.join(file), &target).at("writing", &target)?;
-        }
-
+        write_pod_files(&rootfs, pod, &spec)?;
+        let env = container_env(pod, &spec, image, &user)?;
+        let cwd = working_dir(&rootfs, &spec, image)?;
         let args = merge_command(&image.config, &spec.command, &spec.args)?;
-        let hostname = std::fs::read_to_string(pod.dir.join("hostname")).unwrap_or_default();
-        let mut env = vec![format!("HOSTNAME={}", hostname.trim())];
-        for kv in &image.config.env {
-            set_env(&mut env, kv.clone());
-        }
-        for (k, v) in &spec.envs {
-            if k.is_empty() || k.contains('=') {
-                return Err(Error::InvalidArgument(format!(
-                    "environment variable name {k:?} is invalid"
-                )));
-            }
-            set_env(&mut env, format!("{k}={v}"));
-        }
-        if !env.iter().any(|e| e.starts_with("PATH=")) {
-            env.push(DEFAULT_PATH.into());
-        }
-        if !env.iter().any(|e| e.starts_with("HOME=")) {
-            env.push(format!("HOME={}", user.home));
-        }
-        let cwd_req = if !spec.working_dir.is_empty() {
-            spec.working_dir.clone()
-        } else if !image.config.working_dir.is_empty() {
-            image.config.working_dir.clone()
-        } else {
-            "/".into()
-        };
-        let cwd_rel = clean_in_root(&cwd_req).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "working dir {cwd_req:?} escapes the container root"
-            ))
-        })?;
-        let cwd = format!("/{}", cwd_rel.display());
-        let cwd_host = inside(&cwd)?;
-        std::fs::create_dir_all(&cwd_host).at("creating the working dir", &cwd_host)?;
-
-        let mut mounted = self
-            .opts
-            .mounts
-            .mount_all(&rootfs, &spec.mounts, &plan.sources, id)?;
-        let confinement = (|| -> Result<Option<crate::confinement::Policy>> {
-            let volumes = spec
-                .mounts
-                .iter()
-                .map(|m| Ok((inside(&m.container_path)?, m.readonly)))
-                .collect::<Result<Vec<_>>>()?;
-            let existing = |paths: &[String]| -> Vec<PathBuf> {
-                paths
-                    .iter()
-                    .filter_map(|p| inside(p).ok())
-                    .filter(|p| std::fs::symlink_metadata(p).is_ok())
-                    .collect()
-            };
-            // /proc for process tools (the Linux twin; macOS's read sysctl), before the masks
-            // that cover its sensitive parts. Privileged containers get it unmasked, as with
-            // containerd.
-            let proc_dir = inside("/proc")?;
-            std::fs::create_dir_all(&proc_dir).at("creating", &proc_dir)?;
-            match platform::mount_proc(&proc_dir) {
-                Ok(()) => mounted.push(proc_dir.clone()),
-                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
-                Err(e) => {
-                    return Err(Error::io(
-                        format!("mounting /proc in {}", rootfs.display()),
-                        e,
-                    ));
-                }
-            }
-            let defaults = |list: &[&str]| -> Vec<String> {
-                if spec.security.privileged {
-                    Vec::new()
-                } else {
-                    list.iter().map(|p| p.to_string()).collect()
-                }
-            };
-            let mut masked_req = spec.security.masked_paths.clone();
-            masked_req.extend(defaults(crate::mounts::DEFAULT_MASKED_PATHS));
-            masked_req.sort();
-            masked_req.dedup();
-            let mut read_only_req = spec.security.readonly_paths.clone();
-            read_only_req.extend(defaults(crate::mounts::DEFAULT_READONLY_PATHS));
-            read_only_req.sort();
-            read_only_req.dedup();
-            let masked = existing(&masked_req);
-            let read_only = existing(&read_only_req);
-            // Landlock only grants: where the OS has bind mounts, masked and read-only paths
-            // are mounts over them (what containerd does); the Seatbelt profile denies them.
-            if platform::HAS_BIND_MOUNTS {
-                mounted.extend(crate::mounts::mask(dir, &masked, &read_only)?);
-            }
-
-            crate::confinement::policy(
-                &spec,
-                pod,
-                &rootfs,
-                &volumes,
-                masked,
-                read_only,
-                &crate::confinement::PolicyRules {
-                    mach_services: &self.opts.seatbelt_mach_services,
-                    allowed_capabilities: &self.opts.allowed_capabilities,
-                },
-            )
-        })();
-        let confinement = match confinement {
-            Ok(c) => c,
-            Err(e) => {
-                for t in mounted.iter().rev() {
-                    let _ = platform::unmount(t);
-                }
-                return Err(e);
-            }
-        };
-        let confinement = confinement.map(|mut c| {
-            c.landlock_best_effort = self.opts.landlock_best_effort;
-            c
-        });
-
+        let (mounted, confinement) = self.mount_and_confine(plan, pod, &spec, &rootfs)?;
         let process = ProcessSpec {
             args,
             env,
             cwd,
             uid: user.uid,
             gid: user.gid,
-            groups: user.groups,
+            groups: user.groups.clone(),
             rootfs: rootfs.clone(),
-            log_directory: log_path
+            log_directory: plan
+                .log_path
                 .as_ref()
                 .map(|_| PathBuf::from(&pod.spec.log_directory)),
-            log_path,
+            log_path: plan.log_path.clone(),
             max_log_line: self.opts.max_log_line,
             tty: spec.tty,
             stdin: spec.stdin,
             stdin_once: spec.stdin_once,
             stop_signal: image.config.stop_signal.clone(),
-            limits,
+            limits: plan.limits,
             limit_interval_ms: self.opts.limit_interval.as_millis() as u64,
             control_socket: self
                 .opts
@@ -410,6 +315,175 @@ impl Runtime {
             pid_start_time: 0,
             final_cpu_ns: 0,
         })
+    }
+
+    /// The user the process runs as, from the image's own passwd and group (the snapshot is the
+    /// root's initial content): the container's own, else the darwin-cri.io/run-as-user
+    /// annotation's, else the pod's (a darwin kubelet sends runAsUser only in the pod's Linux
+    /// section), else the image's. Root only where the operator's rules allow it.
+    fn container_user(
+        &self,
+        pod: &Pod,
+        spec: &ContainerSpec,
+        image: &Image,
+        snapshot: &Path,
+    ) -> Result<user::ResolvedUser> {
+        let annotated = crate::confinement::annotated_user(spec, pod)?;
+        let (run_as_user, run_as_username) = match &annotated {
+            Some((uid, name)) => (*uid, name.as_str()),
+            None if spec.run_as_user.is_none() && spec.run_as_username.is_empty() => {
+                (pod.spec.run_as_user, "")
+            }
+            None => (spec.run_as_user, spec.run_as_username.as_str()),
+        };
+        let user = user::resolve(
+            snapshot,
+            &UserRequest {
+                run_as_user,
+                run_as_group: spec.run_as_group.or(pod.spec.run_as_group),
+                run_as_username,
+                supplemental_groups: &spec.supplemental_groups,
+                strict_groups: spec.supplemental_groups_strict,
+                image_user: &image.config.user,
+            },
+        )?;
+        crate::confinement::check_root(
+            spec,
+            pod,
+            user.uid,
+            &crate::confinement::RootRules {
+                allow_root: self.opts.allow_root,
+                allow_root_namespaces: &self.opts.allow_root_namespaces,
+            },
+        )?;
+        Ok(user)
+    }
+
+    /// The container's root: an overlay of the snapshot and the image's prepared layer (the
+    /// layout for this user, made once), or a clone or copy prepared here; nosuid where the
+    /// container is confined and the image does not keep setuid bits. Whether it is layered.
+    fn make_root(
+        &self,
+        plan: &Plan,
+        spec: &ContainerSpec,
+        pod: &Pod,
+        image: &Image,
+        snapshot: &Path,
+        user: &user::ResolvedUser,
+    ) -> Result<(PathBuf, bool)> {
+        let confined = crate::confinement::is_confined(spec, pod);
+        // setuid and setgid bits grant nothing in a confined root, unless the image keeps them.
+        let nosuid = confined && !self.images.keeps_setuid(image);
+        let layer = if self.opts.copy_rootfs {
+            None
+        } else {
+            self.prepared_layer(snapshot, &image.id, user)
+        };
+        let layers: Vec<&Path> = layer.iter().map(PathBuf::as_path).collect();
+        let (rootfs, layered) = crate::rootfs::clone_rootfs(
+            snapshot,
+            &layers,
+            &plan.dir,
+            self.opts.copy_rootfs,
+            nosuid,
+        )
+        .at("making the container root from", snapshot)?;
+        if !(layered && layer.is_some()) {
+            prepare_root(&rootfs, user)?;
+        }
+        Ok((rootfs, layered))
+    }
+
+    /// kubelet's mounts, /proc (before the masks that cover its sensitive parts; privileged
+    /// containers get it unmasked, as with containerd), the masked and read-only paths, and the
+    /// confinement policy over all of them. On failure, what was mounted is unmounted.
+    fn mount_and_confine(
+        &self,
+        plan: &Plan,
+        pod: &Pod,
+        spec: &ContainerSpec,
+        rootfs: &Path,
+    ) -> Result<(Vec<PathBuf>, Option<platform::Confinement>)> {
+        let mut mounted =
+            self.opts
+                .mounts
+                .mount_all(rootfs, &spec.mounts, &plan.sources, &plan.id)?;
+        let confinement = (|| -> Result<Option<platform::Confinement>> {
+            let volumes = spec
+                .mounts
+                .iter()
+                .map(|m| Ok((inside(rootfs, &m.container_path)?, m.readonly)))
+                .collect::<Result<Vec<_>>>()?;
+            let existing = |paths: &[String]| -> Vec<PathBuf> {
+                paths
+                    .iter()
+                    .filter_map(|p| inside(rootfs, p).ok())
+                    .filter(|p| std::fs::symlink_metadata(p).is_ok())
+                    .collect()
+            };
+            // /proc for process tools (the Linux twin; macOS's read sysctl).
+            let proc_dir = inside(rootfs, "/proc")?;
+            std::fs::create_dir_all(&proc_dir).at("creating", &proc_dir)?;
+            match platform::mount_proc(&proc_dir) {
+                Ok(()) => mounted.push(proc_dir.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("mounting /proc in {}", rootfs.display()),
+                        e,
+                    ));
+                }
+            }
+            let defaults = |list: &[&str]| -> Vec<String> {
+                if spec.security.privileged {
+                    Vec::new()
+                } else {
+                    list.iter().map(|p| p.to_string()).collect()
+                }
+            };
+            let mut masked_req = spec.security.masked_paths.clone();
+            masked_req.extend(defaults(crate::mounts::DEFAULT_MASKED_PATHS));
+            masked_req.sort();
+            masked_req.dedup();
+            let mut read_only_req = spec.security.readonly_paths.clone();
+            read_only_req.extend(defaults(crate::mounts::DEFAULT_READONLY_PATHS));
+            read_only_req.sort();
+            read_only_req.dedup();
+            let masked = existing(&masked_req);
+            let read_only = existing(&read_only_req);
+            // Landlock only grants: where the OS has bind mounts, masked and read-only paths
+            // are mounts over them (what containerd does); the Seatbelt profile denies them.
+            if platform::HAS_BIND_MOUNTS {
+                mounted.extend(crate::mounts::mask(&plan.dir, &masked, &read_only)?);
+            }
+            crate::confinement::policy(
+                spec,
+                pod,
+                rootfs,
+                &volumes,
+                masked,
+                read_only,
+                &crate::confinement::PolicyRules {
+                    mach_services: &self.opts.seatbelt_mach_services,
+                    allowed_capabilities: &self.opts.allowed_capabilities,
+                },
+            )
+        })();
+        match confinement {
+            Ok(c) => Ok((
+                mounted,
+                c.map(|mut c| {
+                    c.landlock_best_effort = self.opts.landlock_best_effort;
+                    c
+                }),
+            )),
+            Err(e) => {
+                for t in mounted.iter().rev() {
+                    let _ = platform::unmount(t);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Records what `image commit` needs to know of the container (see [`ContainerOrigin`]).

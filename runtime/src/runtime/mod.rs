@@ -25,6 +25,7 @@ use crate::{Error, Result};
 
 mod containers;
 mod create;
+mod dns_relay;
 mod events;
 mod health;
 mod pods;
@@ -117,7 +118,7 @@ pub struct ContainerEvent {
 /// Pods and containers. Shared behind an `Arc` by every RPC handler.
 #[derive(Debug)]
 pub struct Runtime {
-    pub(crate) opts: RuntimeOptions,
+    opts: RuntimeOptions,
     images: Arc<ImageStore>,
     store: Store,
     node_ip: String,
@@ -133,7 +134,7 @@ pub struct Runtime {
     /// Containers whose StartContainer is under way: a second start or a removal waits its turn.
     starting: Mutex<HashSet<String>>,
     /// The mDNSResponder relay of each running container.
-    pub(crate) dns_proxies: Mutex<HashMap<String, crate::dns_proxy::DnsProxy>>,
+    dns_proxies: Mutex<HashMap<String, crate::dns_proxy::DnsProxy>>,
     /// The forwarders of ready pods' host ports.
     host_ports: crate::host_ports::HostPorts,
     /// The host resolver's files for ready pods' cluster domains.
