@@ -21,6 +21,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use runtime::{ContainerState, PodState, Runtime};
 use tonic::codegen::http;
+use tracing::Instrument as _;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RpcCode {
@@ -311,9 +312,18 @@ impl Metrics {
     }
 }
 
-/// Counts CRI calls and their latency: a tower layer around the gRPC services.
+/// The one door every CRI call passes (a tower layer around the gRPC services, as containerd's
+/// instrumented service is): a tracing span per call (`cri{rpc=StartContainer id=...}`; handlers
+/// record the pod or container id they were given with [`record_id`]), each failure logged once
+/// with its gRPC code and message, and with metrics, the call counted by method and code and timed
+/// (`darwin_cri_grpc_requests_total`, `darwin_cri_grpc_request_duration_seconds`).
 #[derive(Debug, Clone)]
 pub struct GrpcMetricsLayer(pub Option<Arc<Metrics>>);
+
+/// Records the pod or container id a call is about in its span (see [`GrpcMetricsLayer`]).
+pub fn record_id(id: &str) {
+    tracing::Span::current().record("id", tracing::field::display(id));
+}
 
 impl<S> tower::Layer<S> for GrpcMetricsLayer {
     type Service = GrpcMetrics<S>;
@@ -359,26 +369,35 @@ where
             .to_string();
         let metrics = self.metrics.clone();
         let started = Instant::now();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await;
-            if let Some(m) = metrics {
+        let span = tracing::info_span!("cri", rpc = %rpc, id = tracing::field::Empty);
+        // The handler's future is made and polled inside the span: what it logs carries the call.
+        let fut = span.in_scope(|| self.inner.call(req));
+        Box::pin(
+            async move {
+                let res = fut.await;
                 // An error comes back at once, with its status in the headers; a success's
                 // status follows the body in the trailers, and is OK.
-                let code = match &res {
-                    Ok(r) => r
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .map(tonic::Code::from)
-                        .unwrap_or(tonic::Code::Ok),
-                    Err(_) => tonic::Code::Unknown,
+                let status = match &res {
+                    Ok(r) => tonic::Status::from_header_map(r.headers()),
+                    Err(_) => Some(tonic::Status::unknown("the service failed")),
                 };
-                m.record(&rpc, code, started.elapsed().as_secs_f64());
+                let code = status.as_ref().map_or(tonic::Code::Ok, tonic::Status::code);
+                let seconds = started.elapsed().as_secs_f64();
+                if let Some(s) = status.filter(|s| s.code() != tonic::Code::Ok) {
+                    // NotFound is how kubelet asks whether something exists: not worth a warning.
+                    if s.code() == tonic::Code::NotFound {
+                        tracing::debug!(code = ?s.code(), error = s.message(), seconds, "failed");
+                    } else {
+                        tracing::warn!(code = ?s.code(), error = s.message(), seconds, "failed");
+                    }
+                }
+                if let Some(m) = metrics {
+                    m.record(&rpc, code, seconds);
+                }
+                res
             }
-            res
-        })
+            .instrument(span),
+        )
     }
 }
 

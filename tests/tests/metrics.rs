@@ -49,6 +49,42 @@ async fn metrics_pass_promtool_and_prometheus_scrapes_them() -> anyhow::Result<(
     let s = wait_exited(&mut rt, &hog, Duration::from_secs(20)).await?;
     assert_eq!(s.reason, "OOMKilled");
 
+    // The one door every call passes: a failure is logged once, in the call's span (its RPC and
+    // the container it was about), with its gRPC code. An exec into the exited container is
+    // refused with FailedPrecondition.
+    let refused = rt
+        .exec_sync(cri::ExecSyncRequest {
+            container_id: hog.clone(),
+            cmd: vec!["true".into()],
+            timeout: 0,
+        })
+        .await
+        .expect_err("exec into an exited container");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    let logged: Vec<String> = server
+        .log()
+        .lines()
+        .filter(|l| l.contains("rpc=ExecSync") && l.contains(" failed"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        logged.len(),
+        1,
+        "one failure line for the call:\n{}",
+        server.log()
+    );
+    assert!(
+        logged[0].contains("WARN")
+            && logged[0].contains(&format!("id={hog}"))
+            && logged[0].contains("code=FailedPrecondition"),
+        "{}",
+        logged[0]
+    );
+
     let (_, mut img) = server.client().await?;
     img.pull_image(cri::PullImageRequest {
         image: Some(cri::ImageSpec {

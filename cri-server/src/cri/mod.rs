@@ -20,7 +20,7 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use runtime::Runtime;
 use tonic::{Request, Response, Status};
 
-use status::{from_image, from_runtime, required};
+use status::{IntoStatus, from_runtime, required};
 
 /// Both CRI services over one runtime.
 #[derive(Debug, Clone)]
@@ -65,29 +65,38 @@ fn ok<T>(t: T) -> Reply<T> {
     Ok(Response::new(t))
 }
 
+/// `value`, required: the id or reference a call is about, recorded in the call's span.
 fn non_empty<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
     if value.is_empty() {
         Err(required(field))
     } else {
+        crate::metrics::record_id(value);
         Ok(value)
     }
 }
 
 /// Runs `work` to its end even if the RPC is cancelled (kubelet's deadline passed, or it went
 /// away): a half-done create or start must still clean up or record what it did.
-async fn detached<T: Send + 'static>(
-    work: impl Future<Output = T> + Send + 'static,
+/// The work's error becomes the call's status here (status.rs), once for every handler.
+async fn detached<T: Send + 'static, E: IntoStatus + Send + 'static>(
+    work: impl Future<Output = Result<T, E>> + Send + 'static,
 ) -> Result<T, Status> {
-    tokio::spawn(work)
+    let span = tracing::Span::current();
+    tokio::spawn(tracing::Instrument::instrument(work, span))
         .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        .map_err(IntoStatus::into_status)
 }
 
 /// Runs blocking image-store work off the async workers.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
-    tokio::task::spawn_blocking(f)
+async fn blocking<T: Send + 'static, E: IntoStatus + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, Status> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+        .map_err(IntoStatus::into_status)
 }
 
 #[tonic::async_trait]
@@ -106,9 +115,7 @@ impl RuntimeService for Cri {
             req.runtime_handler,
         )?;
         let rt = Arc::clone(&self.runtime);
-        let pod_sandbox_id = blocking(move || rt.run_pod(spec))
-            .await?
-            .map_err(from_runtime)?;
+        let pod_sandbox_id = blocking(move || rt.run_pod(spec)).await?;
         ok(cri::RunPodSandboxResponse { pod_sandbox_id })
     }
 
@@ -119,9 +126,7 @@ impl RuntimeService for Cri {
         let id = req.into_inner().pod_sandbox_id;
         non_empty(&id, "pod_sandbox_id")?;
         let rt = Arc::clone(&self.runtime);
-        detached(async move { rt.stop_pod(&id).await })
-            .await?
-            .map_err(from_runtime)?;
+        detached(async move { rt.stop_pod(&id).await }).await?;
         ok(cri::StopPodSandboxResponse {})
     }
 
@@ -132,9 +137,7 @@ impl RuntimeService for Cri {
         let id = req.into_inner().pod_sandbox_id;
         non_empty(&id, "pod_sandbox_id")?;
         let rt = Arc::clone(&self.runtime);
-        detached(async move { rt.remove_pod(&id).await })
-            .await?
-            .map_err(from_runtime)?;
+        detached(async move { rt.remove_pod(&id).await }).await?;
         ok(cri::RemovePodSandboxResponse {})
     }
 
@@ -168,9 +171,8 @@ impl RuntimeService for Cri {
         let pod_id = non_empty(&req.pod_sandbox_id, "pod_sandbox_id")?.to_string();
         let spec = container::container_spec(req.config.ok_or_else(|| required("config"))?)?;
         let rt = Arc::clone(&self.runtime);
-        let container_id = detached(async move { rt.create_container(&pod_id, spec).await })
-            .await?
-            .map_err(from_runtime)?;
+        let container_id =
+            detached(async move { rt.create_container(&pod_id, spec).await }).await?;
         ok(cri::CreateContainerResponse { container_id })
     }
 
@@ -181,9 +183,7 @@ impl RuntimeService for Cri {
         let id = req.into_inner().container_id;
         non_empty(&id, "container_id")?;
         let rt = Arc::clone(&self.runtime);
-        detached(async move { rt.start_container(&id).await })
-            .await?
-            .map_err(from_runtime)?;
+        detached(async move { rt.start_container(&id).await }).await?;
         ok(cri::StartContainerResponse {})
     }
 
@@ -194,9 +194,7 @@ impl RuntimeService for Cri {
         let req = req.into_inner();
         non_empty(&req.container_id, "container_id")?;
         let rt = Arc::clone(&self.runtime);
-        detached(async move { rt.stop_container(&req.container_id, req.timeout).await })
-            .await?
-            .map_err(from_runtime)?;
+        detached(async move { rt.stop_container(&req.container_id, req.timeout).await }).await?;
         ok(cri::StopContainerResponse {})
     }
 
@@ -207,9 +205,7 @@ impl RuntimeService for Cri {
         let id = req.into_inner().container_id;
         non_empty(&id, "container_id")?;
         let rt = Arc::clone(&self.runtime);
-        detached(async move { rt.remove_container(&id).await })
-            .await?
-            .map_err(from_runtime)?;
+        detached(async move { rt.remove_container(&id).await }).await?;
         ok(cri::RemoveContainerResponse {})
     }
 
@@ -247,8 +243,7 @@ impl RuntimeService for Cri {
             rt.update_resources(&id, resources.as_ref(), &annotations)
                 .await
         })
-        .await?
-        .map_err(from_runtime)?;
+        .await?;
         ok(cri::UpdateContainerResourcesResponse {})
     }
 
@@ -485,8 +480,7 @@ impl ImageService for Cri {
                 None => store.list(),
             }
         })
-        .await?
-        .map_err(|e| from_image(&e))?;
+        .await?;
         ok(cri::ListImagesResponse {
             images: images.iter().map(image::image).collect(),
         })
@@ -501,9 +495,7 @@ impl ImageService for Cri {
         non_empty(&reference, "image.image")?;
         let store = Arc::clone(self.runtime.images());
         // A missing image is an empty response, not an error: kubelet then pulls it.
-        let found = blocking(move || store.resolve(&reference))
-            .await?
-            .map_err(|e| from_image(&e))?;
+        let found = blocking(move || store.resolve(&reference)).await?;
         ok(image::status(found.as_ref(), req.verbose))
     }
 
@@ -517,7 +509,7 @@ impl ImageService for Cri {
         let credentials = image::credentials(req.auth.as_ref())?;
         let (puller, metrics) = (self.puller.clone(), self.metrics.clone());
         // A pull kubelet gave up on still completes: the next PullImage finds it done.
-        detached(image::pull(puller, metrics, reference, credentials)).await?
+        detached(image::pull(puller, metrics, reference, credentials)).await
     }
 
     async fn remove_image(
@@ -528,9 +520,7 @@ impl ImageService for Cri {
         non_empty(&reference, "image.image")?;
         let store = Arc::clone(self.runtime.images());
         // Removing an image that is not there succeeds, as kubelet expects.
-        blocking(move || store.remove(&reference))
-            .await?
-            .map_err(|e| from_image(&e))?;
+        blocking(move || store.remove(&reference)).await?;
         ok(cri::RemoveImageResponse {})
     }
 
@@ -539,11 +529,13 @@ impl ImageService for Cri {
         _: Request<cri::ImageFsInfoRequest>,
     ) -> Reply<cri::ImageFsInfoResponse> {
         let store = Arc::clone(self.runtime.images());
-        let (mountpoint, usage) =
-            blocking(move || (store.root().display().to_string(), store.fs_usage())).await?;
+        let (mountpoint, usage) = blocking(move || {
+            Ok::<_, Status>((store.root().display().to_string(), store.fs_usage()))
+        })
+        .await?;
         ok(image::fs_info(
             mountpoint,
-            usage.map_err(|e| from_image(&e))?,
+            usage.map_err(IntoStatus::into_status)?,
         ))
     }
 }

@@ -2,6 +2,30 @@
 
 use tonic::{Code, Status};
 
+/// The inner crates' errors as the call's status: the one conversion (`detached` and `blocking`
+/// in cri/mod.rs apply it to every handler's work).
+pub trait IntoStatus {
+    fn into_status(self) -> Status;
+}
+
+impl IntoStatus for runtime::Error {
+    fn into_status(self) -> Status {
+        from_runtime(self)
+    }
+}
+
+impl IntoStatus for image_service::Error {
+    fn into_status(self) -> Status {
+        from_image(&self)
+    }
+}
+
+impl IntoStatus for Status {
+    fn into_status(self) -> Status {
+        self
+    }
+}
+
 pub fn from_runtime(e: runtime::Error) -> Status {
     use runtime::Error as E;
     let code = match &e {
