@@ -74,8 +74,13 @@ pub enum Error {
         available: Vec<String>,
     },
     /// A layer entry that would escape the snapshot or is otherwise unsafe.
-    #[error("unsafe layer entry: {0}")]
-    UnsafeLayerEntry(String),
+    #[error("unsafe layer entry: {}: {reason}", entry.display())]
+    UnsafeLayerEntry {
+        /// The entry's path in the layer.
+        entry: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The registry refused the credentials, or needs some and none were given.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),

@@ -213,7 +213,10 @@ struct LayerState<'a> {
 }
 
 fn unsafe_entry(rel: &Path, why: impl std::fmt::Display) -> Error {
-    Error::UnsafeLayerEntry(format!("{}: {why}", rel.display()))
+    Error::UnsafeLayerEntry {
+        entry: rel.to_path_buf(),
+        reason: why.to_string(),
+    }
 }
 
 /// Removes whatever is at `path` (never following it), recursively for directories.
@@ -693,7 +696,10 @@ mod tests {
             let e = env();
             let tar = LayerBuilder::new().file(name, b"evil", 0o644).build();
             let err = apply(&e.root, &tar).unwrap_err();
-            assert!(matches!(err, Error::UnsafeLayerEntry(_)), "{name}: {err}");
+            assert!(
+                matches!(err, Error::UnsafeLayerEntry { .. }),
+                "{name}: {err}"
+            );
             assert_outside_untouched(&e);
         }
         // Inner ".." that stays inside is ordinary.
@@ -813,7 +819,10 @@ mod tests {
             let e = env();
             fs::write(e.base.join("a/x"), b"outside").unwrap();
             let err = apply(&e.root, &tar).unwrap_err();
-            assert!(matches!(err, Error::UnsafeLayerEntry(_)), "{what}: {err}");
+            assert!(
+                matches!(err, Error::UnsafeLayerEntry { .. }),
+                "{what}: {err}"
+            );
             assert!(!e.root.join("h").exists(), "{what}");
             assert_eq!(fs::read(e.base.join("a/x")).unwrap(), b"outside");
             assert_eq!(fs::symlink_metadata(e.base.join("a/x")).unwrap().nlink(), 1);

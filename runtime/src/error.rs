@@ -20,6 +20,18 @@ pub enum Error {
     /// of one already started (FAILED_PRECONDITION).
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The container is not in the state the call needs (FAILED_PRECONDITION): exec, attach or
+    /// port-forward into one that is not running, a start of one that is not Created. Its state
+    /// comes with the error, for a caller that decides on it.
+    #[error("{message}")]
+    WrongState {
+        /// The container.
+        id: String,
+        /// The state it is in.
+        state: crate::ContainerState,
+        /// What a person reads.
+        message: String,
+    },
     /// A call with a deadline (ExecSync's timeout) ran out of time (DEADLINE_EXCEEDED).
     #[error("{0}")]
     DeadlineExceeded(String),

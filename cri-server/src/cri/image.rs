@@ -35,7 +35,7 @@ fn failure_reason(e: &Error) -> &'static str {
         Error::NoMatchingPlatform { .. } => "no_matching_platform",
         Error::InvalidReference(_) => "invalid_reference",
         Error::DigestMismatch { .. } => "digest_mismatch",
-        Error::UnsafeLayerEntry(_) | Error::InvalidLayout(_) => "invalid_image",
+        Error::UnsafeLayerEntry { .. } | Error::InvalidLayout(_) => "invalid_image",
         Error::Registry(_) => "registry",
         Error::Unreachable(_) => "unreachable",
         Error::Io { .. } => "io",

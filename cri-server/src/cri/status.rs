@@ -32,7 +32,7 @@ pub fn from_runtime(e: runtime::Error) -> Status {
         E::NotFound(_) => Code::NotFound,
         E::AlreadyExists(_) => Code::AlreadyExists,
         E::InvalidArgument(_) => Code::InvalidArgument,
-        E::FailedPrecondition(_) => Code::FailedPrecondition,
+        E::FailedPrecondition(_) | E::WrongState { .. } => Code::FailedPrecondition,
         E::DeadlineExceeded(_) => Code::DeadlineExceeded,
         E::Image(ie) => return from_image(ie),
         E::Io { source, .. } if out_of_space(source) => Code::ResourceExhausted,
@@ -56,7 +56,7 @@ pub fn from_image(e: &image_service::Error) -> Status {
         E::Unauthenticated(_) => Code::Unauthenticated,
         E::Registry(_) | E::Unreachable(_) => Code::Unavailable,
         E::DigestMismatch { .. } => Code::DataLoss,
-        E::UnsafeLayerEntry(_) | E::InvalidLayout(_) => Code::InvalidArgument,
+        E::UnsafeLayerEntry { .. } | E::InvalidLayout(_) => Code::InvalidArgument,
         E::Io { .. } => Code::Internal,
     };
     Status::new(code, e.to_string())

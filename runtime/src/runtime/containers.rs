@@ -93,10 +93,14 @@ impl Runtime {
         // The state may have changed while this call waited for the guard.
         let c = self.container(&c.id)?;
         if c.state != ContainerState::Created {
-            return Err(Error::FailedPrecondition(format!(
-                "container {} is {:?}, not Created: it cannot be started (again)",
-                c.id, c.state
-            )));
+            return Err(Error::WrongState {
+                message: format!(
+                    "container {} is {:?}, not Created: it cannot be started (again)",
+                    c.id, c.state
+                ),
+                id: c.id.clone(),
+                state: c.state,
+            });
         }
         let monitor_log = std::fs::File::create(c.dir.join("monitor.log"))
             .at("creating", &c.dir.join("monitor.log"))?;

@@ -60,7 +60,11 @@ impl Runtime {
             }
         }
         match self.container(id) {
-            Ok(c) => Error::FailedPrecondition(not_running_message(&c, what)),
+            Ok(c) => Error::WrongState {
+                message: not_running_message(&c, what),
+                id: c.id,
+                state: c.state,
+            },
             Err(e) => e,
         }
     }
