@@ -498,7 +498,7 @@ pub fn make_base(store: &ImageStore, opts: &BaseOptions) -> Result<(Image, Vec<S
     }
 
     let _hold = store.hold()?;
-    let staging = tempfile_dir(store)?;
+    let staging = store.new_work_dir()?;
     let result = (|| {
         let (user, uid, gid, home) = &opts.user;
         let etc = staging.join("etc");
@@ -619,10 +619,6 @@ pub fn make_base(store: &ImageStore, opts: &BaseOptions) -> Result<(Image, Vec<S
     })();
     let _ = fs::remove_dir_all(&staging);
     Ok((result?, missing))
-}
-
-fn tempfile_dir(store: &ImageStore) -> Result<PathBuf> {
-    store.new_work_dir()
 }
 
 #[cfg(test)]

@@ -26,8 +26,8 @@ pub fn commit(
     compression: Compression,
 ) -> Result<Committed> {
     let _hold = store.hold()?;
-    let lower = store.rootfs(&base)?;
-    let (source, changes) = crate::diff::root_changes(&origin.changed_root(), &lower)?;
+    let (source, changes) =
+        crate::diff::root_changes(&origin.changed_root(), || store.rootfs(&base))?;
     let mut writer = store.layer_writer(compression, TarOptions::default())?;
     writer.changes(&source, &changes)?;
     let layer = store.store_layer(writer)?;

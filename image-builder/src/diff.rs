@@ -23,10 +23,14 @@ use image_service::layer::{Change, sorted_names};
 use platform::IoContext;
 use runtime::ChangedRoot;
 
-/// What changed in `root` since `lower` (the image's unpacked tree it was made from), leaving
-/// out what the runtime put there, and the tree to read the changed entries from (the
-/// overlay's upper directory where the root is layered, the root itself otherwise).
-pub fn root_changes(root: &ChangedRoot, lower: &Path) -> Result<(PathBuf, Vec<Change>)> {
+/// What changed in `root` since `lower` (the image's unpacked tree it was made from, asked for
+/// only where the root is not layered), leaving out what the runtime put there, and the tree to
+/// read the changed entries from (the overlay's upper directory where the root is layered, the
+/// root itself otherwise).
+pub fn root_changes(
+    root: &ChangedRoot,
+    lower: impl FnOnce() -> Result<PathBuf>,
+) -> Result<(PathBuf, Vec<Change>)> {
     let skip = |p: &Path| {
         root.runtime_paths.iter().any(|r| p.starts_with(r))
             || root.runtime_entries.iter().any(|r| p == r)
@@ -35,7 +39,7 @@ pub fn root_changes(root: &ChangedRoot, lower: &Path) -> Result<(PathBuf, Vec<Ch
         Some(upper) if upper.is_dir() => Ok((upper.clone(), overlay_changes(upper, &skip)?)),
         _ => Ok((
             root.rootfs.clone(),
-            tree_changes(&root.rootfs, lower, &skip)?,
+            tree_changes(&root.rootfs, &lower()?, &skip)?,
         )),
     }
 }

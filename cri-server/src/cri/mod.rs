@@ -530,12 +530,9 @@ impl ImageService for Cri {
     ) -> Reply<cri::ImageFsInfoResponse> {
         let store = Arc::clone(self.runtime.images());
         let (mountpoint, usage) = blocking(move || {
-            Ok::<_, Status>((store.root().display().to_string(), store.fs_usage()))
+            Ok::<_, image_service::Error>((store.root().display().to_string(), store.fs_usage()?))
         })
         .await?;
-        ok(image::fs_info(
-            mountpoint,
-            usage.map_err(IntoStatus::into_status)?,
-        ))
+        ok(image::fs_info(mountpoint, usage))
     }
 }

@@ -81,7 +81,7 @@ fn run_step(
         bail!("RUN {shown} failed with exit code {}", exit.exit_code);
     }
     let changed = root.changed();
-    let (source, changes) = crate::diff::root_changes(&changed, root.lower())?;
+    let (source, changes) = crate::diff::root_changes(&changed, || Ok(root.lower().to_path_buf()))?;
     let mut w = store.layer_writer(opts.compression, TarOptions::default())?;
     w.changes(&source, &changes)?;
     let blob = store.store_layer(w)?;

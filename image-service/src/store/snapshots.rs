@@ -22,10 +22,7 @@ impl ImageStore {
         if final_path.is_dir() {
             return Ok(());
         }
-        let tmp = self
-            .tmp_dir()
-            .join(random_name().ctx(|| "random name".to_string())?);
-        fs::create_dir(&tmp).ctx(|| format!("create {}", tmp.display()))?;
+        let tmp = self.new_work_dir()?;
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
             .ctx(|| format!("chmod {}", tmp.display()))?;
         self.publish_snapshot(&tmp, &final_path)
