@@ -195,6 +195,37 @@ pub struct RuntimeConfig {
     pub seatbelt_mach_services: Vec<String>,
     pub allowed_capabilities: Vec<String>,
     pub landlock_best_effort: bool,
+    pub root_pool: RootPoolConfig,
+}
+
+/// `[runtime.root_pool]`: roots made ahead for big images where roots are copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RootPoolConfig {
+    pub size: usize,
+    pub min_files: u64,
+    pub max_mib: u64,
+}
+
+impl Default for RootPoolConfig {
+    fn default() -> Self {
+        RootPoolConfig {
+            size: 1,
+            min_files: 10_000,
+            max_mib: 40 * 1024,
+        }
+    }
+}
+
+impl RootPoolConfig {
+    /// The runtime's pool settings.
+    pub fn options(&self) -> runtime::pool::PoolOptions {
+        runtime::pool::PoolOptions {
+            size: self.size,
+            min_files: self.min_files,
+            max_bytes: self.max_mib.saturating_mul(1 << 20),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -302,6 +333,7 @@ impl Default for RuntimeConfig {
                 .collect(),
             allowed_capabilities: Vec::new(),
             landlock_best_effort: false,
+            root_pool: RootPoolConfig::default(),
         }
     }
 }

@@ -72,6 +72,9 @@ pub struct Metrics {
     /// The file system of the root: the image store and container roots.
     fs_avail: Gauge,
     fs_size: Gauge,
+    /// Roots made ahead (runtime::pool): how many are ready and the disk they take.
+    pool_roots: Gauge,
+    pool_bytes: Gauge,
     /// Set once at start; kept so the registry's handle has an owner that reads as intended.
     _start_time: Gauge,
     /// What the runtime's counters were at the last scrape, to advance ours by the difference.
@@ -173,6 +176,19 @@ impl Metrics {
             Unit::Bytes,
             fs_size.clone(),
         );
+        let pool_roots = Gauge::default();
+        registry.register(
+            "root_pool_roots",
+            "Container roots made ahead and ready for CreateContainer, over all images",
+            pool_roots.clone(),
+        );
+        let pool_bytes = Gauge::default();
+        registry.register_with_unit(
+            "root_pool",
+            "Disk taken by the roots made ahead (ready and being made; bounded by runtime.root_pool.max_mib)",
+            Unit::Bytes,
+            pool_bytes.clone(),
+        );
         let start_time = Gauge::default();
         registry.register_with_unit(
             "process_start_time",
@@ -212,6 +228,8 @@ impl Metrics {
             open_fds,
             fs_avail,
             fs_size,
+            pool_roots,
+            pool_bytes,
             _start_time: start_time,
             seen: Mutex::new((0, 0, 0.0)),
             runtime,
@@ -271,6 +289,9 @@ impl Metrics {
             self.fs_avail.set(fs.blocks_available() as i64 * block);
             self.fs_size.set(fs.blocks() as i64 * block);
         }
+        let pool = self.runtime.pool_usage();
+        self.pool_roots.set(pool.roots as i64);
+        self.pool_bytes.set(pool.bytes as i64);
         let pods = self.runtime.list_pods();
         let ready = pods.iter().filter(|p| p.state == PodState::Ready).count() as i64;
         self.pods

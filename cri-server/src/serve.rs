@@ -172,6 +172,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
         start_timeout: Duration::from_secs(config.runtime.start_timeout_seconds.max(1)),
         kill_timeout: Duration::from_secs(config.runtime.kill_timeout_seconds.max(1)),
         copy_rootfs: config.runtime.rootfs == crate::config::RootfsMode::Copy,
+        root_pool: config.runtime.root_pool.options(),
         state_dir: config.state_dir.clone(),
         limit_interval: Duration::from_millis(config.runtime.limit_check_interval_ms.max(10)),
         event_buffer: config.runtime.event_buffer.max(1),

@@ -63,6 +63,10 @@ pub const OS: Os = imp::OS;
 /// Whether the OS has bind mounts (Linux). macOS has none: volumes go through bindfs.
 pub const HAS_BIND_MOUNTS: bool = imp::HAS_BIND_MOUNTS;
 
+/// Whether containers' roots can be layers over their image ([`layer_rootfs`]: overlayfs on
+/// Linux) instead of copies (APFS clones on macOS).
+pub const LAYERED_ROOTS: bool = imp::LAYERED_ROOTS;
+
 /// Whether [`clone_tree`] can clone a whole tree in one call (APFS `clonefile` on macOS).
 pub const CLONES_TREES: bool = imp::CLONES_TREES;
 

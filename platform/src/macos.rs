@@ -18,6 +18,7 @@ use std::process::Command;
 use super::{ProcInfo, ProcUsage, cstring};
 
 pub const OS: super::Os = super::Os::MacOs;
+pub const LAYERED_ROOTS: bool = false;
 pub const HAS_BIND_MOUNTS: bool = false;
 pub const RESOLVER_DIR: Option<&str> = Some("/etc/resolver");
 pub const CLONES_TREES: bool = true;
@@ -294,6 +295,15 @@ pub fn rss_bytes(pid: i32) -> Option<u64> {
     // SAFETY: buffer points to a writable rusage_info_v2, the struct RUSAGE_INFO_V2 fills.
     let rc = unsafe { libc::proc_pid_rusage(pid, libc::RUSAGE_INFO_V2, &mut buffer) };
     (rc == 0).then_some(info.ri_phys_footprint)
+}
+
+pub fn background_thread() -> io::Result<()> {
+    // SAFETY: setpriority takes plain integers; PRIO_DARWIN_THREAD with who 0 is the calling
+    // thread, which PRIO_DARWIN_BG puts in the background class (low CPU and I/O priority).
+    if unsafe { libc::setpriority(libc::PRIO_DARWIN_THREAD, 0, libc::PRIO_DARWIN_BG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 pub fn set_nice(pid: i32, nice: i32) -> io::Result<()> {

@@ -115,6 +115,13 @@ pub fn set_nice(pid: i32, nice: i32) -> io::Result<()> {
     imp::set_nice(pid, nice)
 }
 
+/// Moves the calling thread to the lowest priority, for background work (deferred deletions,
+/// roots made ahead): nice 19 on Linux, where priorities are per thread; the background QoS
+/// class on macOS (PRIO_DARWIN_THREAD), which also throttles the thread's disk I/O.
+pub fn background_thread() -> io::Result<()> {
+    imp::background_thread()
+}
+
 /// Changes RLIMIT_NPROC and RLIMIT_NOFILE of a running process where the OS allows it (Linux
 /// prlimit); elsewhere only new processes get new rlimits.
 pub fn set_rlimits(pid: i32, nproc: Option<u64>, nofile: Option<u64>) -> io::Result<()> {

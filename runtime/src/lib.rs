@@ -23,11 +23,13 @@ pub mod logs;
 pub mod model;
 pub mod monitor;
 pub mod mounts;
+pub mod pool;
 pub mod rootfs;
 mod runtime;
 pub mod stats;
 pub mod step;
 mod store;
+mod trash;
 pub mod user;
 
 pub use confinement::UNCONFINED_HANDLER;

@@ -1,12 +1,13 @@
 //! The crash-safe metadata store: pods and containers as JSON values in redb tables.
 //!
 //! redb commits are atomic and durable, so a server killed at any point restarts with every
-//! committed record intact. Reads are served from the runtime's in-memory maps; this store is
+//! committed record intact (except a start written lazily, which recovery reads from the
+//! monitor's own record). Reads are served from the runtime's in-memory maps; this store is
 //! only written through and read once at start.
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -71,10 +72,12 @@ impl Store {
         table: TableDefinition<&str, &[u8]>,
         id: &str,
         value: &T,
+        durability: Durability,
     ) -> Result<()> {
         let bytes = serde_json::to_vec(value).map_err(|e| Error::Store(e.to_string()))?;
         self.write(|db| {
-            let txn = db.begin_write()?;
+            let mut txn = db.begin_write()?;
+            txn.set_durability(durability)?;
             txn.open_table(table)?.insert(id, bytes.as_slice())?;
             txn.commit()?;
             Ok(())
@@ -111,7 +114,7 @@ impl Store {
     }
 
     pub fn put_pod(&self, pod: &Pod) -> Result<()> {
-        self.put(PODS, &pod.id, pod)
+        self.put(PODS, &pod.id, pod, Durability::Immediate)
     }
 
     pub fn delete_pod(&self, id: &str) -> Result<()> {
@@ -119,7 +122,14 @@ impl Store {
     }
 
     pub fn put_container(&self, c: &Container) -> Result<()> {
-        self.put(CONTAINERS, &c.id, c)
+        self.put(CONTAINERS, &c.id, c, Durability::Immediate)
+    }
+
+    /// Writes `c` without waiting for the disk (no fsync): the write is atomic and visible at
+    /// once, and durable with the next durable write. Only for what a crash may lose because
+    /// recovery finds it elsewhere (a start, which the monitor records in `started.json`).
+    pub fn put_container_lazily(&self, c: &Container) -> Result<()> {
+        self.put(CONTAINERS, &c.id, c, Durability::None)
     }
 
     pub fn delete_container(&self, id: &str) -> Result<()> {

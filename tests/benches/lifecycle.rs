@@ -25,6 +25,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let (mut pod_start, mut create_start, mut to_running, mut stop_remove, mut exec_times) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Each call on its own, as critest -benchmark and cri-bench report them.
+    let (mut creates, mut starts, mut stops, mut removes) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Every other pod on the unconfined handler: container start with and without confinement
     // (Landlock, seccomp, capabilities) from one run.
     let (mut confined_start, mut unconfined_start) = (Vec::new(), Vec::new());
@@ -48,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
             .pod_sandbox_id;
         let t1 = Instant::now();
         let id = create(&mut rt, &pod, sleeper("c")).await?;
+        let created = Instant::now();
         start(&mut rt, &id).await?;
         let t2 = Instant::now();
         let out = exec(&mut rt, &id, &["true"], 10).await?;
@@ -58,8 +62,14 @@ async fn main() -> anyhow::Result<()> {
             timeout: 10,
         })
         .await?;
+        let stopped = Instant::now();
         rt.remove_container(cri::RemoveContainerRequest { container_id: id })
             .await?;
+        let removed = Instant::now();
+        creates.push(created - t1);
+        starts.push(t2 - created);
+        stops.push(stopped - t3);
+        removes.push(removed - stopped);
         rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
             pod_sandbox_id: pod.clone(),
         })
@@ -110,11 +120,15 @@ async fn main() -> anyhow::Result<()> {
         num_cpus()
     );
     print_latencies("RunPodSandbox", pod_start);
+    print_latencies("CreateContainer", creates);
+    print_latencies("StartContainer", starts);
     print_latencies("CreateContainer+StartContainer", create_start);
     print_latencies("  confined (default handler)", confined_start);
     print_latencies("  unconfined (darwin-unconfined)", unconfined_start);
     print_latencies("pod+container to running", to_running);
     print_latencies("ExecSync (true)", exec_times);
+    print_latencies("StopContainer (running sleep)", stops);
+    print_latencies("RemoveContainer (stopped)", removes);
     print_latencies("Stop+Remove container and pod", stop_remove);
     monitor_rss.sort();
     println!("server RSS idle: {idle_rss} KiB; with 20 running containers: {busy_rss} KiB");

@@ -189,6 +189,19 @@ impl Server {
         }
     }
 
+    /// Waits (up to 10 s) until the removals the server finishes after its reply are done:
+    /// RemoveContainer and RemovePodSandbox move a directory into `ROOT/trash` at once and
+    /// unmount and delete it in the background.
+    pub async fn wait_removals(&self) -> anyhow::Result<()> {
+        let trash = self.root().join("trash");
+        wait_for(Duration::from_secs(10), "the trash emptied", || async {
+            std::fs::read_dir(&trash)
+                .map_or(true, |mut d| d.next().is_none())
+                .then_some(())
+        })
+        .await
+    }
+
     /// Waits (up to 10 s) until no process runs below the server's pod directories.
     pub async fn wait_no_container_processes(&self) -> anyhow::Result<()> {
         let pods = self.root().join("pods");

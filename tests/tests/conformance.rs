@@ -150,6 +150,7 @@ async fn process_tools_work_and_proc_is_masked() -> anyhow::Result<()> {
         pod_sandbox_id: pod,
     })
     .await?;
+    server.wait_removals().await?;
     assert!(
         mounts_under(&server.root()).is_empty(),
         "/proc and its masks go with the container"

@@ -44,6 +44,7 @@ async fn kubelet_cleanup(rt: &mut Rt) -> anyhow::Result<()> {
 }
 
 async fn assert_no_debris(server: &Server) -> anyhow::Result<()> {
+    server.wait_removals().await?;
     server.wait_no_container_processes().await?;
     assert!(
         mounts_under(&server.root()).is_empty(),

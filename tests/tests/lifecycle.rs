@@ -422,6 +422,7 @@ async fn mounts_are_visible_inside_and_gone_after_remove() -> anyhow::Result<()>
 
     rt.remove_container(cri::RemoveContainerRequest { container_id: cid })
         .await?;
+    server.wait_removals().await?;
     assert!(
         mounts_under(&server.root()).is_empty(),
         "mounts removed with the container"
@@ -636,6 +637,7 @@ async fn roots_are_private(server: &Server) -> anyhow::Result<()> {
         pod_sandbox_id: pod,
     })
     .await?;
+    server.wait_removals().await?;
     assert!(mounts_under(&server.root()).is_empty());
     Ok(())
 }

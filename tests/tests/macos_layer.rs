@@ -140,6 +140,7 @@ async fn bindfs_volumes_work_and_are_repaired_after_their_daemon_dies() -> anyho
         pod_sandbox_id: pod,
     })
     .await?;
+    server.wait_removals().await?;
     assert!(mounts_under(&server.root()).is_empty());
     let left = bindfs_pids(server.dir.path());
     wait_for(Duration::from_secs(5), "bindfs processes to end", || {

@@ -160,6 +160,7 @@ async fn volumes_propagate_mounts_as_asked() -> anyhow::Result<()> {
         })
         .await?;
     }
+    server.wait_removals().await?;
     assert_eq!(mounts_under(&server.root()), Vec::<PathBuf>::new());
     Ok(())
 }

@@ -508,8 +508,15 @@ impl ImageService for Cri {
         non_empty(&reference, "image.image")?;
         let credentials = image::credentials(req.auth.as_ref())?;
         let (puller, metrics) = (self.puller.clone(), self.metrics.clone());
+        let runtime = Arc::clone(&self.runtime);
         // A pull kubelet gave up on still completes: the next PullImage finds it done.
-        detached(image::pull(puller, metrics, reference, credentials)).await
+        detached(async move {
+            let pulled = image::pull(puller, metrics, reference, credentials).await?;
+            // Roots of a big image are made ahead, off the path of its first CreateContainer.
+            runtime.image_pulled(&pulled.get_ref().image_ref);
+            Ok::<_, Status>(pulled)
+        })
+        .await
     }
 
     async fn remove_image(
@@ -521,6 +528,7 @@ impl ImageService for Cri {
         let store = Arc::clone(self.runtime.images());
         // Removing an image that is not there succeeds, as kubelet expects.
         blocking(move || store.remove(&reference)).await?;
+        self.runtime.images_removed();
         ok(cri::RemoveImageResponse {})
     }
 

@@ -82,6 +82,7 @@ pub async fn run(
     checks.extend(mounts(config, scratch.as_deref()));
     checks.push(root_filesystem(config, scratch.as_deref()));
     checks.push(root_nosuid(config));
+    checks.push(root_pool(config));
     checks.extend(landlock(config));
     checks.push(socket_paths(config));
     checks.extend(permissions(config, config_file));

@@ -165,6 +165,43 @@ pub(super) fn root_nosuid(config: &Config) -> Check {
     }
 }
 
+/// The roots made ahead for big images (runtime::pool): what they hold against their bound.
+pub(super) fn root_pool(config: &Config) -> Check {
+    let pool = config.runtime.root_pool.options();
+    let copies =
+        !platform::LAYERED_ROOTS || config.runtime.rootfs == crate::config::RootfsMode::Copy;
+    if pool.size == 0 || !copies {
+        return Check::ok(
+            "root pool",
+            if pool.size == 0 {
+                "off (runtime.root_pool.size = 0): every copied root is made at CreateContainer"
+            } else {
+                "unused: containers' roots are layers, made in one mount"
+            },
+        );
+    }
+    let usage = runtime::pool::usage(&config.root);
+    let detail = format!(
+        "{} roots ready for {} images, {:.1} GiB of {:.1} GiB (size {} per image with at least {} files)",
+        usage.roots,
+        usage.images,
+        usage.bytes as f64 / (1u64 << 30) as f64,
+        pool.max_bytes as f64 / (1u64 << 30) as f64,
+        pool.size,
+        pool.min_files
+    );
+    if usage.bytes >= pool.max_bytes {
+        Check::warn(
+            "root pool",
+            detail,
+            "the pools are at their bound: big images beyond it make their roots at \
+             CreateContainer; raise runtime.root_pool.max_mib or remove unused images",
+        )
+    } else {
+        Check::ok("root pool", detail)
+    }
+}
+
 pub(super) fn root_filesystem(config: &Config, scratch: Option<&Path>) -> Check {
     let fs = match platform::filesystem_type(&config.root) {
         Ok(fs) => fs,

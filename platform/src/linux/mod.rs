@@ -11,6 +11,7 @@ use nix::mount::{MntFlags, MsFlags};
 use super::{ProcInfo, ProcUsage};
 
 pub const OS: super::Os = super::Os::Linux;
+pub const LAYERED_ROOTS: bool = true;
 pub const HAS_BIND_MOUNTS: bool = true;
 pub const RESOLVER_DIR: Option<&str> = None;
 pub const CLONES_TREES: bool = false;
@@ -348,6 +349,14 @@ pub fn rss_bytes(pid: i32) -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024)
+}
+
+pub fn background_thread() -> io::Result<()> {
+    // SAFETY: setpriority takes plain integers; who 0 is the calling thread on Linux.
+    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 pub fn set_nice(pid: i32, nice: i32) -> io::Result<()> {

@@ -64,17 +64,33 @@ impl Runtime {
         id: &str,
         f: impl FnOnce(&mut Container),
     ) -> Result<Option<Container>> {
-        let updated = {
-            let mut containers = self.write_containers();
-            containers.get_mut(id).map(|c| {
-                f(c);
-                c.clone()
-            })
-        };
+        let updated = self.update_in_memory(id, f);
         if let Some(c) = &updated {
             self.store.put_container(c)?;
         }
         Ok(updated)
+    }
+
+    /// [`Self::update_container`] for what recovery can find elsewhere after a crash: the store
+    /// write does not wait for the disk.
+    pub(super) fn update_container_lazily(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Container),
+    ) -> Result<Option<Container>> {
+        let updated = self.update_in_memory(id, f);
+        if let Some(c) = &updated {
+            self.store.put_container_lazily(c)?;
+        }
+        Ok(updated)
+    }
+
+    fn update_in_memory(&self, id: &str, f: impl FnOnce(&mut Container)) -> Option<Container> {
+        let mut containers = self.write_containers();
+        containers.get_mut(id).map(|c| {
+            f(c);
+            c.clone()
+        })
     }
 
     pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<()> {
@@ -121,6 +137,7 @@ impl Runtime {
             )
         })?;
         self.note_monitor_start(None);
+        tracing::debug!(container = id, elapsed = ?t0.elapsed(), "monitor spawned");
         let mut line = String::new();
         if let Some(out) = child.stdout.take() {
             let mut reader = tokio::io::BufReader::new(out);
@@ -144,7 +161,9 @@ impl Runtime {
                     let _ = start_recorded.await;
                     rt.monitor_exited(&cid, tx);
                 });
-                let update = self.update_container(&c.id, |c| mark_running(c, &s));
+                // Without waiting for the disk: the monitor's started.json holds the start for
+                // a recovery after a crash.
+                let update = self.update_container_lazily(&c.id, |c| mark_running(c, &s));
                 if let Err(e) = update {
                     // The container runs and the runtime knows it; the store catches up at the
                     // next write, or recovery reads the monitor's started.json after a crash.
@@ -325,14 +344,13 @@ impl Runtime {
         // Nothing of it may outlive it, whatever state it is in.
         Self::kill_tree(&c, Signal::SIGKILL);
         self.stop_dns_proxy(&c.id);
-        let dir = c.dir.clone();
-        tokio::task::spawn_blocking(move || remove_tree(&dir))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .at("removing", &c.dir)?;
-        self.images.release(&c.id)?;
+        // The record goes first: a crash after it leaves a directory that recovery deletes as
+        // debris; the other order would leave a record without its directory.
         self.store.delete_container(&c.id)?;
         self.write_containers().remove(&c.id);
+        // Out of the pod's directory now, unmounted and deleted after the reply.
+        self.trash.discard(&c.dir).at("removing", &c.dir)?;
+        self.images.release(&c.id)?;
         self.emit(&c.id, &c.pod_id, EventKind::Deleted);
         self.release(&container_key(&c.pod_id, &c.name, c.attempt));
         Ok(())

@@ -380,14 +380,14 @@ impl Runtime {
             self.prepared_layer(snapshot, &image.id, user)
         };
         let layers: Vec<&Path> = layer.iter().map(PathBuf::as_path).collect();
-        let (rootfs, layered) = crate::rootfs::clone_rootfs(
-            snapshot,
-            &layers,
-            &plan.dir,
-            self.opts.copy_rootfs,
-            nosuid,
-        )
-        .at("making the container root from", snapshot)?;
+        let pooled = plan.dir.join("rootfs");
+        let (rootfs, layered) = if self.roots_are_copies() && self.pool.take(&image.id, &pooled) {
+            tracing::debug!(container = plan.id, "root taken from the pool");
+            (pooled, false)
+        } else {
+            crate::rootfs::clone_rootfs(snapshot, &layers, &plan.dir, self.opts.copy_rootfs, nosuid)
+                .at("making the container root from", snapshot)?
+        };
         if !(layered && layer.is_some()) {
             prepare_root(&rootfs, user)?;
         }

@@ -62,6 +62,8 @@ pub struct RuntimeOptions {
     pub kill_timeout: Duration,
     /// Copy every container root instead of layering it over the image (overlayfs on Linux).
     pub copy_rootfs: bool,
+    /// Roots made ahead for images whose roots are copies (see [`crate::pool`]).
+    pub root_pool: crate::pool::PoolOptions,
     /// Runtime state (monitor control sockets); short, since unix socket paths are limited to
     /// 104 bytes on macOS.
     pub state_dir: PathBuf,
@@ -150,6 +152,10 @@ pub struct Runtime {
     monitor_start_error: Mutex<Option<String>>,
     /// The pod CIDR kubelet sent in UpdateRuntimeConfig.
     pod_cidr: Mutex<String>,
+    /// Removed containers' and pods' directories, deleted after the reply.
+    trash: Arc<crate::trash::Trash>,
+    /// Roots made ahead for big images.
+    pool: crate::pool::RootPool,
 }
 
 /// Marks a container as starting for as long as it lives.
@@ -220,6 +226,14 @@ impl Runtime {
     pub fn open(opts: RuntimeOptions, images: Arc<ImageStore>) -> Result<Arc<Runtime>> {
         std::fs::create_dir_all(opts.root.join("pods")).at("creating", &opts.root)?;
         let store = Store::open(&opts.root.join("metadata.redb"))?;
+        let trash =
+            Arc::new(crate::trash::Trash::new(&opts.root).at("creating the trash in", &opts.root)?);
+        let pool = crate::pool::RootPool::new(
+            &opts.root,
+            opts.root_pool,
+            Arc::clone(&images),
+            Arc::clone(&trash),
+        );
         let node_ip = opts.node_ip.unwrap_or_else(detect_node_ip).to_string();
         let mut names = HashSet::new();
         let pods: HashMap<String, Pod> = store
@@ -263,6 +277,8 @@ impl Runtime {
             monitor_deaths: std::sync::atomic::AtomicU64::new(0),
             monitor_start_error: Mutex::new(None),
             pod_cidr: Mutex::new(String::new()),
+            trash,
+            pool,
         }))
     }
 
@@ -276,6 +292,28 @@ impl Runtime {
 
     pub fn root(&self) -> &Path {
         &self.opts.root
+    }
+
+    /// Whether containers' roots are copies of their images (the pool's domain), not layers.
+    pub(super) fn roots_are_copies(&self) -> bool {
+        self.opts.copy_rootfs || !platform::LAYERED_ROOTS
+    }
+
+    /// An image was pulled: roots of it are made ahead where roots are copies.
+    pub fn image_pulled(&self, image_id: &str) {
+        if self.roots_are_copies() {
+            self.pool.fill(image_id);
+        }
+    }
+
+    /// Images were removed: their root pools go.
+    pub fn images_removed(&self) {
+        self.pool.prune();
+    }
+
+    /// What the root pools hold now.
+    pub fn pool_usage(&self) -> crate::pool::PoolUsage {
+        crate::pool::usage(&self.opts.root)
     }
 
     pub fn runtime_handlers(&self) -> &[String] {

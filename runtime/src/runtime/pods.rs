@@ -239,13 +239,9 @@ impl Runtime {
         // kubelet may remove a pod it never stopped.
         self.host_ports.close(&pod.id);
         self.cluster_dns.remove(&pod.id);
-        let dir = pod.dir.clone();
-        tokio::task::spawn_blocking(move || remove_tree(&dir))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .at("removing", &pod.dir)?;
         self.store.delete_pod(&pod.id)?;
         self.write_pods().remove(&pod.id);
+        self.trash.discard(&pod.dir).at("removing", &pod.dir)?;
         self.sampler
             .lock()
             .unwrap_or_else(|p| p.into_inner())

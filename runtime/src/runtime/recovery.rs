@@ -65,6 +65,8 @@ impl Runtime {
 
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
         self.unmount_stale();
+        // Removals whose deletion a crash cut short: their records are gone already.
+        self.trash.empty();
         for p in self.list_pods() {
             if p.state != PodState::Ready {
                 continue;
@@ -182,6 +184,8 @@ impl Runtime {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove debris");
             }
         }
+        // Half-made roots of the pool go, ready ones of images still here are kept.
+        self.pool.recover(self.roots_are_copies());
         Ok(())
     }
 }
