@@ -46,17 +46,37 @@ pub fn remove_tree(dir: &Path) -> std::io::Result<()> {
 /// window a bind followed by a chmod leaves open (issue #26, 14; a bound socket keeps working
 /// under its new name on macOS and Linux alike). Nothing with the umask, which is the whole
 /// process's and would race its other threads. An entry at `path` is replaced.
+///
+/// Where the directory holding `path` is this user's own and closed to everyone else (mode
+/// 0700, as the monitors' socket directory is), nobody else can reach the socket in that window:
+/// it is bound in place, which spares a directory's creation and removal at every container
+/// start.
 pub fn bind_socket(
     path: &Path,
     mode: u32,
     gid: Option<u32>,
 ) -> std::io::Result<std::os::unix::net::UnixListener> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
+    let private_dir = std::fs::metadata(dir).is_ok_and(|m| {
+        m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o077 == 0
+    });
+    if private_dir && platform::socket_path_problem(path).is_none() {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let listener = std::os::unix::net::UnixListener::bind(path)?;
+        if let Some(gid) = gid {
+            std::os::unix::fs::lchown(path, None, Some(gid))?;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        return Ok(listener);
+    }
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let private = dir.join(format!(".b{}-{n}", std::process::id()));
     let short = private.join("s");
@@ -275,6 +295,21 @@ mod tests {
         assert_eq!(
             std::fs::read_dir(dir.path()).expect("ls").count(),
             2,
+            "no scratch left"
+        );
+        // A directory others can enter: bound aside in a private one, then renamed.
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).expect("mkdir");
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let path = open.join("c.sock");
+        let l = bind_socket(&path, 0o660, Some(gid)).expect("bind");
+        let m = std::fs::symlink_metadata(&path).expect("stat");
+        assert_eq!((m.permissions().mode() & 0o7777, m.gid()), (0o660, gid));
+        std::os::unix::net::UnixStream::connect(&path).expect("connect");
+        drop(l);
+        assert_eq!(
+            std::fs::read_dir(&open).expect("ls").count(),
+            1,
             "no scratch left"
         );
     }

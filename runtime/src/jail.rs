@@ -37,7 +37,7 @@ use crate::Result;
 use crate::error::IoContext;
 
 /// Changes with the layout, so that layers made by an older version are not reused.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Links made where the image has nothing at the path: (path, target relative to `/`).
 pub const LINKS: &[(&str, &str)] = &[

@@ -126,7 +126,7 @@ pub const DEFAULT_READONLY_PATHS: &[&str] = &[
 /// directory an empty read-only directory (made in `container_dir`), a read-only path itself
 /// mounted read-only. Returns the mount points made; on an error those are undone.
 pub(crate) fn mask(
-    container_dir: &Path,
+    empty: &Path,
     masked: &[PathBuf],
     read_only: &[PathBuf],
 ) -> Result<Vec<PathBuf>> {
@@ -134,13 +134,10 @@ pub(crate) fn mask(
     let result = (|| -> io::Result<()> {
         for path in masked {
             if std::fs::symlink_metadata(path)?.is_dir() {
-                let empty = container_dir.join("masked");
-                std::fs::create_dir_all(&empty)?;
-                std::fs::set_permissions(
-                    &empty,
-                    std::os::unix::fs::PermissionsExt::from_mode(0o555),
-                )?;
-                platform::bind_mount(&empty, path, true)?;
+                // One empty directory serves every container: bound read-only, nothing can
+                // be written into it from any of them.
+                empty_dir(empty)?;
+                platform::bind_mount(empty, path, true)?;
             } else {
                 platform::bind_mount(Path::new("/dev/null"), path, true)?;
             }
@@ -159,6 +156,29 @@ pub(crate) fn mask(
         return Err(Error::io("masking paths in the container root", e));
     }
     Ok(made)
+}
+
+/// `dir` as an empty directory of mode 0555 (made if missing), the source masked directories
+/// are bound from.
+fn empty_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
+        Err(_) => {
+            std::fs::create_dir_all(dir)?;
+            std::fs::symlink_metadata(dir)?
+        }
+    };
+    if !meta.is_dir() {
+        return Err(io::Error::other(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    if meta.permissions().mode() & 0o7777 != 0o555 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o555))?;
+    }
+    Ok(())
 }
 
 impl MountPolicy {

@@ -145,7 +145,7 @@ impl StepRoot {
         let masked = existing(crate::mounts::DEFAULT_MASKED_PATHS);
         let read_only = existing(crate::mounts::DEFAULT_READONLY_PATHS);
         if platform::HAS_BIND_MOUNTS {
-            let made = crate::mounts::mask(&self.dir, &masked, &read_only)?;
+            let made = crate::mounts::mask(&self.dir.join("masked"), &masked, &read_only)?;
             self.mounted.extend(made);
         }
         // Confined as a container of a default-handler pod.
@@ -235,7 +235,15 @@ impl StepRoot {
             serde_json::to_vec_pretty(&process).map_err(|e| Error::Internal(e.to_string()))?;
         crate::fsutil::write_atomic(&self.dir.join(monitor::PROCESS_FILE), &bytes)
             .at("writing", &self.dir)?;
-        std::fs::create_dir_all(opts.state_dir.join("m")).at("creating", &opts.state_dir)?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // Private, as the server's: monitors bind their sockets there directly.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(opts.state_dir.join("m"))
+                .at("creating", &opts.state_dir)?;
+        }
 
         let _relay = dns_relay(opts, &self.rootfs);
         let monitor_log_path = self.dir.join("monitor.log");

@@ -110,9 +110,22 @@ pub const STARTED_FILE: &str = "started.json";
 
 pub const EXIT_FILE: &str = "exit.json";
 
-/// Held (flock) by the monitor for its whole life: the server's test of whether it still runs,
-/// immune to pid reuse, and a guard against two monitors for one container.
+/// What monitors of earlier builds held (flock) for their whole life; a monitor now locks the
+/// bundle directory itself ([`lock_bundle`]), which exists already: one file fewer to create at
+/// each start. [`is_running`] still reads this file where a monitor of an earlier build made it.
 pub const LOCK_FILE: &str = "monitor.lock";
+
+/// Takes the monitor's lock on `bundle` (flock on the directory): held for the monitor's whole
+/// life, the server's test of whether it still runs (immune to pid reuse) and a guard against
+/// two monitors for one container. `None`: another monitor holds it.
+pub fn lock_bundle(bundle: &Path) -> std::io::Result<Option<Flock<std::fs::File>>> {
+    let dir = std::fs::File::open(bundle)?;
+    match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e.into()),
+    }
+}
 
 /// What the monitor tells the server once the container process runs (also kept in
 /// `started.json` for a server that restarts before it read the handshake).
@@ -176,13 +189,15 @@ pub fn read_started(bundle: &Path) -> Option<Started> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Whether a monitor holds `bundle`'s lock, i.e. still runs.
+/// Whether a monitor holds `bundle`'s lock, i.e. still runs: the directory's, or the lock file
+/// of a monitor of an earlier build where that file exists.
 pub fn is_running(bundle: &Path) -> bool {
-    let Ok(file) = std::fs::OpenOptions::new()
-        .read(true)
-        .open(bundle_file(bundle, LOCK_FILE))
-    else {
-        return false;
+    let file = match std::fs::File::open(bundle_file(bundle, LOCK_FILE)) {
+        Ok(old) => old,
+        Err(_) => match std::fs::File::open(bundle) {
+            Ok(dir) => dir,
+            Err(_) => return false,
+        },
     };
     Flock::lock(file, FlockArg::LockExclusiveNonblock).is_err()
 }
@@ -237,7 +252,21 @@ mod tests {
     #[test]
     fn a_held_lock_means_a_running_monitor() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(!is_running(dir.path()), "no lock file");
+        assert!(!is_running(dir.path()), "nobody holds the directory");
+        let held = lock_bundle(dir.path()).expect("lock").expect("free");
+        assert!(is_running(dir.path()));
+        assert!(
+            lock_bundle(dir.path()).expect("lock").is_none(),
+            "a second monitor"
+        );
+        drop(held);
+        assert!(!is_running(dir.path()));
+        assert!(!is_running(&dir.path().join("gone")), "no bundle");
+    }
+
+    #[test]
+    fn the_lock_file_of_an_earlier_monitor_is_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
         let file = std::fs::File::create(bundle_file(dir.path(), LOCK_FILE)).expect("create");
         assert!(!is_running(dir.path()), "a lock file nobody holds");
         let held = Flock::lock(file, FlockArg::LockExclusiveNonblock).expect("lock");

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{Flock, FlockArg};
+use nix::fcntl::Flock;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -77,14 +77,9 @@ struct Running {
 }
 
 fn start(bundle: &Path) -> Result<Running, MonitorError> {
-    let lock_file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(bundle_file(bundle, LOCK_FILE))
-        .map_err(|e| MonitorError::io("creating the monitor lock", e))?;
-    let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
-        .map_err(|_| MonitorError::AlreadyRunning)?;
+    let lock = lock_bundle(bundle)
+        .map_err(|e| MonitorError::io("locking the bundle", e))?
+        .ok_or(MonitorError::AlreadyRunning)?;
     if let Err(e) = platform::become_subreaper() {
         eprintln!("cannot become a subreaper: {e}");
     }

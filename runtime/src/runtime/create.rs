@@ -15,7 +15,7 @@ pub(super) struct Plan {
 }
 
 /// What every root of an image gets before its container's own files: /dev, the jail layout
-/// (see [`crate::jail`]) with the user's home, a world-writable /tmp, and /etc.
+/// (see [`crate::jail`]) with the user's home, a world-writable /tmp, /etc, and /proc.
 pub(crate) fn prepare_root(rootfs: &Path, user: &user::ResolvedUser) -> Result<()> {
     let inside = |p: &str| {
         resolve_in_root(rootfs, Path::new(p)).at("resolving in the container root", Path::new(p))
@@ -27,6 +27,9 @@ pub(crate) fn prepare_root(rootfs: &Path, user: &user::ResolvedUser) -> Result<(
     std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
         .at("chmod", &tmp)?;
     std::fs::create_dir_all(inside("/etc")?).at("creating /etc in", rootfs)?;
+    // The mount point of each container's /proc: made here, in the layer every container of
+    // the image shares, it costs no directory per container.
+    std::fs::create_dir_all(inside("/proc")?).at("creating /proc in", rootfs)?;
     Ok(())
 }
 
@@ -454,7 +457,11 @@ impl Runtime {
             // Landlock only grants: where the OS has bind mounts, masked and read-only paths
             // are mounts over them (what containerd does); the Seatbelt profile denies them.
             if platform::HAS_BIND_MOUNTS {
-                mounted.extend(crate::mounts::mask(&plan.dir, &masked, &read_only)?);
+                mounted.extend(crate::mounts::mask(
+                    &self.opts.root.join("masked"),
+                    &masked,
+                    &read_only,
+                )?);
             }
             crate::confinement::policy(
                 spec,
