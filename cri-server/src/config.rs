@@ -195,6 +195,7 @@ pub struct RuntimeConfig {
     pub seatbelt_mach_services: Vec<String>,
     pub allowed_capabilities: Vec<String>,
     pub landlock_best_effort: bool,
+    pub waiting_monitors: usize,
     pub root_pool: RootPoolConfig,
 }
 
@@ -333,6 +334,7 @@ impl Default for RuntimeConfig {
                 .collect(),
             allowed_capabilities: Vec::new(),
             landlock_best_effort: false,
+            waiting_monitors: 2,
             root_pool: RootPoolConfig::default(),
         }
     }

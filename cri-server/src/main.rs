@@ -289,6 +289,9 @@ fn main() -> anyhow::Result<()> {
     if let (Some(cmd), Some(bundle), None) = (args.next(), args.next(), args.next())
         && cmd == "monitor"
     {
+        if bundle == runtime::monitor::WAIT_ARG {
+            std::process::exit(runtime::monitor::run_waiting());
+        }
         std::process::exit(runtime::monitor::run(std::path::Path::new(&bundle)));
     }
     let cli = Cli::parse();

@@ -165,6 +165,7 @@ pub async fn serve(mut config: Config) -> anyhow::Result<()> {
     let opts = RuntimeOptions {
         root: config.root.clone(),
         monitor: monitor_program()?,
+        waiting_monitors: config.runtime.waiting_monitors,
         strict_pod_network: config.runtime.strict_pod_network,
         node_ip,
         max_log_line: config.runtime.max_log_line_bytes,

@@ -1,4 +1,5 @@
-//! `darwin-cri-monitor BUNDLE`: the per-container monitor (see `runtime::monitor`), as a binary
+//! `darwin-cri-monitor BUNDLE` (or `--wait`, started ahead, the bundle then read from stdin):
+//! the per-container monitor (see `runtime::monitor`), as a binary
 //! of its own. It links only the monitor's code (no async runtime, gRPC, TLS or argument
 //! parser), so each running container pays for a few hundred KiB of pages rather than the
 //! server's. `darwin-cri` starts it from its own directory; install the two side by side.
@@ -12,6 +13,9 @@ fn main() {
                 env!("CARGO_PKG_VERSION"),
                 runtime::monitor::PROTOCOL
             );
+        }
+        (Some(arg), None) if arg == runtime::monitor::WAIT_ARG => {
+            std::process::exit(runtime::monitor::run_waiting())
         }
         (Some(bundle), None) => {
             std::process::exit(runtime::monitor::run(std::path::Path::new(&bundle)))

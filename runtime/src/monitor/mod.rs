@@ -35,10 +35,12 @@ mod command;
 mod control;
 mod process;
 mod stdio;
+mod waiting;
 
 pub use client::{is_unknown_command, open_attach, protocol_of, send_command, start_exec};
 pub use command::find_executable;
-pub use process::run;
+pub use process::{run, run_waiting};
+pub use waiting::Waiting;
 
 /// The control protocol this build's monitor speaks. 1: `reopen`, `limits`, `attach`, `exec`
 /// (monitors that do not say their version). 2: adds `version`, and the handshake and
@@ -51,6 +53,9 @@ pub const PROTOCOL: u32 = 2;
 fn protocol_one() -> u32 {
     1
 }
+
+/// The argument that starts a monitor ahead of its container ([`run_waiting`]).
+pub const WAIT_ARG: &str = "--wait";
 
 /// The small monitor binary's file name, looked for beside the server's executable.
 pub const MONITOR_BINARY: &str = "darwin-cri-monitor";
@@ -100,6 +105,17 @@ impl MonitorProgram {
             cmd.arg("monitor");
         }
         cmd.arg(bundle);
+        cmd
+    }
+
+    /// The command that starts a monitor ahead, to wait for its bundle on stdin
+    /// ([`run_waiting`]).
+    pub fn waiting_command(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.exe);
+        if self.subcommand {
+            cmd.arg("monitor");
+        }
+        cmd.arg(WAIT_ARG);
         cmd
     }
 }

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,34 @@ pub fn run(bundle: &Path) -> i32 {
             1
         }
     }
+}
+
+/// A monitor started ahead (`darwin-cri-monitor --wait`, see [`super::Waiting`]): it waits, on
+/// stdin, for the server to name its bundle (one line), then runs as [`run`] with its stderr
+/// in the bundle's `monitor.log` and stdin on /dev/null. Its fork, exec and loading were paid
+/// before StartContainer. The end of stdin before a line (the server stopped) ends it quietly.
+pub fn run_waiting() -> i32 {
+    use std::io::BufRead;
+    use std::os::unix::ffi::OsStringExt;
+    let mut line = Vec::new();
+    match std::io::stdin().lock().read_until(b'\n', &mut line) {
+        Ok(_) if line.ends_with(b"\n") => {
+            line.pop();
+        }
+        _ => return 0,
+    }
+    let bundle = PathBuf::from(std::ffi::OsString::from_vec(line));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(bundle_file(&bundle, "monitor.log"));
+    if let Ok(log) = &log {
+        let _ = nix::unistd::dup2_stderr(log);
+    }
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+    }
+    run(&bundle)
 }
 
 /// What `start` hands to `supervise`.

@@ -118,17 +118,9 @@ impl Runtime {
                 state: c.state,
             });
         }
-        let monitor_log = std::fs::File::create(c.dir.join("monitor.log"))
-            .at("creating", &c.dir.join("monitor.log"))?;
         // Before the process starts: a build may resolve a name as its first act.
         self.start_dns_proxy(&c);
-        let mut monitor = tokio::process::Command::from(self.opts.monitor.command(&c.dir));
-        monitor
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(monitor_log));
-        platform::inherit_only_stdio(monitor.as_std_mut());
-        let mut child = monitor.spawn().map_err(|e| {
+        let mut child = self.monitors.start(&c.dir).await.map_err(|e| {
             self.stop_dns_proxy(&c.id);
             self.note_monitor_start(Some(format!("{}: {e}", self.opts.monitor.exe().display())));
             Error::io(

@@ -3,7 +3,6 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -48,6 +47,8 @@ pub struct RuntimeOptions {
     pub root: PathBuf,
     /// What each container's monitor runs: `darwin-cri-monitor` beside the server.
     pub monitor: monitor::MonitorProgram,
+    /// Monitors kept started ahead, waiting for a container (see [`monitor::Waiting`]).
+    pub waiting_monitors: usize,
     /// Refuse pods that ask for a network of their own instead of running them on the host's.
     pub strict_pod_network: bool,
     /// The address pods report; detected from the host's interfaces when `None`.
@@ -156,6 +157,8 @@ pub struct Runtime {
     trash: Arc<crate::trash::Trash>,
     /// Roots made ahead for big images.
     pool: crate::pool::RootPool,
+    /// Monitors started ahead, and how others are started.
+    monitors: monitor::Waiting,
 }
 
 /// Marks a container as starting for as long as it lives.
@@ -257,6 +260,7 @@ impl Runtime {
             &opts.cluster_domain,
             opts.cluster_dns_servers.clone(),
         );
+        let monitors = monitor::Waiting::new(opts.monitor.clone(), opts.waiting_monitors);
         Ok(Arc::new(Runtime {
             opts,
             images,
@@ -279,6 +283,7 @@ impl Runtime {
             pod_cidr: Mutex::new(String::new()),
             trash,
             pool,
+            monitors,
         }))
     }
 
@@ -314,6 +319,11 @@ impl Runtime {
     /// What the root pools hold now.
     pub fn pool_usage(&self) -> crate::pool::PoolUsage {
         crate::pool::usage(&self.opts.root)
+    }
+
+    /// The pids of the monitors started ahead and waiting now.
+    pub fn waiting_monitor_pids(&self) -> Vec<u32> {
+        self.monitors.pids()
     }
 
     pub fn runtime_handlers(&self) -> &[String] {

@@ -186,6 +186,8 @@ impl Runtime {
         }
         // Half-made roots of the pool go, ready ones of images still here are kept.
         self.pool.recover(self.roots_are_copies());
+        // Monitors waiting for the first starts.
+        self.monitors.fill();
         Ok(())
     }
 }
