@@ -12,7 +12,7 @@ mod report;
 mod suite;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
@@ -51,8 +51,8 @@ struct Args {
     /// Container starts with `runtime.rootfs = "copy"` (each copies the whole image).
     #[arg(long, default_value_t = 3)]
     copy_starts: usize,
-    /// Run only these benchmarks (comma-separated): idle, pod-start, concurrent, exec, memory,
-    /// lists, pull, rounds, xcode. Default: all.
+    /// Run only these benchmarks (comma-separated): idle, pod-start, calls, burst, concurrent,
+    /// exec, memory, lists, pull, rounds, xcode. Default: all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -158,6 +158,57 @@ async fn main() -> anyhow::Result<()> {
         }
         report.latency("pod start (run, create, start)", &samples);
         report.samples("pod_start", &samples);
+    }
+
+    if args.runs("calls") {
+        eprintln!("CreateContainer, StartContainer, RemoveContainer, each timed");
+        let mut samples: Vec<Vec<Vec<Duration>>> = vec![vec![Vec::new(), Vec::new()]; 3];
+        for i in 0..args.iterations {
+            for (k, c) in clients.iter_mut().enumerate() {
+                let took = c.container_calls(&format!("calls{i}")).await?;
+                for (call, t) in took.into_iter().enumerate() {
+                    samples[call][k].push(t);
+                }
+            }
+        }
+        for (call, name) in [
+            "CreateContainer",
+            "StartContainer",
+            "RemoveContainer (stopped)",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            report.latency(name, &samples[call]);
+        }
+    }
+
+    if args.runs("burst") {
+        // A farm's morning: 20 build pods scheduled at once onto one 2-core node.
+        eprintln!("20 pods at once: time until all run");
+        let mut samples = vec![Vec::new(), Vec::new()];
+        for round in 0..args.iterations.div_ceil(20).max(3) {
+            for (k, c) in clients.iter().enumerate() {
+                let t = Instant::now();
+                let mut tasks = Vec::new();
+                for j in 0..20 {
+                    let mut c = c.clone();
+                    tasks.push(tokio::spawn(async move {
+                        c.start_pod(&format!("burst{round}-{j}"), 1).await
+                    }));
+                }
+                let mut pods = Vec::new();
+                for task in tasks {
+                    pods.push(task.await??);
+                }
+                samples[k].push(t.elapsed());
+                let mut c = c.clone();
+                for p in &pods {
+                    c.remove_pod(p).await?;
+                }
+            }
+        }
+        report.latency("20 pods at once, until all run", &samples);
     }
 
     if args.runs("concurrent") {
@@ -316,7 +367,7 @@ async fn main() -> anyhow::Result<()> {
         let mut skopeo = Vec::new();
         for run in 0..args.pull_runs {
             for (k, c) in clients.iter_mut().enumerate() {
-                let t = std::time::Instant::now();
+                let t = Instant::now();
                 c.pull(&big.0)
                     .await
                     .with_context(|| format!("{}: pull", daemons[k].name))?;
@@ -324,7 +375,7 @@ async fn main() -> anyhow::Result<()> {
                 c.remove_image(&big.0).await?;
             }
             let dest = work.path().join(format!("skopeo-{run}"));
-            let t = std::time::Instant::now();
+            let t = Instant::now();
             let out = std::process::Command::new("skopeo")
                 .args(["copy", "--quiet", "--src-tls-verify=false"])
                 .arg(format!("docker://{}", big.0))
@@ -386,7 +437,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Seconds `cmd` took; it must succeed.
 fn timed_command(cmd: &mut std::process::Command) -> anyhow::Result<f64> {
-    let t = std::time::Instant::now();
+    let t = Instant::now();
     let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
     anyhow::ensure!(
         out.status.success(),
@@ -415,7 +466,7 @@ async fn xcode(
         "an Xcode-sized image: {} files, {} MB",
         args.xcode_files, args.xcode_mb
     );
-    let t = std::time::Instant::now();
+    let t = Instant::now();
     let dir = work.join("xcode");
     let image =
         darwin_cri_tests::registry::xcode_like_image(&dir, args.xcode_files, args.xcode_mb)?;
@@ -432,7 +483,7 @@ async fn xcode(
 
     let mut pull = Vec::new();
     for (k, c) in clients.iter_mut().enumerate() {
-        let t = std::time::Instant::now();
+        let t = Instant::now();
         c.pull(&name)
             .await
             .with_context(|| format!("{}: pulling the Xcode-sized image", daemons[k].name))?;
@@ -474,17 +525,19 @@ async fn xcode(
         report.latency(&format!("container create+start, {label}"), &samples);
     }
 
-    // rootfs = "copy": a second darwin-cri whose container roots are full copies.
+    // rootfs = "copy": a second darwin-cri whose container roots are full copies made at
+    // CreateContainer (the pool off), the Linux stand-in for a clone of the whole tree.
     eprintln!("the same with runtime.rootfs = \"copy\"");
     let copying = Daemon::darwin_cri_with(
         &work.join("darwin-cri-copy"),
         darwin_bin,
         &registry.addr,
-        "rootfs = \"copy\"",
+        "rootfs = \"copy\"\n[runtime.root_pool]\nsize = 0",
     )?;
     let mut c = connect(&copying, busybox, work.join("logs").join("darwin-cri-copy")).await?;
     c.pull(&name).await?;
     c.pull(busybox).await?;
+    let mut busybox_copy_p50 = 0.0;
     for (n, (image, label)) in [(name.as_str(), "Xcode-sized image"), (busybox, "busybox")]
         .into_iter()
         .enumerate()
@@ -496,13 +549,88 @@ async fn xcode(
             c.remove_pod(&pod).await?;
         }
         let p50 = median(took.clone());
+        if n == 1 {
+            busybox_copy_p50 = p50;
+        }
         eprintln!("  rootfs = copy, container create+start, {label}: p50 {p50:.1} ms");
         report.note(format!(
-            "darwin-cri with rootfs = \"copy\": container create+start with the {label}, p50 {p50:.1} ms over {} (each copies the image's tree)",
+            "darwin-cri with rootfs = \"copy\" and no root pool: container create+start with the {label}, p50 {p50:.1} ms over {} (each copies the image's tree)",
             took.len()
         ));
     }
     drop(c);
     drop(copying);
+
+    // The same with roots made ahead (runtime.root_pool, one per image): each create takes a
+    // ready root; before the next, the pool's refill is timed, with the server's CPU and the
+    // pool's disk.
+    eprintln!("the same with a warm root pool (runtime.root_pool.size = 1)");
+    let pooled = Daemon::darwin_cri_with(
+        &work.join("darwin-cri-pool"),
+        darwin_bin,
+        &registry.addr,
+        "rootfs = \"copy\"\n[runtime.root_pool]\nsize = 1",
+    )?;
+    let mut c = connect(&pooled, busybox, work.join("logs").join("darwin-cri-pool")).await?;
+    let image_id = c.pull(&name).await?;
+    c.pull(busybox).await?;
+    let pool_dir = pooled
+        .dir
+        .join("root/pool")
+        .join(image_id.trim_start_matches("sha256:"));
+    let ready = |dir: &std::path::Path| -> usize {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        n.starts_with("r-") && !n.ends_with(".tmp")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let wait_ready = |dir: &std::path::Path| -> anyhow::Result<f64> {
+        let t = Instant::now();
+        while ready(dir) == 0 {
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(1800),
+                "no root made ahead in {} within 30 minutes",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let cpu = |pid: i32| darwin_cri_tests::cpu_ticks(pid) as f64 / 100.0;
+    wait_ready(&pool_dir)?;
+    let (mut took, mut refill, mut refill_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..args.copy_starts {
+        let (pod, t) = c.container_start(&format!("pool-{i}"), &name).await?;
+        took.push(t.as_secs_f64() * 1000.0);
+        let cpu_before = cpu(pooled.pid());
+        refill.push(wait_ready(&pool_dir)?);
+        refill_cpu.push(cpu(pooled.pid()) - cpu_before);
+        c.remove_pod(&pod).await?;
+    }
+    let pool_bytes: f64 = std::fs::read_to_string(pool_dir.join("bytes"))
+        .ok()
+        .and_then(|b| b.trim().parse().ok())
+        .unwrap_or(0.0);
+    let p50 = median(took.clone());
+    let (refill_p50, cpu_p50) = (median(refill.clone()), median(refill_cpu.clone()));
+    eprintln!(
+        "  warm pool: create+start p50 {p50:.1} ms ({:.2}x busybox copied); refill {refill_p50:.1} s, {cpu_p50:.1} s of server CPU; {:.0} MB per root",
+        p50 / busybox_copy_p50.max(0.001),
+        pool_bytes / 1e6
+    );
+    report.note(format!(
+        "darwin-cri with rootfs = \"copy\" and a warm root pool (size 1): container create+start with the Xcode-sized image, p50 {p50:.1} ms over {} ({:.2}x busybox's {busybox_copy_p50:.1} ms without a pool); refilling the pool took {refill_p50:.1} s (p50) at the lowest priority, {cpu_p50:.1} s of the server's CPU, and {:.0} MB of disk per ready root",
+        took.len(),
+        p50 / busybox_copy_p50.max(0.001),
+        pool_bytes / 1e6
+    ));
+    drop(c);
+    drop(pooled);
     Ok(())
 }

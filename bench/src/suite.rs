@@ -212,6 +212,51 @@ impl Client {
         Ok(())
     }
 
+    /// One pod with one container, each call timed on its own: CreateContainer,
+    /// StartContainer, and RemoveContainer of the stopped container (StopContainer and the pod's
+    /// own calls untimed).
+    pub async fn container_calls(&mut self, name: &str) -> anyhow::Result<[Duration; 3]> {
+        let (id, config) = self.run_pod(name).await?;
+        let t = Instant::now();
+        let cid = self
+            .rt
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: id.clone(),
+                config: Some(container_config("c0", &self.image.clone())),
+                sandbox_config: Some(config.clone()),
+            })
+            .await?
+            .into_inner()
+            .container_id;
+        let created = t.elapsed();
+        let t = Instant::now();
+        self.rt
+            .start_container(cri::StartContainerRequest {
+                container_id: cid.clone(),
+            })
+            .await?;
+        let started = t.elapsed();
+        self.rt
+            .stop_container(cri::StopContainerRequest {
+                container_id: cid.clone(),
+                timeout: 0,
+            })
+            .await?;
+        let t = Instant::now();
+        self.rt
+            .remove_container(cri::RemoveContainerRequest {
+                container_id: cid.clone(),
+            })
+            .await?;
+        let removed = t.elapsed();
+        self.remove_pod(&Pod {
+            id,
+            containers: Vec::new(),
+        })
+        .await?;
+        Ok([created, started, removed])
+    }
+
     /// One pod with one container, from nothing to running; removed afterwards (untimed).
     pub async fn pod_start(&mut self, name: &str) -> anyhow::Result<Duration> {
         let t = Instant::now();

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use darwin_cri_tests::v1::RemovePodSandboxRequest;
 use darwin_cri_tests::*;
 
 /// The server's children that wait for a container (`darwin-cri-monitor --wait`, still in the
@@ -102,7 +103,7 @@ async fn a_start_takes_a_waiting_monitor_and_another_is_started() -> anyhow::Res
     );
     server.restart().await?;
     let (mut rt, _) = server.client().await?;
-    rt.remove_pod_sandbox(darwin_cri_tests::v1::RemovePodSandboxRequest {
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
         pod_sandbox_id: pod,
     })
     .await?;
