@@ -142,7 +142,9 @@ state = "{d}/state"
         let mut found = Vec::new();
         for pid in all_pids() {
             let line = cmdline(pid);
-            let ours = line.contains(&marker);
+            // A monitor started ahead says only `--wait`: its working directory is its bundle.
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+            let ours = line.contains(&marker) || cwd.starts_with(&self.dir);
             let shim = ours && line.contains("containerd-shim");
             // `darwin-cri-monitor BUNDLE`, or `darwin-cri monitor BUNDLE` where it is missing.
             let monitor = ours

@@ -2,7 +2,9 @@
 
 use super::*;
 
-/// Pids of live processes whose root directory or command line points below `dir`.
+/// Pids of live processes whose root directory, working directory or command line points below
+/// `dir` (a monitor started ahead has only `--wait` on its command line; its working directory
+/// is its bundle).
 pub fn processes_under(dir: &Path) -> Vec<i32> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -24,9 +26,13 @@ pub fn processes_under(dir: &Path) -> Vec<i32> {
             continue;
         }
         let root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap_or_default();
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let dir_s = dir.display().to_string();
-        if root.starts_with(dir) || String::from_utf8_lossy(&cmdline).contains(&dir_s) {
+        if root.starts_with(dir)
+            || cwd.starts_with(dir)
+            || String::from_utf8_lossy(&cmdline).contains(&dir_s)
+        {
             out.push(pid);
         }
     }

@@ -72,6 +72,11 @@ pub fn run_waiting() -> i32 {
         _ => return 0,
     }
     let bundle = PathBuf::from(std::ffi::OsString::from_vec(line));
+    // Its command line says only `--wait`: its working directory says which container it
+    // monitors (`ls -l /proc/PID/cwd`, `lsof -p PID`).
+    if bundle.is_absolute() {
+        let _ = std::env::set_current_dir(&bundle);
+    }
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
