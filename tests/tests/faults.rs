@@ -211,6 +211,26 @@ async fn server_killed_during_concurrent_pod_cycles() -> anyhow::Result<()> {
     assert_no_debris(&server).await
 }
 
+/// RemoveContainer moves the container's directory into the trash and replies; a crash before the
+/// background deletion leaves it there, mounts and all: the next start unmounts and deletes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_a_crash_left_in_the_trash_is_unmounted_and_deleted_at_the_next_start()
+-> anyhow::Result<()> {
+    let mut server = Server::start().await?;
+    server.kill();
+    let left = server.root().join("trash").join("c0ffee.1-0");
+    let mounted = left.join("rootfs/proc");
+    std::fs::create_dir_all(&mounted)?;
+    std::fs::write(left.join("rootfs/file"), b"x")?;
+    mount_small_tmpfs(&mounted, 1 << 20)?;
+    assert_eq!(mounts_under(&left), vec![mounted.clone()]);
+    server.restart().await?;
+    server.wait_removals().await?;
+    assert!(!left.exists(), "deleted");
+    assert!(mounts_under(&server.root()).is_empty(), "unmounted");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_monitor_ends_its_container_with_a_reason() -> anyhow::Result<()> {
     let server = Server::start().await?;
