@@ -328,7 +328,7 @@ pub fn list(
 }
 
 /// A container event as kubelet's evented PLEG reads it: the pod's status and the statuses of
-/// all its containers, as they are when the event is sent.
+/// all its containers, as they were when the event happened.
 pub fn event(rt: &runtime::Runtime, e: runtime::ContainerEvent) -> cri::ContainerEventResponse {
     use runtime::EventKind;
     let kind = match e.kind {
@@ -337,14 +337,17 @@ pub fn event(rt: &runtime::Runtime, e: runtime::ContainerEvent) -> cri::Containe
         EventKind::Stopped => cri::ContainerEventType::ContainerStoppedEvent,
         EventKind::Deleted => cri::ContainerEventType::ContainerDeletedEvent,
     };
-    let pod = rt.pod(&e.pod_id).ok();
-    let containers_statuses =
-        rt.map_containers(|c| (c.pod_id == e.pod_id).then(|| status(c, false).status)?);
+    let containers_statuses = e
+        .containers
+        .iter()
+        .filter_map(|c| status(c, false).status)
+        .collect();
     cri::ContainerEventResponse {
         container_id: e.container_id,
         container_event_type: kind as i32,
         created_at: e.created_at,
-        pod_sandbox_status: pod
+        pod_sandbox_status: e
+            .pod
             .and_then(|p| super::sandbox::status(&p, rt.node_ip(), false).status),
         containers_statuses,
     }

@@ -34,11 +34,23 @@ impl Runtime {
     }
 
     pub(super) fn emit(&self, container_id: &str, pod_id: &str, kind: EventKind) {
+        if self.subscriber_count() == 0 {
+            return;
+        }
+        // The statuses as they are now, not when a subscriber reads the event.
+        let containers: Vec<Container> = self
+            .read_containers()
+            .values()
+            .filter(|c| c.pod_id == pod_id)
+            .cloned()
+            .collect();
         let event = ContainerEvent {
             container_id: container_id.to_string(),
             pod_id: pod_id.to_string(),
             kind,
             created_at: now_nanos(),
+            pod: self.find_pod(pod_id).map(Arc::new),
+            containers: Arc::new(containers),
         };
         let Ok(mut subs) = self.subscribers.lock() else {
             return;

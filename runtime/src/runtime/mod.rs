@@ -116,6 +116,11 @@ pub struct ContainerEvent {
     pub pod_id: String,
     pub kind: EventKind,
     pub created_at: i64,
+    /// The pod and all its containers as they were when the event happened (kubelet's evented
+    /// PLEG reads the statuses from the event: a container removed right after it stopped must
+    /// still be in its Stopped event). Shared by every subscriber.
+    pub pod: Option<Arc<Pod>>,
+    pub containers: Arc<Vec<Container>>,
 }
 
 /// Pods and containers. Shared behind an `Arc` by every RPC handler.
