@@ -113,7 +113,20 @@ impl Client {
         name: &str,
         image: &str,
     ) -> anyhow::Result<String> {
-        let cid = self
+        let cid = self.create(pod, config, name, image).await?;
+        self.start(&cid).await?;
+        Ok(cid)
+    }
+
+    /// CreateContainer of container `name` of `image` in pod `pod`: its id.
+    async fn create(
+        &mut self,
+        pod: &str,
+        config: &cri::PodSandboxConfig,
+        name: &str,
+        image: &str,
+    ) -> anyhow::Result<String> {
+        Ok(self
             .rt
             .create_container(cri::CreateContainerRequest {
                 pod_sandbox_id: pod.to_string(),
@@ -122,13 +135,16 @@ impl Client {
             })
             .await?
             .into_inner()
-            .container_id;
+            .container_id)
+    }
+
+    async fn start(&mut self, cid: &str) -> anyhow::Result<()> {
         self.rt
             .start_container(cri::StartContainerRequest {
-                container_id: cid.clone(),
+                container_id: cid.to_string(),
             })
             .await?;
-        Ok(cid)
+        Ok(())
     }
 
     /// RunPodSandbox: the pod's id and configuration.
@@ -217,24 +233,12 @@ impl Client {
     /// own calls untimed).
     pub async fn container_calls(&mut self, name: &str) -> anyhow::Result<[Duration; 3]> {
         let (id, config) = self.run_pod(name).await?;
+        let image = self.image.clone();
         let t = Instant::now();
-        let cid = self
-            .rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: id.clone(),
-                config: Some(container_config("c0", &self.image.clone())),
-                sandbox_config: Some(config.clone()),
-            })
-            .await?
-            .into_inner()
-            .container_id;
+        let cid = self.create(&id, &config, "c0", &image).await?;
         let created = t.elapsed();
         let t = Instant::now();
-        self.rt
-            .start_container(cri::StartContainerRequest {
-                container_id: cid.clone(),
-            })
-            .await?;
+        self.start(&cid).await?;
         let started = t.elapsed();
         self.rt
             .stop_container(cri::StopContainerRequest {

@@ -207,11 +207,7 @@ pub async fn relayed_container(
     let cid = create(&mut rt, &pod, container_config("c", "exec sleep 1000")).await?;
     start(&mut rt, &cid).await?;
     let var_run = server
-        .root()
-        .join("pods")
-        .join(&pod)
-        .join("containers")
-        .join(&cid)
+        .container_dir(&pod, &cid)
         .join("rootfs/var/run")
         .canonicalize()?;
     Ok((server, rt, pod, cid, var_run))

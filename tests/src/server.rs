@@ -189,6 +189,15 @@ impl Server {
         }
     }
 
+    /// Container `id`'s bundle directory (its root is `rootfs` in it) in pod `pod`.
+    pub fn container_dir(&self, pod: &str, id: &str) -> PathBuf {
+        self.root()
+            .join("pods")
+            .join(pod)
+            .join("containers")
+            .join(id)
+    }
+
     /// Waits (up to 10 s) until the removals the server finishes after its reply are done:
     /// RemoveContainer and RemovePodSandbox move a directory into `ROOT/trash` at once and
     /// unmount and delete it in the background.

@@ -367,13 +367,7 @@ async fn roots_of_one_image_and_user_share_one_prepared_layer() -> anyhow::Resul
         "one layer for the image's default user, one for app"
     );
     // A container's own layer holds only its own files, not the shared preparation.
-    let upper = server
-        .root()
-        .join("pods")
-        .join(&pod)
-        .join("containers")
-        .join(&ids[0])
-        .join("upper");
+    let upper = server.container_dir(&pod, &ids[0]).join("upper");
     for shared in ["Library", "dev", "private", "Users"] {
         assert!(
             !upper.join(shared).exists(),

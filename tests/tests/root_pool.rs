@@ -75,13 +75,7 @@ async fn create_takes_a_ready_root_and_the_pool_refills() -> anyhow::Result<()> 
     let taken = inode(&before[0]);
     let pod = run_pod(&mut rt, &server, "pooled").await?;
     let id = create(&mut rt, &pod, container_config("c", "sleep 1000")).await?;
-    let rootfs = server
-        .root()
-        .join("pods")
-        .join(&pod)
-        .join("containers")
-        .join(&id)
-        .join("rootfs");
+    let rootfs = server.container_dir(&pod, &id).join("rootfs");
     assert_eq!(
         inode(&rootfs),
         taken,

@@ -170,13 +170,7 @@ async fn exec_over_spdy() -> anyhow::Result<()> {
     );
 
     // A client that goes away takes its process with it.
-    let rootfs = server
-        .root()
-        .join("pods")
-        .join(&pod)
-        .join("containers")
-        .join(&id)
-        .join("rootfs");
+    let rootfs = server.container_dir(&pod, &id).join("rootfs");
     assert!(
         processes_in(&rootfs) >= 1,
         "the container's own process is seen"
@@ -692,13 +686,7 @@ async fn fifty_concurrent_execs_leave_nothing_behind() -> anyhow::Result<()> {
     let url = exec_url(&mut rt, &id, &["true"], false, false).await?;
     spdy_session(&url, None, true, false).await?;
     let fds_before = fd_count(pid);
-    let rootfs = server
-        .root()
-        .join("pods")
-        .join(&pod)
-        .join("containers")
-        .join(&id)
-        .join("rootfs");
+    let rootfs = server.container_dir(&pod, &id).join("rootfs");
     assert!(
         processes_in(&rootfs) >= 1,
         "the container's own process is seen"
@@ -796,13 +784,7 @@ async fn tokens_expire_and_idle_sessions_close() -> anyhow::Result<()> {
     assert_eq!(code, 404, "an expired token: {head}");
 
     // A session with no traffic either way ends, and its process with it.
-    let rootfs = server
-        .root()
-        .join("pods")
-        .join(&pod)
-        .join("containers")
-        .join(&id)
-        .join("rootfs");
+    let rootfs = server.container_dir(&pod, &id).join("rootfs");
     let before = processes_in(&rootfs);
     let url = exec_url(&mut rt, &id, &["sleep", "1000"], true, false).await?;
     let mut c = SpdyClient::connect(&url, &["v4.channel.k8s.io"]).await?;

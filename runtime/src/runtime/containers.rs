@@ -64,11 +64,7 @@ impl Runtime {
         id: &str,
         f: impl FnOnce(&mut Container),
     ) -> Result<Option<Container>> {
-        let updated = self.update_in_memory(id, f);
-        if let Some(c) = &updated {
-            self.store.put_container(c)?;
-        }
-        Ok(updated)
+        self.update_stored(id, f, false)
     }
 
     /// [`Self::update_container`] for what recovery can find elsewhere after a crash: the store
@@ -78,19 +74,28 @@ impl Runtime {
         id: &str,
         f: impl FnOnce(&mut Container),
     ) -> Result<Option<Container>> {
-        let updated = self.update_in_memory(id, f);
-        if let Some(c) = &updated {
-            self.store.put_container_lazily(c)?;
-        }
-        Ok(updated)
+        self.update_stored(id, f, true)
     }
 
-    fn update_in_memory(&self, id: &str, f: impl FnOnce(&mut Container)) -> Option<Container> {
-        let mut containers = self.write_containers();
-        containers.get_mut(id).map(|c| {
-            f(c);
-            c.clone()
-        })
+    fn update_stored(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Container),
+        lazily: bool,
+    ) -> Result<Option<Container>> {
+        let updated = {
+            let mut containers = self.write_containers();
+            containers.get_mut(id).map(|c| {
+                f(c);
+                c.clone()
+            })
+        };
+        match &updated {
+            Some(c) if lazily => self.store.put_container_lazily(c)?,
+            Some(c) => self.store.put_container(c)?,
+            None => {}
+        }
+        Ok(updated)
     }
 
     pub async fn start_container(self: &Arc<Self>, id: &str) -> Result<()> {
